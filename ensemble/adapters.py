@@ -1,0 +1,222 @@
+"""Triton Python-backend adapters: the classes behind every generated ``model.py``.
+
+They only move tensors between Triton and the plain functions of ``imaging``,
+``boxes`` and ``families``. Every request is answered on its own: a bad image gets
+an error response for that request and the model goes on serving the others.
+Dtypes of outputs are read from the model config, not repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ensemble import contract, spec
+from ensemble.boxes import pack_detections, weighted_box_fusion
+from ensemble.detectors import DETECTOR_BY_FRAMEWORK
+from ensemble.families import FAMILIES
+from ensemble.imaging import ImageError, decode_image, draw_detections, encode_jpeg
+
+Arrays = dict[str, np.ndarray]
+
+
+class RequestError(ValueError):
+    """A request the client got wrong; its message goes back to the client."""
+
+
+def _log(message: str) -> None:
+    pb_utils.Logger.log_info(message)
+
+
+class _Adapter:
+    """Reads the config once, then answers each request with ``process``."""
+
+    def initialize(self, args: dict) -> None:
+        self.config = json.loads(args["model_config"])
+        self.model_name = args["model_name"]
+        self.parameters = {
+            k: v["string_value"] for k, v in self.config.get("parameters", {}).items()
+        }
+        self.output_dtypes = {
+            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"])
+            for o in self.config["output"]
+        }
+        self.input_names = [i["name"] for i in self.config["input"]]
+        self.setup(args)
+
+    def setup(self, args: dict) -> None:
+        pass
+
+    def process(self, inputs: Arrays) -> Arrays:
+        raise NotImplementedError
+
+    def _inputs(self, request) -> Arrays:
+        inputs = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:  # optional inputs may be absent
+                inputs[name] = tensor.as_numpy()
+        return inputs
+
+    def _response(self, outputs: Arrays):
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(name, np.asarray(value).astype(self.output_dtypes[name]))
+                for name, value in outputs.items()
+            ]
+        )
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._response(self.process(self._inputs(request))))
+            except (ImageError, RequestError) as e:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+            except Exception as e:  # never let one request take the model down
+                pb_utils.Logger.log_error(f"{self.model_name}: {type(e).__name__}: {e}")
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"{self.model_name} failed: {e}")
+                    )
+                )
+        return responses
+
+
+def _which(i: int, n: int) -> str:
+    return f"image {i + 1} of {n}: " if n > 1 else ""
+
+
+class Decode(_Adapter):
+    """IMAGE bytes [B, 1] -> DECODED_IMAGE [B, Hmax, Wmax, 3] (zero-padded) + IMAGE_SIZE."""
+
+    def process(self, inputs: Arrays) -> Arrays:
+        encoded = inputs[contract.IMAGE].reshape(-1)
+        images = []
+        for i, data in enumerate(encoded):
+            try:
+                images.append(decode_image(bytes(data)))
+            except ImageError as e:
+                raise ImageError(_which(i, len(encoded)) + str(e)) from None
+        height = max(im.shape[0] for im in images)
+        width = max(im.shape[1] for im in images)
+        batch = np.zeros((len(images), height, width, 3), np.uint8)
+        for i, im in enumerate(images):
+            batch[i, : im.shape[0], : im.shape[1]] = im
+        sizes = np.array([im.shape[:2] for im in images], np.int32)
+        return {spec.DECODED_IMAGE: batch, spec.IMAGE_SIZE: sizes}
+
+
+def _originals(inputs: Arrays):
+    """Yield each image of the batch cut to its real size (undoing Decode's padding)."""
+    for image, (h, w) in zip(inputs[spec.DECODED_IMAGE], inputs[spec.IMAGE_SIZE], strict=True):
+        yield image[:h, :w]
+
+
+class Preprocess(_Adapter):
+    def setup(self, args: dict) -> None:
+        self.family = FAMILIES[self.parameters["family"]]
+
+    def process(self, inputs: Arrays) -> Arrays:
+        return {spec.PREPROCESSED: np.stack([self.family.preprocess(im) for im in _originals(inputs)])}
+
+
+def _threshold(inputs: Arrays, name: str, default: float, batch: int) -> np.ndarray:
+    """Per-image thresholds from an optional [B, 1] input, checked to lie in [0, 1]."""
+    if name not in inputs:
+        return np.full(batch, default, np.float32)
+    values = inputs[name].reshape(-1).astype(np.float32)
+    if values.shape[0] != batch:
+        raise RequestError(f"{name} has {values.shape[0]} values for {batch} images")
+    if not np.all((values >= 0.0) & (values <= 1.0)):
+        raise RequestError(f"{name} must lie in [0, 1], got {values.tolist()}")
+    return values
+
+
+def _thresholds(inputs: Arrays, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        _threshold(inputs, contract.SCORE_THRESHOLD, contract.DEFAULT_SCORE_THRESHOLD, batch),
+        _threshold(inputs, contract.IOU_THRESHOLD, contract.DEFAULT_IOU_THRESHOLD, batch),
+    )
+
+
+def _packed(per_image: list[np.ndarray]) -> Arrays:
+    packed = [pack_detections(d) for d in per_image]
+    return {
+        contract.DETECTIONS: np.stack([p[0] for p in packed]),
+        contract.NUM_DETECTIONS: np.array([[p[1]] for p in packed], np.int32),
+    }
+
+
+class Postprocess(_Adapter):
+    def setup(self, args: dict) -> None:
+        self.family = FAMILIES[self.parameters["family"]]
+        self.raw_names = [n for n in self.input_names if n not in {
+            spec.IMAGE_SIZE, contract.SCORE_THRESHOLD, contract.IOU_THRESHOLD}]  # fmt: skip
+
+    def process(self, inputs: Arrays) -> Arrays:
+        sizes = inputs[spec.IMAGE_SIZE]
+        scores, ious = _thresholds(inputs, len(sizes))
+        results = []
+        for i, (h, w) in enumerate(sizes):
+            raw = {name: inputs[name][i] for name in self.raw_names}
+            results.append(self.family.postprocess(raw, (int(h), int(w)), scores[i], ious[i]))
+        return _packed(results)
+
+
+class Fuse(_Adapter):
+    def process(self, inputs: Arrays) -> Arrays:
+        sizes = inputs[spec.IMAGE_SIZE]
+        scores, ious = _thresholds(inputs, len(sizes))
+        names = [contract.framework_outputs(d.framework) for d in DETECTOR_BY_FRAMEWORK.values()]
+        results = []
+        for i in range(len(sizes)):
+            sets = [inputs[dets][i, : int(inputs[num][i, 0])] for dets, num, _ in names]
+            results.append(weighted_box_fusion(sets, ious[i], scores[i]))
+        return _packed(results)
+
+
+class Draw(_Adapter):
+    def setup(self, args: dict) -> None:
+        self.quality = int(self.parameters.get("jpeg_quality", "90"))
+
+    def process(self, inputs: Arrays) -> Arrays:
+        jpegs = []
+        dets, nums = inputs[contract.DETECTIONS], inputs[contract.NUM_DETECTIONS]
+        for i, image in enumerate(_originals(inputs)):
+            drawn = draw_detections(image, dets[i, : int(nums[i, 0])], contract.COCO80_LABELS)
+            jpegs.append([encode_jpeg(drawn, self.quality)])
+        return {contract.ANNOTATED_IMAGE: np.array(jpegs, dtype=np.object_)}
+
+
+class Detector(_Adapter):
+    """Runs one detector artifact; the dynamic batcher's requests share one forward pass."""
+
+    def setup(self, args: dict) -> None:
+        from ensemble.runners import Device, load_runner
+
+        artifact = DETECTOR_BY_FRAMEWORK[self.parameters["framework"]]
+        kind = "gpu" if args.get("model_instance_kind") == "GPU" else "cpu"
+        device = Device(kind, int(args.get("model_instance_device_id") or 0))
+        path = Path(args["model_repository"]) / args["model_version"] / artifact.artifact
+        self.runner = load_runner(artifact, path, device, int(self.parameters.get("threads", "2")))
+        self.input_name = artifact.inputs[0].name
+        _log(f"{self.model_name}: loaded {path.name} as {self.runner.describe}")
+
+    def execute(self, requests):
+        try:
+            batches = [self._inputs(r)[self.input_name] for r in requests]
+            outputs = self.runner(np.concatenate(batches))
+        except Exception as e:
+            pb_utils.Logger.log_error(f"{self.model_name}: {type(e).__name__}: {e}")
+            error = pb_utils.TritonError(f"{self.model_name} failed: {e}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        responses, start = [], 0
+        for batch in batches:
+            stop = start + len(batch)
+            responses.append(self._response({n: v[start:stop] for n, v in outputs.items()}))
+            start = stop
+        return responses

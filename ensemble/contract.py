@@ -1,0 +1,132 @@
+"""The public contract of the detection service.
+
+Everything a client, the UI, the benchmarks or the tests need to talk to the
+ensembles lives here: ensemble names, tensor names, dtypes, shapes, defaults and
+the COCO-80 label list. Server code imports the same names, so a tensor name is
+spelled exactly once in the code base.
+
+Coordinates: every box crossing the public interface is ``(x1, y1, x2, y2)`` in
+pixels of the *original* image (x to the right, y down, origin at the top-left
+corner of the top-left pixel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- ensembles -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Framework:
+    """One detector family served through one framework."""
+
+    key: str  # short name used in ensemble and tensor names
+    title: str  # what people call the framework
+    detector: str  # Triton model name of the detector
+    model_title: str  # what people call the network
+
+    @property
+    def ensemble(self) -> str:
+        return f"detect_{self.key}"
+
+    @property
+    def output_prefix(self) -> str:
+        """Prefix of this framework's outputs in ``detect_all``."""
+        return f"{self.key.upper()}_"
+
+
+PYTORCH = Framework("pytorch", "PyTorch (TorchScript)", "nanodet_m", "NanoDet-m 416")
+TENSORFLOW = Framework("tensorflow", "TensorFlow (SavedModel)", "ssd_mobilenet_v2", "SSD MobileNet v2")
+ONNXRUNTIME = Framework("onnxruntime", "ONNX Runtime", "centernet_mobilenetv3", "CenterNet MobileNetV3 512")
+
+FRAMEWORKS: tuple[Framework, ...] = (PYTORCH, TENSORFLOW, ONNXRUNTIME)
+FRAMEWORK_BY_KEY = {f.key: f for f in FRAMEWORKS}
+
+DETECT_ALL = "detect_all"
+ENSEMBLES: tuple[str, ...] = tuple(f.ensemble for f in FRAMEWORKS) + (DETECT_ALL,)
+
+# --- tensors -------------------------------------------------------------------
+
+# Inputs. Requests have shape [B, 1]: one element per image.
+IMAGE = "IMAGE"  # TYPE_STRING (BYTES): the bytes of one encoded image file
+SCORE_THRESHOLD = "SCORE_THRESHOLD"  # TYPE_FP32, optional: keep detections scoring >= this
+IOU_THRESHOLD = "IOU_THRESHOLD"  # TYPE_FP32, optional: NMS / fusion IoU threshold
+
+DEFAULT_SCORE_THRESHOLD = 0.3
+DEFAULT_IOU_THRESHOLD = 0.5
+
+# Outputs, per image.
+DETECTIONS = "DETECTIONS"  # TYPE_FP32 [MAX_DETECTIONS, 6], rows DETECTION_FIELDS
+NUM_DETECTIONS = "NUM_DETECTIONS"  # TYPE_INT32 [1]: how many leading rows are real
+ANNOTATED_IMAGE = "ANNOTATED_IMAGE"  # TYPE_STRING [1]: JPEG of the original image with boxes
+
+MAX_DETECTIONS = 100
+DETECTION_FIELDS = ("x1", "y1", "x2", "y2", "score", "class_id")
+
+# Largest image accepted, in pixels (width * height). Larger files are rejected
+# before decoding so a forged header cannot make the server allocate gigabytes.
+MAX_IMAGE_PIXELS = 40_000_000
+
+# Largest batch a client may send in one request (the ensembles' max_batch_size).
+MAX_BATCH_SIZE = 8
+
+# Name of the config parameter that carries the label list (JSON array) on every
+# ensemble, so clients read labels from the server instead of shipping their own.
+LABELS_PARAMETER = "labels"
+
+
+def framework_outputs(framework: Framework) -> tuple[str, str, str]:
+    """Names of one framework's (detections, count, annotated image) in ``detect_all``."""
+    p = framework.output_prefix
+    return (p + DETECTIONS, p + NUM_DETECTIONS, p + ANNOTATED_IMAGE)
+
+
+# Triton data types of the public tensors.
+DTYPES = {
+    IMAGE: "BYTES",
+    SCORE_THRESHOLD: "FP32",
+    IOU_THRESHOLD: "FP32",
+    DETECTIONS: "FP32",
+    NUM_DETECTIONS: "INT32",
+    ANNOTATED_IMAGE: "BYTES",
+}
+
+# Shapes of one image's tensors (without the batch dimension).
+SHAPES = {
+    IMAGE: (1,),
+    SCORE_THRESHOLD: (1,),
+    IOU_THRESHOLD: (1,),
+    DETECTIONS: (MAX_DETECTIONS, len(DETECTION_FIELDS)),
+    NUM_DETECTIONS: (1,),
+    ANNOTATED_IMAGE: (1,),
+}
+
+# --- labels --------------------------------------------------------------------
+
+# COCO-80 in the standard order: class_id 0 = person ... 79 = toothbrush.
+COCO80_LABELS: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush",
+)  # fmt: skip
+
+# The official COCO category ids (1..90, with gaps) of the 80 classes above, in the
+# same order. SSD (TF Object Detection API) predicts these ids; the COCO results JSON
+# written by the client uses them too.
+COCO91_IDS: tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77,
+    78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+)  # fmt: skip
+
+assert len(COCO80_LABELS) == 80 and len(COCO91_IDS) == 80

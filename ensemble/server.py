@@ -1,0 +1,254 @@
+"""Start a real Triton Inference Server on this machine, no Docker needed.
+
+The server binary is the Triton 2.51 build inside the PyPI wheel
+``nvidia-pytriton==0.7.0``. It is copied once into ``.cache/triton/`` with the
+Python-backend stub that matches this interpreter, then started on a model
+repository written by ``configgen``. Listens on localhost unless asked otherwise.
+
+    python -m ensemble.server                     # cpu target, ports 8000/8001/8002
+    python -m ensemble.server --host 0.0.0.0 --grpc-port 9001
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from ensemble import configgen
+
+REPO_ROOT = configgen.REPO_ROOT
+CACHE = REPO_ROOT / ".cache"
+LOG_DIR = REPO_ROOT / "build" / "logs"
+
+
+class ServerError(RuntimeError):
+    """The server could not be started; the message says why and what to do."""
+
+
+@dataclass
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def named(self) -> dict[str, int]:
+        return {"HTTP": self.http, "gRPC": self.grpc, "metrics": self.metrics}
+
+
+def _pytriton_dirs() -> tuple[Path, Path]:
+    try:
+        dist = metadata.distribution("nvidia-pytriton")
+    except metadata.PackageNotFoundError:
+        raise ServerError("nvidia-pytriton is not installed: run `make setup`") from None
+    site = Path(dist.locate_file(""))
+    return site / "pytriton" / "tritonserver", site / "nvidia_pytriton.libs"
+
+
+def triton_home() -> tuple[Path, Path]:
+    """The runnable server tree and its bundled libraries, prepared once.
+
+    The wheel keeps one Python-backend stub per Python version; the backend looks
+    for ``triton_python_backend_stub`` next to ``libtriton_python.so``, so a copy
+    of the tree gets this interpreter's stub put in place.
+    """
+    tree, libs = _pytriton_dirs()
+    version = metadata.version("nvidia-pytriton")
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    home = CACHE / "triton" / f"pytriton-{version}-py{py}"
+    stub = home / "backends" / "python" / "triton_python_backend_stub"
+    if not stub.exists():
+        source_stub = tree / "python_backend_stubs" / py / "triton_python_backend_stub"
+        if not source_stub.exists():
+            raise ServerError(f"nvidia-pytriton {version} has no Python-backend stub for {py}")
+        tmp = home.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(tree, tmp, ignore=shutil.ignore_patterns("python_backend_stubs"))
+        shutil.copy2(source_stub, tmp / "backends" / "python" / stub.name)
+        shutil.rmtree(home, ignore_errors=True)
+        tmp.rename(home)
+    return home, libs
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _environment(libs: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The stub embeds the system libpython; it finds this virtual environment's
+    # packages (numpy, torch, ...) through the `python3` first on PATH and its
+    # pyvenv.cfg. PYTHONPATH alone is not enough (see shared/FACTS.md).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["LD_LIBRARY_PATH"] = f"{libs}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}".rstrip(":")
+    return env
+
+
+@dataclass
+class TritonServer:
+    """A tritonserver child process on a model repository."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    ports: Ports = field(default_factory=Ports)
+    log_path: Path = LOG_DIR / "tritonserver.log"
+    process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    def start(self) -> None:
+        for what, port in self.ports.named().items():
+            if port_in_use(self.host, port):
+                raise ServerError(
+                    f"port {port} ({what}) on {self.host} is already in use: is another "
+                    f"server running? Stop it or pick another port with --{what.lower()}-port"
+                )
+        home, libs = triton_home()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
+        cmd = [
+            str(home / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={home / 'backends'}",
+            f"--http-address={self.host}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.ports.metrics}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            "--log-verbose=0",
+        ]
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=_environment(libs),
+            start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly
+        )  # fmt: skip
+        log.close()
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(
+                    f"tritonserver exited with code {self.process.returncode} while loading; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise ServerError(f"not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def prepare_repository(target: str = "cpu", out: Path | None = None) -> Path:
+    """Write the target's repository with links to the built artifacts."""
+    from ensemble.build import models_dir
+
+    t = configgen.make_target(target)
+    out = out or REPO_ROOT / "build" / "repository" / t.name
+    return configgen.write_repository(t, out, models_dir())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Start Triton on the embedded default (CPU).")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ap.add_argument("--http-port", type=int, default=8000)
+    ap.add_argument("--grpc-port", type=int, default=8001)
+    ap.add_argument("--metrics-port", type=int, default=8002)
+    ap.add_argument("--repository", type=Path, help="serve this repository as it is")
+    args = ap.parse_args(argv)
+
+    try:
+        repository = args.repository or prepare_repository("cpu")
+        server = TritonServer(
+            repository, args.host, Ports(args.http_port, args.grpc_port, args.metrics_port)
+        )
+        print(f"starting Triton on {repository} (log: {server.log_path})", flush=True)
+        server.start()
+    except (ServerError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    def on_signal(signum, _frame):
+        print(f"\n{signal.Signals(signum).name}: stopping Triton", flush=True)
+        server.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        server.wait_ready()
+    except ServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"ready: gRPC {server.grpc_url}, HTTP {server.http_url}, "
+        f"metrics http://{args.host}:{args.metrics_port}/metrics (Ctrl-C stops)",
+        flush=True,
+    )
+    code = server.process.wait()
+    print(f"tritonserver exited with code {code}; see {server.log_path}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

