@@ -75,7 +75,9 @@ class _Adapter:
             try:
                 responses.append(self._response(self.process(self._inputs(request))))
             except (ImageError, RequestError) as e:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+                # INVALID_ARG tells the client the request was wrong, not the server.
+                error = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
             except Exception as e:  # never let one request take the model down
                 pb_utils.Logger.log_error(f"{self.model_name}: {type(e).__name__}: {e}")
                 responses.append(
@@ -121,7 +123,9 @@ class Preprocess(_Adapter):
         self.family = FAMILIES[self.parameters["family"]]
 
     def process(self, inputs: Arrays) -> Arrays:
-        return {spec.PREPROCESSED: np.stack([self.family.preprocess(im) for im in _originals(inputs)])}
+        return {
+            spec.PREPROCESSED: np.stack([self.family.preprocess(im) for im in _originals(inputs)])
+        }
 
 
 def _threshold(inputs: Arrays, name: str, default: float, batch: int) -> np.ndarray:
@@ -175,7 +179,10 @@ class Fuse(_Adapter):
         results = []
         for i in range(len(sizes)):
             sets = [inputs[dets][i, : int(inputs[num][i, 0])] for dets, num, _ in names]
-            results.append(weighted_box_fusion(sets, ious[i], scores[i]))
+            fused = weighted_box_fusion(sets, ious[i], scores[i])
+            # Fusion scales down what only some models saw; the contract promises
+            # scores >= the threshold, so the fused result is filtered again.
+            results.append(fused[fused[:, 4] >= scores[i]])
         return _packed(results)
 
 

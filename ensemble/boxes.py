@@ -239,7 +239,7 @@ def weighted_box_fusion(
                     continue
             clusters.append([row])
             fused_boxes = np.vstack([fused_boxes, det[row, :4]])
-        for box, members in zip(fused_boxes, clusters):
+        for box, members in zip(fused_boxes, clusters, strict=True):
             n_seen_by = len(np.unique(model_of_row[members]))
             score = weighted_scores[members].mean() * n_seen_by / model_weights.sum()
             fused_rows.append([*box, score, class_id])

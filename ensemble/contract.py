@@ -37,8 +37,12 @@ class Framework:
 
 
 PYTORCH = Framework("pytorch", "PyTorch (TorchScript)", "nanodet_m", "NanoDet-m 416")
-TENSORFLOW = Framework("tensorflow", "TensorFlow (SavedModel)", "ssd_mobilenet_v2", "SSD MobileNet v2")
-ONNXRUNTIME = Framework("onnxruntime", "ONNX Runtime", "centernet_mobilenetv3", "CenterNet MobileNetV3 512")
+TENSORFLOW = Framework(
+    "tensorflow", "TensorFlow (SavedModel)", "ssd_mobilenet_v2", "SSD MobileNet v2"
+)
+ONNXRUNTIME = Framework(
+    "onnxruntime", "ONNX Runtime", "centernet_mobilenetv3", "CenterNet MobileNetV3 512"
+)
 
 FRAMEWORKS: tuple[Framework, ...] = (PYTORCH, TENSORFLOW, ONNXRUNTIME)
 FRAMEWORK_BY_KEY = {f.key: f for f in FRAMEWORKS}

@@ -34,7 +34,7 @@ NANODET = DetectorArtifact(
     framework=contract.PYTORCH,
     family="nanodet",
     artifact="model.pt",  # TorchScript, the name pytorch_libtorch expects
-    # RGB, resized to 416x416 (no letterbox), divided by 255, NCHW.
+    # BGR, resized to 416x416 (no letterbox), NanoDet's mean/std normalisation, NCHW.
     inputs=(TensorSpec("INPUT__0", "FP32", (3, 416, 416)),),
     # 3549 anchor points (strides 8, 16, 32: 52x52 + 26x26 + 13x13, row-major),
     # columns 0..79: class scores after sigmoid, 80..123: GFL box distributions

@@ -87,7 +87,9 @@ def _savedmodel(artifact: DetectorArtifact, path: Path, device: Device, threads:
 
     # Keep the loaded object alive: the signature only holds weak references to it.
     call.loaded = loaded  # type: ignore[attr-defined]
-    return Runner(artifact, device, f"SavedModel with TensorFlow {tf.__version__} on {device}", call)
+    return Runner(
+        artifact, device, f"SavedModel with TensorFlow {tf.__version__} on {device}", call
+    )
 
 
 def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:

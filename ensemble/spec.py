@@ -238,9 +238,7 @@ def all_ensemble() -> Ensemble:
         ]
     fuse_in = {t.name: t.name for t in FUSE.inputs}
     steps.append(Step(FUSE.name, fuse_in, _identity(DETECTIONS_OUT, NUM_OUT)))
-    steps.append(
-        _draw_step(contract.DETECTIONS, contract.NUM_DETECTIONS, contract.ANNOTATED_IMAGE)
-    )
+    steps.append(_draw_step(contract.DETECTIONS, contract.NUM_DETECTIONS, contract.ANNOTATED_IMAGE))
     return Ensemble(
         name=contract.DETECT_ALL,
         inputs=(IMAGE_IN, SCORE_IN, IOU_IN),

@@ -108,7 +108,9 @@ def test_ensembles_never_need_a_loop_between_steps(repository):
     _, configs = repository
     for name in contract.ENSEMBLES:
         ens = configs[name]
-        produced_by = {v: s.model_name for s in ens.ensemble_scheduling.step for v in s.output_map.values()}
+        produced_by = {
+            v: s.model_name for s in ens.ensemble_scheduling.step for v in s.output_map.values()
+        }
         seen: set[str] = {t.name for t in ens.input}
         pending = list(ens.ensemble_scheduling.step)
         while pending:  # steps become runnable once all their inputs exist
@@ -189,5 +191,8 @@ def test_committed_model_repository_matches_the_spec():
 
 def test_docker_compose_pins_an_image_that_has_the_tensorflow_backend():
     compose = (configgen.REPO_ROOT / "docker-compose.yml").read_text()
-    assert configgen.NGC_IMAGE.split(":")[1] in (configgen.REPO_ROOT / "scripts" / "ngc.Dockerfile").read_text()
+    assert (
+        configgen.NGC_IMAGE.split(":")[1]
+        in (configgen.REPO_ROOT / "scripts" / "ngc.Dockerfile").read_text()
+    )
     assert "count: 4" in compose or "device_ids" in compose

@@ -1,0 +1,245 @@
+"""``detect``: run the detection ensembles on image files and save what they found.
+
+    detect astronaut.png photos/ --model detect_all --out detections/
+
+prints one line per image ("astronaut.png: person 0.92, cup 0.41"), writes
+``<out>/<stem>.jpg`` (the annotated image; with detect_all also
+``<out>/<stem>.<framework>.jpg``) and ``<out>/results.json`` in COCO results format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from client.api import (
+    KNOWN_FORMATS,
+    SNIFF_BYTES,
+    DetectorClient,
+    DetectorError,
+    ImageNotReadable,
+    ImageResult,
+    InvalidImage,
+    sniff_image_format,
+    to_coco_results,
+)
+from ensemble.contract import (
+    DETECT_ALL,
+    ENSEMBLES,
+    FRAMEWORK_BY_KEY,
+    MAX_BATCH_SIZE,
+)
+
+# Files picked up when a directory is given (a file named explicitly is always tried).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+PROGRESS_MIN_FILES = 8  # show a progress bar above this many files
+RESULTS_FILE = "results.json"
+DEFAULT_OUT = "detections"
+
+EXIT_OK = 0
+EXIT_SKIPPED = 1  # some images were skipped (unreadable or refused), the rest are done
+EXIT_USAGE = 2  # bad arguments or nothing to do (argparse uses 2 as well)
+EXIT_UNAVAILABLE = 3  # server unreachable, model not ready, or the server failed
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files to send: files as given, directories searched recursively by extension.
+
+    Order is kept (directories sorted), duplicates are dropped, and paths that do not
+    exist are kept so that reading them reports them.
+    """
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
+                    found.setdefault(f, None)
+        else:
+            found.setdefault(p, None)
+    return list(found)
+
+
+def precheck(path: Path) -> str | None:
+    """Why ``path`` is obviously not worth sending, or None.
+
+    Only reads the first bytes: decoding is the server's job, and the server validates
+    every image anyway; this just answers "not an image" for a text file without a
+    round trip.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except FileNotFoundError:
+        return str(ImageNotReadable(str(path), "no such file"))
+    except OSError as e:
+        return str(ImageNotReadable(str(path), e.strerror or str(e)))
+    if not head:
+        return str(ImageNotReadable(str(path), "empty"))
+    if sniff_image_format(head) is None:
+        return f"not an image: {path} (its first bytes are not {', '.join(KNOWN_FORMATS)})"
+    return None
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems for the outputs, suffixed ``-2``, ``-3`` where two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        n = seen[p.stem] = seen.get(p.stem, 0) + 1
+        stems.append(p.stem if n == 1 else f"{p.stem}-{n}")
+    return stems
+
+
+def coco_image_ids(paths: Sequence[Path]) -> list[int]:
+    """COCO ``image_id`` per file: the number in the name for COCO-style names
+    (``000000000139.jpg`` -> 139) when all names are distinct numbers, else 1..N."""
+    stems = [p.stem for p in paths]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(1, len(paths) + 1))
+
+
+def coco_entries(result: ImageResult, *, image_id: int, file_name: str, model: str) -> list[dict]:
+    """COCO results for one image; with detect_all also each framework's own detections,
+    tagged with that framework's ensemble name in ``model``."""
+    entries = to_coco_results(result, image_id=image_id, file_name=file_name, model=model)
+    for key, own in result.per_framework.items():
+        fw_model = FRAMEWORK_BY_KEY[key].ensemble if key in FRAMEWORK_BY_KEY else key
+        entries += to_coco_results(own, image_id=image_id, file_name=file_name, model=fw_model)
+    return entries
+
+
+def write_annotated(result: ImageResult, out: Path, stem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.jpg").write_bytes(result.annotated_jpeg)
+    for key, own in result.per_framework.items():
+        (out / f"{stem}.{key}.jpg").write_bytes(own.annotated_jpeg)
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_BATCH_SIZE}, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect",
+        description="Detect COCO objects in images with the Triton detection ensembles.",
+        epilog=(
+            f"exit status: {EXIT_OK} all done, {EXIT_SKIPPED} some images skipped, "
+            f"{EXIT_USAGE} bad usage, {EXIT_UNAVAILABLE} server or model unavailable"
+        ),
+    )
+    parser.add_argument("images", nargs="+", metavar="IMG", help="image files or directories")
+    parser.add_argument("--model", default=DETECT_ALL, choices=ENSEMBLES, help="ensemble to run")
+    parser.add_argument("--url", help="Triton gRPC address (default $TRITON_URL or localhost:8001)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        metavar="DIR",
+        help="output folder (default %(default)s)",
+    )
+    parser.add_argument(
+        "--score-threshold", type=_unit_interval, metavar="F", help="server default if unset"
+    )
+    parser.add_argument(
+        "--iou-threshold", type=_unit_interval, metavar="F", help="server default if unset"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        metavar="N",
+        default=MAX_BATCH_SIZE,
+        help="images per request (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = sys.stderr
+
+    paths = expand_inputs(args.images)
+    if not paths:
+        print(f"detect: no images found in {', '.join(args.images)}", file=err)
+        return EXIT_USAGE
+    to_send: list[Path] = []
+    skipped = 0
+    for p in paths:
+        problem = precheck(p)
+        if problem:
+            print(problem, file=err)
+            skipped += 1
+        else:
+            to_send.append(p)
+    if not to_send:
+        return EXIT_SKIPPED
+
+    stems = dict(zip(to_send, output_stems(to_send), strict=True))
+    image_ids = dict(zip(to_send, coco_image_ids(to_send), strict=True))
+    entries: list[dict] = []
+    written = 0
+    try:
+        with (
+            DetectorClient(args.url) as client,
+            tqdm(total=len(to_send), unit="img", disable=len(paths) <= PROGRESS_MIN_FILES) as bar,
+        ):
+            outcomes = client.iter_detect(
+                to_send,
+                args.model,
+                args.score_threshold,
+                args.iou_threshold,
+                batch_size=args.batch_size,
+            )
+            done = 0
+            for batch in outcomes:
+                for outcome in batch:
+                    path = to_send[done]
+                    done += 1
+                    if isinstance(outcome, InvalidImage):
+                        bar.write(str(outcome), file=err)
+                        skipped += 1
+                        continue
+                    if isinstance(outcome, DetectorError):
+                        bar.write(f"failed: {outcome}", file=err)
+                        skipped += 1
+                        continue
+                    write_annotated(outcome, args.out, stems[path])
+                    written += 1
+                    entries += coco_entries(
+                        outcome, image_id=image_ids[path], file_name=path.name, model=args.model
+                    )
+                    bar.write(f"{path}: {outcome.summary()}", file=sys.stdout)
+                bar.update(len(batch))
+    except DetectorError as e:
+        print(f"detect: {e}", file=err)
+        return EXIT_UNAVAILABLE
+
+    if written:
+        lines = ",\n".join(json.dumps(e) for e in entries)  # one detection per line
+        (args.out / RESULTS_FILE).write_text(f"[\n{lines}\n]\n" if entries else "[]\n")
+        print(
+            f"wrote {written} annotated image(s) and {RESULTS_FILE} to {args.out}/"
+            + (f"; skipped {skipped}" if skipped else ""),
+            file=err,
+        )
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

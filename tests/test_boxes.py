@@ -1,0 +1,187 @@
+"""Box helpers, NMS, weighted box fusion and packing; expected values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ensemble import boxes, contract
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def test_scale_boxes_stretches_x_and_y_separately():
+    scaled = boxes.scale_boxes(np.array([[100, 50, 200, 150]]), (400, 400), (200, 800))
+    np.testing.assert_allclose(scaled, [[200, 25, 400, 75]])
+
+
+def test_normalised_boxes_scale_to_pixels_with_unit_source_size():
+    scaled = boxes.scale_boxes(np.array([[0.25, 0.5, 1.0, 1.0]]), (1, 1), (300, 640))
+    np.testing.assert_allclose(scaled, [[160, 150, 640, 300]])
+
+
+def test_clip_boxes_clips_x_to_width_and_y_to_height():
+    clipped = boxes.clip_boxes(np.array([[-5, -1, 700, 90], [10, 20, 30, 40]]), (80, 640))
+    np.testing.assert_allclose(clipped, [[0, 0, 640, 80], [10, 20, 30, 40]])
+
+
+def test_yxyx_to_xyxy_swaps_axes():
+    np.testing.assert_array_equal(boxes.yxyx_to_xyxy(np.array([[1, 2, 3, 4]])), [[2, 1, 4, 3]])
+
+
+def test_iou_of_hand_computed_pairs():
+    # 10x10 vs 10x20 sharing 100 px: 100 / 200; disjoint: 0; identical: 1
+    ious = boxes.iou([0, 0, 10, 10], np.array([[0, 0, 10, 20], [20, 20, 30, 30], [0, 0, 10, 10]]))
+    np.testing.assert_allclose(ious, [0.5, 0.0, 1.0])
+
+
+# --- nms -------------------------------------------------------------------------
+
+
+def test_nms_suppresses_a_lower_scoring_overlap_of_the_same_class():
+    b = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], float)  # IoU(0,1) = .81
+    kept = boxes.nms(b, np.array([0.9, 0.8, 0.7]), np.array([3, 3, 3]), 0.5)
+    np.testing.assert_array_equal(kept, [0, 2])
+
+
+def test_nms_keeps_overlapping_boxes_of_different_classes():
+    b = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)
+    kept = boxes.nms(b, np.array([0.9, 0.8]), np.array([0, 1]), 0.5)
+    np.testing.assert_array_equal(kept, [0, 1])
+
+
+def test_nms_suppresses_only_above_the_threshold():
+    b = np.array([[0, 0, 10, 10], [0, 0, 10, 20]], float)  # IoU exactly 0.5
+    s, c = np.array([0.9, 0.8]), np.array([0, 0])
+    np.testing.assert_array_equal(boxes.nms(b, s, c, 0.5), [0, 1])
+    np.testing.assert_array_equal(boxes.nms(b, s, c, 0.49), [0])
+
+
+def test_nms_handles_sub_pixel_boxes():
+    b = np.array([[0, 0, 1.0, 0.3], [0, 0, 0.5, 0.3]])  # IoU 0.5 in fractions of a pixel
+    s, c = np.array([0.9, 0.8]), np.array([0, 0])
+    assert len(boxes.nms(b, s, c, 0.51)) == 2 and len(boxes.nms(b, s, c, 0.49)) == 1
+
+
+def test_nms_returns_indices_by_descending_score():
+    b = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], float)
+    kept = boxes.nms(b, np.array([0.2, 0.9, 0.5]), np.array([0, 1, 0]), 0.5)
+    np.testing.assert_array_equal(kept, [1, 2, 0])
+
+
+def test_nms_of_no_boxes_is_empty():
+    kept = boxes.nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5)
+    assert kept.shape == (0,) and kept.dtype == np.int64
+
+
+def test_nms_never_keeps_empty_inverted_or_nan_boxes():
+    b = np.array(
+        [[5, 5, 5, 9], [50, 50, 40, 60], [np.nan, 0, 10, 10], [0, 0, 10, 10], [70, 70, 80, 80]]
+    )
+    kept = boxes.nms(b, np.array([0.9, 0.9, 0.9, 0.5, 0.4]), np.zeros(5), 0.5)
+    np.testing.assert_array_equal(kept, [3, 4])
+
+
+def test_nms_stops_at_max_detections():
+    b = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(10)], float)
+    kept = boxes.nms(b, np.linspace(0.9, 0.1, 10), np.zeros(10), 0.5, max_detections=3)
+    np.testing.assert_array_equal(kept, [0, 1, 2])
+
+
+def test_filter_detections_keeps_scores_equal_to_the_threshold_and_clips():
+    b = np.array([[-10, 5, 50, 500], [0, 0, 10, 10], [300, 300, 400, 400]], float)
+    rows = boxes.filter_detections(b, [0.3, 0.2999, 0.8], [1, 2, 3], (100, 200), 0.3, 0.5)
+    assert rows.dtype == np.float32
+    # the third box lies outside the 200x100 image: clipped to nothing and dropped
+    np.testing.assert_allclose(rows, [[0, 5, 50, 100, 0.3, 1]])
+
+
+# --- weighted box fusion ---------------------------------------------------------
+
+
+def test_wbf_of_one_box_seen_identically_by_two_models_keeps_it_with_the_mean_score():
+    fused = boxes.weighted_box_fusion(
+        [np.array([[10, 20, 110, 220, 0.9, 5]]), np.array([[10, 20, 110, 220, 0.7, 5]])], 0.55
+    )
+    np.testing.assert_allclose(fused, [[10, 20, 110, 220, 0.8, 5]], rtol=1e-6)
+
+
+def test_wbf_scales_the_score_of_a_box_seen_by_one_of_three_models_by_a_third():
+    seen = np.array([[0, 0, 50, 50, 0.9, 0]])
+    none = np.zeros((0, 6))
+    fused = boxes.weighted_box_fusion([none, seen, none], 0.5)
+    np.testing.assert_allclose(fused, [[0, 0, 50, 50, 0.3, 0]], rtol=1e-6)
+
+
+def test_wbf_box_is_the_score_weighted_mean_of_the_cluster():
+    a = np.array([[0, 0, 10, 10, 0.9, 2]])
+    b = np.array([[2, 2, 12, 12, 0.3, 2]])  # IoU with a = 64 / 136 = 0.47
+    fused = boxes.weighted_box_fusion([a, b], 0.4)
+    # x1 = (0.9 * 0 + 0.3 * 2) / 1.2 = 0.5; x2 = (0.9 * 10 + 0.3 * 12) / 1.2 = 10.5
+    np.testing.assert_allclose(fused, [[0.5, 0.5, 10.5, 10.5, 0.6, 2]], rtol=1e-6)
+    # below the IoU threshold they stay apart, each scaled by 1/2
+    apart = boxes.weighted_box_fusion([a, b], 0.5)
+    np.testing.assert_allclose(apart[:, 4], [0.45, 0.15], rtol=1e-6)
+
+
+def test_wbf_joins_a_cluster_only_above_the_iou_threshold():
+    a = np.array([[0, 0, 10, 10, 0.8, 0]])
+    b = np.array([[0, 0, 10, 20, 0.6, 0]])  # IoU exactly 0.5
+    assert len(boxes.weighted_box_fusion([a, b], 0.5)) == 2
+    assert len(boxes.weighted_box_fusion([a, b], 0.49)) == 1
+
+
+def test_wbf_never_fuses_different_classes():
+    fused = boxes.weighted_box_fusion(
+        [np.array([[0, 0, 10, 10, 0.8, 1]]), np.array([[0, 0, 10, 10, 0.6, 2]])], 0.5
+    )
+    np.testing.assert_allclose(fused[:, 4:], [[0.4, 1], [0.3, 2]], rtol=1e-6)
+
+
+def test_wbf_counts_models_not_boxes_when_one_model_gives_two_boxes_to_a_cluster():
+    model_a = np.array([[0, 0, 10, 10, 0.9, 0], [0, 0, 10, 14, 0.8, 0]])  # IoU 100/140
+    fused = boxes.weighted_box_fusion([model_a, np.zeros((0, 6))], 0.5)
+    assert len(fused) == 1
+    assert fused[0, 4] == pytest.approx((0.9 + 0.8) / 2 * 1 / 2)
+
+
+def test_wbf_weights_scale_scores_and_the_normaliser():
+    only_first = np.array([[0, 0, 10, 10, 0.6, 0]])
+    fused = boxes.weighted_box_fusion([only_first, np.zeros((0, 6))], 0.5, weights=[2, 1])
+    assert fused[0, 4] == pytest.approx(0.6 * 2 / 3)
+
+
+def test_wbf_ignores_inputs_below_the_score_threshold_and_sorts_by_score():
+    a = np.array([[0, 0, 10, 10, 0.2, 0], [100, 0, 110, 10, 0.5, 0], [200, 0, 210, 10, 0.9, 1]])
+    fused = boxes.weighted_box_fusion([a], 0.5, score_threshold=0.3)
+    np.testing.assert_allclose(fused[:, [0, 4]], [[200, 0.9], [100, 0.5]], rtol=1e-6)
+
+
+def test_wbf_of_nothing_is_empty():
+    assert boxes.weighted_box_fusion([], 0.5).shape == (0, 6)
+    assert boxes.weighted_box_fusion([np.zeros((0, 6)), np.zeros((0, 6))], 0.5).shape == (0, 6)
+
+
+# --- packing ---------------------------------------------------------------------
+
+
+def test_pack_sorts_by_score_and_zero_pads():
+    rows = np.array([[0, 0, 1, 1, 0.2, 4], [0, 0, 2, 2, 0.7, 5]])
+    packed, count = boxes.pack_detections(rows)
+    assert count == 2
+    assert packed.shape == (contract.MAX_DETECTIONS, 6) and packed.dtype == np.float32
+    np.testing.assert_allclose(packed[:2], rows[[1, 0]])
+    assert not packed[2:].any()
+
+
+def test_pack_cuts_to_the_highest_scoring_rows():
+    scores = np.arange(150) / 150
+    rows = np.column_stack([np.zeros((150, 4)), scores, np.zeros(150)])
+    packed, count = boxes.pack_detections(rows, max_detections=100)
+    assert count == 100
+    assert packed[0, 4] == pytest.approx(149 / 150) and packed[-1, 4] == pytest.approx(50 / 150)
+
+
+def test_pack_of_no_rows_is_all_padding():
+    packed, count = boxes.pack_detections(np.zeros((0, 6), np.float32))
+    assert count == 0 and packed.shape == (100, 6) and not packed.any()

@@ -1,0 +1,323 @@
+"""The ensembles on the real Triton server, spoken to only through the public contract
+with plain tritonclient gRPC calls, as any other client would."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ensemble import contract, spec
+from ensemble.detectors import DETECTORS
+
+pytestmark = pytest.mark.server
+
+LABEL = {name: i for i, name in enumerate(contract.COCO80_LABELS)}
+
+# What a person sees in each photo, where (x1, y1, x2, y2 in pixels, drawn by hand
+# on the photo) and which detectors can see it. CenterNet calls the cat a dog and
+# NanoDet-m at this size finds only the clearest objects.
+SCENES = {
+    "astronaut": ("person", (20, 15, 370, 512), {"pytorch", "tensorflow", "onnxruntime"}),
+    "coffee": ("cup", (170, 15, 415, 305), {"tensorflow", "onnxruntime"}),
+    "horse": ("horse", (15, 8, 390, 315), {"tensorflow", "onnxruntime"}),
+    "motorcycle_left": ("motorcycle", (90, 95, 690, 450), {"tensorflow", "onnxruntime"}),
+    "chelsea": ("cat", (0, 0, 451, 300), {"tensorflow"}),
+}
+
+
+def infer(grpc, model, images, score=None, iou=None, outputs=None):
+    data = np.array([[im] for im in images], dtype=np.object_)
+    tensors = [grpcclient.InferInput(contract.IMAGE, list(data.shape), "BYTES")]
+    tensors[0].set_data_from_numpy(data)
+    for name, value in ((contract.SCORE_THRESHOLD, score), (contract.IOU_THRESHOLD, iou)):
+        if value is not None:
+            t = grpcclient.InferInput(name, [len(images), 1], "FP32")
+            t.set_data_from_numpy(np.full((len(images), 1), value, np.float32))
+            tensors.append(t)
+    requested = None
+    if outputs is not None:
+        requested = [grpcclient.InferRequestedOutput(n) for n in outputs]
+    return grpc.infer(model, tensors, outputs=requested)
+
+
+def detections(result, index=0, prefix=""):
+    dets = result.as_numpy(prefix + contract.DETECTIONS)[index]
+    n = int(result.as_numpy(prefix + contract.NUM_DETECTIONS)[index, 0])
+    return dets, n
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+# --- what is served ------------------------------------------------------------------
+
+
+def test_every_ensemble_and_step_is_ready(grpc):
+    assert grpc.is_server_ready()
+    names = [*contract.ENSEMBLES, *(s.name for s in spec.PYTHON_STEPS)]
+    names += [d.framework.detector for d in DETECTORS]
+    not_ready = [n for n in names if not grpc.is_model_ready(n)]
+    assert not not_ready
+
+
+def test_label_list_is_served_with_each_ensemble(grpc):
+    for name in contract.ENSEMBLES:
+        config = grpc.get_model_config(name).config
+        labels = json.loads(config.parameters[contract.LABELS_PARAMETER].string_value)
+        assert labels[0] == "person" and labels[79] == "toothbrush" and len(labels) == 80
+
+
+# --- what a person sees --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "photo"),
+    [(f"detect_{fw}", photo) for photo, (_, _, seen) in SCENES.items() for fw in sorted(seen)],
+)
+def test_detector_finds_what_a_person_sees_where_it_is(grpc, photos, ensemble, photo):
+    label, box, _ = SCENES[photo]
+    dets, n = detections(infer(grpc, ensemble, [photos[photo]]))
+    found = [d for d in dets[:n] if int(d[5]) == LABEL[label]]
+    assert found, f"{ensemble} missed the {label} in {photo}: {dets[:n].tolist()}"
+    assert iou(found[0][:4], box) > 0.5, f"{label} box {found[0][:4]} is not where it is {box}"
+
+
+@pytest.mark.parametrize("photo", list(SCENES))
+def test_fused_result_keeps_what_a_person_sees(grpc, photos, photo):
+    label, box, _ = SCENES[photo]
+    dets, n = detections(infer(grpc, contract.DETECT_ALL, [photos[photo]]))
+    found = [d for d in dets[:n] if int(d[5]) == LABEL[label]]
+    assert found, f"fusion lost the {label} in {photo}: {dets[:n].tolist()}"
+    assert iou(found[0][:4], box) > 0.5
+
+
+def test_grayscale_photo_is_detected_like_a_colour_one(grpc, photos):
+    # camera.png is a single-channel photo of a man with a camera.
+    dets, n = detections(infer(grpc, "detect_tensorflow", [photos["camera"]]))
+    assert LABEL["person"] in dets[:n, 5].astype(int).tolist()
+
+
+# --- the shape of every answer ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("ensemble", contract.ENSEMBLES)
+def test_outputs_follow_the_contract(grpc, photos, ensemble):
+    result = infer(grpc, ensemble, [photos["motorcycle_left"]])
+    dets = result.as_numpy(contract.DETECTIONS)
+    nums = result.as_numpy(contract.NUM_DETECTIONS)
+    jpegs = result.as_numpy(contract.ANNOTATED_IMAGE)
+    assert dets.shape == (1, contract.MAX_DETECTIONS, 6) and dets.dtype == np.float32
+    assert nums.shape == (1, 1) and nums.dtype == np.int32
+    assert jpegs.shape == (1, 1)
+    n = int(nums[0, 0])
+    assert 0 < n <= contract.MAX_DETECTIONS
+    real, padding = dets[0, :n], dets[0, n:]
+    assert not padding.any(), "rows after NUM_DETECTIONS must be zero"
+    assert np.all(np.diff(real[:, 4]) <= 0), "detections must be sorted by score"
+    assert np.all(real[:, 4] >= contract.DEFAULT_SCORE_THRESHOLD)
+    assert np.all((real[:, 0] >= 0) & (real[:, 2] <= 741) & (real[:, 0] < real[:, 2]))
+    assert np.all((real[:, 1] >= 0) & (real[:, 3] <= 500) & (real[:, 1] < real[:, 3]))
+    assert np.all((real[:, 5] >= 0) & (real[:, 5] < 80) & (real[:, 5] == np.round(real[:, 5])))
+    annotated = cv2.imdecode(np.frombuffer(jpegs[0, 0], np.uint8), cv2.IMREAD_COLOR)
+    assert jpegs[0, 0][:3] == b"\xff\xd8\xff", "ANNOTATED_IMAGE must be a JPEG"
+    assert annotated.shape == (500, 741, 3), "annotated image keeps the original size"
+
+
+def test_annotated_image_shows_the_boxes(grpc, photos):
+    result = infer(grpc, "detect_tensorflow", [photos["coffee"]])
+    jpeg = result.as_numpy(contract.ANNOTATED_IMAGE)[0, 0]
+    annotated = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    original = cv2.imdecode(np.frombuffer(photos["coffee"], np.uint8), cv2.IMREAD_COLOR)
+    dets, n = detections(result)
+    x1, y1, x2, y2 = (int(round(v)) for v in dets[0, :4])
+    edge = np.abs(
+        annotated[y1:y2, max(x1 - 1, 0) : x1 + 2].astype(int)
+        - original[y1:y2, max(x1 - 1, 0) : x1 + 2]
+    )
+    far = np.abs(
+        annotated[y1 + 40 : y2 - 40, x1 + 60 : x2 - 60].astype(int)
+        - original[y1 + 40 : y2 - 40, x1 + 60 : x2 - 60]
+    )
+    assert edge.mean() > 30, "the box's left edge should be drawn"
+    assert far.mean() < 8, (
+        "inside the box, away from edges and label, the photo is unchanged (JPEG noise aside)"
+    )
+
+
+def test_detect_all_per_framework_outputs_equal_the_single_ensembles(grpc, photos):
+    everything = infer(grpc, contract.DETECT_ALL, [photos["astronaut"]])
+    for f in contract.FRAMEWORKS:
+        single = infer(grpc, f.ensemble, [photos["astronaut"]])
+        dets_all, n_all = detections(everything, prefix=f.output_prefix)
+        dets_one, n_one = detections(single)
+        assert n_all == n_one, f.key
+        np.testing.assert_allclose(dets_all[:n_all], dets_one[:n_one], atol=1e-3)
+
+
+# --- batching and concurrency ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("ensemble", contract.ENSEMBLES)
+def test_several_images_in_one_request_get_their_own_answers(grpc, photos, ensemble):
+    names = ["coffee", "astronaut", "motorcycle_left"]  # different sizes in one batch
+    batch = infer(grpc, ensemble, [photos[n] for n in names])
+    assert batch.as_numpy(contract.DETECTIONS).shape == (3, contract.MAX_DETECTIONS, 6)
+    for i, name in enumerate(names):
+        alone = infer(grpc, ensemble, [photos[name]])
+        d_batch, n_batch = detections(batch, i)
+        d_alone, n_alone = detections(alone)
+        assert n_batch == n_alone, name
+        np.testing.assert_allclose(d_batch[:n_batch], d_alone[:n_alone], atol=0.05)
+        jpeg = batch.as_numpy(contract.ANNOTATED_IMAGE)[i, 0]
+        h, w = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+        original = cv2.imdecode(np.frombuffer(photos[name], np.uint8), cv2.IMREAD_COLOR)
+        assert (h, w) == original.shape[:2], "padding inside the batch must not leak out"
+
+
+def test_concurrent_requests_all_get_correct_answers(triton_url, photos):
+    names = ["astronaut", "coffee", "motorcycle_left", "chelsea"] * 4
+
+    def one(name):
+        client = grpcclient.InferenceServerClient(triton_url)
+        try:
+            dets, n = detections(infer(client, "detect_tensorflow", [photos[name]]))
+            return name, dets[:n, 5].astype(int).tolist()
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, names))
+    for name, classes in results:
+        assert LABEL[SCENES[name][0]] in classes, (name, classes)
+
+
+def test_batch_larger_than_the_maximum_is_refused_clearly(grpc, photos):
+    with pytest.raises(InferenceServerException, match="batch"):
+        infer(grpc, "detect_tensorflow", [photos["coffee"]] * (contract.MAX_BATCH_SIZE + 1))
+
+
+# --- thresholds --------------------------------------------------------------------------
+
+
+def test_score_threshold_reaches_the_server_per_request(grpc, photos):
+    low_d, low_n = detections(infer(grpc, "detect_onnxruntime", [photos["astronaut"]], score=0.1))
+    high_d, high_n = detections(infer(grpc, "detect_onnxruntime", [photos["astronaut"]], score=0.6))
+    assert low_n > high_n
+    assert np.all(low_d[:low_n, 4] >= 0.1) and np.all(high_d[:high_n, 4] >= 0.6)
+
+
+def test_iou_threshold_reaches_the_server_per_request(grpc, photos):
+    # A lower NMS IoU threshold suppresses more overlapping boxes.
+    _, strict = detections(
+        infer(grpc, "detect_pytorch", [photos["astronaut"]], score=0.05, iou=0.1)
+    )
+    _, loose = detections(infer(grpc, "detect_pytorch", [photos["astronaut"]], score=0.05, iou=0.9))
+    assert strict < loose
+
+
+def test_threshold_outside_zero_one_gets_a_clear_error(grpc, photos):
+    with pytest.raises(InferenceServerException, match="SCORE_THRESHOLD must lie in"):
+        infer(grpc, "detect_tensorflow", [photos["coffee"]], score=1.5)
+
+
+# --- bad input never takes the server down ------------------------------------------------
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with a tiny (wrong) body."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def rgba_png() -> bytes:
+    image = np.zeros((120, 160, 4), np.uint8)
+    image[..., 2] = 200
+    image[..., 3] = 128
+    return png(image)
+
+
+BAD_INPUTS = {
+    "not an image": (b"this is plainly text, not an image" * 10, "not an image|cannot|decode"),
+    "empty": (b"", "empty"),
+    "truncated jpeg": (None, "not an image|cannot|decode|truncated"),
+    "30000x30000 header": (forged_png(30000, 30000), "too large|pixels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("ensemble", ["detect_pytorch", contract.DETECT_ALL])
+def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(grpc, photos, case, ensemble):
+    data, message = BAD_INPUTS[case]
+    if data is None:
+        ok, jpeg = cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(photos["coffee"], np.uint8), 1))
+        data = jpeg.tobytes()[:200]
+    with pytest.raises(InferenceServerException, match=f"(?i){message}"):
+        infer(grpc, ensemble, [data])
+    assert grpc.is_server_live() and grpc.is_model_ready(ensemble)
+    dets, n = detections(infer(grpc, ensemble, [photos["astronaut"]]))
+    assert LABEL["person"] in dets[:n, 5].astype(int).tolist()
+
+
+def test_one_bad_image_in_a_batch_names_which_one(grpc, photos):
+    with pytest.raises(InferenceServerException, match="image 2 of 3"):
+        infer(grpc, "detect_tensorflow", [photos["coffee"], b"garbage", photos["chelsea"]])
+
+
+@pytest.mark.parametrize("ensemble", contract.ENSEMBLES)
+def test_odd_but_valid_images_get_correct_answers(grpc, ensemble):
+    tiny = png(np.full((1, 1, 3), 127, np.uint8))
+    gray = png(np.full((64, 48), 200, np.uint8))
+    for data, (h, w) in ((tiny, (1, 1)), (gray, (64, 48)), (rgba_png(), (120, 160))):
+        result = infer(grpc, ensemble, [data])
+        dets, n = detections(result)
+        assert 0 <= n <= contract.MAX_DETECTIONS
+        assert np.all(dets[:n, 2] <= w) and np.all(dets[:n, 3] <= h)
+        jpeg = result.as_numpy(contract.ANNOTATED_IMAGE)[0, 0]
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (h, w)
+
+
+def test_webp_bmp_and_jpeg_are_accepted(grpc, photos):
+    original = cv2.imdecode(np.frombuffer(photos["motorcycle_left"], np.uint8), cv2.IMREAD_COLOR)
+    for ext in (".jpg", ".bmp", ".webp"):
+        ok, buf = cv2.imencode(ext, original)
+        assert ok
+        dets, n = detections(infer(grpc, "detect_tensorflow", [buf.tobytes()]))
+        assert LABEL["motorcycle"] in dets[:n, 5].astype(int).tolist(), ext
+
+
+def test_forged_png_really_claims_30000_by_30000_pixels():
+    # Guards the helper above: otherwise the bad-input test would prove nothing.
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(forged_png(30000, 30000))).size == (30000, 30000)
