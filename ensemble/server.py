@@ -228,16 +228,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    stopping = []
+
     def on_signal(signum, _frame):
-        print(f"\n{signal.Signals(signum).name}: stopping Triton", flush=True)
-        server.stop()
-        sys.exit(0)
+        # Only signal here: waiting on the child inside a handler would deadlock
+        # with the main thread's wait. A second Ctrl-C kills it outright.
+        if stopping:
+            server.process.kill()
+            return
+        stopping.append(signum)
+        print(f"{signal.Signals(signum).name}: stopping Triton", flush=True)
+        server.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         server.wait_ready()
     except ServerError as e:
+        if stopping:
+            return 0
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(
@@ -246,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = server.process.wait()
+    if stopping:
+        print(f"Triton stopped (exit code {code})", flush=True)
+        return 0
     print(f"tritonserver exited with code {code}; see {server.log_path}", file=sys.stderr)
     return code
 

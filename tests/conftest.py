@@ -18,6 +18,11 @@ PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea", "camera"
 
 
 @pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    return PHOTOS_DIR
+
+
+@pytest.fixture(scope="session")
 def photos() -> dict[str, bytes]:
     """The bytes of scikit-image's bundled photos, by name."""
     return {name: (PHOTOS_DIR / f"{name}.png").read_bytes() for name in PHOTOS}

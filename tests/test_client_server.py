@@ -1,0 +1,112 @@
+"""The project's client library and CLI against the real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+from client import DetectorClient, InvalidImage
+from ensemble import contract
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def client(triton_url):
+    with DetectorClient(triton_url) as c:
+        yield c
+
+
+def test_client_reports_every_ensemble_ready(client):
+    ready = client.ready_models()
+    assert all(ready[name] for name in contract.ENSEMBLES)
+
+
+def test_client_reads_labels_from_the_server(client):
+    labels = client.labels(contract.DETECT_ALL)
+    assert labels == list(contract.COCO80_LABELS)
+
+
+def test_detect_all_returns_typed_fused_and_per_framework_results(client, photos):
+    (result,) = client.detect([photos["motorcycle_left"]], model=contract.DETECT_ALL)
+    assert result.detections[0].label == "motorcycle"
+    assert set(result.per_framework) == {f.key for f in contract.FRAMEWORKS}
+    for per in result.per_framework.values():
+        assert any(d.label == "motorcycle" for d in per.detections)
+        image = cv2.imdecode(np.frombuffer(per.annotated_jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (500, 741, 3)
+
+
+def test_client_sends_more_than_one_batch_when_asked_for_many_images(client, photos_dir):
+    paths = [photos_dir / "coffee.png"] * (contract.MAX_BATCH_SIZE + 3)
+    results = client.detect(paths, model="detect_tensorflow")
+    assert len(results) == len(paths)
+    assert all(r.detections[0].label == "cup" for r in results)
+
+
+def test_client_threshold_changes_what_comes_back(client, photos):
+    (low,) = client.detect([photos["astronaut"]], model="detect_pytorch", score_threshold=0.2)
+    (high,) = client.detect([photos["astronaut"]], model="detect_pytorch", score_threshold=0.7)
+    assert len(low.detections) > len(high.detections) >= 1
+    assert min(d.score for d in high.detections) >= 0.7
+
+
+def test_client_names_the_bad_image_and_stays_usable(client, photos):
+    with pytest.raises(InvalidImage) as err:
+        client.detect([b"definitely not an image"], model="detect_onnxruntime")
+    assert "not an image" in str(err.value).lower()
+    (result,) = client.detect([photos["astronaut"]], model="detect_onnxruntime")
+    assert result.detections[0].label == "person"
+
+
+def test_one_shared_client_serves_many_threads(client, photos):
+    names = ["astronaut", "coffee", "horse", "motorcycle_left"] * 3
+    expected = {"astronaut": "person", "coffee": "cup", "horse": "horse"}
+    expected["motorcycle_left"] = "motorcycle"
+
+    def top(name):
+        (r,) = client.detect([photos[name]], model="detect_tensorflow")
+        return name, r.detections[0].label
+
+    with ThreadPoolExecutor(6) as pool:
+        for name, label in pool.map(top, names):
+            assert label == expected[name]
+
+
+def test_cli_writes_annotated_images_and_coco_results(triton_url, tmp_path, photos_dir):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("a text file with an image's name")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "client", "--url", triton_url, "--model", "detect_all",
+           "--out", str(out), str(photos_dir / "coffee.png"), str(photos_dir / "horse.png"),
+           str(not_image)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1: some files were skipped
+    assert "notes.jpg" in proc.stdout + proc.stderr
+    assert "coffee.png: cup" in proc.stdout
+    for stem in ("coffee", "horse"):
+        for suffix in ("", ".pytorch", ".tensorflow", ".onnxruntime"):
+            assert (out / f"{stem}{suffix}.jpg").stat().st_size > 1000
+    results = json.loads((out / "results.json").read_text())
+    cups = [r for r in results if r["file_name"] == "coffee.png" and r["category_name"] == "cup"]
+    assert cups and all(r["category_id"] == 47 for r in cups)  # COCO's id for cup
+    x, y, w, h = cups[0]["bbox"]
+    assert 100 < x + w / 2 < 500 and w > 100 and h > 100
+
+
+def test_cli_says_clearly_when_the_server_is_down(tmp_path, photos_dir):
+    from ensemble.server import free_port
+
+    url = f"127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "client", "--url", url, str(photos_dir / "coffee.png")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3
+    assert "not reachable" in proc.stderr and "make serve" in proc.stderr
