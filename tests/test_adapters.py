@@ -170,7 +170,9 @@ def test_fuse_drops_what_falls_below_the_threshold_after_fusion(adapters):
     out = response.outputs()
     n = int(out[contract.NUM_DETECTIONS][0, 0])
     assert n == 1
-    np.testing.assert_allclose(out[contract.DETECTIONS][0, 0], [10, 10, 200, 200, 0.9, 0], atol=1e-4)
+    np.testing.assert_allclose(
+        out[contract.DETECTIONS][0, 0], [10, 10, 200, 200, 0.9, 0], atol=1e-4
+    )
 
 
 def test_draw_returns_one_jpeg_per_image_at_the_original_size(adapters):

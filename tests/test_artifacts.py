@@ -291,6 +291,17 @@ def test_nanodet_trace_pins_no_device(nanodet_module):
     assert devices == []
 
 
+def test_nanodet_runs_where_it_is_loaded_without_reading_back_tensors():
+    import torch
+
+    # The meta device has no data: any weight left behind, any tensor made on a fixed
+    # device or any shape read back to the host (a GPU sync) fails here.
+    module = torch.jit.load(str(_require(build.artifact_path(NANODET))), map_location="meta")
+    with torch.inference_mode():
+        out = module(torch.zeros([2, *NANODET.inputs[0].dims], device="meta"))
+    assert out.device.type == "meta" and tuple(out.shape) == (2, *NANODET.outputs[0].dims)
+
+
 def test_nanodet_scores_the_astronaut_as_a_person(nanodet_module, nanodet_inputs):
     scores = _run_nanodet(nanodet_module, nanodet_inputs["astronaut"])[0, :, :80]
     best_anchor, best_class = np.unravel_index(np.argmax(scores), scores.shape)
