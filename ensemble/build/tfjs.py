@@ -3,9 +3,10 @@
 A TF.js graph model is a GraphDef in protobuf-JSON form whose weights were moved out
 of the ``Const`` nodes into binary shards. Putting them back needs only protobuf and
 numpy, so the ``tensorflowjs`` package (and its pinned, heavy dependency tree) is not
-needed. The converter also renamed a few fused ops to TF.js spellings and dropped
-attributes TensorFlow requires; :func:`load_graph_model` undoes both so the result
-imports into ``tf.Graph`` and runs with TensorFlow's own kernels.
+needed. The TF.js converter also fused ops under its own names and dropped attributes
+TensorFlow requires; :func:`load_graph_model` splits the fused nodes back into public
+ops, so the result imports into ``tf.Graph``, runs with TensorFlow's own kernels and
+converts with tf2onnx.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.python.framework import op_def_registry
 
 # TF.js fuses conv/matmul + bias + activation into one node. TensorFlow has private ops
-# of similar names, but its CPU kernel for the depthwise one produces no output, so the
-# fused nodes are split back into the public ops they stand for.
+# of similar names, but their kernels are meant for its own graph rewriter: the CPU
+# depthwise one returns no output ("Missing 0-th output") and _FusedConv2D wants a
+# TArgs attribute TF.js drops. Splitting them into the public ops they stand for gives
+# a graph every TensorFlow and tf2onnx reads.
 _FUSED_BASE_OPS = {
     "_FusedConv2D": "Conv2D",
     "FusedDepthwiseConv2dNative": "DepthwiseConv2dNative",
@@ -61,20 +64,25 @@ def _read_weights(manifest: list[dict], weights_dir: Path) -> dict[str, np.ndarr
                 # Affine quantization: value = q * scale + min.
                 raw = raw.astype(np.float32) * np.float32(quant["scale"]) + np.float32(quant["min"])
             if spec["dtype"] == "int32" and raw.dtype.kind == "f":
-                raw = np.round(raw)
+                raw = np.round(raw)  # dequantized integers: nearest, not truncated
             value = raw.astype(_SHARD_DTYPES[spec["dtype"]]).reshape(shape)
             weights[spec["name"]] = value
         if offset != len(buffer):
-            raise ValueError(f"weight shards {group['paths']} hold {len(buffer)} bytes, "
-                             f"the manifest accounts for {offset}")
+            raise ValueError(
+                f"weight shards {group['paths']} hold {len(buffer)} bytes, "
+                f"the manifest accounts for {offset}"
+            )
     return weights
 
 
 def _split_fused(node: node_def_pb2.NodeDef) -> list[node_def_pb2.NodeDef]:
     """Replace a fused TF.js node by base op -> BiasAdd -> activation (same output name)."""
     fused = [op.decode() for op in node.attr["fused_ops"].list.s]
-    if not fused or fused[0] != "BiasAdd" or len(fused) > 2 or (
-        len(fused) == 2 and fused[1] not in _FUSABLE_ACTIVATIONS
+    if (
+        not fused
+        or fused[0] != "BiasAdd"
+        or len(fused) > 2
+        or (len(fused) == 2 and fused[1] not in _FUSABLE_ACTIVATIONS)
     ):
         raise ValueError(f"node {node.name!r}: unsupported fused ops {fused}")
     data = [i for i in node.input if not i.startswith("^")]
@@ -85,13 +93,23 @@ def _split_fused(node: node_def_pb2.NodeDef) -> list[node_def_pb2.NodeDef]:
     base = node_def_pb2.NodeDef(name=f"{node.name}/base", op=_FUSED_BASE_OPS[node.op])
     base.input.extend(data[:2] + control)
     base.attr["T"].CopyFrom(node.attr["T"])
-    for key in ("strides", "padding", "explicit_paddings", "data_format", "dilations",
-                "transpose_a", "transpose_b"):
+    for key in (
+        "strides",
+        "padding",
+        "explicit_paddings",
+        "data_format",
+        "dilations",
+        "transpose_a",
+        "transpose_b",
+    ):
         if key in node.attr:
             base.attr[key].CopyFrom(node.attr[key])
 
-    bias = node_def_pb2.NodeDef(name=f"{node.name}/bias" if len(fused) == 2 else node.name,
-                             op="BiasAdd", input=[base.name, data[2]])
+    bias = node_def_pb2.NodeDef(
+        name=f"{node.name}/bias" if len(fused) == 2 else node.name,
+        op="BiasAdd",
+        input=[base.name, data[2]],
+    )
     bias.attr["T"].CopyFrom(node.attr["T"])
     if "data_format" in node.attr:
         bias.attr["data_format"].CopyFrom(node.attr["data_format"])
@@ -159,4 +177,3 @@ def signature(model_json: Path) -> tuple[dict[str, list[int]], dict[str, list[in
         }
 
     return shapes(sig["inputs"]), shapes(sig["outputs"])
-
