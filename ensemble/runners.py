@@ -66,23 +66,26 @@ def _torchscript(artifact: DetectorArtifact, path: Path, device: Device, threads
 def _savedmodel(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
     import tensorflow as tf
 
-    # Thread pools and visible devices can only be set before TF initialises its
-    # runtime, which is why this runs before the model is loaded.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    gpus = tf.config.list_physical_devices("GPU")
-    if device.kind == "gpu" and gpus:
-        tf.config.set_visible_devices(gpus[device.index], "GPU")
-        tf.config.experimental.set_memory_growth(gpus[device.index], True)
-    elif gpus:
-        tf.config.set_visible_devices([], "GPU")
-    loaded = tf.saved_model.load(str(path))
+    # Thread pools and memory growth can only be set before TF initialises its
+    # runtime; in a Triton instance that is now. Memory growth keeps each instance
+    # from reserving every GPU's whole memory.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # TF was already initialised in this process (tests load several runners)
+    placement = "/CPU:0" if device.kind == "cpu" else f"/GPU:{device.index}"
+    with tf.device(placement):
+        loaded = tf.saved_model.load(str(path))
     signature = loaded.signatures["serving_default"]
     (inp,) = artifact.inputs
     names = [o.name for o in artifact.outputs]
 
     def call(batch: np.ndarray) -> Outputs:
-        result = signature(**{inp.name: tf.constant(batch)})
+        with tf.device(placement):
+            result = signature(**{inp.name: tf.constant(batch)})
         return {n: result[n].numpy() for n in names}
 
     # Keep the loaded object alive: the signature only holds weak references to it.
