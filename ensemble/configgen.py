@@ -259,6 +259,7 @@ def write_repository(
             if not src.exists():
                 raise FileNotFoundError(f"{src} is missing: build the models with `make models`")
             dst = out / det.name / "1" / det.artifact.artifact
+            dst.parent.mkdir(parents=True, exist_ok=True)  # native models have no model.py
             if copy_artifacts:
                 (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
             else:

@@ -196,3 +196,27 @@ def test_docker_compose_pins_an_image_that_has_the_tensorflow_backend():
         in (configgen.REPO_ROOT / "scripts" / "ngc.Dockerfile").read_text()
     )
     assert "count: 4" in compose or "device_ids" in compose
+
+
+def test_gpu_repository_links_and_ngc_repository_copies_the_built_artifacts(tmp_path):
+    from ensemble.build import models_dir
+
+    gpu = configgen.write_repository(TARGETS["gpu"], tmp_path / "gpu", models_dir())
+    ngc = configgen.write_repository(
+        TARGETS["ngc"], tmp_path / "ngc", models_dir(), copy_artifacts=True
+    )
+    for d in DETECTORS:
+        linked = gpu / d.framework.detector / "1" / d.artifact
+        copied = ngc / d.framework.detector / "1" / d.artifact
+        assert (
+            linked.is_symlink()
+            and linked.resolve() == (models_dir() / d.framework.detector / d.artifact).resolve()
+        )
+        # A container mounts the folder: links pointing outside it would dangle there.
+        assert copied.exists() and not copied.is_symlink()
+    assert (ngc / "nanodet_m" / "1" / "model.pt").stat().st_size > 1_000_000
+
+
+def test_repository_without_built_models_says_how_to_build_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make models"):
+        configgen.write_repository(TARGETS["cpu"], tmp_path / "repo", tmp_path / "no-models")
