@@ -9,12 +9,17 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 log() { printf '[setup] %s\n' "$*"; }
 
-# 1. System libraries. The Triton Python-backend stub links Debian's libpython3.11.
-if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then
-    log "installing libpython3.11 (apt)"
+# 1. System packages: the Triton Python-backend stub links Debian's libpython3.11;
+#    the browser tests drive Debian's chromium (Playwright cannot download its own).
+need=()
+ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libpython3.11 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        "${need[@]}" >/dev/null
 fi
 
 # 2. The virtual environment, keyed by the requirements and the interpreter.
