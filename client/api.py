@@ -507,6 +507,23 @@ class DetectorClient:
             self._labels[model] = labels
         return labels
 
+    def inference_statistics(self, model: str = "") -> dict:
+        """Triton's cumulative statistics of ``model``, or of every model when it is "".
+
+        The reply of ``get_inference_statistics`` as JSON: ``{"model_stats": [{"name",
+        "inference_count", "execution_count", "inference_stats": {"success", "queue",
+        "compute_input", "compute_infer", "compute_output", ...: {"count", "ns"}}}]}``,
+        counted since the model was loaded. Durations are nanoseconds; 64-bit numbers
+        arrive as strings and a field that never counted is ``{}``. Raises
+        ``ServerUnavailable`` (or ``ModelNotReady`` for an unknown ``model``).
+        """
+        try:
+            return self._client.get_inference_statistics(
+                model_name=model, as_json=True, client_timeout=PROBE_TIMEOUT_S
+            )
+        except InferenceServerException as e:
+            raise map_server_error(e, url=self.url, model=model or None) from None
+
     # -- inference --
 
     def detect(

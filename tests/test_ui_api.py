@@ -1,0 +1,133 @@
+"""The web demo's `/detect` API, in-process, against the real server."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from client import DetectorClient
+from ensemble.server import free_port
+from ui import app as ui_app
+from ui import timings
+
+pytestmark = [
+    pytest.mark.server,
+    # Gradio's queue summarises its events with pandas calls that pandas 3 deprecates.
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+]
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def ui_url(triton_url, tmp_path_factory):
+    """URL of the demo page, launched in this process on a free port, on the test server."""
+    # Gradio reads its upload folder from the environment: keep this app's files apart.
+    saved = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    client = DetectorClient(triton_url)
+    demo = ui_app.build_app(client)
+    try:
+        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+        yield demo.local_url
+    finally:
+        demo.close()
+        client.close()
+        if saved is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = saved
+
+
+@pytest.fixture(scope="module")
+def page(ui_url):
+    return gradio_client.Client(ui_url, verbose=False)
+
+
+def detect(page, path, model="detect_all", score=0.3, iou=0.5):
+    gallery, table, steps, message = page.predict(
+        gradio_client.handle_file(str(path)), model, score, iou, api_name="/detect"
+    )
+    return gallery, table["data"], steps["data"], message
+
+
+def test_detect_all_finds_the_astronaut_with_a_box_in_pixels(page, photos_dir):
+    gallery, rows, _, message = detect(page, photos_dir / "astronaut.png")
+    fused = [r for r in rows if r[0] == "Fused (WBF)"]
+    person = next(r for r in fused if r[1] == "person")
+    x1, y1, x2, y2 = person[3:]
+    # astronaut.png is 512x512 and she fills most of its height: pixels, not 0..1.
+    assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
+    assert y2 - y1 > 300
+    assert person[2] >= 0.3
+    assert message.startswith("1 object after fusion: person")
+    assert {r[0] for r in rows} >= {"Fused (WBF)", "TensorFlow · SSD MobileNet v2"}
+
+
+def test_gallery_has_the_fused_and_three_framework_images_for_detect_all(page, photos_dir):
+    gallery, *_ = detect(page, photos_dir / "horse.png")
+    assert [item["caption"] for item in gallery] == [
+        "Fused (WBF)",
+        "PyTorch · NanoDet-m",
+        "TensorFlow · SSD MobileNet v2",
+        "ONNX Runtime · CenterNet",
+    ]
+    head, _, data = gallery[0]["image"]["url"].partition(",")
+    assert head == "data:image/jpeg;base64"
+    assert base64.b64decode(data).startswith(b"\xff\xd8")  # the server's JPEG
+
+
+def test_one_detector_gives_one_image_and_only_its_rows(page, photos_dir):
+    gallery, rows, _, _ = detect(page, photos_dir / "coffee.png", "detect_tensorflow")
+    assert [item["caption"] for item in gallery] == ["TensorFlow · SSD MobileNet v2"]
+    assert rows[0][:2] == ["TensorFlow · SSD MobileNet v2", "cup"]
+    assert {r[0] for r in rows} == {"TensorFlow · SSD MobileNet v2"}
+
+
+def test_a_higher_score_threshold_gives_fewer_rows(page, photos_dir):
+    _, low, _, _ = detect(page, photos_dir / "chelsea.png", score=0.2)
+    _, high, _, _ = detect(page, photos_dir / "chelsea.png", score=0.7)
+    assert len(low) > len(high) >= 1
+    assert min(r[2] for r in high) >= 0.7
+
+
+def test_a_non_image_file_gets_the_servers_message_and_the_page_keeps_working(
+    page, photos_dir, tmp_path
+):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just some text")
+    gallery, rows, steps, message = detect(page, notes)
+    assert message.startswith("**Error:** not an image: notes.txt (server said:")
+    assert "Traceback" not in message
+    assert gallery == [] and rows == [] and steps == []
+    _, rows, _, message = detect(page, photos_dir / "motorcycle_left.png")
+    assert rows[0][1] == "motorcycle" and not message.startswith("**Error:**")
+
+
+def test_no_image_gives_a_message(page):
+    *_, message = page.predict(None, "detect_all", 0.3, 0.5, api_name="/detect")
+    assert message.startswith("**Error:** no image given")
+
+
+@pytest.mark.parametrize("model", ["detect_all", "detect_pytorch"])
+def test_timings_have_the_round_trip_and_each_step_of_the_ensemble(page, photos_dir, model):
+    _, _, steps, _ = detect(page, photos_dir / "coffee.png", model)
+    labels = [label for label, _ in steps]
+    assert labels == [
+        "round trip (client)",
+        f"server total ({model})",
+        *(s.label for s in timings.ensemble_steps(model)),
+    ]
+    assert all(ms is not None and ms > 0 for _, ms in steps), steps
+    round_trip, server_total = steps[0][1], steps[1][1]
+    assert server_total <= round_trip * 1.05  # the server's share fits in the round trip
+
+
+def test_status_line_lists_the_ready_ensembles(triton_url):
+    with DetectorClient(triton_url) as client:
+        text = ui_app.StatusLine(client)()
+    assert text.startswith(
+        "**Server: up** · ready: detect_all, detect_pytorch, detect_tensorflow, detect_onnxruntime"
+    )

@@ -1,0 +1,221 @@
+"""Reading and driving the web demo's Gradio 6 page from Playwright, as a person would.
+
+Used by ``tests/test_ui_browser.py``. Everything goes through the page's agreed
+``elem_id`` values (``#model-choice``, ``#detections-table``, ...) and what the browser
+renders; nothing reaches into the app's Python objects.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+# Debian's chromium (scripts/setup.sh installs it); Playwright's own browser download
+# does not work on the machines this project targets.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"
+# Tall enough that the gallery is on screen: its thumbnails load lazily.
+VIEWPORT = {"width": 1400, "height": 1400}
+RESULT_TIMEOUT_MS = 30_000
+
+# The components that one Detect click updates; their status trackers say when it is done.
+OUTPUT_IDS = ("annotated-gallery", "detections-table", "timings-table", "message")
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests drive Debian's chromium. "
+            "Run `make setup` (it apt-installs chromium).",
+            pytrace=False,
+        )
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+
+
+def save_screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS_DIR / (re.sub(r"[^\w.-]+", "_", name) + ".png")
+    # Gradio fades outputs while a request runs; "disabled" finishes that fade-in.
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    return path
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def upload(page: Page, path: Path, elem_id: str = "input-image") -> None:
+    """Put a file into an upload component through its hidden ``<input type=file>``."""
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(path)
+
+
+def choose_model(page: Page, label: str) -> None:
+    radio = page.locator("#model-choice").get_by_label(label, exact=True)
+    radio.check()
+    expect(radio).to_be_checked()
+
+
+def slider_value(page: Page, elem_id: str) -> float:
+    return float(page.locator(f"#{elem_id} input[type=range]").input_value())
+
+
+def set_slider(page: Page, elem_id: str, value: float) -> None:
+    """Type into the number box of a Gradio slider; the range handle follows it."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    expect(page.locator(f"#{elem_id} input[type=range]")).to_have_value(str(value))
+
+
+# --- outputs ------------------------------------------------------------------------
+
+# A fingerprint of everything a Detect click can change, compared before and after it.
+_SIGNATURE_JS = """ids => JSON.stringify(ids.map(id => {
+    const el = document.getElementById(id);
+    if (!el) return null;
+    // The gallery's images are data: URLs; their length and tail tell them apart.
+    const images = [...el.querySelectorAll('img')].map(i => i.src.length + i.src.slice(-64));
+    return [el.innerText, images];
+}))"""
+
+# Done = every output's status tracker is hidden, or shows Gradio's own "Error" badge.
+_IDLE_JS = """ids => ids.every(id => {
+    const el = document.getElementById(id);
+    if (!el) return true;
+    return [...el.querySelectorAll('[data-testid=status-tracker]')].every(
+        t => t.classList.contains('hide') || /error/i.test(t.innerText));
+})"""
+
+
+def outputs_signature(page: Page) -> str:
+    return page.evaluate(_SIGNATURE_JS, list(OUTPUT_IDS))
+
+
+def click_detect(page: Page, before: str | None = None) -> None:
+    """Click Detect and wait until the outputs have changed and nothing is pending.
+
+    ``before`` is the outputs' signature taken before the step's first change (a model
+    choice or a slider may start a run by themselves); by default, just before the click.
+    """
+    if before is None:
+        before = outputs_signature(page)
+    page.locator("#detect-button").click()
+    wait_for_new_results(page, before, "clicking Detect")
+
+
+def wait_for_new_results(page: Page, before: str, after_what: str) -> None:
+    """Wait until the outputs differ from the signature ``before`` and nothing is pending."""
+    try:
+        page.wait_for_function(
+            f"([ids, before]) => ({_SIGNATURE_JS})(ids) !== before && ({_IDLE_JS})(ids)",
+            arg=[list(OUTPUT_IDS), before],
+            timeout=RESULT_TIMEOUT_MS,
+        )
+    except PlaywrightTimeout:
+        message = page.locator("#message").inner_text()
+        raise AssertionError(
+            f"no new results {RESULT_TIMEOUT_MS / 1000:.0f} s after {after_what} "
+            f"(the message says {message!r})"
+        ) from None
+
+
+def gradio_error_badges(page: Page) -> list[str]:
+    """Outputs showing Gradio's generic "Error" badge (an exception in the handler)."""
+    return page.evaluate(
+        """ids => ids.filter(id => {
+            const el = document.getElementById(id);
+            return el && [...el.querySelectorAll('[data-testid=status-tracker]')].some(
+                t => !t.classList.contains('hide') && /error/i.test(t.innerText));
+        })""",
+        list(OUTPUT_IDS),
+    )
+
+
+def gallery_captions(page: Page) -> list[str]:
+    return page.locator("#annotated-gallery .thumbnail-item img").evaluate_all(
+        "images => images.map(img => img.alt)"
+    )
+
+
+def expect_gallery_loaded(page: Page, count: int) -> None:
+    """Exactly ``count`` thumbnails, each an image the browser decoded."""
+    gallery = page.locator("#annotated-gallery")
+    gallery.scroll_into_view_if_needed()
+    thumbnails = gallery.locator(".thumbnail-item img")
+    expect(thumbnails, "annotated images in the gallery").to_have_count(count)
+    # ``complete`` turns true when an image has loaded or failed to; a failed one has
+    # no natural size.
+    thumbnails.evaluate_all(
+        """(images, timeout) => Promise.race([
+            Promise.all(images.map(img => img.complete || new Promise(done => {
+                img.addEventListener('load', done);
+                img.addEventListener('error', done);
+            }))),
+            new Promise(done => setTimeout(done, timeout)),
+        ])""",
+        RESULT_TIMEOUT_MS,
+    )
+    broken = thumbnails.evaluate_all(
+        """images => images.filter(img => !(img.complete && img.naturalWidth > 0))
+            .map(img => `${img.alt || 'no caption'}: ${img.src.slice(0, 60)}...`)"""
+    )
+    assert not broken, f"gallery images that do not load: {broken}"
+
+
+# Gradio 6's Dataframe renders its body as a virtual list: only the rows in view exist
+# in the DOM. This scrolls through it and collects every row by its index.
+_READ_TABLE_JS = """async grid => {
+    const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    const headers = [...grid.querySelectorAll('thead [role=columnheader]')].map(
+        th => (th.getAttribute('title') ?? th.innerText).trim());
+    const total = Number(grid.getAttribute('aria-rowcount')) - 1;  // minus the header row
+    const viewport = grid.querySelector('.virtual-table-viewport') ?? grid;
+    const rows = new Map();
+    const collect = () => grid.querySelectorAll('[role=row][data-index]').forEach(row => {
+        rows.set(Number(row.dataset.index),
+                 [...row.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()));
+    });
+    viewport.scrollTop = 0;
+    await frame();
+    collect();
+    for (let i = 0; rows.size < total && i < 500; i++) {
+        const top = viewport.scrollTop;
+        viewport.scrollTop = top + Math.max(viewport.clientHeight / 2, 20);
+        await frame();
+        collect();
+        if (viewport.scrollTop === top) break;  // at the bottom
+    }
+    viewport.scrollTop = 0;
+    return {headers, total, rows: [...rows.entries()].sort((a, b) => a[0] - b[0]).map(e => e[1])};
+}"""
+
+
+def read_table(page: Page, elem_id: str) -> tuple[list[str], list[dict[str, str]]]:
+    """A Dataframe's headers and all of its rows (as dicts header -> cell text)."""
+    grid = page.locator(f"#{elem_id} [role=grid]")
+    table = grid.evaluate(_READ_TABLE_JS)
+    headers = table["headers"]
+    assert len(table["rows"]) == table["total"], (
+        f"#{elem_id}: read {len(table['rows'])} of {table['total']} rows"
+    )
+    return headers, [dict(zip(headers, row, strict=True)) for row in table["rows"]]
+
+
+def number(text: str) -> float:
+    """A table cell as a number; fails the test naming the cell when it is not one."""
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        pytest.fail(f"expected a number in a table cell, got {text!r}", pytrace=False)

@@ -1,0 +1,123 @@
+"""Server time per ensemble step, from two snapshots of Triton's statistics.
+
+Triton keeps cumulative counters per model (requests and nanoseconds spent queued and
+computing). Every step of an ensemble is a model of its own, so the difference of two
+snapshots taken around one request gives the time each step took, averaged over the
+runs that happened in between. When several users send requests at once, that window
+holds their runs too: the numbers are means over every run during the request, and the
+UI labels them so. No lock is needed or held: a snapshot is one gRPC call that only
+reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ensemble import spec
+
+# Fields of ``inference_stats`` whose means add up to the time a run spends in a step:
+# waiting in the step's queue, then copying inputs, executing, copying outputs.
+STEP_FIELDS = ("queue", "compute_input", "compute_infer", "compute_output")
+# An ensemble's own compute fields add up its steps' times (including the steps that
+# ran in parallel), so its wall time is ``success``: arrival to response, per request.
+TOTAL_FIELDS = ("success",)
+ALL_FIELDS = ("success", *STEP_FIELDS)
+
+ROUND_TRIP = "round trip (client)"
+
+# model name -> field -> (count, ns)
+Snapshot = dict[str, dict[str, tuple[int, int]]]
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One step model of an ensemble: its Triton model name and runs per request."""
+
+    model: str
+    runs: int  # how often one request runs it (draw_detections: 4 times in detect_all)
+
+    @property
+    def label(self) -> str:
+        return self.model if self.runs == 1 else f"{self.model} (×{self.runs}, mean per run)"
+
+
+def ensemble_steps(ensemble: str) -> list[StepRow]:
+    """The distinct step models of ``ensemble``, in the order their last run starts.
+
+    Ordered by last occurrence so that a step the ensemble runs several times (the
+    drawing step of ``detect_all``) comes where its final run does, at the end.
+    """
+    (found,) = [e for e in spec.ENSEMBLE_SPECS if e.name == ensemble]
+    models = [s.model for s in found.steps]
+    last = {m: i for i, m in enumerate(models)}
+    return [StepRow(m, models.count(m)) for m in sorted(last, key=last.__getitem__)]
+
+
+def parse_statistics(stats: Mapping) -> Snapshot:
+    """``{model: {field: (count, ns)}}`` from a ``get_inference_statistics`` JSON reply.
+
+    Counts and nanoseconds arrive as strings (64-bit JSON numbers); a field that never
+    counted is ``{}``. Versions of one model are added together.
+    """
+    snapshot: Snapshot = {}
+    for model in stats.get("model_stats", []):
+        fields = snapshot.setdefault(model["name"], {f: (0, 0) for f in ALL_FIELDS})
+        inference = model.get("inference_stats", {})
+        for f in ALL_FIELDS:
+            entry = inference.get(f) or {}
+            count, ns = fields[f]
+            fields[f] = (count + int(entry.get("count", 0)), ns + int(entry.get("ns", 0)))
+    return snapshot
+
+
+def mean_ms(
+    before: Snapshot, after: Snapshot, model: str, fields: Sequence[str] = STEP_FIELDS
+) -> float | None:
+    """Mean milliseconds per run of ``model`` between two snapshots; None without runs.
+
+    The mean of each field over its own runs, summed over ``fields``. A request that a
+    dynamic batcher merged with others records the whole batch's duration, so this is
+    the time a request spent in the step, not the batch's time divided by its size.
+    """
+    if model not in before or model not in after:
+        return None
+    total_ns = 0.0
+    for f in fields:
+        count = after[model][f][0] - before[model][f][0]
+        ns = after[model][f][1] - before[model][f][1]
+        if count <= 0:
+            return None
+        total_ns += ns / count
+    return total_ns / 1e6
+
+
+def missing_steps(before: Snapshot, after: Snapshot, ensemble: str) -> list[str]:
+    """Step models of ``ensemble`` that show no completed run between the snapshots."""
+    models = [s.model for s in ensemble_steps(ensemble)] + [ensemble]
+    return [m for m in models if mean_ms(before, after, m, TOTAL_FIELDS) is None]
+
+
+def timing_rows(
+    round_trip_s: float,
+    ensemble: str,
+    before: Snapshot | None = None,
+    after: Snapshot | None = None,
+) -> list[list]:
+    """Rows ``[step, ms]`` of the timings table.
+
+    First the client's round trip, then (given both snapshots) the ensemble's own time
+    on the server and one row per distinct step model, in milliseconds rounded to 0.1;
+    a step with no run in the window has ``None``.
+    """
+    rows: list[list] = [[ROUND_TRIP, round(round_trip_s * 1000, 1)]]
+    if before is None or after is None:
+        return rows
+
+    def ms(model: str, fields: Sequence[str]) -> float | None:
+        value = mean_ms(before, after, model, fields)
+        return None if value is None else round(value, 1)
+
+    rows.append([f"server total ({ensemble})", ms(ensemble, TOTAL_FIELDS)])
+    rows += [[step.label, ms(step.model, STEP_FIELDS)] for step in ensemble_steps(ensemble)]
+    return rows
