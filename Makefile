@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 TARGET ?= gpu
 GPUS ?= 0,1,2,3
 
-.PHONY: setup demo models serve ui test lint configs repository
+.PHONY: setup demo models serve ui test bench lint configs repository
 
 setup:            ## install everything (apt + .venv) and build the models
 	@scripts/setup.sh
@@ -24,6 +24,9 @@ ui: setup         ## the web demo alone, on any Triton: make ui TRITON_URL=gpu-h
 
 test: setup       ## run the whole test suite against a real server it starts itself
 	$(PY) -m pytest
+
+bench: setup      ## perf_analyzer vs the old Flask design vs the limit: make bench [QUICK=1] [URL=host:8001]
+	$(PY) -m bench $(if $(QUICK),--quick) $(if $(URL),--url $(URL))
 
 lint: setup
 	$(PY) -m ruff check .

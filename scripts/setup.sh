@@ -10,10 +10,12 @@ VENV=.venv
 log() { printf '[setup] %s\n' "$*"; }
 
 # 1. System packages: the Triton Python-backend stub links Debian's libpython3.11;
-#    the browser tests drive Debian's chromium (Playwright cannot download its own).
+#    the browser tests drive Debian's chromium (Playwright cannot download its own);
+#    NVIDIA's perf_analyzer (make bench) links libb64.
 need=()
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
 command -v chromium >/dev/null || need+=(chromium)
+ldconfig -p | grep -q 'libb64.so.0d' || need+=(libb64-0d)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

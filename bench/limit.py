@@ -1,0 +1,121 @@
+"""The LIMIT: what one process does with no server at all, per model.
+
+Each image goes through exactly what a served request costs the server: decode the
+encoded file, the family's preprocess, the model, postprocess, draw the boxes, encode
+the annotated JPEG (quality 90, as the ensembles' draw step), with the same framework
+thread count as the Triton detectors (2). No HTTP, no gRPC, no serialisation, no queue.
+
+- batch 1: each image alone; images/s and latency percentiles over N timed iterations
+  cycling over the photos;
+- batch 2, 4, 8: the model is called once per batch (pre- and post-processing stay per
+  image, as in the ensemble); images/s is images over time, latency is the whole batch's.
+
+``python -m bench.limit --model all --quick`` prints a table (``--json`` keeps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.pipeline import MODELS, THREADS, Pipeline, photo_paths
+
+BATCH_SIZES = (1, 2, 4, 8)
+
+
+def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) -> dict:
+    """Time ``images`` images (rounded up to whole batches) through the full path.
+
+    Returns ``batch``, ``images``, ``throughput`` (images/s), and the latency of one
+    call of ``batch`` images in ms: ``p50_ms``, ``p99_ms``, ``mean_ms``.
+    """
+    from ensemble.imaging import decode_image, encode_jpeg
+
+    def one_batch(start: int) -> None:
+        files = [photos[(start + i) % len(photos)] for i in range(batch)]
+        decoded = [decode_image(f) for f in files]
+        for _, drawn in pipeline.detect_batch(decoded):
+            encode_jpeg(drawn, 90)
+
+    for w in range(2):  # warm-up: first calls allocate, JIT (TorchScript) and tune
+        one_batch(w * batch)
+    calls = max(1, -(-images // batch))
+    times = []
+    total_start = time.perf_counter()
+    for c in range(calls):
+        start = time.perf_counter()
+        one_batch(c * batch)
+        times.append(time.perf_counter() - start)
+    total = time.perf_counter() - total_start
+    ms = np.array(times) * 1000.0
+    return {
+        "batch": batch,
+        "images": calls * batch,
+        "throughput": calls * batch / total,
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def limit(model: str, images: int, threads: int = THREADS) -> dict:
+    """Batch 1 and every batch size of :data:`BATCH_SIZES` for one model; ``best`` is
+    the batch size with the highest images/s."""
+    pipeline = Pipeline(model, threads)
+    photos = [p.read_bytes() for p in photo_paths()]
+    rows = [measure(pipeline, photos, b, images) for b in BATCH_SIZES]
+    best = max(rows, key=lambda r: r["throughput"])
+    return {
+        "model": model,
+        "threads": threads,
+        "runs": rows,
+        "batch1": rows[0],
+        "best": best,
+        # Anything else on the machine skews the numbers: this says whether it was busy.
+        "loadavg_1m_after": os.getloadavg()[0],
+    }
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [
+        f"{'model':<24} {'b1 img/s':>8} {'b1 p50':>7} {'b1 p99':>7}"
+        f" {'best b':>6} {'img/s':>7} {'batch p50':>9} {'load':>5}   all (batch: img/s)",
+    ]
+    for r in results:
+        b1, best = r["batch1"], r["best"]
+        every = "  ".join(f"{x['batch']}: {x['throughput']:.2f}" for x in r["runs"])
+        lines.append(
+            f"{r['model']:<24} {b1['throughput']:>8.2f} {b1['p50_ms']:>7.0f} {b1['p99_ms']:>7.0f}"
+            f" {best['batch']:>6} {best['throughput']:>7.2f} {best['p50_ms']:>9.0f}"
+            f" {r['loadavg_1m_after']:>5.1f}   {every}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="all", choices=["all", *sorted(MODELS)])
+    parser.add_argument("--quick", action="store_true", help="about 24 images per setting")
+    parser.add_argument("--images", type=int, default=None, help="images per setting")
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    images = args.images or (24 if args.quick else 100)
+    models = list(MODELS) if args.model == "all" else [args.model]
+    results = []
+    for model in models:
+        results.append(limit(model, images, args.threads))
+        print(format_table(results[-1:]).splitlines()[-1], flush=True)
+    print(f"\nlimit: in-process, no server, {args.threads} threads, ms are per call")
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

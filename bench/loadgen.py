@@ -1,0 +1,275 @@
+"""Closed-loop load generator for the old design's REST API (:mod:`bench.old_design`).
+
+``concurrency`` threads, each with its own ``requests.Session`` (one keep-alive
+connection), send the photos round-robin, one request at a time: a thread sends its
+next request as soon as the previous answer is fully read. The run stops at
+``duration_s`` seconds or after ``requests`` answers, whichever comes first; only
+127.0.0.1 / localhost is accepted.
+
+The photos are decoded and turned into JSON bodies once, before the clock starts, as
+perf_analyzer loads its input files once: the client's per-request work is the
+HTTP exchange and reading the answer, not decoding PNGs.
+
+``python -m bench.loadgen --model nanodet_m --port 18901 --concurrency 1 2 4 8 16``
+starts that model's Flask server, waits for it, runs one closed loop per concurrency
+and prints a table (``--url`` instead of ``--model`` to use a server already running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from bench.pipeline import MODELS, photo_paths
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def request_bodies(photos: Sequence[Path | bytes]) -> list[bytes]:
+    """Each photo (a file path or the file's bytes) as the old design's JSON body."""
+    return list(_bodies(tuple(photos)))
+
+
+@functools.cache
+def _bodies(photos: tuple[Path | bytes, ...]) -> tuple[bytes, ...]:
+    from bench.old_design import encode_array
+    from ensemble.imaging import decode_image
+
+    return tuple(
+        json.dumps(
+            encode_array(decode_image(p if isinstance(p, bytes) else Path(p).read_bytes()))
+        ).encode()
+        for p in photos
+    )
+
+
+def check_answer(url: str, photo: Path) -> int:
+    """Send one photo and check the answer is the old design's JSON; returns the number
+    of detections (raises on anything else)."""
+    import requests as http
+
+    from bench.old_design import decode_array
+    from ensemble.imaging import decode_image
+
+    body = request_bodies([photo])[0]
+    headers = {"Content-Type": "application/json"}
+    response = http.post(url, data=body, headers=headers, timeout=120)
+    response.raise_for_status()
+    answer = response.json()
+    drawn = decode_array(answer)
+    detections = np.asarray(answer["detections"], dtype=np.float32).reshape(-1, 6)
+    if drawn.shape != decode_image(photo.read_bytes()).shape:
+        raise RuntimeError(f"annotated image is {drawn.shape}, not the photo's size")
+    return len(detections)
+
+
+def _header_bytes(start_line: str, headers) -> int:
+    """Approximate size of an HTTP/1.1 head: start line, ``Name: value`` lines, blank line."""
+    return len(start_line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in headers.items()) + 2
+
+
+def run(
+    url: str,
+    photos: Sequence[Path | bytes],
+    concurrency: int,
+    duration_s: float | None = 10.0,
+    requests: int | None = None,
+    warmup_requests: int = 2,
+    timeout_s: float = 120.0,
+) -> dict:
+    """One closed-loop run against ``url`` (the ``/predict`` endpoint).
+
+    Returns ``concurrency``, ``requests`` (answered OK), ``errors``, ``duration_s``,
+    ``throughput`` (images per second: OK answers over the measured wall time),
+    ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms`` (latency of OK answers, from sending
+    the request to having read the whole answer), and per request on average
+    ``request_bytes``, ``response_bytes`` (bodies) and ``wire_bytes`` (both bodies plus
+    both HTTP heads, approximately: TCP/IP framing not counted). Each thread first
+    sends ``warmup_requests`` that are not counted.
+    """
+    import requests as http
+
+    host = urlsplit(url).hostname
+    if host not in LOCAL_HOSTS:
+        raise ValueError(f"load is only sent to this machine (127.0.0.1), not {host!r}")
+    if duration_s is None and requests is None:
+        raise ValueError("give duration_s or requests (or both): a run must be bounded")
+    bodies = request_bodies(photos)
+    path = urlsplit(url).path or "/"
+
+    lock = threading.Lock()
+    latencies: list[float] = []
+    sizes: list[tuple[int, int, int]] = []
+    errors: list[str] = []
+    budget = [requests if requests is not None else float("inf")]
+    ready = threading.Barrier(concurrency + 1)
+    window: dict[str, float] = {}
+
+    def take() -> bool:
+        with lock:
+            if budget[0] <= 0 or time.perf_counter() >= window["stop"]:
+                return False
+            budget[0] -= 1
+            return True
+
+    def worker(index: int) -> None:
+        with http.Session() as session:
+            headers = {"Content-Type": "application/json"}
+            for i in range(warmup_requests):
+                with contextlib.suppress(http.RequestException):
+                    body = bodies[(index + i) % len(bodies)]
+                    session.post(url, data=body, headers=headers, timeout=timeout_s)
+            ready.wait()
+            n = index
+            while take():
+                body = bodies[n % len(bodies)]
+                n += 1
+                start = time.perf_counter()
+                try:
+                    response = session.post(url, data=body, headers=headers, timeout=timeout_s)
+                    content = response.content
+                except http.RequestException as e:
+                    with lock:
+                        errors.append(f"{type(e).__name__}: {e}")
+                    continue
+                elapsed = time.perf_counter() - start
+                if response.status_code != 200:
+                    with lock:
+                        errors.append(f"HTTP {response.status_code}: {content[:200]!r}")
+                    continue
+                sent = response.request
+                head = _header_bytes(f"POST {path} HTTP/1.1", sent.headers)
+                head += _header_bytes(f"HTTP/1.1 {response.status_code} OK", response.headers)
+                with lock:
+                    latencies.append(elapsed)
+                    sizes.append((len(body), len(content), len(body) + len(content) + head))
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    window["stop"] = float("inf")
+    for t in threads:
+        t.start()
+    ready.wait()
+    start = time.perf_counter()
+    window["stop"] = start + (duration_s if duration_s is not None else float("inf"))
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+
+    ms = np.array(latencies) * 1000.0 if latencies else np.array([np.nan])
+    size = np.array(sizes, dtype=np.float64) if sizes else np.full((1, 3), np.nan)
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "duration_s": round(wall, 2),
+        "throughput": len(latencies) / wall if wall > 0 else 0.0,
+        "mean_ms": float(np.mean(ms)),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "request_bytes": float(size[:, 0].mean()),
+        "response_bytes": float(size[:, 1].mean()),
+        "wire_bytes": float(size[:, 2].mean()),
+        # Anything else on the machine skews the numbers: this says whether it was busy.
+        "loadavg_1m_after": os.getloadavg()[0],
+    }
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the old-design server exited with code {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"the old-design server did not listen on port {port} in {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def old_design_server(model: str, port: int, timeout_s: float = 120.0) -> Iterator[str]:
+    """Start ``python -m bench.old_design`` for ``model`` on 127.0.0.1:``port``; yield the
+    ``/predict`` URL; stop that process (SIGTERM, then SIGKILL) on exit."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]
+    process = subprocess.Popen(
+        command,
+        cwd=root,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_listening(port, process, timeout_s)
+        yield f"http://127.0.0.1:{port}/predict"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def format_table(rows: list[dict], title: str) -> str:
+    lines = [
+        title,
+        f"{'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'n':>5} {'err':>4}"
+        f" {'req KiB':>8} {'resp KiB':>9} {'wire KiB':>9} {'load':>5}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['concurrency']:>4} {r['throughput']:>7.2f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f}"
+            f" {r['p99_ms']:>8.0f} {r['requests']:>5} {r['errors']:>4}"
+            f" {r['request_bytes'] / 1024:>8.0f} {r['response_bytes'] / 1024:>9.0f}"
+            f" {r['wire_bytes'] / 1024:>9.0f} {r['loadavg_1m_after']:>5.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", choices=sorted(MODELS), help="start this model's server")
+    target.add_argument("--url", help="a running server's /predict URL (127.0.0.1 only)")
+    parser.add_argument("--port", type=int, default=18901, help="port for --model")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds per run")
+    parser.add_argument("--requests", type=int, default=None, help="at most this many per run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+
+    photos = photo_paths()
+    with contextlib.ExitStack() as stack:
+        url = args.url or stack.enter_context(old_design_server(args.model, args.port))
+        found = check_answer(url, photos[0])
+        print(f"{url}: answers OK ({found} detections on {photos[0].name})", flush=True)
+        rows = []
+        for c in args.concurrency:
+            rows.append(run(url, photos, c, args.duration, args.requests))
+            print(format_table(rows[-1:], "").splitlines()[-1], flush=True)
+    print(format_table(rows, f"old design, {args.model or url}"))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

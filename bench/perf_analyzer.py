@@ -1,0 +1,427 @@
+"""NVIDIA's perf_analyzer against the detection ensembles: install, input data, sweep, parse.
+
+perf_analyzer is the C++ load generator that ships in the ``tritonclient==2.51.0`` wheel
+(under its data ``bin/``). Only the binary is taken from that wheel: the project's library
+is ``tritonclient`` 2.73 (2.51 pins protobuf < 5, which clashes with TensorFlow). The
+binary needs ``libcudart.so.12`` even on a CPU-only host (PyPI's
+``nvidia-cuda-runtime-cu12``) and ``libb64.so.0d`` (Debian's ``libb64-0d``).
+
+Units: perf_analyzer reports microseconds; every row returned here is in milliseconds,
+throughput in inferences per second (= images per second, since each request carries
+one image).
+
+    python -m bench.perf_analyzer --url 127.0.0.1:8001 --models detect_tensorflow --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ensemble import contract
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO / ".cache" / "perf_analyzer"
+
+TRITONCLIENT = "tritonclient==2.51.0"  # the last wheel whose perf_analyzer runs on glibc 2.36
+CUDA_RUNTIME = "nvidia-cuda-runtime-cu12==12.6.77"
+LIBB64 = "libb64.so.0d"
+LIBB64_APT = "libb64-0d"
+
+# scikit-image's example photos (PNG files inside the installed package).
+EXAMPLE_PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea")
+
+CONCURRENCIES = (1, 2, 4, 8, 16)
+
+# Full runs: perf_analyzer repeats a time window until the last three agree within the
+# stability percentage. A level that never settles (a 2-core CPU host is noisy) is
+# measured again over a fixed number of requests and marked ``stable: False``.
+FULL_WINDOW = {"measurement_ms": 5000, "stability_percent": 10, "max_trials": 10}
+
+
+def quick_request_count(concurrency: int) -> int:
+    """Requests per level in quick mode: enough for each worker to send several."""
+    return max(16, 4 * concurrency)
+
+
+class PerfAnalyzerError(RuntimeError):
+    """perf_analyzer could not be installed or did not produce a measurement."""
+
+
+# --- installation -----------------------------------------------------------------
+
+
+def _pip_target(requirement: str, target: Path) -> None:
+    """``pip install --no-deps --target`` into a folder of its own, atomically."""
+    partial = target.with_name(target.name + ".partial")
+    subprocess.run(["rm", "-rf", str(partial)], check=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+           "--no-deps", "--target", str(partial), requirement]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PerfAnalyzerError(f"pip could not install {requirement}: {done.stderr.strip()}")
+    partial.rename(target)
+
+
+def _find_libb64() -> Path | None:
+    listed = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        if line.strip().startswith(LIBB64) and "=>" in line:
+            return Path(line.split("=>")[-1].strip())
+    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/local/lib"):
+        if (Path(folder) / LIBB64).exists():
+            return Path(folder) / LIBB64
+    return None
+
+
+def cuda_runtime_lib(cache: Path = DEFAULT_CACHE) -> Path:
+    """The folder holding ``libcudart.so.12`` (from the PyPI wheel, in the cache)."""
+    return Path(cache) / "cuda-runtime" / "nvidia" / "cuda_runtime" / "lib"
+
+
+def _binary(cache: Path) -> Path | None:
+    found = sorted((Path(cache) / "tritonclient-2.51.0").glob("**/bin/perf_analyzer"))
+    return found[0] if found else None
+
+
+def ensure_perf_analyzer(cache: Path = DEFAULT_CACHE) -> Path:
+    """Install perf_analyzer and its CUDA runtime into ``cache`` (skipped when present).
+
+    Returns the path of the ``perf_analyzer`` binary. Raises ``PerfAnalyzerError`` naming
+    the apt package when the system library ``libb64.so.0d`` is missing.
+    """
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if _binary(cache) is None:
+        _pip_target(TRITONCLIENT, cache / "tritonclient-2.51.0")
+    if not (cuda_runtime_lib(cache) / "libcudart.so.12").exists():
+        _pip_target(CUDA_RUNTIME, cache / "cuda-runtime")
+    if _find_libb64() is None:
+        raise PerfAnalyzerError(
+            f"perf_analyzer needs {LIBB64}: install it with `apt-get install {LIBB64_APT}`"
+        )
+    binary = _binary(cache)
+    if binary is None:
+        raise PerfAnalyzerError(f"no bin/perf_analyzer in the {TRITONCLIENT} wheel")
+    binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
+
+
+def perf_analyzer_env(cache: Path = DEFAULT_CACHE) -> dict[str, str]:
+    """The environment to run perf_analyzer in: ``LD_LIBRARY_PATH`` finds libcudart."""
+    env = dict(os.environ)
+    paths = [str(cuda_runtime_lib(cache))]
+    if env.get("LD_LIBRARY_PATH"):
+        paths.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+    return env
+
+
+# --- input data -------------------------------------------------------------------
+
+
+def serialize_bytes_tensor(elements: Iterable[bytes]) -> bytes:
+    """Triton's binary form of a BYTES tensor: per element a 4-byte LE length, then the bytes."""
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def write_input_data(path: Path, photos: Sequence[bytes]) -> Path:
+    """Write perf_analyzer's ``--input-data`` JSON: one batch-1 request per photo.
+
+    Each entry's ``IMAGE`` is ``{"b64": ..., "shape": [1]}`` where ``b64`` is the base64
+    of the tensor's binary form (``serialize_bytes_tensor``), so the server receives the
+    encoded file as it is. perf_analyzer sends the entries in turn, round-robin.
+    """
+    if not photos:
+        raise ValueError("write_input_data needs at least one photo")
+    data = [
+        {contract.IMAGE: {"b64": base64.b64encode(serialize_bytes_tensor([p])).decode("ascii"),
+                          "shape": list(contract.SHAPES[contract.IMAGE])}}
+        for p in photos
+    ]  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": data}))
+    return path
+
+
+def example_photos(names: Sequence[str] = EXAMPLE_PHOTOS) -> list[bytes]:
+    """The PNG files of scikit-image's example photos, as bytes."""
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    return [(folder / f"{name}.png").read_bytes() for name in names]
+
+
+# --- running ----------------------------------------------------------------------
+
+
+def perf_analyzer_command(
+    binary: Path,
+    model: str,
+    url: str,
+    input_data: Path,
+    csv_name: str,
+    concurrencies: Sequence[int] = (1,),
+    measurement_ms: int = FULL_WINDOW["measurement_ms"],
+    stability_percent: int = FULL_WINDOW["stability_percent"],
+    max_trials: int = FULL_WINDOW["max_trials"],
+    request_count: int | None = None,
+) -> list[str]:
+    """The perf_analyzer command line for one model over gRPC.
+
+    ``--concurrency-range`` takes only an arithmetic range (start:end:step), so
+    ``concurrencies`` must be one; ``run_sweep`` runs 1, 2, 4, 8, 16 one level at a time.
+    With ``request_count`` perf_analyzer sends exactly that many requests and reports
+    them, with no stability check (one level per run only). ``csv_name`` is a file name
+    in the working directory: perf_analyzer writes each composing model's CSV next to it
+    as ``<model>_v<version>.<csv_name>``, which only works for a bare name.
+    """
+    lo, hi = min(concurrencies), max(concurrencies)
+    step = concurrencies[1] - concurrencies[0] if len(concurrencies) > 1 else 1
+    cmd = [
+        str(binary), "-i", "grpc", "-u", url, "-m", model,
+        "--concurrency-range", f"{lo}:{hi}:{step}",
+        "--input-data", str(input_data),
+        "-f", csv_name, "--verbose-csv",
+    ]  # fmt: skip
+    if request_count is not None:
+        return cmd + ["--request-count", str(request_count)]
+    return cmd + [
+        "--measurement-interval", str(measurement_ms),
+        "--stability-percentage", str(stability_percent),
+        "--max-trials", str(max_trials),
+    ]  # fmt: skip
+
+
+def _ranges(concurrencies: Sequence[int]) -> list[list[int]]:
+    """One perf_analyzer run for an arithmetic list of levels, else one run per level."""
+    levels = sorted(set(concurrencies))
+    steps = {b - a for a, b in zip(levels, levels[1:], strict=False)}
+    return [levels] if len(steps) <= 1 else [[c] for c in levels]
+
+
+_CSV_FIELDS = {  # perf_analyzer's CSV column -> our key (values in usec -> ms)
+    "Client Send": "client_send_ms",
+    "Network+Server Send/Recv": "network_server_send_recv_ms",
+    "Server Queue": "server_queue_ms",
+    "Server Compute Input": "server_compute_input_ms",
+    "Server Compute Infer": "server_compute_infer_ms",
+    "Server Compute Output": "server_compute_output_ms",
+    "Client Recv": "client_recv_ms",
+    "p50 latency": "p50_ms",
+    "p90 latency": "p90_ms",
+    "p95 latency": "p95_ms",
+    "p99 latency": "p99_ms",
+    "Avg latency": "avg_ms",
+    "request/response": "grpc_marshal_ms",
+    "response wait": "grpc_response_wait_ms",
+}
+
+
+def parse_csv(path: Path) -> list[dict]:
+    """perf_analyzer's ``-f`` CSV (with ``--verbose-csv``) -> one dict per concurrency level."""
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {
+                "concurrency": int(raw["Concurrency"]),
+                "throughput": float(raw["Inferences/Second"]),
+            }
+            for column, key in _CSV_FIELDS.items():
+                if raw.get(column) not in (None, ""):
+                    row[key] = float(raw[column]) / 1000.0
+            rows.append(row)
+    return rows
+
+
+_LEVEL = re.compile(r"^Request concurrency: (\d+)", re.M)
+_COMPOSING = re.compile(
+    r"^\s+(?P<model>\S+), version: \S*\n"
+    r"(?:.*\n)*?"
+    r"\s+Avg request latency: (?P<latency>\d+) usec \(overhead (?P<overhead>\d+) usec"
+    r" \+ queue (?P<queue>\d+) usec \+ compute input (?P<input>\d+) usec"
+    r" \+ compute infer (?P<infer>\d+) usec \+ compute output (?P<output>\d+) usec\)",
+    re.M,
+)
+_COUNT = re.compile(r"^\s+Inference count: (\d+)", re.M)
+
+
+def parse_composing(stdout: str) -> dict[int, dict[str, dict[str, float]]]:
+    """The per-composing-model breakdown perf_analyzer prints (not in its CSV) for ensembles.
+
+    Returns ``{concurrency: {model: {"queue_ms", "compute_input_ms", "compute_infer_ms",
+    "compute_output_ms", "overhead_ms", "latency_ms", "count"}}}``; averages per request.
+    """
+    levels = list(_LEVEL.finditer(stdout))
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for i, level in enumerate(levels):
+        end = levels[i + 1].start() if i + 1 < len(levels) else len(stdout)
+        block = stdout[level.end() : end]
+        marker = block.find("Composing models:")
+        if marker < 0:
+            continue
+        models: dict[str, dict[str, float]] = {}
+        for m in _COMPOSING.finditer(block, marker):
+            count = _COUNT.search(block, m.start(), m.end())
+            models[m["model"]] = {
+                "queue_ms": int(m["queue"]) / 1000.0,
+                "compute_input_ms": int(m["input"]) / 1000.0,
+                "compute_infer_ms": int(m["infer"]) / 1000.0,
+                "compute_output_ms": int(m["output"]) / 1000.0,
+                "overhead_ms": int(m["overhead"]) / 1000.0,
+                "latency_ms": int(m["latency"]) / 1000.0,
+                "count": int(count[1]) if count else 0,
+            }
+        out[int(level[1])] = models
+    return out
+
+
+def _run_level(
+    binary: Path,
+    model: str,
+    url: str,
+    input_data: Path,
+    out_dir: Path,
+    levels: Sequence[int],
+    window: dict,
+    request_count: int | None,
+    cache: Path,
+    timeout_s: float | None,
+) -> tuple[subprocess.CompletedProcess, Path]:
+    stem = f"{model}.c{levels[0]}-{levels[-1]}"
+    csv_name = f"{stem}.csv"
+    cmd = perf_analyzer_command(binary, model, url, input_data.resolve(), csv_name, levels,
+                                request_count=request_count, **window)  # fmt: skip
+    (out_dir / f"{stem}.cmd").write_text(" ".join(cmd) + "\n")
+    (out_dir / csv_name).unlink(missing_ok=True)
+    done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer_env(cache),
+                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    (out_dir / f"{stem}.log").write_text(done.stdout + done.stderr)
+    return done, out_dir / csv_name
+
+
+def run_sweep(
+    model: str,
+    url: str,
+    concurrencies: Sequence[int] = CONCURRENCIES,
+    measurement_ms: int | None = None,
+    out_dir: Path = REPO / "results" / "perf_analyzer",
+    quick: bool = False,
+    photos: Sequence[bytes] | None = None,
+    cache: Path = DEFAULT_CACHE,
+    timeout_s: float | None = 600,
+) -> list[dict]:
+    """Run perf_analyzer over gRPC against ``model`` at each concurrency; one dict per level.
+
+    Each row: ``model``, ``concurrency``, ``throughput`` (inferences/s = images/s),
+    latencies ``p50_ms``/``p90_ms``/``p95_ms``/``p99_ms``/``avg_ms``, the client/server
+    split (``client_send_ms``, ``client_recv_ms``, ``server_queue_ms``,
+    ``server_compute_{input,infer,output}_ms``, ...), ``stable`` and, for ensembles,
+    ``composing``: queue and compute per composing model (see ``parse_composing``).
+    ``quick`` sends ``quick_request_count(c)`` requests per level instead of waiting for
+    stable time windows. Files written to ``out_dir``: the input JSON and, per level,
+    the command, perf_analyzer's report (``.log``) and CSVs (the ensemble's and one per
+    composing model), and ``<model>.json`` with the rows.
+    """
+    window = dict(FULL_WINDOW)
+    if measurement_ms is not None:
+        window["measurement_ms"] = measurement_ms
+    binary = ensure_perf_analyzer(cache)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    input_data = write_input_data(out_dir / "input_data.json", photos or example_photos())
+
+    rows: list[dict] = []
+    runs = [[c] for c in sorted(set(concurrencies))] if quick else _ranges(concurrencies)
+    for levels in runs:
+        count = quick_request_count(levels[0]) if quick else None
+        args = (binary, model, url, input_data, out_dir, levels, window)
+        done, csv_path = _run_level(*args, count, cache, timeout_s)
+        stable = True
+        if (
+            done.returncode != 0
+            and "stable measurement" in done.stdout + done.stderr
+            and len(levels) == 1
+        ):
+            stable = False
+            done, csv_path = _run_level(*args, 10 * max(3, levels[0]), cache, timeout_s)
+        if done.returncode != 0 or not csv_path.exists():
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+            raise PerfAnalyzerError(f"perf_analyzer on {model} (rc {done.returncode}):\n{tail}")
+        composing = parse_composing(done.stdout)
+        for row in parse_csv(csv_path):
+            steps = composing.get(row["concurrency"], {})
+            row.update(model=model, stable=stable, composing=steps)
+            if steps:  # the ensemble's own queue is ~0: requests wait inside its steps
+                row["steps_queue_ms"] = sum(c["queue_ms"] for c in steps.values())
+            rows.append(row)
+    (out_dir / f"{model}.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+# --- command line -----------------------------------------------------------------
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A plain-text table: one line per (model, concurrency), then each composing model.
+
+    ``queue`` is summed over the composing models for an ensemble; a composing model's
+    line shows its average request latency under ``avg ms``.
+    """
+    head = (f"{'model':<24} {'conc':>4} {'img/s':>7} {'avg ms':>8} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'queue':>8} {'infer':>8}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        queue = r.get("steps_queue_ms", r.get("server_queue_ms", 0.0))
+        lines.append(
+            f"{r['model']:<24} {r['concurrency']:>4} {r['throughput']:>7.2f} "
+            f"{r['avg_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{queue:>8.1f} {r.get('server_compute_infer_ms', 0.0):>8.1f}"
+        )
+        for name, c in r.get("composing", {}).items():
+            lines.append(
+                f"  {name:<27} {'':>7} {c['latency_ms']:>8.1f} {'':>8} {'':>8} "
+                f"{c['queue_ms']:>8.1f} {c['compute_infer_ms']:>8.1f}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.perf_analyzer",
+        description="Run NVIDIA's perf_analyzer (gRPC) against the detection ensembles.",
+    )
+    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    parser.add_argument("--models", nargs="+", default=list(contract.ENSEMBLES))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    parser.add_argument("--quick", action="store_true", help="short windows, for CI")
+    parser.add_argument("--measurement-ms", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "perf_analyzer")
+    args = parser.parse_args(argv)
+
+    rows: list[dict] = []
+    for model in args.models:
+        print(f"perf_analyzer: {model} at concurrency {args.concurrency}", flush=True)
+        try:
+            rows += run_sweep(model, args.url, args.concurrency, args.measurement_ms,
+                              args.out / model, quick=args.quick)  # fmt: skip
+        except PerfAnalyzerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    print(format_table(rows))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

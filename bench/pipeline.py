@@ -1,0 +1,67 @@
+"""One detector's whole request path in one process, for the baselines.
+
+The same functions the ensemble's steps call (decode, family preprocess, framework
+runner, family postprocess, pack, draw, JPEG), without Triton in between, so the old
+Flask design and the in-process limit run exactly the code the ensembles serve.
+Boxes are ``(x1, y1, x2, y2, score, class_id)`` in pixels of the original image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ensemble import contract
+from ensemble.boxes import pack_detections
+from ensemble.build import artifact_path
+from ensemble.detectors import DETECTORS, DetectorArtifact
+from ensemble.families import FAMILIES
+from ensemble.imaging import draw_detections
+
+# Triton detector model name -> artifact: nanodet_m, ssd_mobilenet_v2, centernet_mobilenetv3.
+MODELS: dict[str, DetectorArtifact] = {d.framework.detector: d for d in DETECTORS}
+
+# The Triton detectors' ``threads`` parameter (ensemble/spec.py), so both sides get the same.
+THREADS = 2
+
+# The photos every benchmark sends: scikit-image's bundled PNGs (also used by perf_analyzer).
+PHOTO_NAMES = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea")
+
+
+def photo_paths() -> list[Path]:
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    return [folder / f"{name}.png" for name in PHOTO_NAMES]
+
+
+class Pipeline:
+    """preprocess -> model -> postprocess -> draw for one detector, loaded once."""
+
+    def __init__(self, model: str, threads: int = THREADS) -> None:
+        from ensemble.runners import Device, load_runner
+
+        self.artifact = MODELS[model]
+        self.family = FAMILIES[self.artifact.family]
+        self.runner = load_runner(self.artifact, artifact_path(self.artifact), Device(), threads)
+
+    def detect_batch(
+        self,
+        images: list[np.ndarray],
+        score_threshold: float = contract.DEFAULT_SCORE_THRESHOLD,
+        iou_threshold: float = contract.DEFAULT_IOU_THRESHOLD,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """RGB ``uint8 (h, w, 3)`` images -> per image (detection rows ``[N, 6]`` in
+        original pixels, the image with boxes drawn). One model call for the batch;
+        pre- and post-processing per image, as the ensemble's steps do."""
+        batch = np.stack([self.family.preprocess(im) for im in images])
+        outputs = self.runner(batch)
+        results = []
+        for i, image in enumerate(images):
+            raw = {name: value[i] for name, value in outputs.items()}
+            rows = self.family.postprocess(raw, image.shape[:2], score_threshold, iou_threshold)
+            packed, count = pack_detections(rows)
+            detections = packed[:count]
+            results.append((detections, draw_detections(image, detections, contract.COCO80_LABELS)))
+        return results
