@@ -22,11 +22,10 @@ from pathlib import Path
 
 from bench import loadgen, perf_analyzer
 from bench.limit import limit
-from bench.pipeline import photo_paths
+from bench.photos import photo_paths
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parents[1]
-CONCURRENCIES = (1, 2, 4, 8, 16)
 
 
 def log(message: str) -> None:
@@ -86,6 +85,7 @@ def run_triton(args, out: Path, photos: list[bytes]) -> tuple[list[dict], dict]:
                 args.concurrency,
                 out_dir=out / "perf_analyzer" / ensemble,
                 quick=args.quick,
+                photos=photos,
             )
         return rows, triton_wire_bytes(url, photos)
     finally:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, for CI")
     ap.add_argument("--url", help="measure this Triton (gRPC host:port) instead of starting one")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    ap.add_argument("--concurrency", type=int, nargs="+", default=list(perf_analyzer.CONCURRENCIES))
     ap.add_argument("--ensembles", nargs="+", default=list(contract.ENSEMBLES))
     args = ap.parse_args(argv)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.pipeline import MODELS, THREADS, Pipeline, photo_paths
+from bench.photos import photo_paths
+from bench.pipeline import MODELS, THREADS, Pipeline
 
 BATCH_SIZES = (1, 2, 4, 8)
 

@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench.pipeline import MODELS, photo_paths
+from bench.photos import photo_paths
+from bench.pipeline import MODELS
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from bench.photos import photo_paths
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,9 +37,6 @@ TRITONCLIENT = "tritonclient==2.51.0"  # the last wheel whose perf_analyzer runs
 CUDA_RUNTIME = "nvidia-cuda-runtime-cu12==12.6.77"
 LIBB64 = "libb64.so.0d"
 LIBB64_APT = "libb64-0d"
-
-# scikit-image's example photos (PNG files inside the installed package).
-EXAMPLE_PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea")
 
 CONCURRENCIES = (1, 2, 4, 8, 16)
 
@@ -154,12 +152,9 @@ def write_input_data(path: Path, photos: Sequence[bytes]) -> Path:
     return path
 
 
-def example_photos(names: Sequence[str] = EXAMPLE_PHOTOS) -> list[bytes]:
-    """The PNG files of scikit-image's example photos, as bytes."""
-    import skimage.data
-
-    folder = Path(skimage.data.__file__).parent
-    return [(folder / f"{name}.png").read_bytes() for name in names]
+def example_photos() -> list[bytes]:
+    """The benchmark photos (``bench.photos``), as bytes."""
+    return [p.read_bytes() for p in photo_paths()]
 
 
 # --- running ----------------------------------------------------------------------

@@ -8,11 +8,9 @@ Boxes are ``(x1, y1, x2, y2, score, class_id)`` in pixels of the original image.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ensemble import contract
+from ensemble import configgen, contract
 from ensemble.boxes import pack_detections
 from ensemble.build import artifact_path
 from ensemble.detectors import DETECTORS, DetectorArtifact
@@ -22,18 +20,8 @@ from ensemble.imaging import draw_detections
 # Triton detector model name -> artifact: nanodet_m, ssd_mobilenet_v2, centernet_mobilenetv3.
 MODELS: dict[str, DetectorArtifact] = {d.framework.detector: d for d in DETECTORS}
 
-# The Triton detectors' ``threads`` parameter (ensemble/spec.py), so both sides get the same.
-THREADS = 2
-
-# The photos every benchmark sends: scikit-image's bundled PNGs (also used by perf_analyzer).
-PHOTO_NAMES = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea")
-
-
-def photo_paths() -> list[Path]:
-    import skimage.data
-
-    folder = Path(skimage.data.__file__).parent
-    return [folder / f"{name}.png" for name in PHOTO_NAMES]
+# The Triton detectors' ``threads`` parameter on the cpu target, so both sides get the same.
+THREADS = configgen.make_target("cpu").detector_threads
 
 
 class Pipeline:

@@ -36,8 +36,9 @@ def postprocess(
     det = np.asarray(outputs[_OUTPUT], dtype=np.float64).reshape(-1, 6)
     det = det[np.isfinite(det).all(axis=1)]
     class_id = np.rint(det[:, 5])
-    det = det[(class_id >= 0) & (class_id < len(contract.COCO80_LABELS))]
+    known = (class_id >= 0) & (class_id < len(contract.COCO80_LABELS))
+    det, class_id = det[known], class_id[known]
     boxes_image = boxes.scale_boxes(det[:, :4], (INPUT_HEIGHT, INPUT_WIDTH), image_size)
     return boxes.filter_detections(
-        boxes_image, det[:, 4], np.rint(det[:, 5]), image_size, score_threshold, iou_threshold
+        boxes_image, det[:, 4], class_id, image_size, score_threshold, iou_threshold
     )
