@@ -14,6 +14,7 @@ starting the embedded one; the old design and the limit still run here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -42,6 +43,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def machine(target: str) -> str:
+    """This machine in words: CPU model and cores, and with ``target`` gpu the GPUs."""
+    import os
+    import subprocess
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    words = f"{cpu}, {os.cpu_count()} cores"
+    if target == "gpu":
+        try:
+            query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+            gpus = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout
+            words += "; GPU: " + "; ".join(g.strip() for g in gpus.splitlines() if g.strip())
+        except (OSError, subprocess.SubprocessError) as e:
+            words += f"; GPU: unknown ({e})"
+    return words
+
+
 def triton_wire_bytes(url: str, photos: list[bytes]) -> dict[str, float]:
     """Mean tensor payload per request and ensemble: the image file in, detections,
     count and annotated JPEG(s) out (gRPC/HTTP2 framing not counted)."""
@@ -67,7 +90,7 @@ def run_triton(args, out: Path, photos: list[bytes]) -> tuple[list[dict], dict]:
     server = None
     url = args.url
     if url is None:
-        repository = prepare_repository("cpu", out=out / "repository")
+        repository = prepare_repository(args.target, out=out / "repository", gpus=args.gpus)
         ports = Ports(free_port(), free_port(), free_port())
         server = TritonServer(repository, ports=ports, log_path=out / "tritonserver.log")
         server.start()
@@ -99,7 +122,7 @@ def run_old_design(args, models: list[str]) -> list[dict]:
     rows = []
     duration = 4.0 if args.quick else 15.0
     for model in models:
-        with loadgen.old_design_server(model, free_port()) as url:
+        with loadgen.old_design_server(model, free_port(), device=args.device) as url:
             for c in args.concurrency:
                 log(f"old design: {model} at concurrency {c}")
                 row = loadgen.run(url, photo_paths(), c, duration_s=duration)
@@ -111,7 +134,7 @@ def run_limit(args, models: list[str]) -> list[dict]:
     rows = []
     for model in models:
         log(f"limit: {model} in process, batch 1, 2, 4, 8")
-        result = limit(model, images=24 if args.quick else 120)
+        result = limit(model, images=24 if args.quick else 120, device=args.device)
         for run in result["runs"]:
             rows.append({"model": model, **run, "best": run is result["best"]})
     return rows
@@ -121,10 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs, for CI")
     ap.add_argument("--url", help="measure this Triton (gRPC host:port) instead of starting one")
+    ap.add_argument(
+        "--target",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="repository target of the embedded Triton; gpu also runs the old design's and"
+        " the limit's models on GPU 0",
+    )
+    ap.add_argument("--gpus", default="0", help="GPU ids for --target gpu (default 0)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(perf_analyzer.CONCURRENCIES))
     ap.add_argument("--ensembles", nargs="+", default=list(contract.ENSEMBLES))
     args = ap.parse_args(argv)
+    args.gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+    args.device = "gpu" if args.target == "gpu" else "cpu"
 
     from bench.report import write_report
 
@@ -142,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "limit.csv", lim)
     meta = {
         "quick": args.quick,
-        "url": args.url or "embedded cpu target",
+        "url": args.url or f"embedded {args.target} target",
+        "target": args.target,
+        "machine": machine(args.target),
         "concurrency": args.concurrency,
         "seconds": round(time.monotonic() - started),
     }

@@ -64,16 +64,17 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
     }
 
 
-def limit(model: str, images: int, threads: int = THREADS) -> dict:
+def limit(model: str, images: int, threads: int = THREADS, device: str = "cpu") -> dict:
     """Batch 1 and every batch size of :data:`BATCH_SIZES` for one model; ``best`` is
     the batch size with the highest images/s."""
-    pipeline = Pipeline(model, threads)
+    pipeline = Pipeline(model, threads, device)
     photos = [p.read_bytes() for p in photo_paths()]
     rows = [measure(pipeline, photos, b, images) for b in BATCH_SIZES]
     best = max(rows, key=lambda r: r["throughput"])
     return {
         "model": model,
         "threads": threads,
+        "device": device,
         "runs": rows,
         "batch1": rows[0],
         "best": best,
@@ -104,13 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="about 24 images per setting")
     parser.add_argument("--images", type=int, default=None, help="images per setting")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     images = args.images or (24 if args.quick else 100)
     models = list(MODELS) if args.model == "all" else [args.model]
     results = []
     for model in models:
-        results.append(limit(model, images, args.threads))
+        results.append(limit(model, images, args.threads, args.device))
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print(f"\nlimit: in-process, no server, {args.threads} threads, ms are per call")
     print(format_table(results))

@@ -203,11 +203,15 @@ def _wait_until_listening(port: int, process: subprocess.Popen, timeout_s: float
 
 
 @contextlib.contextmanager
-def old_design_server(model: str, port: int, timeout_s: float = 120.0) -> Iterator[str]:
-    """Start ``python -m bench.old_design`` for ``model`` on 127.0.0.1:``port``; yield the
-    ``/predict`` URL; stop that process (SIGTERM, then SIGKILL) on exit."""
+def old_design_server(
+    model: str, port: int, timeout_s: float = 120.0, device: str = "cpu"
+) -> Iterator[str]:
+    """Start ``python -m bench.old_design`` for ``model`` on 127.0.0.1:``port`` (the model
+    on ``device``); yield the ``/predict`` URL; stop that process (SIGTERM, then
+    SIGKILL) on exit."""
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]
+    command += ["--device", device]
     process = subprocess.Popen(
         command,
         cwd=root,

@@ -60,10 +60,10 @@ def decode_array(fields: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
-def create_app(model: str, threads: int = THREADS):
+def create_app(model: str, threads: int = THREADS, device: str = "cpu"):
     from flask import Flask, jsonify, request
 
-    pipeline = Pipeline(model, threads)
+    pipeline = Pipeline(model, threads, device)
     app = Flask(f"old_design.{model}")
 
     @app.get("/health")
@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
     args = parser.parse_args(argv)
-    app = create_app(args.model, args.threads)
+    app = create_app(args.model, args.threads, args.device)
     print(f"old design: {args.model} on http://{args.host}:{args.port}/predict", flush=True)
     app.run(host=args.host, port=args.port)  # Flask's own server, defaults (threaded=True)
 

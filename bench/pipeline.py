@@ -27,12 +27,14 @@ THREADS = configgen.make_target("cpu").detector_threads
 class Pipeline:
     """preprocess -> model -> postprocess -> draw for one detector, loaded once."""
 
-    def __init__(self, model: str, threads: int = THREADS) -> None:
+    def __init__(self, model: str, threads: int = THREADS, device: str = "cpu") -> None:
+        """``device``: "cpu" or "gpu" (GPU 0), where the model runs."""
         from ensemble.runners import Device, load_runner
 
         self.artifact = MODELS[model]
         self.family = FAMILIES[self.artifact.family]
-        self.runner = load_runner(self.artifact, artifact_path(self.artifact), Device(), threads)
+        path = artifact_path(self.artifact)
+        self.runner = load_runner(self.artifact, path, Device(device), threads)
 
     def detect_batch(
         self,

@@ -69,6 +69,8 @@ def write_report(out: Path, triton, wire, old, limits, meta) -> Path:
     lines = ["# Benchmark: Triton ensembles vs the old design vs the limit", ""]
     mode = "quick (CI-sized, rough)" if meta["quick"] else "full"
     lines += [f"Mode: {mode}; Triton: {meta['url']}; took {meta['seconds']} s.", ""]
+    if meta.get("machine"):
+        lines += [f"Machine: {meta['machine']}.", ""]
     for name in _plots(out, triton, old, limits):
         lines.append(f"![{name}]({name})")
     lines += ["", "## Per model and concurrency", ""]

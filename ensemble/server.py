@@ -199,11 +199,14 @@ class TritonServer:
         self.stop()
 
 
-def prepare_repository(target: str = "cpu", out: Path | None = None) -> Path:
-    """Write the target's repository with links to the built artifacts."""
+def prepare_repository(
+    target: str = "cpu", out: Path | None = None, gpus: tuple[int, ...] = (0, 1, 2, 3)
+) -> Path:
+    """Write the target's repository with links to the built artifacts (``gpus``: the
+    GPU ids of the gpu/ngc targets)."""
     from ensemble.build import models_dir
 
-    t = configgen.make_target(target)
+    t = configgen.make_target(target, gpus)
     out = out or REPO_ROOT / "build" / "repository" / t.name
     return configgen.write_repository(t, out, models_dir())
 
