@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.photos import photo_paths
+from bench.photos import FORMATS, photo_files
 from bench.pipeline import MODELS, THREADS, Pipeline
 
 BATCH_SIZES = (1, 2, 4, 8)
@@ -64,11 +64,13 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
     }
 
 
-def limit(model: str, images: int, threads: int = THREADS, device: str = "cpu") -> dict:
+def limit(
+    model: str, images: int, threads: int = THREADS, device: str = "cpu", photo_format: str = "jpeg"
+) -> dict:
     """Batch 1 and every batch size of :data:`BATCH_SIZES` for one model; ``best`` is
     the batch size with the highest images/s."""
     pipeline = Pipeline(model, threads, device)
-    photos = [p.read_bytes() for p in photo_paths()]
+    photos = list(photo_files(photo_format))
     rows = [measure(pipeline, photos, b, images) for b in BATCH_SIZES]
     best = max(rows, key=lambda r: r["throughput"])
     return {
@@ -106,13 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=None, help="images per setting")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
+    parser.add_argument("--photo-format", choices=FORMATS, default="jpeg")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     images = args.images or (24 if args.quick else 100)
     models = list(MODELS) if args.model == "all" else [args.model]
     results = []
     for model in models:
-        results.append(limit(model, images, args.threads, args.device))
+        results.append(limit(model, images, args.threads, args.device, args.photo_format))
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print(f"\nlimit: in-process, no server, {args.threads} threads, ms are per call")
     print(format_table(results))

@@ -6,9 +6,11 @@ next request as soon as the previous answer is fully read. The run stops at
 ``duration_s`` seconds or after ``requests`` answers, whichever comes first; only
 127.0.0.1 / localhost is accepted.
 
-The photos are decoded and turned into JSON bodies once, before the clock starts, as
-perf_analyzer loads its input files once: the client's per-request work is the
-HTTP exchange and reading the answer, not decoding PNGs.
+Each request is what the old design's client did with a photo file: decode it to an
+array, base64 it into the JSON body, POST, then parse the JSON answer and turn the
+base64 result back into an image array. That client work is inside the timed latency
+(Triton's clients send the file as it is and get a JPEG back, and the server does the
+decoding and encoding, inside perf_analyzer's latency).
 
 ``python -m bench.loadgen --model nanodet_m --port 18901 --concurrency 1 2 4 8 16``
 starts that model's Flask server, waits for it, runs one closed loop per concurrency
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import socket
@@ -33,46 +34,43 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench.photos import photo_paths
+from bench.photos import FORMATS, photo_files
 from bench.pipeline import MODELS
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
-def request_bodies(photos: Sequence[Path | bytes]) -> list[bytes]:
-    """Each photo (a file path or the file's bytes) as the old design's JSON body."""
-    return list(_bodies(tuple(photos)))
-
-
-@functools.cache
-def _bodies(photos: tuple[Path | bytes, ...]) -> tuple[bytes, ...]:
+def request_body(photo: bytes) -> bytes:
+    """One photo file as the old design's client sent it: decoded, the raw RGB bytes in
+    base64 inside a JSON body."""
     from bench.old_design import encode_array
     from ensemble.imaging import decode_image
 
-    return tuple(
-        json.dumps(
-            encode_array(decode_image(p if isinstance(p, bytes) else Path(p).read_bytes()))
-        ).encode()
-        for p in photos
-    )
+    return json.dumps(encode_array(decode_image(photo))).encode()
 
 
-def check_answer(url: str, photo: Path) -> int:
+def read_answer(content: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The old design's JSON answer as the client used it: (detections ``[N, 6]``, the
+    annotated image array)."""
+    from bench.old_design import decode_array
+
+    answer = json.loads(content)
+    detections = np.asarray(answer["detections"], dtype=np.float32).reshape(-1, 6)
+    return detections, decode_array(answer)
+
+
+def check_answer(url: str, photo: bytes) -> int:
     """Send one photo and check the answer is the old design's JSON; returns the number
     of detections (raises on anything else)."""
     import requests as http
 
-    from bench.old_design import decode_array
     from ensemble.imaging import decode_image
 
-    body = request_bodies([photo])[0]
     headers = {"Content-Type": "application/json"}
-    response = http.post(url, data=body, headers=headers, timeout=120)
+    response = http.post(url, data=request_body(photo), headers=headers, timeout=120)
     response.raise_for_status()
-    answer = response.json()
-    drawn = decode_array(answer)
-    detections = np.asarray(answer["detections"], dtype=np.float32).reshape(-1, 6)
-    if drawn.shape != decode_image(photo.read_bytes()).shape:
+    detections, drawn = read_answer(response.content)
+    if drawn.shape != decode_image(photo).shape:
         raise RuntimeError(f"annotated image is {drawn.shape}, not the photo's size")
     return len(detections)
 
@@ -84,7 +82,7 @@ def _header_bytes(start_line: str, headers) -> int:
 
 def run(
     url: str,
-    photos: Sequence[Path | bytes],
+    photos: Sequence[bytes],
     concurrency: int,
     duration_s: float | None = 10.0,
     requests: int | None = None,
@@ -108,7 +106,6 @@ def run(
         raise ValueError(f"load is only sent to this machine (127.0.0.1), not {host!r}")
     if duration_s is None and requests is None:
         raise ValueError("give duration_s or requests (or both): a run must be bounded")
-    bodies = request_bodies(photos)
     path = urlsplit(url).path or "/"
 
     lock = threading.Lock()
@@ -131,18 +128,21 @@ def run(
             headers = {"Content-Type": "application/json"}
             for i in range(warmup_requests):
                 with contextlib.suppress(http.RequestException):
-                    body = bodies[(index + i) % len(bodies)]
+                    body = request_body(photos[(index + i) % len(photos)])
                     session.post(url, data=body, headers=headers, timeout=timeout_s)
             ready.wait()
             n = index
             while take():
-                body = bodies[n % len(bodies)]
+                photo = photos[n % len(photos)]
                 n += 1
                 start = time.perf_counter()
                 try:
+                    body = request_body(photo)
                     response = session.post(url, data=body, headers=headers, timeout=timeout_s)
                     content = response.content
-                except http.RequestException as e:
+                    if response.status_code == 200:
+                        read_answer(content)
+                except (http.RequestException, ValueError, KeyError) as e:
                     with lock:
                         errors.append(f"{type(e).__name__}: {e}")
                     continue
@@ -259,14 +259,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--duration", type=float, default=12.0, help="seconds per run")
     parser.add_argument("--requests", type=int, default=None, help="at most this many per run")
+    parser.add_argument("--photo-format", choices=FORMATS, default="jpeg")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
 
-    photos = photo_paths()
+    photos = photo_files(args.photo_format)
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(old_design_server(args.model, args.port))
         found = check_answer(url, photos[0])
-        print(f"{url}: answers OK ({found} detections on {photos[0].name})", flush=True)
+        print(f"{url}: answers OK ({found} detections on the first photo)", flush=True)
         rows = []
         for c in args.concurrency:
             rows.append(run(url, photos, c, args.duration, args.requests))

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from bench.photos import photo_paths
+from bench.photos import photo_files
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,15 +40,21 @@ LIBB64_APT = "libb64-0d"
 
 CONCURRENCIES = (1, 2, 4, 8, 16)
 
-# Full runs: perf_analyzer repeats a time window until the last three agree within the
-# stability percentage. A level that never settles (a 2-core CPU host is noisy) is
-# measured again over a fixed number of requests and marked ``stable: False``.
-FULL_WINDOW = {"measurement_ms": 5000, "stability_percent": 10, "max_trials": 10}
+# perf_analyzer repeats a measurement window until the last three agree (images/s and
+# mean latency) within the stability percentage. Windows count requests, not time: a
+# window is a whole number of rounds over the photos, so each holds the same mix of
+# small and large images and windows compare like with like. A level that never
+# settles (a 2-core CPU host is noisy) is measured again over a fixed number of
+# requests and marked ``stable: False``.
+FULL_WINDOW = {"requests_per_photo": 8, "stability_percent": 10, "max_trials": 10}
+QUICK_WINDOW = {"requests_per_photo": 2, "stability_percent": 25, "max_trials": 4}
 
 
-def quick_request_count(concurrency: int) -> int:
-    """Requests per level in quick mode: enough for each worker to send several."""
-    return max(16, 4 * concurrency)
+def window_requests(concurrency: int, photos: int, requests_per_photo: int) -> int:
+    """Requests in one window: ``requests_per_photo`` rounds over the photos, and at
+    least two requests per concurrent worker, rounded up to whole rounds."""
+    wanted = max(photos * requests_per_photo, 2 * concurrency)
+    return -(-wanted // photos) * photos
 
 
 class PerfAnalyzerError(RuntimeError):
@@ -154,7 +160,7 @@ def write_input_data(path: Path, photos: Sequence[bytes]) -> Path:
 
 def example_photos() -> list[bytes]:
     """The benchmark photos (``bench.photos``), as bytes."""
-    return [p.read_bytes() for p in photo_paths()]
+    return list(photo_files())
 
 
 # --- running ----------------------------------------------------------------------
@@ -167,7 +173,7 @@ def perf_analyzer_command(
     input_data: Path,
     csv_name: str,
     concurrencies: Sequence[int] = (1,),
-    measurement_ms: int = FULL_WINDOW["measurement_ms"],
+    window_requests: int = 40,
     stability_percent: int = FULL_WINDOW["stability_percent"],
     max_trials: int = FULL_WINDOW["max_trials"],
     request_count: int | None = None,
@@ -177,7 +183,8 @@ def perf_analyzer_command(
     ``--concurrency-range`` takes only an arithmetic range (start:end:step), so
     ``concurrencies`` must be one; ``run_sweep`` runs 1, 2, 4, 8, 16 one level at a time.
     With ``request_count`` perf_analyzer sends exactly that many requests and reports
-    them, with no stability check (one level per run only). ``csv_name`` is a file name
+    them, with no stability check (one level per run only); otherwise windows of
+    ``window_requests`` requests until three agree. ``csv_name`` is a file name
     in the working directory: perf_analyzer writes each composing model's CSV next to it
     as ``<model>_v<version>.<csv_name>``, which only works for a bare name.
     """
@@ -192,17 +199,11 @@ def perf_analyzer_command(
     if request_count is not None:
         return cmd + ["--request-count", str(request_count)]
     return cmd + [
-        "--measurement-interval", str(measurement_ms),
+        "--measurement-mode", "count_windows",
+        "--measurement-request-count", str(window_requests),
         "--stability-percentage", str(stability_percent),
         "--max-trials", str(max_trials),
     ]  # fmt: skip
-
-
-def _ranges(concurrencies: Sequence[int]) -> list[list[int]]:
-    """One perf_analyzer run for an arithmetic list of levels, else one run per level."""
-    levels = sorted(set(concurrencies))
-    steps = {b - a for a, b in zip(levels, levels[1:], strict=False)}
-    return [levels] if len(steps) <= 1 else [[c] for c in levels]
 
 
 _CSV_FIELDS = {  # perf_analyzer's CSV column -> our key (values in usec -> ms)
@@ -287,16 +288,16 @@ def _run_level(
     url: str,
     input_data: Path,
     out_dir: Path,
-    levels: Sequence[int],
+    concurrency: int,
     window: dict,
     request_count: int | None,
     cache: Path,
     timeout_s: float | None,
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    stem = f"{model}.c{levels[0]}-{levels[-1]}"
+    stem = f"{model}.c{concurrency}"
     csv_name = f"{stem}.csv"
-    cmd = perf_analyzer_command(binary, model, url, input_data.resolve(), csv_name, levels,
-                                request_count=request_count, **window)  # fmt: skip
+    cmd = perf_analyzer_command(binary, model, url, input_data.resolve(), csv_name,
+                                [concurrency], request_count=request_count, **window)  # fmt: skip
     (out_dir / f"{stem}.cmd").write_text(" ".join(cmd) + "\n")
     (out_dir / csv_name).unlink(missing_ok=True)
     done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer_env(cache),
@@ -309,7 +310,6 @@ def run_sweep(
     model: str,
     url: str,
     concurrencies: Sequence[int] = CONCURRENCIES,
-    measurement_ms: int | None = None,
     out_dir: Path = REPO / "results" / "perf_analyzer",
     quick: bool = False,
     photos: Sequence[bytes] | None = None,
@@ -321,42 +321,39 @@ def run_sweep(
     Each row: ``model``, ``concurrency``, ``throughput`` (inferences/s = images/s),
     latencies ``p50_ms``/``p90_ms``/``p95_ms``/``p99_ms``/``avg_ms``, the client/server
     split (``client_send_ms``, ``client_recv_ms``, ``server_queue_ms``,
-    ``server_compute_{input,infer,output}_ms``, ...), ``stable`` and, for ensembles,
-    ``composing``: queue and compute per composing model (see ``parse_composing``).
-    ``quick`` sends ``quick_request_count(c)`` requests per level instead of waiting for
-    stable time windows. Files written to ``out_dir``: the input JSON and, per level,
-    the command, perf_analyzer's report (``.log``) and CSVs (the ensemble's and one per
-    composing model), and ``<model>.json`` with the rows.
+    ``server_compute_{input,infer,output}_ms``, ...), ``stable``, ``window_requests``
+    and, for ensembles, ``composing``: queue and compute per composing model (see
+    ``parse_composing``). Each level is its own perf_analyzer run with count windows
+    (:data:`FULL_WINDOW`, or the shorter :data:`QUICK_WINDOW` with ``quick``). Files
+    written to ``out_dir``: the input JSON and, per level, the command, perf_analyzer's
+    report (``.log``) and CSVs (the ensemble's and one per composing model), and
+    ``<model>.json`` with the rows.
     """
-    window = dict(FULL_WINDOW)
-    if measurement_ms is not None:
-        window["measurement_ms"] = measurement_ms
+    settings = dict(QUICK_WINDOW if quick else FULL_WINDOW)
+    per_photo = settings.pop("requests_per_photo")
+    photos = list(photos or example_photos())
     binary = ensure_perf_analyzer(cache)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    input_data = write_input_data(out_dir / "input_data.json", photos or example_photos())
+    input_data = write_input_data(out_dir / "input_data.json", photos)
 
     rows: list[dict] = []
-    runs = [[c] for c in sorted(set(concurrencies))] if quick else _ranges(concurrencies)
-    for levels in runs:
-        count = quick_request_count(levels[0]) if quick else None
-        args = (binary, model, url, input_data, out_dir, levels, window)
-        done, csv_path = _run_level(*args, count, cache, timeout_s)
+    for c in sorted(set(concurrencies)):
+        n = window_requests(c, len(photos), per_photo)
+        window = {**settings, "window_requests": n}
+        args = (binary, model, url, input_data, out_dir, c, window)
+        done, csv_path = _run_level(*args, None, cache, timeout_s)
         stable = True
-        if (
-            done.returncode != 0
-            and "stable measurement" in done.stdout + done.stderr
-            and len(levels) == 1
-        ):
-            stable = False
-            done, csv_path = _run_level(*args, 10 * max(3, levels[0]), cache, timeout_s)
+        if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
+            stable = False  # one long count instead: three windows' worth of requests
+            done, csv_path = _run_level(*args, 3 * n, cache, timeout_s)
         if done.returncode != 0 or not csv_path.exists():
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
             raise PerfAnalyzerError(f"perf_analyzer on {model} (rc {done.returncode}):\n{tail}")
         composing = parse_composing(done.stdout)
         for row in parse_csv(csv_path):
             steps = composing.get(row["concurrency"], {})
-            row.update(model=model, stable=stable, composing=steps)
+            row.update(model=model, stable=stable, window_requests=n, composing=steps)
             if steps:  # the ensemble's own queue is ~0: requests wait inside its steps
                 row["steps_queue_ms"] = sum(c["queue_ms"] for c in steps.values())
             rows.append(row)
@@ -400,7 +397,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(contract.ENSEMBLES))
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--quick", action="store_true", help="short windows, for CI")
-    parser.add_argument("--measurement-ms", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "perf_analyzer")
     args = parser.parse_args(argv)
 
@@ -408,8 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model in args.models:
         print(f"perf_analyzer: {model} at concurrency {args.concurrency}", flush=True)
         try:
-            rows += run_sweep(model, args.url, args.concurrency, args.measurement_ms,
-                              args.out / model, quick=args.quick)  # fmt: skip
+            rows += run_sweep(model, args.url, args.concurrency, args.out / model, args.quick)
         except PerfAnalyzerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -50,4 +50,7 @@ fi
 
 # 4. The Triton server tree with this interpreter's Python-backend stub.
 "$VENV/bin/python" -c "from ensemble.server import triton_home; print('[setup] triton:', triton_home()[0])"
+
+# 5. NVIDIA's perf_analyzer for make bench (cached in .cache/perf_analyzer).
+"$VENV/bin/python" -c "from bench.perf_analyzer import ensure_perf_analyzer as e; print('[setup] perf_analyzer:', e())"
 log "done"
