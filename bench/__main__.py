@@ -1,11 +1,12 @@
 """One command for every benchmark: `python -m bench [--quick] [--url HOST:PORT]`.
 
-Runs, one after the other so they never share the CPU:
-1. perf_analyzer (NVIDIA's) over gRPC against every ensemble, concurrency 1..16;
+Runs, model by model and one after the other so they never share the CPU:
+1. perf_analyzer (NVIDIA's) over gRPC against the model's ensemble, concurrency 1..16;
 2. the old design (one Flask server per model, arrays as base64 JSON) at the same
    concurrencies with the same photos;
 3. the limit: the same pipeline in one process with no server, batch 1 and best;
-then writes CSV files, PNG plots and a Markdown report under ``results/bench/``.
+then ``detect_all`` with perf_analyzer, and writes CSV files, PNG plots and a Markdown
+report under ``results/bench/``, and checks their shape (``bench.check``).
 
 With ``--url`` the Triton part measures that server (a GPU host, say) instead of
 starting the embedded one; the old design and the limit still run here.
@@ -19,11 +20,13 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import loadgen, perf_analyzer
+from bench.check import check
 from bench.limit import limit
-from bench.photos import photo_paths
+from bench.photos import FORMATS, photo_files
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,14 +68,14 @@ def machine(target: str) -> str:
     return words
 
 
-def triton_wire_bytes(url: str, photos: list[bytes]) -> dict[str, float]:
+def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> dict[str, float]:
     """Mean tensor payload per request and ensemble: the image file in, detections,
     count and annotated JPEG(s) out (gRPC/HTTP2 framing not counted)."""
     from client import DetectorClient
 
     sizes = {}
     with DetectorClient(url) as client:
-        for ensemble in contract.ENSEMBLES:
+        for ensemble in ensembles:
             total = 0
             for photo in photos:
                 (result,) = client.detect([photo], model=ensemble)
@@ -84,60 +87,78 @@ def triton_wire_bytes(url: str, photos: list[bytes]) -> dict[str, float]:
     return sizes
 
 
-def run_triton(args, out: Path, photos: list[bytes]) -> tuple[list[dict], dict]:
+@contextlib.contextmanager
+def triton_url(args, out: Path) -> Iterator[str]:
+    """The gRPC URL to measure: ``--url``, or an embedded Triton started on free ports
+    with the ``--target`` repository (only the ensembles asked for are loaded)."""
     from ensemble.server import Ports, TritonServer, free_port, prepare_repository
 
-    server = None
-    url = args.url
-    if url is None:
-        repository = prepare_repository(args.target, out=out / "repository", gpus=args.gpus)
-        ports = Ports(free_port(), free_port(), free_port())
-        server = TritonServer(repository, ports=ports, log_path=out / "tritonserver.log")
-        server.start()
-        server.wait_ready()
-        url = server.grpc_url
-        log(f"started Triton at {url}")
+    if args.url is not None:
+        yield args.url
+        return
+    repository = prepare_repository(args.target, out=out / "repository", gpus=args.gpus)
+    ports = Ports(free_port(), free_port(), free_port())
+    server = TritonServer(
+        repository, ports=ports, log_path=out / "tritonserver.log", models=tuple(args.ensembles)
+    )
+    server.start()
     try:
-        perf_analyzer.ensure_perf_analyzer()
-        rows = []
-        for ensemble in args.ensembles:
-            log(f"perf_analyzer: {ensemble} at concurrency {list(args.concurrency)}")
-            rows += perf_analyzer.run_sweep(
-                ensemble,
-                url,
-                args.concurrency,
-                out_dir=out / "perf_analyzer" / ensemble,
-                quick=args.quick,
-                photos=photos,
-            )
-        return rows, triton_wire_bytes(url, photos)
+        server.wait_ready()
+        log(f"started Triton at {server.grpc_url}")
+        yield server.grpc_url
     finally:
-        if server is not None:
-            server.stop()
+        server.stop()
 
 
-def run_old_design(args, models: list[str]) -> list[dict]:
+def run_triton(args, url: str, ensemble: str, out: Path, photos: list[bytes]) -> list[dict]:
+    log(f"perf_analyzer: {ensemble} at concurrency {list(args.concurrency)}")
+    return perf_analyzer.run_sweep(
+        ensemble,
+        url,
+        args.concurrency,
+        out_dir=out / "perf_analyzer" / ensemble,
+        quick=args.quick,
+        photos=photos,
+    )
+
+
+def run_old_design(args, model: str, photos: list[bytes]) -> list[dict]:
     from ensemble.server import free_port
 
     rows = []
     duration = 4.0 if args.quick else 15.0
-    for model in models:
-        with loadgen.old_design_server(model, free_port(), device=args.device) as url:
-            for c in args.concurrency:
-                log(f"old design: {model} at concurrency {c}")
-                row = loadgen.run(url, photo_paths(), c, duration_s=duration)
-                rows.append({"model": model, **row})
+    with loadgen.old_design_server(model, free_port(), device=args.device) as url:
+        for c in args.concurrency:
+            log(f"old design: {model} at concurrency {c}")
+            row = loadgen.run(url, photos, c, duration_s=duration)
+            rows.append({"model": model, **row})
     return rows
 
 
-def run_limit(args, models: list[str]) -> list[dict]:
-    rows = []
-    for model in models:
-        log(f"limit: {model} in process, batch 1, 2, 4, 8")
-        result = limit(model, images=24 if args.quick else 120, device=args.device)
-        for run in result["runs"]:
-            rows.append({"model": model, **run, "best": run is result["best"]})
-    return rows
+def run_limit(args, model: str) -> list[dict]:
+    log(f"limit: {model} in process, batch 1, 2, 4, 8")
+    images = 24 if args.quick else 120
+    result = limit(model, images, device=args.device, photo_format=args.photo_format)
+    return [{"model": model, **run, "best": run is result["best"]} for run in result["runs"]]
+
+
+def run_all(args, out: Path, photos: list[bytes]) -> tuple[list, dict, list, list]:
+    """Model by model: Triton's sweep of its ensemble, then the old design's, then the
+    limit, so the figures compared with each other are taken minutes apart, not a
+    quarter of an hour (a shared 2-core VM drifts). Only one side runs at a time: an
+    idle Triton or Flask server takes no CPU."""
+    detectors = {f.ensemble: f.detector for f in contract.FRAMEWORKS}
+    triton, old, lim = [], [], []
+    with triton_url(args, out) as url:
+        perf_analyzer.ensure_perf_analyzer()
+        for ensemble in args.ensembles:
+            triton += run_triton(args, url, ensemble, out, photos)
+            model = detectors.get(ensemble)
+            if model is not None:
+                old += run_old_design(args, model, photos)
+                lim += run_limit(args, model)
+        wire = triton_wire_bytes(url, photos, args.ensembles)
+    return triton, wire, old, lim
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         " the limit's models on GPU 0",
     )
     ap.add_argument("--gpus", default="0", help="GPU ids for --target gpu (default 0)")
+    ap.add_argument(
+        "--photo-format",
+        choices=FORMATS,
+        default="jpeg",
+        help="photos sent: scikit-image's as JPEG (default) or the bundled PNGs",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(perf_analyzer.CONCURRENCIES))
     ap.add_argument("--ensembles", nargs="+", default=list(contract.ENSEMBLES))
@@ -163,22 +190,22 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    photos = [p.read_bytes() for p in photo_paths()]
-    models = [f.detector for f in contract.FRAMEWORKS if f.ensemble in args.ensembles]
+    photos = list(photo_files(args.photo_format))
     started = time.monotonic()
 
-    triton, wire = run_triton(args, out, photos)
+    triton, wire, old, lim = run_all(args, out, photos)
     write_csv(out / "triton.csv", triton)
-    old = run_old_design(args, models)
     write_csv(out / "old_design.csv", old)
-    lim = run_limit(args, models)
     write_csv(out / "limit.csv", lim)
     meta = {
         "quick": args.quick,
         "url": args.url or f"embedded {args.target} target",
         "target": args.target,
+        "gpus": list(args.gpus),
+        "photo_format": args.photo_format,
         "machine": machine(args.target),
         "concurrency": args.concurrency,
+        "ensembles": args.ensembles,
         "seconds": round(time.monotonic() - started),
     }
     (out / "raw.json").write_text(
@@ -188,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = write_report(out, triton, wire, old, lim, meta)
     log(f"report: {report} ({meta['seconds']} s)")
-    return 0
+    problems = check(out)
+    for problem in problems:
+        log(f"check: {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import triton_python_backend_utils as pb_utils
 
 from ensemble import contract, spec
 from ensemble.boxes import pack_detections, weighted_box_fusion
+from ensemble.cpu_share import SiblingInstances, intra_op_threads
 from ensemble.detectors import DETECTOR_BY_FRAMEWORK
 from ensemble.families import FAMILIES
 from ensemble.imaging import ImageError, decode_image, draw_detections, encode_jpeg
@@ -147,19 +148,33 @@ def _thresholds(inputs: Arrays, batch: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _packed(per_image: list[np.ndarray]) -> Arrays:
-    packed = [pack_detections(d) for d in per_image]
-    return {
-        contract.DETECTIONS: np.stack([p[0] for p in packed]),
-        contract.NUM_DETECTIONS: np.array([[p[1]] for p in packed], np.int32),
-    }
+class _Drawing(_Adapter):
+    """A step whose results are also drawn: detections packed to the contract's fixed
+    rows, and each image's boxes drawn on its original pixels as a JPEG."""
 
-
-class Postprocess(_Adapter):
     def setup(self, args: dict) -> None:
+        self.quality = int(self.parameters.get("jpeg_quality", "90"))
+
+    def _results(self, inputs: Arrays, per_image: list[np.ndarray]) -> Arrays:
+        packed = [pack_detections(d) for d in per_image]
+        jpegs = []
+        for image, (rows, count) in zip(_originals(inputs), packed, strict=True):
+            drawn = draw_detections(image, rows[:count], contract.COCO80_LABELS)
+            jpegs.append([encode_jpeg(drawn, self.quality)])
+        return {
+            contract.DETECTIONS: np.stack([p[0] for p in packed]),
+            contract.NUM_DETECTIONS: np.array([[p[1]] for p in packed], np.int32),
+            contract.ANNOTATED_IMAGE: np.array(jpegs, dtype=np.object_),
+        }
+
+
+class Postprocess(_Drawing):
+    def setup(self, args: dict) -> None:
+        super().setup(args)
         self.family = FAMILIES[self.parameters["family"]]
         self.raw_names = [n for n in self.input_names if n not in {
-            spec.IMAGE_SIZE, contract.SCORE_THRESHOLD, contract.IOU_THRESHOLD}]  # fmt: skip
+            spec.DECODED_IMAGE, spec.IMAGE_SIZE, contract.SCORE_THRESHOLD,
+            contract.IOU_THRESHOLD}]  # fmt: skip
 
     def process(self, inputs: Arrays) -> Arrays:
         sizes = inputs[spec.IMAGE_SIZE]
@@ -168,10 +183,10 @@ class Postprocess(_Adapter):
         for i, (h, w) in enumerate(sizes):
             raw = {name: inputs[name][i] for name in self.raw_names}
             results.append(self.family.postprocess(raw, (int(h), int(w)), scores[i], ious[i]))
-        return _packed(results)
+        return self._results(inputs, results)
 
 
-class Fuse(_Adapter):
+class Fuse(_Drawing):
     def process(self, inputs: Arrays) -> Arrays:
         sizes = inputs[spec.IMAGE_SIZE]
         scores, ious = _thresholds(inputs, len(sizes))
@@ -183,20 +198,7 @@ class Fuse(_Adapter):
             # Fusion scales down what only some models saw; the contract promises
             # scores >= the threshold, so the fused result is filtered again.
             results.append(fused[fused[:, 4] >= scores[i]])
-        return _packed(results)
-
-
-class Draw(_Adapter):
-    def setup(self, args: dict) -> None:
-        self.quality = int(self.parameters.get("jpeg_quality", "90"))
-
-    def process(self, inputs: Arrays) -> Arrays:
-        jpegs = []
-        dets, nums = inputs[contract.DETECTIONS], inputs[contract.NUM_DETECTIONS]
-        for i, image in enumerate(_originals(inputs)):
-            drawn = draw_detections(image, dets[i, : int(nums[i, 0])], contract.COCO80_LABELS)
-            jpegs.append([encode_jpeg(drawn, self.quality)])
-        return {contract.ANNOTATED_IMAGE: np.array(jpegs, dtype=np.object_)}
+        return self._results(inputs, results)
 
 
 class Detector(_Adapter):
@@ -209,14 +211,32 @@ class Detector(_Adapter):
         kind = "gpu" if args.get("model_instance_kind") == "GPU" else "cpu"
         device = Device(kind, int(args.get("model_instance_device_id") or 0))
         path = Path(args["model_repository"]) / args["model_version"] / artifact.artifact
-        self.runner = load_runner(artifact, path, device, int(self.parameters.get("threads", "2")))
+        self.threads = int(self.parameters.get("threads", "2"))
+        self.runner = load_runner(artifact, path, device, self.threads)
         self.input_name = artifact.inputs[0].name
+        # On the CPU a run takes all its threads alone, a share under load (cpu_share).
+        self.siblings = None
+        if device.kind == "cpu" and self.runner.adapts_threads:
+            self.siblings = SiblingInstances.of_model(
+                args["model_repository"], self.model_name, args["model_instance_name"]
+            )
         _log(f"{self.model_name}: loaded {path.name} as {self.runner.describe}")
+
+    def _run(self, batch: np.ndarray) -> Arrays:
+        if self.siblings is None:
+            return self.runner(batch)
+        with self.siblings.running() as others:
+            self.runner.set_threads(intra_op_threads(self.threads, len(batch), others))
+            return self.runner(batch)
+
+    def finalize(self) -> None:
+        if self.siblings is not None:
+            self.siblings.close()
 
     def execute(self, requests):
         try:
             batches = [self._inputs(r)[self.input_name] for r in requests]
-            outputs = self.runner(np.concatenate(batches))
+            outputs = self._run(np.concatenate(batches))
         except Exception as e:
             pb_utils.Logger.log_error(f"{self.model_name}: {type(e).__name__}: {e}")
             error = pb_utils.TritonError(f"{self.model_name} failed: {e}")

@@ -56,7 +56,12 @@ def make_target(name: str, gpus: tuple[int, ...] = (0, 1, 2, 3)) -> Target:
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}: choose one of {', '.join(TARGETS)}")
     if name == "cpu":
-        return Target("cpu")
+        # Two instances per detector, so two batches run at once, each taking all of
+        # its 2 threads alone and one under load (ensemble.cpu_share). Measured on the
+        # 2-core host with perf_analyzer (images/s at c=8, mean ms at c=1): 1 instance x
+        # 2 threads 10-12 img/s; 2 x 1 thread 16.4 img/s but 142 ms at c=1 (NanoDet);
+        # 2 x 2 fixed threads 3.5 img/s for PyTorch (OpenMP oversubscribed).
+        return Target("cpu", detector_instances=2)
     if not gpus:
         raise ValueError("a GPU target needs at least one GPU id")
     # A GPU host has many cores: give the CPU-side steps enough instances to keep

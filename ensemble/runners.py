@@ -37,9 +37,22 @@ class Runner:
     device: Device
     describe: str  # one line for the log: what was loaded, with what
     _call: Callable[[np.ndarray], Outputs]
+    # Sets the CPU threads of the next calls (1..the threads it was loaded with), where
+    # the framework allows it per call; None: fixed at load time (TensorFlow).
+    _set_threads: Callable[[int], None] | None = None
 
     def __call__(self, batch: np.ndarray) -> Outputs:
         return self._call(batch)
+
+    @property
+    def adapts_threads(self) -> bool:
+        return self._set_threads is not None
+
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` intra-op CPU threads from the next call on (no-op where the
+        framework fixes them at load time)."""
+        if self._set_threads is not None:
+            self._set_threads(threads)
 
 
 def load_runner(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
@@ -60,7 +73,13 @@ def _torchscript(artifact: DetectorArtifact, path: Path, device: Device, threads
             result = module(torch.from_numpy(np.ascontiguousarray(batch)).to(target))
         return {output.name: result.cpu().numpy()}
 
-    return Runner(artifact, device, f"TorchScript with torch {torch.__version__} on {device}", call)
+    def set_threads(n: int) -> None:
+        n = max(1, min(threads, n))
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+    describe = f"TorchScript with torch {torch.__version__} on {device}"
+    return Runner(artifact, device, describe, call, set_threads)
 
 
 def _savedmodel(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
@@ -98,13 +117,21 @@ def _savedmodel(artifact: DetectorArtifact, path: Path, device: Device, threads:
 def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     providers: list = ["CPUExecutionProvider"]
     if device.kind == "gpu":
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index}))
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+    def session_with(n: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = n
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+    # onnxruntime fixes a session's threads at creation: one session per thread count
+    # used (each holds the weights, 7 MB here), made when first asked for.
+    sessions = {threads: session_with(threads)}
+    current = [threads]
+    session = sessions[threads]
     (inp,) = artifact.inputs
     names = [o.name for o in artifact.outputs]
     # A graph exported with a fixed batch of 1 is run image by image.
@@ -112,13 +139,20 @@ def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) 
     fixed_batch = fixed_batch if isinstance(fixed_batch, int) else None
 
     def call(batch: np.ndarray) -> Outputs:
+        run = sessions[current[0]].run
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if fixed_batch == 1 and len(batch) != 1:
-            parts = [session.run(names, {inp.name: batch[i : i + 1]}) for i in range(len(batch))]
+            parts = [run(names, {inp.name: batch[i : i + 1]}) for i in range(len(batch))]
             return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
-        return dict(zip(names, session.run(names, {inp.name: batch}), strict=True))
+        return dict(zip(names, run(names, {inp.name: batch}), strict=True))
+
+    def set_threads(n: int) -> None:
+        n = max(1, min(threads, n))
+        if n not in sessions:
+            sessions[n] = session_with(n)
+        current[0] = n
 
     used = session.get_providers()[0]
-    return Runner(
-        artifact, device, f"ONNX with onnxruntime {ort.__version__} ({used}) on {device}", call
-    )
+    describe = f"ONNX with onnxruntime {ort.__version__} ({used}) on {device}"
+    # On a GPU the CPU threads hardly matter: one session.
+    return Runner(artifact, device, describe, call, set_threads if device.kind == "cpu" else None)

@@ -113,6 +113,8 @@ class TritonServer:
     host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     log_path: Path = LOG_DIR / "tritonserver.log"
+    # Load only these models (ensembles bring the models they use); empty: every model.
+    models: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
 
     @property
@@ -147,6 +149,8 @@ class TritonServer:
             "--strict-readiness=true",
             "--log-verbose=0",
         ]
+        if self.models:
+            cmd += ["--model-control-mode=explicit", *(f"--load-model={m}" for m in self.models)]
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=_environment(libs),
             start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly

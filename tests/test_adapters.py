@@ -113,6 +113,7 @@ def postprocess_request(score=None):
     request = {
         "detections": np.zeros((1, 100, 6), np.float32),
         spec.IMAGE_SIZE: np.array([[512, 512]], np.int32),
+        spec.DECODED_IMAGE: np.zeros((1, 512, 512, 3), np.uint8),
     }
     request["detections"][0, 0] = [100, 100, 300, 400, 0.8, 0]  # 512-pixel input space
     request["detections"][0, 1] = [10, 10, 50, 50, 0.2, 41]
@@ -145,7 +146,7 @@ def test_detector_runs_queued_requests_in_one_forward_pass_and_splits_the_answer
 
     detector = adapters.Detector()
     detector.model_name, detector.input_name, detector.runner = "fake", "images", runner
-    detector.input_names = ["images"]
+    detector.input_names, detector.siblings = ["images"], None
     detector.output_dtypes = {"detections": np.float32}
     requests = [{"images": np.full((n, 2, 2, 3), i, np.float32)} for i, n in enumerate((2, 1, 3))]
     responses = detector.execute(requests)
@@ -157,7 +158,10 @@ def test_detector_runs_queued_requests_in_one_forward_pass_and_splits_the_answer
 
 def test_fuse_drops_what_falls_below_the_threshold_after_fusion(adapters):
     fuse = make(adapters, "Fuse", spec.FUSE.name)
-    request = {spec.IMAGE_SIZE: np.array([[400, 400]], np.int32)}
+    request = {
+        spec.IMAGE_SIZE: np.array([[400, 400]], np.int32),
+        spec.DECODED_IMAGE: np.zeros((1, 400, 400, 3), np.uint8),
+    }
     for i, f in enumerate(contract.FRAMEWORKS):
         dets, num, _ = contract.framework_outputs(f)
         request[dets] = np.zeros((1, 100, 6), np.float32)
@@ -175,18 +179,56 @@ def test_fuse_drops_what_falls_below_the_threshold_after_fusion(adapters):
     )
 
 
-def test_draw_returns_one_jpeg_per_image_at_the_original_size(adapters):
-    draw = make(adapters, "Draw", spec.DRAW.name)
-    images = np.zeros((2, 50, 60, 3), np.uint8)
+def test_postprocess_draws_one_jpeg_per_image_at_the_original_size(adapters):
+    post = make(adapters, "Postprocess", "postprocess_centernet")
     dets = np.zeros((2, 100, 6), np.float32)
-    dets[0, 0] = [5, 5, 30, 30, 0.9, 0]
+    dets[0, 0] = [100, 100, 300, 400, 0.9, 0]  # a person in the 512-pixel input space
     request = {
-        spec.DECODED_IMAGE: images,
+        "detections": dets,
+        spec.DECODED_IMAGE: np.zeros((2, 50, 60, 3), np.uint8),
         spec.IMAGE_SIZE: np.array([[50, 60], [20, 25]], np.int32),
-        contract.DETECTIONS: dets,
-        contract.NUM_DETECTIONS: np.array([[1], [0]], np.int32),
     }
-    (response,) = draw.execute([request])
-    jpegs = response.outputs()[contract.ANNOTATED_IMAGE]
-    shapes = [cv2.imdecode(np.frombuffer(j, np.uint8), 1).shape[:2] for j in jpegs[:, 0]]
-    assert shapes == [(50, 60), (20, 25)]
+    (response,) = post.execute([request])
+    out = response.outputs()
+    assert out[contract.NUM_DETECTIONS].tolist() == [[1], [0]]
+    jpegs = out[contract.ANNOTATED_IMAGE]
+    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), 1) for j in jpegs[:, 0]]
+    assert [d.shape[:2] for d in decoded] == [(50, 60), (20, 25)], "cut to each real size"
+    assert decoded[0].max() > 100, "the person's box is drawn on the black image"
+    assert decoded[1].max() < 10, "nothing drawn where nothing was found"
+
+
+def test_fuse_draws_the_fused_boxes(adapters):
+    fuse = make(adapters, "Fuse", spec.FUSE.name)
+    request = {
+        spec.IMAGE_SIZE: np.array([[80, 80]], np.int32),
+        spec.DECODED_IMAGE: np.zeros((1, 80, 80, 3), np.uint8),
+    }
+    for f in contract.FRAMEWORKS:
+        dets, num, _ = contract.framework_outputs(f)
+        request[dets] = np.zeros((1, 100, 6), np.float32)
+        request[dets][0, 0] = [10, 10, 60, 60, 0.9, 0]
+        request[num] = np.array([[1]], np.int32)
+    (response,) = fuse.execute([request])
+    (jpeg,) = response.outputs()[contract.ANNOTATED_IMAGE][0]
+    drawn = cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1)
+    assert drawn.shape[:2] == (80, 80) and drawn.max() > 100
+
+
+def test_detector_takes_all_threads_alone_and_one_beside_a_running_sibling(adapters, tmp_path):
+    from ensemble.cpu_share import SiblingInstances
+    from ensemble.runners import Runner
+
+    chosen = []
+    runner = Runner(None, None, "fake", lambda b: {"out": b[:, :1]}, chosen.append)
+    detector = adapters.Detector()
+    detector.model_name, detector.input_name, detector.runner = "fake", "images", runner
+    detector.input_names, detector.output_dtypes = ["images"], {"out": np.float32}
+    detector.threads = 2
+    detector.siblings = SiblingInstances(tmp_path, "fake_0_0")
+    one = {"images": np.zeros((1, 3), np.float32)}
+    detector.execute([one])
+    detector.execute([one, one])  # two queued requests: a batch of 2
+    with SiblingInstances(tmp_path, "fake_0_1").running():
+        detector.execute([one])
+    assert chosen == [2, 1, 1]

@@ -35,7 +35,7 @@ class StepRow:
     """One step model of an ensemble: its Triton model name and runs per request."""
 
     model: str
-    runs: int  # how often one request runs it (draw_detections: 4 times in detect_all)
+    runs: int  # how often one request runs it (1 for every step of today's ensembles)
 
     @property
     def label(self) -> str:
@@ -45,8 +45,9 @@ class StepRow:
 def ensemble_steps(ensemble: str) -> list[StepRow]:
     """The distinct step models of ``ensemble``, in the order their last run starts.
 
-    Ordered by last occurrence so that a step the ensemble runs several times (the
-    drawing step of ``detect_all``) comes where its final run does, at the end.
+    Ordered by last occurrence so that a step an ensemble runs several times comes
+    where its final run does (none does today: each result is drawn by the step that
+    produces it).
     """
     (found,) = [e for e in spec.ENSEMBLE_SPECS if e.name == ensemble]
     models = [s.model for s in found.steps]
