@@ -27,6 +27,7 @@ from bench import loadgen, perf_analyzer
 from bench.check import check
 from bench.limit import limit
 from bench.photos import FORMATS, photo_files
+from bench.report import DETECTIONS_ONLY
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,20 +71,23 @@ def machine(target: str) -> str:
 
 def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> dict[str, float]:
     """Mean tensor payload per request and ensemble: the image file in, detections,
-    count and annotated JPEG(s) out (gRPC/HTTP2 framing not counted)."""
+    count and annotated JPEG(s) out (gRPC/HTTP2 framing not counted); and under
+    ``<ensemble>:detections_only`` the same for a client that asks Triton for the
+    detections and their count alone (it draws them itself)."""
     from client import DetectorClient
 
     sizes = {}
+    detections = contract.MAX_DETECTIONS * 6 * 4 + 4  # FP32 [100, 6] + INT32 [1]
     with DetectorClient(url) as client:
         for ensemble in ensembles:
-            total = 0
+            total = bare = 0
             for photo in photos:
                 (result,) = client.detect([photo], model=ensemble)
                 outputs = [result, *result.per_framework.values()]
-                total += len(photo) + sum(
-                    len(r.annotated_jpeg) + contract.MAX_DETECTIONS * 6 * 4 + 4 for r in outputs
-                )
+                total += len(photo) + sum(len(r.annotated_jpeg) + detections for r in outputs)
+                bare += len(photo) + detections * len(outputs)
             sizes[ensemble] = total / len(photos)
+            sizes[ensemble + DETECTIONS_ONLY] = bare / len(photos)
     return sizes
 
 

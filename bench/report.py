@@ -22,6 +22,7 @@ TARGETS = (
     "bytes on the wire per request >= 20x fewer than the old design's",
 )
 NAN = float("nan")
+DETECTIONS_ONLY = ":detections_only"  # wire-size key suffix, see bench.__main__
 
 
 def _by(rows: list[dict], *keys: str) -> dict:
@@ -105,24 +106,28 @@ def _table(meta, t, o, limits, wire, old) -> list[str]:
     unstable = [f"{r['model']} c={r['concurrency']}" for r in t.values() if not r.get("stable")]
     lines[-1] += ", ".join(unstable) if unstable else "none."
     lines += ["", "### Bytes on the wire per request", ""]
-    lines.append("| ensemble | Triton kB | old design kB | fewer |")
-    lines.append("|---|---|---|---|")
-    for f in contract.FRAMEWORKS:
-        olds = [r["wire_bytes"] for r in old if r["model"] == f.detector]
-        if f.ensemble not in wire:
+    lines.append(
+        "| ensemble | Triton kB | old design kB | fewer | Triton, detections only kB | fewer |"
+    )
+    lines.append("|---|---|---|---|---|---|")
+    for ensemble in meta.get("ensembles", contract.ENSEMBLES):
+        if ensemble not in wire:
             continue
+        detector = next((f.detector for f in contract.FRAMEWORKS if f.ensemble == ensemble), "")
+        olds = [r["wire_bytes"] for r in old if r["model"] == detector]
         old_kb = sum(olds) / len(olds) / 1e3 if olds else NAN
-        mine = wire[f.ensemble] / 1e3
+        mine = wire[ensemble] / 1e3
+        bare = wire.get(ensemble + DETECTIONS_ONLY, NAN) / 1e3
         lines.append(
-            f"| {f.ensemble} | {mine:.0f} | {_fmt(old_kb, '.0f')} | {_fmt(old_kb / mine, '.1f')}x |"
+            f"| {ensemble} | {mine:.0f} | {_fmt(old_kb, '.0f')} | {_fmt(old_kb / mine, '.1f')}x "
+            f"| {_fmt(bare, '.0f')} | {_fmt(old_kb / bare, '.1f')}x |"
         )
-    if contract.DETECT_ALL in wire:
-        lines.append(f"| {contract.DETECT_ALL} | {wire[contract.DETECT_ALL] / 1e3:.0f} | – | – |")
     lines += [
         "",
         "Triton: the photo file in; detections, their count and the annotated JPEG out "
-        "(tensor payloads; gRPC/HTTP/2 framing not counted). Old design: both JSON bodies "
-        "and both HTTP heads.",
+        "(tensor payloads; gRPC/HTTP/2 framing not counted); detections only: a client "
+        "that asks for DETECTIONS and NUM_DETECTIONS alone and draws them itself. Old "
+        "design: both JSON bodies and both HTTP heads (its answer always holds the image).",
     ]
     return lines
 

@@ -125,6 +125,9 @@ def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) 
         options = ort.SessionOptions()
         options.intra_op_num_threads = n
         options.inter_op_num_threads = 1
+        # Idle workers sleep instead of spinning: a spinning worker of one instance
+        # takes a core from the sibling instance and the pre/post steps.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
     # onnxruntime fixes a session's threads at creation: one session per thread count
