@@ -2,6 +2,7 @@
 
 Runs, model by model and one after the other so they never share the CPU:
 1. perf_analyzer (NVIDIA's) over gRPC against the model's ensemble, concurrency 1..16;
+   then c=1 latency through Triton and in process in alternating rounds (``bench.paired``);
 2. the old design (one Flask server per model, arrays as base64 JSON) at the same
    concurrencies with the same photos;
 3. the limit: the same pipeline in one process with no server, batch 1 and best;
@@ -26,7 +27,9 @@ from pathlib import Path
 from bench import loadgen, perf_analyzer
 from bench.check import check
 from bench.limit import limit
+from bench.paired import paired_latency
 from bench.photos import FORMATS, photo_files
+from bench.pipeline import Pipeline
 from bench.report import DETECTIONS_ONLY
 from ensemble import contract
 
@@ -139,30 +142,42 @@ def run_old_design(args, model: str, photos: list[bytes]) -> list[dict]:
     return rows
 
 
-def run_limit(args, model: str) -> list[dict]:
+def run_limit(args, model: str, pipeline: Pipeline) -> list[dict]:
     log(f"limit: {model} in process, batch 1, 2, 4, 8")
     images = 24 if args.quick else 120
-    result = limit(model, images, device=args.device, photo_format=args.photo_format)
+    result = limit(
+        model, images, device=args.device, photo_format=args.photo_format, pipeline=pipeline
+    )
     return [{"model": model, **run, "best": run is result["best"]} for run in result["runs"]]
 
 
-def run_all(args, out: Path, photos: list[bytes]) -> tuple[list, dict, list, list]:
+def run_paired(args, url: str, ensemble: str, pipeline: Pipeline, photos) -> dict:
+    log(f"paired c=1: {ensemble} through Triton and in process, alternating")
+    rounds, per_round = (2, 5) if args.quick else (6, 10)
+    result = paired_latency(url, ensemble, pipeline, photos, rounds, per_round)
+    return {"model": pipeline.artifact.framework.detector, "ensemble": ensemble, **result}
+
+
+def run_all(args, out: Path, photos: list[bytes]) -> tuple[list, dict, list, list, list]:
     """Model by model: Triton's sweep of its ensemble, then the old design's, then the
     limit, so the figures compared with each other are taken minutes apart, not a
     quarter of an hour (a shared 2-core VM drifts). Only one side runs at a time: an
     idle Triton or Flask server takes no CPU."""
     detectors = {f.ensemble: f.detector for f in contract.FRAMEWORKS}
-    triton, old, lim = [], [], []
+    triton, old, lim, paired = [], [], [], []
     with triton_url(args, out) as url:
         perf_analyzer.ensure_perf_analyzer()
         for ensemble in args.ensembles:
             triton += run_triton(args, url, ensemble, out, photos)
             model = detectors.get(ensemble)
             if model is not None:
+                pipeline = Pipeline(model, device=args.device)
+                paired.append(run_paired(args, url, ensemble, pipeline, photos))
                 old += run_old_design(args, model, photos)
-                lim += run_limit(args, model)
+                lim += run_limit(args, model, pipeline)
+                del pipeline
         wire = triton_wire_bytes(url, photos, args.ensembles)
-    return triton, wire, old, lim
+    return triton, wire, old, lim, paired
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = list(photo_files(args.photo_format))
     started = time.monotonic()
 
-    triton, wire, old, lim = run_all(args, out, photos)
+    triton, wire, old, lim, paired = run_all(args, out, photos)
     write_csv(out / "triton.csv", triton)
     write_csv(out / "old_design.csv", old)
     write_csv(out / "limit.csv", lim)
@@ -214,10 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "raw.json").write_text(
         json.dumps(
-            {"meta": meta, "triton": triton, "wire": wire, "old": old, "limit": lim}, indent=1
+            {
+                "meta": meta,
+                "triton": triton,
+                "wire": wire,
+                "old": old,
+                "limit": lim,
+                "paired": paired,
+            },
+            indent=1,
         )
     )
-    report = write_report(out, triton, wire, old, lim, meta)
+    report = write_report(out, triton, wire, old, lim, meta, paired)
     log(f"report: {report} ({meta['seconds']} s)")
     problems = check(out)
     for problem in problems:

@@ -102,6 +102,15 @@ def check(out: Path) -> list[str]:
     problems += check_rows(
         raw["triton"], raw["old"], raw["limit"], ensembles, meta["concurrency"], raw["wire"]
     )
+    for f in contract.FRAMEWORKS:
+        if f.ensemble not in ensembles:
+            continue
+        pair = [p for p in raw.get("paired", []) if p.get("ensemble") == f.ensemble]
+        if len(pair) != 1:
+            problems.append(f"paired c=1: {len(pair)} results for {f.ensemble}")
+            continue
+        for side in ("triton", "limit"):
+            problems += _positive(pair[0][side], ("mean_ms", "p50_ms", "n"), f"paired {side}")
     report = (out / "report.md").read_text()
     problems += [f"report.md does not mention {e}" for e in ensembles if e not in report]
     return problems

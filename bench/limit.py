@@ -65,11 +65,16 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
 
 
 def limit(
-    model: str, images: int, threads: int = THREADS, device: str = "cpu", photo_format: str = "jpeg"
+    model: str,
+    images: int,
+    threads: int = THREADS,
+    device: str = "cpu",
+    photo_format: str = "jpeg",
+    pipeline: Pipeline | None = None,
 ) -> dict:
     """Batch 1 and every batch size of :data:`BATCH_SIZES` for one model; ``best`` is
     the batch size with the highest images/s."""
-    pipeline = Pipeline(model, threads, device)
+    pipeline = pipeline or Pipeline(model, threads, device)
     photos = list(photo_files(photo_format))
     rows = [measure(pipeline, photos, b, images) for b in BATCH_SIZES]
     best = max(rows, key=lambda r: r["throughput"])

@@ -132,7 +132,7 @@ def _table(meta, t, o, limits, wire, old) -> list[str]:
     return lines
 
 
-def _findings(meta, t, o, limits, wire, old) -> list[str]:
+def _findings(meta, t, o, limits, wire, old, paired) -> list[str]:
     findings = []
     for f in contract.FRAMEWORKS:
         best = next((r for r in limits if r["model"] == f.detector and r["best"]), None)
@@ -162,7 +162,21 @@ def _findings(meta, t, o, limits, wire, old) -> list[str]:
                 f"limit's best ({best['throughput']:.2f} img/s at batch {best['batch']}): "
                 f"{_mark(of_limit >= 0.8)}"
             )
-        if tr1 and batch1:
+        pair = next((p for p in paired if p["ensemble"] == f.ensemble), None)
+        if pair:
+            t1, l1 = pair["triton"]["mean_ms"], pair["limit"]["mean_ms"]
+            line = (
+                f"{f.ensemble}: c=1 mean latency {t1:.0f} ms vs {l1:.0f} ms in process "
+                f"(paired rounds, {pair['gap']:+.0%}): {_mark(pair['gap'] <= 0.15)}"
+            )
+            if tr1 and batch1:
+                gap = tr1["avg_ms"] / batch1["mean_ms"] - 1
+                line += (
+                    f"; perf_analyzer's c=1 {tr1['avg_ms']:.0f} ms vs the limit's batch 1 "
+                    f"{batch1['mean_ms']:.0f} ms, minutes apart ({gap:+.0%})"
+                )
+            findings.append(line)
+        elif tr1 and batch1:
             gap = tr1["avg_ms"] / batch1["mean_ms"] - 1
             findings.append(
                 f"{f.ensemble}: c=1 mean latency {tr1['avg_ms']:.0f} ms vs "
@@ -229,7 +243,8 @@ def _settings(meta) -> list[str]:
     return lines
 
 
-def write_report(out: Path, triton, wire, old, limits, meta) -> Path:
+def write_report(out: Path, triton, wire, old, limits, meta, paired=()) -> Path:
+    paired = list(paired or ())
     t = _by(triton, "model", "concurrency")
     o = _by(old, "model", "concurrency")
     lines = ["# Benchmark: Triton ensembles vs the old design vs the limit", ""]
@@ -240,9 +255,25 @@ def write_report(out: Path, triton, wire, old, limits, meta) -> Path:
     for name in _plots(out, triton, old, limits):
         lines.append(f"![{name}]({name})")
     lines += ["", "## Targets", "", *[f"- {x}" for x in TARGETS], "", "Findings:", ""]
-    lines += [f"- {x}" for x in _findings(meta, t, o, limits, wire, old)]
+    lines += [f"- {x}" for x in _findings(meta, t, o, limits, wire, old, paired)]
     lines += ["", "## Per model and concurrency", ""]
     lines += _table(meta, t, o, limits, wire, old)
+    if paired:
+        lines += ["", "## Concurrency 1, paired (bench/paired.py)", ""]
+        lines.append(
+            "Alternating rounds of one-at-a-time requests through Triton (tritonclient, "
+            "gRPC) and the same images in process, so both sides see the same drift of "
+            "this machine."
+        )
+        lines += ["", "| ensemble | Triton mean | p50 | p90 ms | in process mean | p50 | p90 ms "
+                  "| Triton / in process |", "|" + "---|" * 8]  # fmt: skip
+        for p in paired:
+            tr, lo = p["triton"], p["limit"]
+            lines.append(
+                f"| {p['ensemble']} | {tr['mean_ms']:.1f} | {tr['p50_ms']:.1f} "
+                f"| {tr['p90_ms']:.1f} | {lo['mean_ms']:.1f} | {lo['p50_ms']:.1f} "
+                f"| {lo['p90_ms']:.1f} | {p['gap']:+.0%} |"
+            )
     lines += ["", "## The limit (in process, no server)", ""]
     lines.append("| model | batch | img/s | mean ms per call | p50 | p99 |")
     lines.append("|---|---|---|---|---|---|")
@@ -270,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     args = ap.parse_args(argv)
     raw = json.loads((args.out / "raw.json").read_text())
-    path = write_report(args.out, raw["triton"], raw["wire"], raw["old"], raw["limit"], raw["meta"])
+    path = write_report(
+        args.out, raw["triton"], raw["wire"], raw["old"], raw["limit"], raw["meta"],
+        raw.get("paired", ()),
+    )  # fmt: skip
     print(path)
     return 0
 

@@ -70,7 +70,7 @@ GRPC_CHECK='
 import grpc, google.protobuf as pb
 v = lambda s: tuple(int(x) for x in s.split(".")[:3])
 assert v(grpc.__version__) >= (1, 81, 1) and (6, 33, 5) <= v(pb.__version__) < (7,)'
-if ! "$V/bin/python3" -c "$GRPC_CHECK"; then
+if ! "$V/bin/python3" -c "$GRPC_CHECK" 2>/dev/null; then
   say "the host's grpcio/protobuf do not fit tritonclient 2.73: using the bundled ones"
   DIRS=("$G/opt" "${DIRS[@]}")
 fi
