@@ -102,7 +102,7 @@ def _table(meta, t, o, limits, wire, old) -> list[str]:
                 _fmt(_ratio(tr["throughput"], best and best["throughput"]), ".0%"),
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Unstable levels (perf_analyzer measured a fixed count instead): "]
+    lines += ["", "Levels that did not settle within 15 % (taken as three windows as they came): "]
     unstable = [f"{r['model']} c={r['concurrency']}" for r in t.values() if not r.get("stable")]
     lines[-1] += ", ".join(unstable) if unstable else "none."
     lines += ["", "### Bytes on the wire per request", ""]
