@@ -51,28 +51,29 @@ def check_rows(
     """Every problem with the rows of one run; an empty list when the shape is right."""
     problems = []
     detectors = {f.ensemble: f.detector for f in contract.FRAMEWORKS}
-    for ensemble in ensembles:
+
+    def levels(rows: list[dict], model: str, side: str, positive: tuple[str, ...]):
+        """Each concurrency's one row of ``model``, checked positive; problems named."""
         for c in concurrencies:
-            rows = [r for r in triton if r.get("model") == ensemble and int(r["concurrency"]) == c]
-            if len(rows) != 1:
-                problems.append(f"perf_analyzer: {ensemble} at concurrency {c}: {len(rows)} rows")
+            found = [r for r in rows if r.get("model") == model and int(r["concurrency"]) == c]
+            if len(found) != 1:
+                problems.append(f"{side}: {model} at concurrency {c}: {len(found)} rows")
                 continue
-            problems += _positive(rows[0], TRITON_POSITIVE, f"perf_analyzer {ensemble} c={c}")
-            if ensemble != contract.DETECT_ALL and not rows[0].get("composing"):
+            problems.extend(_positive(found[0], positive, f"{side} {model} c={c}"))
+            yield c, found[0]
+
+    for ensemble in ensembles:
+        for c, row in levels(triton, ensemble, "perf_analyzer", TRITON_POSITIVE):
+            if ensemble != contract.DETECT_ALL and not row.get("composing"):
                 problems.append(f"perf_analyzer {ensemble} c={c}: no composing-model breakdown")
         if not wire.get(ensemble, 0) > 0:
             problems.append(f"bytes on the wire: nothing for {ensemble}")
         model = detectors.get(ensemble)
         if model is None:
             continue  # detect_all has no single-model baseline
-        for c in concurrencies:
-            rows = [r for r in old if r.get("model") == model and int(r["concurrency"]) == c]
-            if len(rows) != 1:
-                problems.append(f"old design: {model} at concurrency {c}: {len(rows)} rows")
-                continue
-            problems += _positive(rows[0], OLD_POSITIVE, f"old design {model} c={c}")
-            if int(rows[0].get("errors") or 0):
-                problems.append(f"old design {model} c={c}: {rows[0]['errors']} failed requests")
+        for c, row in levels(old, model, "old design", OLD_POSITIVE):
+            if int(row.get("errors") or 0):
+                problems.append(f"old design {model} c={c}: {row['errors']} failed requests")
         batches = sorted(int(r["batch"]) for r in limit if r.get("model") == model)
         if batches != sorted(BATCH_SIZES):
             problems.append(f"limit: {model} has batches {batches}, not {list(BATCH_SIZES)}")
