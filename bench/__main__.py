@@ -30,7 +30,7 @@ from bench.limit import limit
 from bench.paired import paired_latency
 from bench.photos import FORMATS, photo_files
 from bench.pipeline import Pipeline
-from bench.report import DETECTIONS_ONLY
+from bench.report import DETECTIONS_ONLY, write_report
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
     args.device = "gpu" if args.target == "gpu" else "cpu"
-
-    from bench.report import write_report
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Each image goes through exactly what a served request costs the server: decode the
 encoded file, the family's preprocess, the model, postprocess, draw the boxes, encode
-the annotated JPEG (quality 90, as the ensembles' draw step), with the same framework
+the annotated JPEG (the ensembles' quality, 90), with the same framework
 thread count as the Triton detectors (2). No HTTP, no gRPC, no serialisation, no queue.
 
 - batch 1: each image alone; images/s and latency percentiles over N timed iterations
@@ -35,13 +35,9 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
     Returns ``batch``, ``images``, ``throughput`` (images/s), and the latency of one
     call of ``batch`` images in ms: ``p50_ms``, ``p99_ms``, ``mean_ms``.
     """
-    from ensemble.imaging import decode_image, encode_jpeg
 
     def one_batch(start: int) -> None:
-        files = [photos[(start + i) % len(photos)] for i in range(batch)]
-        decoded = [decode_image(f) for f in files]
-        for _, drawn in pipeline.detect_batch(decoded):
-            encode_jpeg(drawn, 90)
+        pipeline.serve_files([photos[(start + i) % len(photos)] for i in range(batch)])
 
     for w in range(2):  # warm-up: first calls allocate, JIT (TorchScript) and tune
         one_batch(w * batch)

@@ -22,13 +22,6 @@ import numpy as np
 from bench.pipeline import Pipeline
 
 
-def _in_process(pipeline: Pipeline, photo: bytes) -> None:
-    from ensemble.imaging import decode_image, encode_jpeg
-
-    ((_, drawn),) = pipeline.detect_batch([decode_image(photo)])
-    encode_jpeg(drawn, 90)
-
-
 def paired_latency(
     url: str,
     ensemble: str,
@@ -45,7 +38,7 @@ def paired_latency(
     with DetectorClient(url) as client:
         for i in range(len(photos)):  # warm both sides up on every photo
             client.detect([photos[i]], model=ensemble)
-            _in_process(pipeline, photos[i])
+            pipeline.serve_files([photos[i]])
         n = 0
         for _ in range(rounds):
             for side, times in (("triton", triton), ("local", local)):
@@ -55,7 +48,7 @@ def paired_latency(
                     if side == "triton":
                         client.detect([photo], model=ensemble)
                     else:
-                        _in_process(pipeline, photo)
+                        pipeline.serve_files([photo])
                     times.append((time.perf_counter() - start) * 1000.0)
             n += per_round
 

@@ -15,13 +15,16 @@ from ensemble.boxes import pack_detections
 from ensemble.build import artifact_path
 from ensemble.detectors import DETECTORS, DetectorArtifact
 from ensemble.families import FAMILIES
-from ensemble.imaging import draw_detections
+from ensemble.imaging import decode_image, draw_detections, encode_jpeg
+from ensemble.spec import DRAWING
 
 # Triton detector model name -> artifact: nanodet_m, ssd_mobilenet_v2, centernet_mobilenetv3.
 MODELS: dict[str, DetectorArtifact] = {d.framework.detector: d for d in DETECTORS}
 
 # The Triton detectors' ``threads`` parameter on the cpu target, so both sides get the same.
 THREADS = configgen.make_target("cpu").detector_threads
+# The JPEG quality of the ensembles' annotated images.
+JPEG_QUALITY = int(DRAWING["jpeg_quality"])
 
 
 class Pipeline:
@@ -55,3 +58,10 @@ class Pipeline:
             detections = packed[:count]
             results.append((detections, draw_detections(image, detections, contract.COCO80_LABELS)))
         return results
+
+    def serve_files(self, files: list[bytes]) -> None:
+        """What one served request costs per photo file: decode, :meth:`detect_batch`
+        (one model call for the batch), and the annotated JPEG at the draw steps' quality."""
+        decoded = [decode_image(f) for f in files]
+        for _, drawn in self.detect_batch(decoded):
+            encode_jpeg(drawn, JPEG_QUALITY)

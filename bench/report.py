@@ -215,7 +215,7 @@ def _composing(meta, t) -> list[str]:
 def _settings(meta) -> list[str]:
     name = meta.get("target", "cpu")
     gpus = tuple(meta.get("gpus") or (0,))
-    target = configgen.make_target(name, gpus) if name != "cpu" else configgen.make_target("cpu")
+    target = configgen.make_target(name, gpus)
     where = f"on GPU {', '.join(map(str, target.gpus))}" if target.on_gpu else "on the CPU"
     lines = [
         f"- Triton target `{target.name}`: detectors {target.detector_instances} instance each "
