@@ -17,8 +17,7 @@ import triton_python_backend_utils as pb_utils
 from ensemble import contract, spec
 from ensemble.boxes import pack_detections, weighted_box_fusion
 from ensemble.cpu_share import SiblingInstances, intra_op_threads
-from ensemble.detectors import DETECTOR_BY_FRAMEWORK
-from ensemble.families import FAMILIES
+from ensemble.families import Family, make_options, resolve
 from ensemble.imaging import ImageError, decode_image, draw_detections, encode_jpeg
 
 Arrays = dict[str, np.ndarray]
@@ -119,9 +118,18 @@ def _originals(inputs: Arrays):
         yield image[:h, :w]
 
 
+def family_from_parameters(parameters: dict[str, str]) -> Family:
+    """The detector's family, rebuilt from its step's config parameters (reference,
+    options and labels, as ``spec.family_parameters`` wrote them)."""
+    search_path = json.loads(parameters.get("search_path", "[]"))
+    cls = resolve(parameters["family"], search_path)
+    options = make_options(cls, json.loads(parameters.get("options", "{}")))
+    return cls(options, json.loads(parameters["labels"]))
+
+
 class Preprocess(_Adapter):
     def setup(self, args: dict) -> None:
-        self.family = FAMILIES[self.parameters["family"]]
+        self.family = family_from_parameters(self.parameters)
 
     def process(self, inputs: Arrays) -> Arrays:
         return {
@@ -154,12 +162,13 @@ class _Drawing(_Adapter):
 
     def setup(self, args: dict) -> None:
         self.quality = int(self.parameters.get("jpeg_quality", "90"))
+        self.labels = json.loads(self.parameters["labels"])
 
     def _results(self, inputs: Arrays, per_image: list[np.ndarray]) -> Arrays:
         packed = [pack_detections(d) for d in per_image]
         jpegs = []
         for image, (rows, count) in zip(_originals(inputs), packed, strict=True):
-            drawn = draw_detections(image, rows[:count], contract.COCO80_LABELS)
+            drawn = draw_detections(image, rows[:count], self.labels)
             jpegs.append([encode_jpeg(drawn, self.quality)])
         return {
             contract.DETECTIONS: np.stack([p[0] for p in packed]),
@@ -171,7 +180,7 @@ class _Drawing(_Adapter):
 class Postprocess(_Drawing):
     def setup(self, args: dict) -> None:
         super().setup(args)
-        self.family = FAMILIES[self.parameters["family"]]
+        self.family = family_from_parameters(self.parameters)
         self.raw_names = [n for n in self.input_names if n not in {
             spec.DECODED_IMAGE, spec.IMAGE_SIZE, contract.SCORE_THRESHOLD,
             contract.IOU_THRESHOLD}]  # fmt: skip
@@ -187,14 +196,37 @@ class Postprocess(_Drawing):
 
 
 class Fuse(_Drawing):
+    """Fuses the detectors' results by label: each detector's class ids are mapped into
+    the union of their label lists (this step's ``labels``), and a box is fused among
+    the detectors that know its label only."""
+
+    def setup(self, args: dict) -> None:
+        super().setup(args)
+        members = json.loads(self.parameters["detectors"])
+        index = {label: i for i, label in enumerate(self.labels)}
+        self.names = [contract.detector_outputs(m["name"])[:2] for m in members]
+        # Per detector: its class id -> the union's, and the union ids it knows.
+        self.to_union = [np.array([index[x] for x in m["labels"]], np.int64) for m in members]
+        self.known = [set(ids.tolist()) for ids in self.to_union]
+
+    def _in_union(self, detections: np.ndarray, member: int) -> np.ndarray:
+        ids = np.rint(detections[:, 5]).astype(np.int64)
+        table = self.to_union[member]
+        inside = (ids >= 0) & (ids < len(table))
+        mapped = detections[inside].copy()
+        mapped[:, 5] = table[ids[inside]]
+        return mapped
+
     def process(self, inputs: Arrays) -> Arrays:
         sizes = inputs[spec.IMAGE_SIZE]
         scores, ious = _thresholds(inputs, len(sizes))
-        names = [contract.framework_outputs(d.framework) for d in DETECTOR_BY_FRAMEWORK.values()]
         results = []
         for i in range(len(sizes)):
-            sets = [inputs[dets][i, : int(inputs[num][i, 0])] for dets, num, _ in names]
-            fused = weighted_box_fusion(sets, ious[i], scores[i])
+            sets = [
+                self._in_union(inputs[dets][i, : int(inputs[num][i, 0])], m)
+                for m, (dets, num) in enumerate(self.names)
+            ]
+            fused = weighted_box_fusion(sets, ious[i], scores[i], known_classes=self.known)
             # Fusion scales down what only some models saw; the contract promises
             # scores >= the threshold, so the fused result is filtered again.
             results.append(fused[fused[:, 4] >= scores[i]])
@@ -202,18 +234,25 @@ class Fuse(_Drawing):
 
 
 class Detector(_Adapter):
-    """Runs one detector artifact; the dynamic batcher's requests share one forward pass."""
+    """Runs one detector artifact; the dynamic batcher's requests share one forward pass.
+
+    Which runtime runs it and the tensors it has come from the model config."""
 
     def setup(self, args: dict) -> None:
-        from ensemble.runners import Device, load_runner
+        from ensemble.runners import Device, TensorNames, load_runner
 
-        artifact = DETECTOR_BY_FRAMEWORK[self.parameters["framework"]]
         kind = "gpu" if args.get("model_instance_kind") == "GPU" else "cpu"
         device = Device(kind, int(args.get("model_instance_device_id") or 0))
-        path = Path(args["model_repository"]) / args["model_version"] / artifact.artifact
+        path = Path(args["model_repository"]) / args["model_version"]
+        path = path / self.parameters["artifact"]
         self.threads = int(self.parameters.get("threads", "2"))
-        self.runner = load_runner(artifact, path, device, self.threads)
-        self.input_name = artifact.inputs[0].name
+        names = TensorNames(
+            self.input_names[0],
+            tuple(o["name"] for o in self.config["output"]),
+            tuple(json.loads(self.parameters.get("search_path", "[]"))),
+        )
+        self.runner = load_runner(self.parameters["runtime"], path, names, device, self.threads)
+        self.input_name = names.input
         # On the CPU a run takes all its threads alone, a share under load (cpu_share).
         self.siblings = None
         if device.kind == "cpu" and self.runner.adapts_threads:

@@ -3,8 +3,8 @@
 Every box here is ``(x1, y1, x2, y2)`` (xyxy) unless a name says otherwise, in
 continuous pixel coordinates with the origin at the top-left corner of the top-left
 pixel, so a box covering a whole ``W x H`` image is ``(0, 0, W, H)``. A detection row
-is ``(x1, y1, x2, y2, score, class_id)`` with ``class_id`` a COCO-80 index (0..79)
-stored as a float, as in :data:`ensemble.contract.DETECTION_FIELDS`.
+is ``(x1, y1, x2, y2, score, class_id)`` with ``class_id`` an index into the detector's
+label list stored as a float, as in :data:`ensemble.contract.DETECTION_FIELDS`.
 
 Weighted box fusion is written here rather than taken from PyPI ``ensemble-boxes``:
 that package wants boxes normalised to 0..1 (a scale and unscale around every call),
@@ -18,7 +18,7 @@ the threshold, and the fused box is recomputed after every join.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import cv2
 import numpy as np
@@ -181,6 +181,7 @@ def weighted_box_fusion(
     iou_threshold: float,
     score_threshold: float = 0.0,
     weights: Sequence[float] | None = None,
+    known_classes: Sequence[Collection[int]] | None = None,
 ) -> np.ndarray:
     """Weighted box fusion (Solovyev et al. 2021) of several models' detections.
 
@@ -195,6 +196,11 @@ def weighted_box_fusion(
     cluster. With unit weights that is ``mean * M / number_of_models``: a box all models
     agree on keeps its mean score, one seen by one model of three gets a third.
 
+    With ``known_classes`` (per model, the class ids it can predict), a class is fused
+    among the models that know it: ``sum(weights)`` counts only those, so a model that
+    lacks a label does not count against a box of that label. Without it every model
+    knows every class.
+
     ``ensemble-boxes`` uses ``min(boxes in cluster, models)`` for ``M``, so a cluster
     holding two boxes from one model would count as two models there; the results are
     the same whenever each model contributes at most one box to a cluster.
@@ -208,6 +214,8 @@ def weighted_box_fusion(
     model_weights = np.ones(n_models) if weights is None else np.asarray(weights, np.float64)
     if model_weights.shape != (n_models,) or not np.all(model_weights > 0):
         raise ValueError(f"need {n_models} positive weights, got {weights!r}")
+    if known_classes is not None and len(known_classes) != n_models:
+        raise ValueError(f"need {n_models} sets of known classes, got {len(known_classes)}")
 
     rows, model_of_row = [], []
     for model, detections in enumerate(detection_sets):
@@ -224,6 +232,13 @@ def weighted_box_fusion(
 
     fused_rows = []
     for class_id in np.unique(det[:, 5]):
+        if known_classes is None:
+            normaliser = model_weights.sum()
+        else:
+            knowing = [m for m, known in enumerate(known_classes) if int(class_id) in known]
+            # A model that predicted the class knows it, whatever its set says.
+            knowing = set(knowing) | set(model_of_row[det[:, 5] == class_id].tolist())
+            normaliser = model_weights[sorted(knowing)].sum()
         members_of_class = np.flatnonzero(det[:, 5] == class_id)
         order = members_of_class[np.argsort(-weighted_scores[members_of_class], kind="stable")]
         fused_boxes = np.zeros((0, 4))
@@ -241,7 +256,7 @@ def weighted_box_fusion(
             fused_boxes = np.vstack([fused_boxes, det[row, :4]])
         for box, members in zip(fused_boxes, clusters, strict=True):
             n_seen_by = len(np.unique(model_of_row[members]))
-            score = weighted_scores[members].mean() * n_seen_by / model_weights.sum()
+            score = weighted_scores[members].mean() * n_seen_by / normaliser
             fused_rows.append([*box, score, class_id])
 
     fused = np.asarray(fused_rows, dtype=np.float64)

@@ -16,39 +16,31 @@ from dataclasses import dataclass
 
 # --- ensembles -------------------------------------------------------------------
 
+# Which detectors a server has is the server's to say (its models file): a client
+# learns them from the repository index and the ensembles' configs. Only the naming
+# rules are fixed here.
 
-@dataclass(frozen=True)
-class Framework:
-    """One detector family served through one framework."""
-
-    key: str  # short name used in ensemble and tensor names
-    title: str  # what people call the framework
-    detector: str  # Triton model name of the detector
-    model_title: str  # what people call the network
-
-    @property
-    def ensemble(self) -> str:
-        return f"detect_{self.key}"
-
-    @property
-    def output_prefix(self) -> str:
-        """Prefix of this framework's outputs in ``detect_all``."""
-        return f"{self.key.upper()}_"
+# A detector's name: its key in the models file, in ensemble and in tensor names.
+DETECTOR_NAME_PATTERN = r"[a-z][a-z0-9_]*"
+ENSEMBLE_PREFIX = "detect_"
+DETECT_ALL = "detect_all"  # every detector marked for fusion, in parallel, then fused
 
 
-PYTORCH = Framework("pytorch", "PyTorch (TorchScript)", "nanodet_m", "NanoDet-m 416")
-TENSORFLOW = Framework(
-    "tensorflow", "TensorFlow (SavedModel)", "ssd_mobilenet_v2", "SSD MobileNet v2"
-)
-ONNXRUNTIME = Framework(
-    "onnxruntime", "ONNX Runtime", "centernet_mobilenetv3", "CenterNet MobileNetV3 512"
-)
+def ensemble_name(detector: str) -> str:
+    """``"pytorch"`` -> ``"detect_pytorch"``."""
+    return ENSEMBLE_PREFIX + detector
 
-FRAMEWORKS: tuple[Framework, ...] = (PYTORCH, TENSORFLOW, ONNXRUNTIME)
-FRAMEWORK_BY_KEY = {f.key: f for f in FRAMEWORKS}
 
-DETECT_ALL = "detect_all"
-ENSEMBLES: tuple[str, ...] = tuple(f.ensemble for f in FRAMEWORKS) + (DETECT_ALL,)
+def output_prefix(detector: str) -> str:
+    """Prefix of a detector's own outputs in ``detect_all``: ``"pytorch"`` -> ``"PYTORCH_"``."""
+    return f"{detector.upper()}_"
+
+
+def detector_outputs(detector: str) -> tuple[str, str, str]:
+    """Names of one detector's (detections, count, annotated image) in ``detect_all``."""
+    p = output_prefix(detector)
+    return (p + DETECTIONS, p + NUM_DETECTIONS, p + ANNOTATED_IMAGE)
+
 
 # --- tensors -------------------------------------------------------------------
 
@@ -75,15 +67,16 @@ MAX_IMAGE_PIXELS = 40_000_000
 # Largest batch a client may send in one request (the ensembles' max_batch_size).
 MAX_BATCH_SIZE = 8
 
-# Name of the config parameter that carries the label list (JSON array) on every
-# ensemble, so clients read labels from the server instead of shipping their own.
+# Config parameters every ensemble carries, so that clients learn what a server
+# serves from the server itself:
+# - the label list (JSON array of strings): class_id indexes it;
 LABELS_PARAMETER = "labels"
-
-
-def framework_outputs(framework: Framework) -> tuple[str, str, str]:
-    """Names of one framework's (detections, count, annotated image) in ``detect_all``."""
-    p = framework.output_prefix
-    return (p + DETECTIONS, p + NUM_DETECTIONS, p + ANNOTATED_IMAGE)
+# - what people call the ensemble's network (a detect_<name> ensemble) or ensemble;
+TITLE_PARAMETER = "title"
+# - the detectors whose results it returns, in output order: a JSON array of
+#   {"name", "title", "runtime"} (one entry for detect_<name>, every fused one for
+#   detect_all, whose outputs carry each one's output_prefix).
+DETECTORS_PARAMETER = "detectors"
 
 
 # Triton data types of the public tensors.
@@ -108,7 +101,8 @@ SHAPES = {
 
 # --- labels --------------------------------------------------------------------
 
-# COCO-80 in the standard order: class_id 0 = person ... 79 = toothbrush.
+# COCO-80 in the standard order: class_id 0 = person ... 79 = toothbrush. The labels
+# of a detector whose models file entry names no labels file.
 COCO80_LABELS: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",

@@ -1,10 +1,16 @@
-"""Framework runners: execute one converted detector artifact on a batch.
+"""Runtime runners: execute one detector artifact on a batch, whatever its framework.
 
 Each runner is built once per Triton model instance and then called with a batch
 (numpy, leading batch dimension) of the detector's input; it returns the detector's
-outputs by tensor name, as numpy arrays with the same leading batch dimension. The
-framework is imported only by the runner that needs it, so a pre-processing step
-never pays for importing TensorFlow.
+outputs by the tensor names its family gives them, as numpy arrays with the same
+leading batch dimension. An artifact whose own tensor names differ (a user's export)
+is bound by position: its first input, its outputs in order. The framework is imported
+only by the runner that needs it, so a pre-processing step never pays for importing
+TensorFlow.
+
+A user's own model code (runtime ``python``) is a ``.py`` file with a class ``Model``:
+``Model(artifact_dir: Path, device: str, threads: int)``, called with the batch and
+returning its outputs as a dict by name, or an array / tuple of arrays in output order.
 """
 
 from __future__ import annotations
@@ -15,9 +21,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.detectors import DetectorArtifact
-
 Outputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TensorNames:
+    """The names the model config gives the detector's tensors."""
+
+    input: str
+    outputs: tuple[str, ...]
+    search_path: tuple[str, ...] = ()  # where a python-runtime model imports from
+
+
+def by_name_or_position(names: tuple[str, ...], produced: list[tuple[str, np.ndarray]]) -> Outputs:
+    """The artifact's outputs under the config's names: by name where every name is
+    among them, else by position (a user's export names them its own way)."""
+    found = dict(produced)
+    if all(n in found for n in names):
+        return {n: found[n] for n in names}
+    if len(produced) < len(names):
+        raise RuntimeError(
+            f"the model returned {len(produced)} outputs ({', '.join(found)}), the config "
+            f"expects {len(names)} ({', '.join(names)})"
+        )
+    return {n: value for n, (_, value) in zip(names, produced, strict=False)}
 
 
 @dataclass(frozen=True)
@@ -33,7 +60,7 @@ class Device:
 
 @dataclass
 class Runner:
-    artifact: DetectorArtifact
+    names: TensorNames
     device: Device
     describe: str  # one line for the log: what was loaded, with what
     _call: Callable[[np.ndarray], Outputs]
@@ -55,23 +82,34 @@ class Runner:
             self._set_threads(threads)
 
 
-def load_runner(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
-    loaders = {"pytorch": _torchscript, "tensorflow": _savedmodel, "onnxruntime": _onnx}
-    return loaders[artifact.framework.key](artifact, Path(path), device, threads)
+def load_runner(
+    runtime: str, path: Path, names: TensorNames, device: Device, threads: int
+) -> Runner:
+    """The runner of ``runtime`` (a key of ``ensemble.registry.RUNTIMES``) on ``path``."""
+    loaders = {
+        "torchscript": _torchscript,
+        "savedmodel": _savedmodel,
+        "onnx": _onnx,
+        "python": _python,
+    }
+    if runtime not in loaders:
+        raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(loaders)}")
+    return loaders[runtime](names, Path(path), device, threads)
 
 
-def _torchscript(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
+def _torchscript(names: TensorNames, path: Path, device: Device, threads: int) -> Runner:
     import torch
 
     torch.set_num_threads(threads)
     target = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
     module = torch.jit.load(str(path), map_location=target).eval()
-    (output,) = artifact.outputs
 
     def call(batch: np.ndarray) -> Outputs:
         with torch.inference_mode():
             result = module(torch.from_numpy(np.ascontiguousarray(batch)).to(target))
-        return {output.name: result.cpu().numpy()}
+        results = result if isinstance(result, list | tuple) else [result]
+        produced = [(str(i), r.cpu().numpy()) for i, r in enumerate(results)]
+        return by_name_or_position(names.outputs, produced)
 
     def set_threads(n: int) -> None:
         n = max(1, min(threads, n))
@@ -79,10 +117,10 @@ def _torchscript(artifact: DetectorArtifact, path: Path, device: Device, threads
             torch.set_num_threads(n)
 
     describe = f"TorchScript with torch {torch.__version__} on {device}"
-    return Runner(artifact, device, describe, call, set_threads)
+    return Runner(names, device, describe, call, set_threads)
 
 
-def _savedmodel(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
+def _savedmodel(names: TensorNames, path: Path, device: Device, threads: int) -> Runner:
     import tensorflow as tf
 
     # Thread pools and memory growth can only be set before TF initialises its
@@ -99,22 +137,25 @@ def _savedmodel(artifact: DetectorArtifact, path: Path, device: Device, threads:
     with tf.device(placement):
         loaded = tf.saved_model.load(str(path))
     signature = loaded.signatures["serving_default"]
-    (inp,) = artifact.inputs
-    names = [o.name for o in artifact.outputs]
+    _, keywords = signature.structured_input_signature
+    if len(keywords) != 1:
+        raise ValueError(f"{path}: serving_default takes {len(keywords)} inputs, not one")
+    (input_name, input_spec) = next(iter(keywords.items()))
+    # The outputs in the order the signature lists them (its dict is sorted by name).
+    output_order = list(signature.structured_outputs)
 
     def call(batch: np.ndarray) -> Outputs:
         with tf.device(placement):
-            result = signature(**{inp.name: tf.constant(batch)})
-        return {n: result[n].numpy() for n in names}
+            result = signature(**{input_name: tf.constant(batch, dtype=input_spec.dtype)})
+        produced = [(n, result[n].numpy()) for n in output_order]
+        return by_name_or_position(names.outputs, produced)
 
     # Keep the loaded object alive: the signature only holds weak references to it.
     call.loaded = loaded  # type: ignore[attr-defined]
-    return Runner(
-        artifact, device, f"SavedModel with TensorFlow {tf.__version__} on {device}", call
-    )
+    return Runner(names, device, f"SavedModel with TensorFlow {tf.__version__} on {device}", call)
 
 
-def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) -> Runner:
+def _onnx(names: TensorNames, path: Path, device: Device, threads: int) -> Runner:
     import onnxruntime as ort
 
     providers: list = ["CPUExecutionProvider"]
@@ -135,19 +176,24 @@ def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) 
     sessions = {threads: session_with(threads)}
     current = [threads]
     session = sessions[threads]
-    (inp,) = artifact.inputs
-    names = [o.name for o in artifact.outputs]
+    (model_input,) = session.get_inputs()[:1]
+    dtype = _ONNX_DTYPES.get(model_input.type, np.float32)
+    own_outputs = [o.name for o in session.get_outputs()]
     # A graph exported with a fixed batch of 1 is run image by image.
-    fixed_batch = session.get_inputs()[0].shape[0]
+    fixed_batch = model_input.shape[0]
     fixed_batch = fixed_batch if isinstance(fixed_batch, int) else None
 
+    def run_once(batch: np.ndarray) -> list[np.ndarray]:
+        return sessions[current[0]].run(own_outputs, {model_input.name: batch})
+
     def call(batch: np.ndarray) -> Outputs:
-        run = sessions[current[0]].run
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = np.ascontiguousarray(batch, dtype=dtype)
         if fixed_batch == 1 and len(batch) != 1:
-            parts = [run(names, {inp.name: batch[i : i + 1]}) for i in range(len(batch))]
-            return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
-        return dict(zip(names, run(names, {inp.name: batch}), strict=True))
+            parts = [run_once(batch[i : i + 1]) for i in range(len(batch))]
+            results = [np.concatenate([p[k] for p in parts]) for k in range(len(own_outputs))]
+        else:
+            results = run_once(batch)
+        return by_name_or_position(names.outputs, list(zip(own_outputs, results, strict=True)))
 
     def set_threads(n: int) -> None:
         n = max(1, min(threads, n))
@@ -158,4 +204,38 @@ def _onnx(artifact: DetectorArtifact, path: Path, device: Device, threads: int) 
     used = session.get_providers()[0]
     describe = f"ONNX with onnxruntime {ort.__version__} ({used}) on {device}"
     # On a GPU the CPU threads hardly matter: one session.
-    return Runner(artifact, device, describe, call, set_threads if device.kind == "cpu" else None)
+    return Runner(names, device, describe, call, set_threads if device.kind == "cpu" else None)
+
+
+_ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
+                "tensor(float16)": np.float16, "tensor(int32)": np.int32}  # fmt: skip
+
+
+def _python(names: TensorNames, path: Path, device: Device, threads: int) -> Runner:
+    """A user's own model: class ``Model`` of the ``.py`` file at ``path``."""
+    import importlib.util
+    import sys
+
+    for folder in reversed(names.search_path):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    module_spec = importlib.util.spec_from_file_location(f"user_model_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "Model"):
+        raise ImportError(f"{path} has no class Model")
+    model = module.Model(path.resolve().parent, str(device), threads)
+
+    def call(batch: np.ndarray) -> Outputs:
+        result = model(batch)
+        if isinstance(result, dict):
+            produced = [(n, np.asarray(v)) for n, v in result.items()]
+        elif isinstance(result, list | tuple):
+            produced = [(str(i), np.asarray(v)) for i, v in enumerate(result)]
+        else:
+            produced = [("0", np.asarray(result))]
+        return by_name_or_position(names.outputs, produced)
+
+    return Runner(names, device, f"Python model {path.resolve().name} on {device}", call)

@@ -5,26 +5,34 @@ The server binary is the Triton 2.51 build inside the PyPI wheel
 Python-backend stub that matches this interpreter, then started on a model
 repository written by ``configgen``. Listens on localhost unless asked otherwise.
 
-    python -m ensemble.server                     # cpu target, ports 8000/8001/8002
-    python -m ensemble.server --host 0.0.0.0 --grpc-port 9001
+    python -m ensemble.server                     # models.toml, ports 8000/8001/8002
+    python -m ensemble.server --models my-models.toml --grpc-port 9001
+
+Commands, the demo, the tests and the benchmarks all start it the same way:
+:func:`running_server` (a context manager), or :func:`serve_until_stopped` in the
+foreground with :func:`stop_signals`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from ensemble import configgen
+from ensemble.registry import ModelsFileError, Registry, load_models
 
 REPO_ROOT = configgen.REPO_ROOT
 CACHE = REPO_ROOT / ".cache"
@@ -99,7 +107,7 @@ def _environment(libs: Path) -> dict[str, str]:
     env = dict(os.environ)
     # The stub embeds the system libpython; it finds this virtual environment's
     # packages (numpy, torch, ...) through the `python3` first on PATH and its
-    # pyvenv.cfg. PYTHONPATH alone is not enough (see shared/FACTS.md).
+    # pyvenv.cfg. PYTHONPATH alone is not enough: the stub then fails to import numpy.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["LD_LIBRARY_PATH"] = f"{libs}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}".rstrip(":")
     return env
@@ -164,17 +172,21 @@ class TritonServer:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float = 600.0) -> None:
+    def wait_ready(self, timeout: float = 600.0, stop: threading.Event | None = None) -> bool:
+        """Wait until every model is loaded: True. False when ``stop`` was set first;
+        ``ServerError`` when Triton exited or took longer than ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                return False
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode} while loading; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             if self.is_ready():
-                return
-            time.sleep(0.5)
+                return True
+            time.sleep(0.25)
         self.stop()
         raise ServerError(f"not ready after {timeout:.0f} s; see {self.log_path}")
 
@@ -194,79 +206,157 @@ class TritonServer:
             self.process.kill()
             return self.process.wait()
 
-    def __enter__(self) -> TritonServer:
-        self.start()
-        self.wait_ready()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 def prepare_repository(
-    target: str = "cpu", out: Path | None = None, gpus: tuple[int, ...] = (0, 1, 2, 3)
+    registry: Registry | None = None,
+    target: str = "cpu",
+    out: Path | None = None,
+    gpus: tuple[int, ...] = (0, 1, 2, 3),
 ) -> Path:
-    """Write the target's repository with links to the built artifacts (``gpus``: the
-    GPU ids of the gpu/ngc targets)."""
-    from ensemble.build import models_dir
-
+    """Write the target's repository for ``registry`` (default: ``models.toml``) with
+    links to the artifacts (``gpus``: the GPU ids of the gpu/ngc targets)."""
     t = configgen.make_target(target, gpus)
     out = out or REPO_ROOT / "build" / "repository" / t.name
-    return configgen.write_repository(t, out, models_dir())
+    return configgen.write_repository(t, out, registry or load_models())
+
+
+@contextlib.contextmanager
+def running_server(
+    models: Path | str | Registry | None = None,
+    *,
+    host: str = "127.0.0.1",
+    ports: Ports | None = None,
+    workdir: Path | None = None,
+    target: str = "cpu",
+    gpus: tuple[int, ...] = (0, 1, 2, 3),
+    load: tuple[str, ...] = (),
+    timeout: float = 600.0,
+) -> Iterator[TritonServer]:
+    """The one way to run Triton: a ready server on the models file's repository,
+    stopped on exit. ``ports=None`` takes free ports; ``workdir`` holds the
+    repository and the log (default ``build/``); ``load`` limits the models loaded
+    (ensembles bring their steps). Raises ``ModelsFileError`` before anything starts
+    when the models file is broken, ``ServerError`` when Triton cannot start."""
+    server = create_server(models, host=host, ports=ports, workdir=workdir, target=target,
+                           gpus=gpus, load=load)  # fmt: skip
+    server.start()
+    try:
+        server.wait_ready(timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+def create_server(
+    models: Path | str | Registry | None = None,
+    *,
+    host: str = "127.0.0.1",
+    ports: Ports | None = None,
+    workdir: Path | None = None,
+    target: str = "cpu",
+    gpus: tuple[int, ...] = (0, 1, 2, 3),
+    load: tuple[str, ...] = (),
+) -> TritonServer:
+    """A server ready to start: the models file read and checked, its repository
+    written. See :func:`running_server`."""
+    registry = models if isinstance(models, Registry) else load_models(models)
+    if ports is None:
+        ports = Ports(free_port(host), free_port(host), free_port(host))
+    root = Path(workdir) if workdir else REPO_ROOT / "build"
+    repository = prepare_repository(registry, target, root / "repository" / target, gpus)
+    log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
+    return TritonServer(repository, host, ports, log_path, load)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """SIGINT and SIGTERM set the yielded event (the main thread then stops things in
+    order); a second one while stopping kills at once. Handlers are restored at exit."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: do not wait any longer
+        print(f"{signal.Signals(signum).name}: stopping", flush=True)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def serve_until_stopped(
+    server: TritonServer,
+    stop: threading.Event,
+    on_ready: Callable[[TritonServer], Callable[[], None] | None] | None = None,
+) -> int:
+    """Start ``server``, say where it listens once ready, run ``on_ready`` (which may
+    return a function that undoes it), then wait for ``stop`` or the server's end.
+    Returns the exit code: 0 when stopped, 1 when Triton failed or exited by itself."""
+    print(f"starting Triton on {server.repository} (log: {server.log_path})", flush=True)
+    server.start()
+    undo = None
+    try:
+        if not server.wait_ready(stop=stop):
+            print("stopped while loading", flush=True)
+            return 0
+        print(
+            f"ready: gRPC {server.grpc_url}, HTTP {server.http_url}, metrics "
+            f"http://{server.host}:{server.ports.metrics}/metrics (Ctrl-C stops)",
+            flush=True,
+        )
+        undo = on_ready(server) if on_ready else None
+        while not stop.wait(0.5):
+            if server.process is not None and server.process.poll() is not None:
+                print(
+                    f"tritonserver exited with code {server.process.returncode}; "
+                    f"see {server.log_path}",
+                    file=sys.stderr,
+                )
+                return 1
+        return 0
+    except ServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if undo is not None:
+            undo()
+        code = server.stop()
+        print(f"Triton stopped (exit code {code})", flush=True)
+
+
+def add_server_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every command that starts Triton takes."""
+    ap.add_argument(
+        "--models", type=Path, help="models file to serve (default: models.toml)"
+    )
+    ap.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP port")
+    ap.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port")
+    ap.add_argument("--metrics-port", type=int, default=8002, help="Triton's metrics port")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Start Triton on the embedded default (CPU).")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    ap.add_argument("--http-port", type=int, default=8000)
-    ap.add_argument("--grpc-port", type=int, default=8001)
-    ap.add_argument("--metrics-port", type=int, default=8002)
-    ap.add_argument("--repository", type=Path, help="serve this repository as it is")
+    add_server_arguments(ap)
     args = ap.parse_args(argv)
-
     try:
-        repository = args.repository or prepare_repository("cpu")
-        server = TritonServer(
-            repository, args.host, Ports(args.http_port, args.grpc_port, args.metrics_port)
-        )
-        print(f"starting Triton on {repository} (log: {server.log_path})", flush=True)
-        server.start()
-    except (ServerError, FileNotFoundError) as e:
+        server = create_server(
+            args.models, host=args.host,
+            ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
+        )  # fmt: skip
+    except (ModelsFileError, ServerError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    stopping = []
-
-    def on_signal(signum, _frame):
-        # Only signal here: waiting on the child inside a handler would deadlock
-        # with the main thread's wait. A second Ctrl-C kills it outright.
-        if stopping:
-            server.process.kill()
-            return
-        stopping.append(signum)
-        print(f"{signal.Signals(signum).name}: stopping Triton", flush=True)
-        server.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        server.wait_ready()
-    except ServerError as e:
-        if stopping:
-            return 0
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(
-        f"ready: gRPC {server.grpc_url}, HTTP {server.http_url}, "
-        f"metrics http://{args.host}:{args.metrics_port}/metrics (Ctrl-C stops)",
-        flush=True,
-    )
-    code = server.process.wait()
-    if stopping:
-        print(f"Triton stopped (exit code {code})", flush=True)
-        return 0
-    print(f"tritonserver exited with code {code}; see {server.log_path}", file=sys.stderr)
-    return code
+    with stop_signals() as stop:
+        try:
+            return serve_until_stopped(server, stop)
+        except ServerError as e:  # a busy port, found by start()
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

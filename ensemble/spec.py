@@ -1,11 +1,10 @@
-"""The typed spec of every Triton model in the repository.
+"""The typed spec of every Triton model a registry needs.
 
-One entry per model: the Python-backend steps (decode, preprocess, postprocess and
-fuse, the last two drawing their results), the three detectors and the four
-ensembles. ``configgen`` turns this spec into ``config.pbtxt`` files for each
-deployment target; nobody edits those by hand. Adding a detector means one
-``DetectorArtifact`` in ``detectors.py``, one family module in ``families/`` and
-nothing else: the steps and ensembles below are derived from the detector list.
+:func:`repository_spec` turns a :class:`~ensemble.registry.Registry` into one entry per
+Triton model: the Python-backend steps (decode; per detector its preprocess and its
+postprocess, which also draws; the fusion, which draws too), the detectors, and the
+ensembles ``detect_<name>`` and ``detect_all``. ``configgen`` writes these as
+``config.pbtxt`` files for each deployment target; nobody edits those by hand.
 """
 
 from __future__ import annotations
@@ -13,13 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ensemble import contract
-from ensemble.detectors import DETECTORS, DetectorArtifact, TensorSpec
+from ensemble.families import TensorSpec
+from ensemble.registry import Detector, Registry, parameters_json
 
 # --- tensor names private to the server (steps' own input/output names) ---------
 
 DECODED_IMAGE = "DECODED_IMAGE"  # UINT8 [H, W, 3] RGB, padded to the batch's largest image
 IMAGE_SIZE = "IMAGE_SIZE"  # INT32 [2]: (height, width) of the real image inside DECODED_IMAGE
 PREPROCESSED = "PREPROCESSED"  # the detector's input, one image
+
+# Parameters of the steps that rebuild a detector's family inside their stub process.
+FAMILY_PARAMETERS = ("family", "options", "labels", "search_path")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,6 @@ class Tensor:
     dtype: str  # Triton dtype without the TYPE_ prefix
     dims: tuple[int, ...]
     optional: bool = False
-    reshape: tuple[int, ...] | None = None  # Triton's `reshape`, for scalar-per-image tensors
 
     @classmethod
     def of(cls, t: TensorSpec, name: str | None = None) -> Tensor:
@@ -49,14 +51,22 @@ class PythonStep:
 
 
 @dataclass(frozen=True)
-class Detector:
-    artifact: DetectorArtifact
-    preferred_batch_sizes: tuple[int, ...] = (4, 8)
-    max_queue_delay_us: int = 2000
+class DetectorModel:
+    """The Triton model that runs one detector's artifact."""
+
+    detector: Detector
 
     @property
     def name(self) -> str:
-        return self.artifact.framework.detector
+        return self.detector.name
+
+    @property
+    def inputs(self) -> tuple[Tensor, ...]:
+        return tuple(Tensor.of(t) for t in self.detector.inputs)
+
+    @property
+    def outputs(self) -> tuple[Tensor, ...]:
+        return tuple(Tensor.of(t) for t in self.detector.outputs)
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,21 @@ class Ensemble:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     steps: tuple[Step, ...]
+    labels: tuple[str, ...]
+    title: str
+    detectors: tuple[Detector, ...]  # whose results it returns
     doc: str = ""
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    python_steps: tuple[PythonStep, ...]
+    detectors: tuple[DetectorModel, ...]
+    ensembles: tuple[Ensemble, ...]
+
+    def ensemble(self, name: str) -> Ensemble:
+        (found,) = [e for e in self.ensembles if e.name == name]
+        return found
 
 
 # --- public tensors ---------------------------------------------------------------
@@ -88,6 +112,7 @@ IOU_IN = _public(contract.IOU_THRESHOLD, optional=True)
 DETECTIONS_OUT = _public(contract.DETECTIONS)
 NUM_OUT = _public(contract.NUM_DETECTIONS)
 ANNOTATED_OUT = _public(contract.ANNOTATED_IMAGE)
+RESULT = (DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT)
 
 DECODED = Tensor(DECODED_IMAGE, "UINT8", (-1, -1, 3))
 SIZE = Tensor(IMAGE_SIZE, "INT32", (2,))
@@ -110,57 +135,64 @@ DECODE = PythonStep(
 DRAWING = {"jpeg_quality": "90"}
 
 
-def preprocess_step(d: DetectorArtifact) -> PythonStep:
+def family_parameters(d: Detector) -> dict[str, str]:
+    """What a step's stub needs to rebuild ``d``'s family: reference, options, labels."""
+    params = {
+        "family": d.family_ref,
+        "options": parameters_json(dict(d.options)),
+        "labels": parameters_json(list(d.labels)),
+    }
+    if d.search_path:
+        params["search_path"] = parameters_json(list(d.search_path))
+    return params
+
+
+def preprocess_step(d: Detector) -> PythonStep:
     return PythonStep(
-        name=f"preprocess_{d.family}",
+        name=f"preprocess_{d.name}",
         adapter="ensemble.adapters.Preprocess",
         inputs=(DECODED, SIZE),
         outputs=(Tensor.of(d.inputs[0], PREPROCESSED),),
-        parameters={"family": d.family},
+        parameters=family_parameters(d),
         role="preprocess",
-        doc=f"Original pixels -> {d.framework.model_title} input.",
+        doc=f"Original pixels -> {d.title} input ({d.family_ref} family).",
     )
 
 
-def postprocess_step(d: DetectorArtifact) -> PythonStep:
+def postprocess_step(d: Detector) -> PythonStep:
     return PythonStep(
-        name=f"postprocess_{d.family}",
+        name=f"postprocess_{d.name}",
         adapter="ensemble.adapters.Postprocess",
         inputs=tuple(Tensor.of(t) for t in d.outputs) + (DECODED, SIZE, SCORE_IN, IOU_IN),
-        outputs=(DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT),
-        parameters={"family": d.family, **DRAWING},
+        outputs=RESULT,
+        parameters={**family_parameters(d), **DRAWING},
         role="postprocess",
-        doc=f"{d.framework.model_title} outputs -> boxes in original pixels (NMS, COCO-80), drawn.",
+        doc=f"{d.title} outputs -> boxes in original pixels (NMS), drawn.",
     )
 
 
-def _fuse_inputs() -> tuple[Tensor, ...]:
-    ins: list[Tensor] = []
-    for d in DETECTORS:
-        dets, num, _ = contract.framework_outputs(d.framework)
-        ins += [Tensor(dets, DETECTIONS_OUT.dtype, DETECTIONS_OUT.dims),
-                Tensor(num, NUM_OUT.dtype, NUM_OUT.dims)]  # fmt: skip
-    return (*ins, DECODED, SIZE, SCORE_IN, IOU_IN)
+def fuse_step(registry: Registry) -> PythonStep:
+    inputs: list[Tensor] = []
+    for d in registry.fused:
+        dets, num, _ = contract.detector_outputs(d.name)
+        inputs += [Tensor(dets, DETECTIONS_OUT.dtype, DETECTIONS_OUT.dims),
+                   Tensor(num, NUM_OUT.dtype, NUM_OUT.dims)]  # fmt: skip
+    members = [{"name": d.name, "labels": list(d.labels)} for d in registry.fused]
+    return PythonStep(
+        name="fuse_detections",
+        adapter="ensemble.adapters.Fuse",
+        inputs=(*inputs, DECODED, SIZE, SCORE_IN, IOU_IN),
+        outputs=RESULT,
+        parameters={
+            "detectors": parameters_json(members),
+            "labels": parameters_json(list(registry.fused_labels())),
+            **DRAWING,
+        },
+        role="fuse",
+        doc="Weighted box fusion of the fused detectors' results by label, drawn on the "
+        "original image.",
+    )
 
-
-FUSE = PythonStep(
-    name="fuse_detections",
-    adapter="ensemble.adapters.Fuse",
-    inputs=_fuse_inputs(),
-    outputs=(DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT),
-    parameters=dict(DRAWING),
-    role="fuse",
-    doc="Weighted box fusion of the three detectors' results, drawn on the original image.",
-)
-
-PYTHON_STEPS: tuple[PythonStep, ...] = (
-    DECODE,
-    *(preprocess_step(d) for d in DETECTORS),
-    *(postprocess_step(d) for d in DETECTORS),
-    FUSE,
-)
-
-DETECTOR_SPECS: tuple[Detector, ...] = tuple(Detector(d) for d in DETECTORS)
 
 # --- ensembles --------------------------------------------------------------------
 
@@ -169,23 +201,19 @@ def _identity(*tensors: Tensor) -> dict[str, str]:
     return {t.name: t.name for t in tensors}
 
 
-def _detector_chain(d: DetectorArtifact, prefix: str) -> tuple[Step, ...]:
+def _detector_chain(d: Detector, results: tuple[str, str, str]) -> tuple[Step, ...]:
     """preprocess -> detector -> postprocess (which also draws) for one detector.
 
-    ``prefix`` names this chain's private ensemble tensors and its results, so that
-    several chains can live side by side in ``detect_all``.
+    Its private ensemble tensors carry the detector's name, so that several chains
+    live side by side in ``detect_all``; ``results`` names its three outputs.
     """
     pre, post = preprocess_step(d), postprocess_step(d)
-    raw = {t.name: f"{d.framework.detector}_{t.name}" for t in d.outputs}
-    model_input = f"{d.family}_preprocessed"
-    dets, num, annotated = (
-        contract.framework_outputs(d.framework)
-        if prefix
-        else (contract.DETECTIONS, contract.NUM_DETECTIONS, contract.ANNOTATED_IMAGE)
-    )
+    raw = {t.name: f"{d.name}_{t.name}" for t in d.outputs}
+    model_input = f"{d.name}_preprocessed"
+    dets, num, annotated = results
     return (
         Step(pre.name, _identity(DECODED, SIZE), {PREPROCESSED: model_input}),
-        Step(d.framework.detector, {d.inputs[0].name: model_input}, raw),
+        Step(d.name, {d.inputs[0].name: model_input}, raw),
         Step(
             post.name,
             {**raw, **_identity(DECODED, SIZE, SCORE_IN, IOU_IN)},
@@ -202,38 +230,51 @@ def _decode_step() -> Step:
     return Step(DECODE.name, _identity(IMAGE_IN), _identity(DECODED, SIZE))
 
 
-def single_ensemble(d: DetectorArtifact) -> Ensemble:
+def single_ensemble(d: Detector) -> Ensemble:
+    public = (contract.DETECTIONS, contract.NUM_DETECTIONS, contract.ANNOTATED_IMAGE)
     return Ensemble(
-        name=d.framework.ensemble,
+        name=d.ensemble,
         inputs=(IMAGE_IN, SCORE_IN, IOU_IN),
-        outputs=(DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT),
-        steps=(_decode_step(), *_detector_chain(d, prefix="")),
-        doc=f"{d.framework.model_title} served through {d.framework.title}.",
+        outputs=RESULT,
+        steps=(_decode_step(), *_detector_chain(d, public)),
+        labels=d.labels,
+        title=d.title,
+        detectors=(d,),
+        doc=f"{d.title} served through {d.runtime_info.title}.",
     )
 
 
-def all_ensemble() -> Ensemble:
+def all_ensemble(registry: Registry) -> Ensemble:
     steps: list[Step] = [_decode_step()]
-    outputs: list[Tensor] = [DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT]
-    for d in DETECTORS:
-        steps += _detector_chain(d, prefix=d.framework.output_prefix)
-        dets, num, annotated = contract.framework_outputs(d.framework)
-        outputs += [
-            Tensor(dets, DETECTIONS_OUT.dtype, DETECTIONS_OUT.dims),
-            Tensor(num, NUM_OUT.dtype, NUM_OUT.dims),
-            Tensor(annotated, ANNOTATED_OUT.dtype, ANNOTATED_OUT.dims),
-        ]
-    fuse_in = {t.name: t.name for t in FUSE.inputs}
-    steps.append(Step(FUSE.name, fuse_in, _identity(DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT)))
+    outputs: list[Tensor] = list(RESULT)
+    for d in registry.fused:
+        names = contract.detector_outputs(d.name)
+        steps += _detector_chain(d, names)
+        outputs += [Tensor(n, t.dtype, t.dims) for n, t in zip(names, RESULT, strict=True)]
+    fuse = fuse_step(registry)
+    steps.append(Step(fuse.name, _identity(*fuse.inputs), _identity(*RESULT)))
     return Ensemble(
         name=contract.DETECT_ALL,
         inputs=(IMAGE_IN, SCORE_IN, IOU_IN),
         outputs=tuple(outputs),
         steps=tuple(steps),
-        doc="One decode, the three detectors in parallel, weighted box fusion of their results.",
+        labels=registry.fused_labels(),
+        title=f"All {len(registry.fused)} fused",
+        detectors=registry.fused,
+        doc=f"One decode, {', '.join(d.name for d in registry.fused)} in parallel, weighted "
+        "box fusion of their results.",
     )
 
 
-ENSEMBLE_SPECS: tuple[Ensemble, ...] = (*(single_ensemble(d) for d in DETECTORS), all_ensemble())
-
-assert tuple(e.name for e in ENSEMBLE_SPECS) == contract.ENSEMBLES
+def repository_spec(registry: Registry) -> RepositorySpec:
+    steps = [DECODE]
+    steps += [preprocess_step(d) for d in registry.detectors]
+    steps += [postprocess_step(d) for d in registry.detectors]
+    ensembles = [single_ensemble(d) for d in registry.detectors]
+    if registry.fused:
+        steps.append(fuse_step(registry))
+        ensembles.append(all_ensemble(registry))
+    detectors = tuple(DetectorModel(d) for d in registry.detectors)
+    spec = RepositorySpec(tuple(steps), detectors, tuple(ensembles))
+    assert tuple(e.name for e in spec.ensembles) == registry.ensembles
+    return spec

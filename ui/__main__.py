@@ -3,6 +3,7 @@
     python -m ui                          # Triton at $TRITON_URL or localhost:8001
     python -m ui --url gpu-host:8001      # any Triton that serves the ensembles
     python -m ui --serve                  # start the embedded CPU Triton first (make demo)
+    python -m ui --serve --models my-models.toml
 
 Prints one line, ``demo: http://127.0.0.1:7860 (Triton gRPC 127.0.0.1:8001)``; Ctrl-C or
 SIGTERM stops the page and, with ``--serve``, Triton. Gradio's files (uploads) go to a
@@ -15,14 +16,15 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from client.api import URL_ENV  # not at the top: see main()
+    from client.api import URL_ENV
+    from ensemble.server import add_server_arguments
 
     ap = argparse.ArgumentParser(
         prog="python -m ui",
@@ -36,100 +38,83 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--serve", action="store_true", help="start the embedded CPU Triton first (localhost)"
     )
-    ap.add_argument("--http-port", type=int, default=8000, help="with --serve: Triton's HTTP")
-    ap.add_argument("--grpc-port", type=int, default=8001, help="with --serve: Triton's gRPC")
-    ap.add_argument("--metrics-port", type=int, default=8002, help="with --serve: metrics")
+    add_server_arguments(ap)
     args = ap.parse_args(argv)
     if args.serve and args.url:
         ap.error("--url points at a running Triton, --serve starts one: give one of them")
+    if args.models and not args.serve:
+        ap.error("--models is for --serve: a running Triton already serves its own")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ensemble.server import stop_signals
+
     # Handlers first: importing gradio, grpc and the rest takes seconds, and Ctrl-C in
     # those seconds should stop us as cleanly as later.
-    stop = threading.Event()
-    stopped_by: list[str] = []
+    with stop_signals() as stop:
+        args = parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        for noisy in ("httpx", "gradio"):  # one line per request is ours to log, not theirs
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    def on_signal(signum, _frame):
-        # Only flag here; the main thread stops everything in order.
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    for noisy in ("httpx", "gradio"):  # one line per request is ours to log, not theirs
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    # Gradio reads GRADIO_TEMP_DIR when the page is built: point it at a directory of
-    # ours so the uploads it keeps (swept by the app's delete_cache) go away with us.
-    temp_dir = tempfile.mkdtemp(prefix="detector-ui-")
-    os.environ["GRADIO_TEMP_DIR"] = temp_dir
-    # Gradio's queue keeps a record of its last N events (10000 by default) and
-    # summarises them after every event; a shorter window keeps both small.
-    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
-    server = None
-    try:
-        if args.serve:
-            server = start_triton(args, stop)
-            if server is None:
-                return 0 if stop.is_set() else 2
-            url = server.grpc_url
-        else:
+        # Gradio reads GRADIO_TEMP_DIR when the page is built: point it at a directory of
+        # ours so the uploads it keeps (swept by the app's delete_cache) go away with us.
+        temp_dir = tempfile.mkdtemp(prefix="detector-ui-")
+        os.environ["GRADIO_TEMP_DIR"] = temp_dir
+        # Gradio's queue keeps a record of its last N events (10000 by default) and
+        # summarises them after every event; a shorter window keeps both small.
+        os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+        try:
+            if args.serve:
+                return serve_with_triton(args, stop)
             from client.api import resolve_url
 
             url = resolve_url(args.url)
-        return run_ui(args, url, server, stop, stopped_by)
-    finally:
-        if server is not None:
-            code = server.stop()
-            print(f"Triton stopped (exit code {code})", flush=True)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+            close = launch_ui(args, url)
+            if close is None:
+                return 2
+            try:
+                stop.wait()
+            finally:
+                close()
+            return 0
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def start_triton(args: argparse.Namespace, stop: threading.Event):
-    """The embedded CPU server, started and ready; None when it failed or was stopped."""
-    from ensemble.server import Ports, ServerError, TritonServer, prepare_repository
+def serve_with_triton(args: argparse.Namespace, stop: threading.Event) -> int:
+    """The embedded CPU server (the project's one way to start it), then the page."""
+    from ensemble.registry import ModelsFileError
+    from ensemble.server import Ports, ServerError, create_server, serve_until_stopped
 
     try:
-        repository = prepare_repository("cpu")
-        server = TritonServer(
-            repository, "127.0.0.1", Ports(args.http_port, args.grpc_port, args.metrics_port)
+        server = create_server(
+            args.models, ports=Ports(args.http_port, args.grpc_port, args.metrics_port)
         )
-        print(f"starting Triton on {repository} (log: {server.log_path})", flush=True)
-        server.start()
-    except (ServerError, FileNotFoundError) as e:
+    except (ModelsFileError, ServerError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return None
-    # wait_ready() polls; run it aside so that Ctrl-C during the load stops at once.
-    failure: list[Exception] = []
-    ready = threading.Event()
+        return 2
+    failed: list[bool] = []
 
-    def wait() -> None:
-        try:
-            server.wait_ready()
-        except ServerError as e:
-            failure.append(e)
-        finally:
-            ready.set()
+    def on_ready(server) -> Callable[[], None] | None:
+        close = launch_ui(args, server.grpc_url)
+        if close is None:
+            failed.append(True)
+            stop.set()
+        return close
 
-    threading.Thread(target=wait, name="triton-wait-ready", daemon=True).start()
-    while not (ready.wait(0.2) or stop.is_set()):
-        pass
-    if stop.is_set() or failure:
-        if failure:
-            print(f"error: {failure[0]}", file=sys.stderr)
-        code = server.stop()
-        if stop.is_set():
-            print(f"stopped while loading; Triton stopped (exit code {code})", flush=True)
-        return None
-    return server
+    try:
+        code = serve_until_stopped(server, stop, on_ready)
+    except ServerError as e:  # a busy port, found before Triton starts
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 2 if failed else code
 
 
-def run_ui(args, url: str, server, stop: threading.Event, stopped_by: list[str]) -> int:
+def launch_ui(args: argparse.Namespace, url: str) -> Callable[[], None] | None:
+    """Serve the page on ``args.host:args.port`` for the Triton at ``url``; returns the
+    function that closes it, or None when the page could not be served."""
     from client import DetectorClient
     from ui.app import LAUNCH_OPTIONS, build_app
 
@@ -146,25 +131,14 @@ def run_ui(args, url: str, server, stop: threading.Event, stopped_by: list[str])
     except OSError as e:
         print(f"error: cannot serve the page on {args.host}:{args.port}: {e}", file=sys.stderr)
         client.close()
-        return 2
+        return None
     print(f"demo: http://{args.host}:{args.port} (Triton gRPC {url})", flush=True)
-    code = 0
-    try:
-        while not stop.wait(1.0):
-            if server is not None and server.process.poll() is not None:
-                print(
-                    f"tritonserver exited with code {server.process.returncode}; "
-                    f"see {server.log_path}",
-                    file=sys.stderr,
-                )
-                code = 1
-                break
-    finally:
-        if stopped_by:
-            print(f"{stopped_by[0]}: stopping", flush=True)
+
+    def close() -> None:
         app.close()
         client.close()
-    return code
+
+    return close
 
 
 if __name__ == "__main__":

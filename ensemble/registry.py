@@ -1,0 +1,426 @@
+"""The detector registry: what a models file says the server serves.
+
+A detector's identity (its ``name``, ``title`` and ``labels``) is separate from how it
+runs (its ``runtime`` and ``artifact``) and from its pre/post-processing (its
+``family``). Everything downstream (the Triton repository, the ensembles, the fused
+ensemble, the labels served with each) is derived from the :class:`Registry` that
+:func:`load_models` reads from a TOML file such as the committed ``models.toml``::
+
+    [[detector]]
+    name = "parts"                  # -> ensemble detect_parts, outputs PARTS_* in detect_all
+    title = "Parts detector v3"
+    runtime = "onnx"                # torchscript | savedmodel | onnx | python
+    artifact = "models/parts.onnx"  # relative to this file, or absolute
+    family = "yolo"                 # nanodet | ssd | centernet | yolo | "pkg.module:Class"
+    labels = "parts.txt"            # one label per line; default COCO-80
+    input_size = 640                # the family's options, each with a default
+    fuse = true                     # part of detect_all (default true)
+    instances = 2                   # detector instances (default: the target's)
+
+A file that cannot be served is refused by :func:`load_models` with a
+:class:`ModelsFileError` whose one-line message names the file, the entry and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ensemble import build, contract
+from ensemble.families import Family, FamilyError, TensorSpec, make_options, resolve
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_FILE = REPO_ROOT / "models.toml"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How an artifact runs: in the Python backend here, natively in NVIDIA's image."""
+
+    title: str  # what people call it
+    link_name: str  # the artifact's name in the model's version folder
+    is_dir: bool  # a folder (SavedModel) rather than a file
+    native_platform: str | None  # Triton platform of NVIDIA's image (target ngc), if any
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "torchscript": Runtime("PyTorch (TorchScript)", "model.pt", False, "pytorch_libtorch"),
+    "savedmodel": Runtime(
+        "TensorFlow (SavedModel)", "model.savedmodel", True, "tensorflow_savedmodel"
+    ),
+    "onnx": Runtime("ONNX Runtime", "model.onnx", False, None),
+    # A user's own model code: a .py file whose class ``Model`` is built with
+    # ``Model(artifact_dir, device, threads)`` and called with a batch.
+    "python": Runtime("Python", "user_model.py", False, None),
+}
+
+# Keys every entry may have; any other key is an option of its family.
+ENTRY_KEYS = (
+    "name", "title", "runtime", "artifact", "recipe", "family", "labels", "fuse",
+    "instances", "preferred_batch_sizes", "max_queue_delay_us",
+)  # fmt: skip
+
+
+# Names the server's own models take (detect_all, the steps of every detector).
+RESERVED_NAMES = ("all", "image_decode", "fuse_detections")
+RESERVED_PREFIXES = ("detect_", "preprocess_", "postprocess_")
+
+
+class ModelsFileError(ValueError):
+    """A models file that cannot be served; ``str()`` is one line naming the file, the
+    entry and the key."""
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One detector the server serves."""
+
+    name: str
+    title: str
+    runtime: str  # a key of RUNTIMES
+    family_ref: str  # as the models file names it: "yolo" or "pkg.module:Class"
+    family: Family = field(compare=False, repr=False)  # built with its options and labels
+    options: Mapping[str, Any] = field(default_factory=dict)  # as written in the file
+    labels: tuple[str, ...] = contract.COCO80_LABELS
+    artifact: Path | None = None  # the user's file or folder, absolute
+    recipe: str | None = None  # or a bundled build recipe (ensemble.build.RECIPES)
+    fuse: bool = True
+    instances: int | None = None  # None: the deployment target decides
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    max_queue_delay_us: int = 2000
+    search_path: tuple[str, ...] = ()  # folders a user's family or model imports from
+
+    @property
+    def ensemble(self) -> str:
+        return contract.ensemble_name(self.name)
+
+    @property
+    def runtime_info(self) -> Runtime:
+        return RUNTIMES[self.runtime]
+
+    @property
+    def caption(self) -> str:
+        """``"ONNX Runtime · Parts detector v3"``."""
+        return f"{self.runtime_info.title} · {self.title}"
+
+    def artifact_path(self) -> Path:
+        """The file or folder to serve: the user's, or the recipe's build output."""
+        if self.artifact is not None:
+            return self.artifact
+        assert self.recipe is not None
+        return build.artifact_path(self.recipe)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.family.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.family.outputs
+
+    def describe(self) -> dict[str, str]:
+        """What a client learns about this detector (``contract.DETECTORS_PARAMETER``)."""
+        return {"name": self.name, "title": self.title, "runtime": self.runtime}
+
+
+@dataclass(frozen=True)
+class Registry:
+    detectors: tuple[Detector, ...]
+    source: Path | None = None  # the models file it was read from
+
+    @property
+    def fused(self) -> tuple[Detector, ...]:
+        return tuple(d for d in self.detectors if d.fuse)
+
+    @property
+    def ensembles(self) -> tuple[str, ...]:
+        """Every ensemble served: one per detector, then ``detect_all`` if any is fused."""
+        names = tuple(d.ensemble for d in self.detectors)
+        return names + ((contract.DETECT_ALL,) if self.fused else ())
+
+    def __getitem__(self, name: str) -> Detector:
+        for d in self.detectors:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def fused_labels(self) -> tuple[str, ...]:
+        """The union of the fused detectors' labels: the first one's in its order, then
+        each label another one adds, in that one's order."""
+        return union_labels([d.labels for d in self.fused])
+
+
+def union_labels(label_sets: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for labels in label_sets:
+        for label in labels:
+            seen.setdefault(label, None)
+    return tuple(seen)
+
+
+# --- reading a models file -------------------------------------------------------------
+
+
+def load_models(path: Path | str | None = None) -> Registry:
+    """Read and check a models file (default: the committed ``models.toml``).
+
+    Raises :class:`ModelsFileError` for the first problem found: a TOML syntax error,
+    a missing or unknown key, an unknown runtime or family, duplicate names, a missing
+    artifact or labels file, a label count that disagrees with the model, or a family
+    class that cannot be imported.
+    """
+    path = Path(path or DEFAULT_MODELS_FILE).resolve()
+    where = _shown(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelsFileError(f"{where}: no such models file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelsFileError(f"{where}: cannot read it: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ModelsFileError(f"{where}: not valid TOML: {e}") from None
+    unknown = sorted(set(document) - {"detector"})
+    if unknown:
+        raise ModelsFileError(
+            f"{where}: unknown top-level key {unknown[0]!r}: write each model as a "
+            "[[detector]] table"
+        )
+    entries = document.get("detector", [])
+    if not isinstance(entries, list) or not entries:
+        raise ModelsFileError(f"{where}: no [[detector]] table: list at least one detector")
+    detectors: list[Detector] = []
+    for index, entry in enumerate(entries, start=1):
+        detector = _EntryReader(path, index, entry).read()
+        for other in detectors:
+            if other.name == detector.name:
+                raise ModelsFileError(
+                    f"{where}: detector {detector.name!r} (entry {index}): key 'name': "
+                    f"duplicate name, entry {detectors.index(other) + 1} is called that too"
+                )
+        detectors.append(detector)
+    return Registry(tuple(detectors), path)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class _EntryReader:
+    """Reads one ``[[detector]]`` table; every error names the file, entry and key."""
+
+    def __init__(self, path: Path, index: int, entry: Any) -> None:
+        self.path, self.index = path, index
+        self.folder = path.parent
+        self.entry = entry if isinstance(entry, dict) else {}
+        name = self.entry.get("name")
+        self.label = f"detector {name!r} (entry {index})" if name else f"entry {index}"
+
+    def fail(self, key: str | None, message: str) -> ModelsFileError:
+        at = f": key {key!r}" if key else ""
+        return ModelsFileError(f"{_shown(self.path)}: {self.label}{at}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        if key not in self.entry:
+            return default
+        value = self.entry[key]
+        if isinstance(value, bool) and kind in (int, float):
+            raise self.fail(key, f"must be a number, got {value!r}")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(key, f"must be a {_TOML_NAMES.get(names, names)}, got {value!r}")
+        return value
+
+    def read(self) -> Detector:
+        if not self.entry:
+            raise self.fail(None, "each [[detector]] must be a table with at least a name")
+        name = self.get("name", str)
+        if name is None:
+            raise self.fail("name", "missing: every detector needs a name")
+        if not re.fullmatch(contract.DETECTOR_NAME_PATTERN, name):
+            raise self.fail(
+                "name",
+                f"{name!r} is not a valid name: use lower-case letters, digits and _, "
+                "starting with a letter",
+            )
+        if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
+            raise self.fail(
+                "name",
+                f"{name!r} would clash with the server's own models: not one of "
+                f"{', '.join(RESERVED_NAMES)} nor starting with {', '.join(RESERVED_PREFIXES)}",
+            )
+        runtime = self.get("runtime", str)
+        if runtime is None:
+            raise self.fail("runtime", f"missing: choose one of {', '.join(RUNTIMES)}")
+        if runtime not in RUNTIMES:
+            raise self.fail(
+                "runtime", f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}"
+            )
+        artifact, recipe = self._artifact(runtime)
+        labels = self._labels()
+        family_ref = self.get("family", str)
+        if family_ref is None:
+            raise self.fail("family", "missing: name its pre/post-processing family")
+        # Where a user's family or model code is imported from; none for built-ins, so
+        # that a generated repository does not depend on where the checkout lies.
+        own_code = ":" in family_ref or runtime == "python"
+        search_path = (str(self.folder),) if own_code else ()
+        options = {k: v for k, v in self.entry.items() if k not in ENTRY_KEYS}
+        try:
+            family_cls = resolve(family_ref, (str(self.folder),))
+        except FamilyError as e:
+            raise self.fail("family", str(e)) from None
+        try:
+            family = family_cls(make_options(family_cls, options), labels)
+        except FamilyError as e:
+            key = re.search(r"key '([^']+)'", str(e))
+            raise self.fail(key.group(1) if key else "family", str(e)) from None
+        except Exception as e:  # a user's family may fail in any way
+            raise self.fail("family", f"{family_ref} failed: {type(e).__name__}: {e}") from None
+        detector = Detector(
+            name=name,
+            title=self.get("title", str, name),
+            runtime=runtime,
+            family_ref=family_ref,
+            family=family,
+            options=options,
+            labels=labels,
+            artifact=artifact,
+            recipe=recipe,
+            fuse=self.get("fuse", bool, True),
+            instances=self._instances(),
+            preferred_batch_sizes=self._batch_sizes(),
+            max_queue_delay_us=self._queue_delay(),
+            search_path=search_path,
+        )
+        self._check_classes(detector)
+        return detector
+
+    def _artifact(self, runtime: str) -> tuple[Path | None, str | None]:
+        artifact, recipe = self.get("artifact", str), self.get("recipe", str)
+        if (artifact is None) == (recipe is None):
+            raise self.fail(
+                "artifact", "give either artifact (your model's file or folder) or recipe"
+            )
+        if recipe is not None:
+            if recipe not in build.RECIPES:
+                raise self.fail(
+                    "recipe", f"unknown recipe {recipe!r}: choose one of {', '.join(build.RECIPES)}"
+                )
+            built_for = build.RECIPES[recipe][1]
+            if built_for != runtime:
+                raise self.fail("runtime", f"recipe {recipe!r} builds a {built_for} artifact")
+            return None, recipe
+        path = Path(artifact).expanduser()
+        path = (path if path.is_absolute() else self.folder / path).resolve()
+        spec = RUNTIMES[runtime]
+        if not path.exists():
+            raise self.fail("artifact", f"{path} does not exist")
+        if spec.is_dir and not (path / "saved_model.pb").is_file():
+            raise self.fail("artifact", f"{path} is not a SavedModel folder (no saved_model.pb)")
+        if not spec.is_dir and not path.is_file():
+            raise self.fail("artifact", f"{path} is not a file")
+        if runtime == "python" and path.suffix != ".py":
+            raise self.fail("artifact", f"{path}: the python runtime takes a .py file")
+        return path, None
+
+    def _labels(self) -> tuple[str, ...]:
+        labels = self.get("labels", str)
+        if labels is None:
+            return contract.COCO80_LABELS
+        path = Path(labels).expanduser()
+        path = path if path.is_absolute() else self.folder / path
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise self.fail("labels", f"cannot read {path}: {e.strerror or e}") from None
+        names = tuple(line.strip() for line in lines if line.strip())
+        if not names:
+            raise self.fail("labels", f"{path} has no labels (one per line)")
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise self.fail("labels", f"{path} lists {twice!r} twice")
+        return names
+
+    def _instances(self) -> int | None:
+        n = self.get("instances", int)
+        if n is not None and not 1 <= n <= 64:
+            raise self.fail("instances", f"must be 1..64, got {n}")
+        return n
+
+    def _batch_sizes(self) -> tuple[int, ...]:
+        sizes = self.get("preferred_batch_sizes", list, [4, 8])
+        if not all(isinstance(s, int) and 1 <= s <= contract.MAX_BATCH_SIZE for s in sizes):
+            raise self.fail(
+                "preferred_batch_sizes",
+                f"must be integers in 1..{contract.MAX_BATCH_SIZE}, got {sizes!r}",
+            )
+        return tuple(sorted(set(sizes)))
+
+    def _queue_delay(self) -> int:
+        delay = self.get("max_queue_delay_us", int, 2000)
+        if not 0 <= delay <= 10_000_000:
+            raise self.fail("max_queue_delay_us", f"must be 0..10000000, got {delay}")
+        return delay
+
+    def _check_classes(self, detector: Detector) -> None:
+        fixed = detector.family.fixed_classes
+        if fixed is not None and fixed != len(detector.labels):
+            raise self.fail(
+                "labels",
+                f"{len(detector.labels)} labels, but family {detector.family_ref} with these "
+                f"options predicts {fixed} classes",
+            )
+        if detector.artifact is None:
+            return
+        found = artifact_output_dims(detector.runtime, detector.artifact)
+        for spec in detector.outputs:
+            dims = found.get(spec.name) if len(found) > 1 else next(iter(found.values()), None)
+            if dims is None or len(dims) != len(spec.dims):
+                continue
+            for got, want in zip(dims, spec.dims, strict=True):
+                if got is not None and got > 0 and want > 0 and got != want:
+                    raise self.fail(
+                        "labels",
+                        f"{len(detector.labels)} labels do not fit the model: its output "
+                        f"{spec.name!r} has dims {list(dims)}, family {detector.family_ref} "
+                        f"expects {list(spec.dims)} for {len(detector.labels)} classes",
+                    )
+
+
+_TOML_NAMES = {"str": "string", "int": "integer", "bool": "boolean (true/false)", "list": "list"}
+
+
+def artifact_output_dims(runtime: str, path: Path) -> dict[str, tuple[int | None, ...]]:
+    """Per-image output dims of an artifact where they can be read cheaply, by output
+    name (``None`` for a size the file leaves open); ``{}`` where they cannot.
+
+    ONNX files carry them in the graph. Other runtimes are checked when their first
+    batch runs.
+    """
+    if runtime != "onnx":
+        return {}
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # not readable here: the server will say so when it loads it
+        return {}
+    dims = {}
+    for output in graph.output:
+        shape = output.type.tensor_type.shape.dim
+        values = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape)
+        dims[output.name] = values[1:]  # the batch dimension first
+    return dims
+
+
+def parameters_json(value: Any) -> str:
+    """Compact JSON for a config parameter."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
