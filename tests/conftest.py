@@ -1,9 +1,16 @@
-"""Shared fixtures: real photos and one real Triton server per test session.
+"""Shared fixtures and the test tiers.
 
-The server is the project's own (``ensemble.server``) on free localhost ports, on a
-repository written by ``configgen`` with the built artifacts; so the tests never
-collide with a demo server on 8000-8002. Set ``TRITON_URL=host:port`` to test an
-already running server instead (a GPU host, say).
+Every test belongs to exactly one tier, by a marker on its module or itself:
+
+- ``unit``: plain functions and adapters; no setup step, no built model, no server.
+  ``make test-unit`` runs these (seconds).
+- ``models``: needs the built detector artifacts (``make models``), no server.
+- ``server``: needs the real Triton server, started once per session by the project's
+  own launcher on free localhost ports (so the tests never collide with a demo on
+  8000-8002), or the one at ``$DETECTOR_TEST_URL`` (a GPU host, say).
+
+``gpu`` marks tests that also need a GPU; they skip cleanly without one. Every test has
+a timeout (pytest-timeout): the ini's default, shorter for the unit tier.
 """
 
 from __future__ import annotations
@@ -15,6 +22,24 @@ import pytest
 
 PHOTOS_DIR = Path(__import__("skimage.data", fromlist=["data"]).__file__).parent
 PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea", "camera")
+
+TIERS = ("unit", "models", "server")
+UNIT_TIMEOUT_S = 30
+# The tests' own server address; not the client's TRITON_URL, so that a user's
+# environment never points the tests at a server by accident.
+TEST_URL_ENV = "DETECTOR_TEST_URL"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t)]
+        if len(tiers) != 1:
+            raise pytest.UsageError(
+                f"{item.nodeid}: mark it with exactly one tier of {', '.join(TIERS)} "
+                f"(found {tiers or 'none'})"
+            )
+        if tiers == ["unit"] and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -28,37 +53,26 @@ def photos() -> dict[str, bytes]:
     return {name: (PHOTOS_DIR / f"{name}.png").read_bytes() for name in PHOTOS}
 
 
-def _require_models() -> None:
-    from ensemble.build import artifact_path
-    from ensemble.detectors import DETECTORS
+def require_models() -> None:
+    """Fail (not skip) when the bundled models are not built: CI builds them."""
+    from ensemble.build import RECIPES, artifact_path
 
-    missing = [str(artifact_path(d)) for d in DETECTORS if not artifact_path(d).exists()]
+    missing = [str(artifact_path(r)) for r in RECIPES if not artifact_path(r).exists()]
     if missing:
         pytest.fail(f"models are not built ({', '.join(missing)}): run `make setup`", False)
 
 
 @pytest.fixture(scope="session")
 def triton_url(tmp_path_factory) -> str:
-    """gRPC address of a ready server with every model loaded."""
-    if os.environ.get("TRITON_URL"):
-        yield os.environ["TRITON_URL"]
+    """gRPC address of a ready server with every model of ``models.toml`` loaded."""
+    if os.environ.get(TEST_URL_ENV):
+        yield os.environ[TEST_URL_ENV]
         return
-    from ensemble.server import Ports, TritonServer, free_port, prepare_repository
+    from ensemble.server import running_server
 
-    _require_models()
-    root = tmp_path_factory.mktemp("triton")
-    repository = prepare_repository("cpu", out=root / "repository")
-    server = TritonServer(
-        repository,
-        ports=Ports(free_port(), free_port(), free_port()),
-        log_path=root / "tritonserver.log",
-    )
-    server.start()
-    try:
-        server.wait_ready()
+    require_models()
+    with running_server(workdir=tmp_path_factory.mktemp("triton")) as server:
         yield server.grpc_url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
