@@ -9,8 +9,13 @@ Runs, model by model and one after the other so they never share the CPU:
 then ``detect_all`` with perf_analyzer, and writes CSV files, PNG plots and a Markdown
 report under ``results/bench/``, and checks their shape (``bench.check``).
 
-With ``--url`` the Triton part measures that server (a GPU host, say) instead of
-starting the embedded one; the old design and the limit still run here.
+The ensembles measured are every one the server serves (``--ensembles`` picks some);
+what each is called and which detector it runs, the server says (``bench.served``).
+The in-process sides (2, 3 and the paired rounds) run that detector as the models
+file (``--models``, default models.toml) describes it; the embedded Triton serves the
+same file. With ``--url`` the Triton part measures that server (a GPU host, say)
+instead of starting the embedded one; the old design and the limit still run here,
+from ``--models``, which must then describe the detectors that server serves.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import loadgen, perf_analyzer
+from bench import loadgen, perf_analyzer, served
 from bench.check import check
 from bench.limit import limit
 from bench.paired import paired_latency
@@ -32,6 +37,7 @@ from bench.photos import FORMATS, photo_files
 from bench.pipeline import Pipeline
 from bench.report import DETECTIONS_ONLY, write_report
 from ensemble import contract
+from ensemble.registry import Detector, ModelsFileError, Registry, load_models
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +92,7 @@ def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> di
             total = bare = 0
             for photo in photos:
                 (result,) = client.detect([photo], model=ensemble)
-                outputs = [result, *result.per_framework.values()]
+                outputs = [result, *result.per_detector.values()]
                 total += len(photo) + sum(len(r.annotated_jpeg) + detections for r in outputs)
                 bare += len(photo) + detections * len(outputs)
             sizes[ensemble] = total / len(photos)
@@ -95,26 +101,51 @@ def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> di
 
 
 @contextlib.contextmanager
-def triton_url(args, out: Path) -> Iterator[str]:
-    """The gRPC URL to measure: ``--url``, or an embedded Triton started on free ports
-    with the ``--target`` repository (only the ensembles asked for are loaded)."""
-    from ensemble.server import Ports, TritonServer, free_port, prepare_repository
+def triton_url(args, registry: Registry, out: Path) -> Iterator[str]:
+    """The gRPC URL to measure: ``--url``, or an embedded Triton serving ``registry``
+    (``--models``) with the ``--target`` repository on free ports, its repository and
+    log under ``out`` (only the ensembles asked for are loaded; all without
+    ``--ensembles``)."""
+    from ensemble.server import running_server
 
     if args.url is not None:
         yield args.url
         return
-    repository = prepare_repository(args.target, out=out / "repository", gpus=args.gpus)
-    ports = Ports(free_port(), free_port(), free_port())
-    server = TritonServer(
-        repository, ports=ports, log_path=out / "tritonserver.log", models=tuple(args.ensembles)
-    )
-    server.start()
-    try:
-        server.wait_ready()
+    with running_server(
+        registry, workdir=out, target=args.target, gpus=args.gpus,
+        load=tuple(args.ensembles or ()),
+    ) as server:  # fmt: skip
         log(f"started Triton at {server.grpc_url}")
         yield server.grpc_url
-    finally:
-        server.stop()
+
+
+def learn_ensembles(args, url: str, registry: Registry) -> tuple[list[str], dict, dict]:
+    """The ensembles to measure (``--ensembles``, or every one the server has ready, in
+    the models file's order, ``detect_all`` last) and what the server says of them:
+    ``(ensembles, served, detector_settings)`` (see ``bench.served``)."""
+    ready = served.ready_ensembles(url, order=registry.ensembles)
+    ensembles = list(args.ensembles or ready)
+    missing = [e for e in ensembles if e not in ready]
+    if missing:
+        raise SystemExit(
+            f"[bench] the server at {url} has no ready {', '.join(missing)} "
+            f"(it serves {', '.join(ready) or 'no detection ensemble'})"
+        )
+    if not ensembles:
+        raise SystemExit(f"[bench] the server at {url} serves no detection ensemble")
+    described, settings = served.describe(url, ensembles)
+    return ensembles, described, settings
+
+
+def baseline_detector(registry: Registry, ensemble: str, detector: str) -> Detector:
+    """The models file's entry for the detector the server runs in ``ensemble``."""
+    try:
+        return registry[detector]
+    except KeyError:
+        raise SystemExit(
+            f"[bench] the server's {ensemble} runs detector {detector!r}, which "
+            f"{registry.source} does not list: pass the models file it serves with --models"
+        ) from None
 
 
 def run_triton(args, url: str, ensemble: str, out: Path, photos: list[bytes]) -> list[dict]:
@@ -129,12 +160,14 @@ def run_triton(args, url: str, ensemble: str, out: Path, photos: list[bytes]) ->
     )
 
 
-def run_old_design(args, model: str, photos: list[bytes]) -> list[dict]:
+def run_old_design(args, detector: Detector, photos: list[bytes], models: Path) -> list[dict]:
     from ensemble.server import free_port
 
     rows = []
+    model = detector.name
     duration = 4.0 if args.quick else 15.0
-    with loadgen.old_design_server(model, free_port(), device=args.device) as url:
+    server = loadgen.old_design_server(model, free_port(), device=args.device, models=models)
+    with server as url:
         for c in args.concurrency:
             log(f"old design: {model} at concurrency {c}")
             row = loadgen.run(url, photos, c, duration_s=duration)
@@ -142,11 +175,12 @@ def run_old_design(args, model: str, photos: list[bytes]) -> list[dict]:
     return rows
 
 
-def run_limit(args, model: str, pipeline: Pipeline) -> list[dict]:
+def run_limit(args, detector: Detector, pipeline: Pipeline) -> list[dict]:
+    model = detector.name
     log(f"limit: {model} in process, batch 1, 2, 4, 8")
     images = 24 if args.quick else 120
     result = limit(
-        model, images, device=args.device, photo_format=args.photo_format, pipeline=pipeline
+        detector, images, device=args.device, photo_format=args.photo_format, pipeline=pipeline
     )
     return [{"model": model, **run, "best": run is result["best"]} for run in result["runs"]]
 
@@ -155,29 +189,32 @@ def run_paired(args, url: str, ensemble: str, pipeline: Pipeline, photos) -> dic
     log(f"paired c=1: {ensemble} through Triton and in process, alternating")
     rounds, per_round = (2, 5) if args.quick else (6, 10)
     result = paired_latency(url, ensemble, pipeline, photos, rounds, per_round)
-    return {"model": pipeline.artifact.framework.detector, "ensemble": ensemble, **result}
+    return {"model": pipeline.detector.name, "ensemble": ensemble, **result}
 
 
-def run_all(args, out: Path, photos: list[bytes]) -> tuple[list, dict, list, list, list]:
+def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> tuple:
     """Model by model: Triton's sweep of its ensemble, then the old design's, then the
     limit, so the figures compared with each other are taken minutes apart, not a
     quarter of an hour (a shared 2-core VM drifts). Only one side runs at a time: an
-    idle Triton or Flask server takes no CPU."""
-    detectors = {f.ensemble: f.detector for f in contract.FRAMEWORKS}
+    idle Triton or Flask server takes no CPU. Sets ``args.ensembles`` to those measured
+    and returns ``(triton, wire, old, limit, paired, served, detector_settings)``."""
     triton, old, lim, paired = [], [], [], []
-    with triton_url(args, out) as url:
+    with triton_url(args, registry, out) as url:
+        args.ensembles, described, settings = learn_ensembles(args, url, registry)
+        log(f"ensembles: {', '.join(args.ensembles)}")
         perf_analyzer.ensure_perf_analyzer()
         for ensemble in args.ensembles:
             triton += run_triton(args, url, ensemble, out, photos)
-            model = detectors.get(ensemble)
-            if model is not None:
-                pipeline = Pipeline(model, device=args.device)
+            name = served.baseline(described, ensemble)
+            if name is not None:
+                detector = baseline_detector(registry, ensemble, name)
+                pipeline = Pipeline(detector, device=args.device)
                 paired.append(run_paired(args, url, ensemble, pipeline, photos))
-                old += run_old_design(args, model, photos)
-                lim += run_limit(args, model, pipeline)
+                old += run_old_design(args, detector, photos, registry.source)
+                lim += run_limit(args, detector, pipeline)
                 del pipeline
         wire = triton_wire_bytes(url, photos, args.ensembles)
-    return triton, wire, old, lim, paired
+    return triton, wire, old, lim, paired, described, settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,17 +237,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(perf_analyzer.CONCURRENCIES))
-    ap.add_argument("--ensembles", nargs="+", default=list(contract.ENSEMBLES))
+    ap.add_argument(
+        "--ensembles",
+        nargs="+",
+        help="measure only these (default: every detection ensemble the server serves)",
+    )
+    ap.add_argument(
+        "--models",
+        type=Path,
+        default=REPO / "models.toml",
+        help="models file the embedded Triton serves and the in-process sides run "
+        "(default: models.toml)",
+    )
     args = ap.parse_args(argv)
     args.gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
     args.device = "gpu" if args.target == "gpu" else "cpu"
+    try:
+        registry = load_models(args.models)
+    except ModelsFileError as e:
+        ap.error(str(e))
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     photos = list(photo_files(args.photo_format))
     started = time.monotonic()
 
-    triton, wire, old, lim, paired = run_all(args, out, photos)
+    triton, wire, old, lim, paired, described, settings = run_all(args, out, photos, registry)
     write_csv(out / "triton.csv", triton)
     write_csv(out / "old_design.csv", old)
     write_csv(out / "limit.csv", lim)
@@ -223,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(args.target),
         "concurrency": args.concurrency,
         "ensembles": args.ensembles,
+        "models_file": str(registry.source),
+        "served": described,
+        "detector_settings": settings,
         "seconds": round(time.monotonic() - started),
     }
     (out / "raw.json").write_text(

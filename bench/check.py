@@ -1,10 +1,11 @@
 """Check a benchmark run's outputs for shape: ``python -m bench.check [results/bench]``.
 
 What CI asks of ``make bench QUICK=1``: every ensemble and every concurrency measured by
-perf_analyzer, the old design at the same concurrencies for each model, the limit at
-batch 1 and its best batch for each model, every number that must be positive
-positive, no failed request, and the CSVs, plots and report written. Exits 1 and names
-each problem otherwise.
+perf_analyzer, the old design at the same concurrencies for each ensemble's detector
+(each ``detect_<name>`` the server described as running one detector, see
+``bench.served``), the limit at batch 1 and its best batch for each of them, every
+number that must be positive, no failed request, and the CSVs, plots and
+report written. Exits 1 and names each problem otherwise.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from bench import served
 from bench.limit import BATCH_SIZES
 from ensemble import contract
 
@@ -47,10 +50,14 @@ def check_rows(
     ensembles: list[str],
     concurrencies: list[int],
     wire: dict[str, float],
+    detectors: Mapping[str, str],
 ) -> list[str]:
-    """Every problem with the rows of one run; an empty list when the shape is right."""
+    """Every problem with the rows of one run; an empty list when the shape is right.
+
+    ``detectors``: the detector (old design and limit ``model``) of each ensemble that
+    has an in-process baseline; the others (``detect_all``) are measured by
+    perf_analyzer alone."""
     problems = []
-    detectors = {f.ensemble: f.detector for f in contract.FRAMEWORKS}
 
     def levels(rows: list[dict], model: str, side: str, positive: tuple[str, ...]):
         """Each concurrency's one row of ``model``, checked positive; problems named."""
@@ -95,20 +102,22 @@ def check(out: Path) -> list[str]:
             problems.append(f"{name} is not a PNG image")
     raw = json.loads((out / "raw.json").read_text())
     meta = raw["meta"]
-    ensembles = meta.get("ensembles", list(contract.ENSEMBLES))
+    ensembles = list(meta.get("ensembles") or served.served_of(meta))
+    detectors = served.baselines(meta, ensembles)
     for name, key in (("triton.csv", "triton"), ("old_design.csv", "old"), ("limit.csv", "limit")):
         with (out / name).open(newline="") as f:
             if len(list(csv.DictReader(f))) != len(raw[key]):
                 problems.append(f"{name} and raw.json disagree on the number of rows")
+    described = served.served_of(meta)
+    problems += [f"raw.json does not describe {e}" for e in ensembles if e not in described]
     problems += check_rows(
-        raw["triton"], raw["old"], raw["limit"], ensembles, meta["concurrency"], raw["wire"]
-    )
-    for f in contract.FRAMEWORKS:
-        if f.ensemble not in ensembles:
-            continue
-        pair = [p for p in raw.get("paired", []) if p.get("ensemble") == f.ensemble]
+        raw["triton"], raw["old"], raw["limit"], ensembles, meta["concurrency"], raw["wire"],
+        detectors,
+    )  # fmt: skip
+    for ensemble in detectors:
+        pair = [p for p in raw.get("paired", []) if p.get("ensemble") == ensemble]
         if len(pair) != 1:
-            problems.append(f"paired c=1: {len(pair)} results for {f.ensemble}")
+            problems.append(f"paired c=1: {len(pair)} results for {ensemble}")
             continue
         for side in ("triton", "limit"):
             problems += _positive(pair[0][side], ("mean_ms", "p50_ms", "n"), f"paired {side}")

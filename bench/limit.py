@@ -10,7 +10,8 @@ thread count as the Triton detectors (2). No HTTP, no gRPC, no serialisation, no
 - batch 2, 4, 8: the model is called once per batch (pre- and post-processing stay per
   image, as in the ensemble); images/s is images over time, latency is the whole batch's.
 
-``python -m bench.limit --model all --quick`` prints a table (``--json`` keeps it).
+``python -m bench.limit --model all --quick`` prints a table (``--json`` keeps it); the
+detectors are those of the models file (``--models``, default models.toml).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.photos import FORMATS, photo_files
-from bench.pipeline import MODELS, THREADS, Pipeline
+from bench.pipeline import THREADS, Pipeline
+from ensemble.registry import Detector, ModelsFileError, load_models
 
 BATCH_SIZES = (1, 2, 4, 8)
 
@@ -61,21 +63,21 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
 
 
 def limit(
-    model: str,
+    detector: Detector,
     images: int,
     threads: int = THREADS,
     device: str = "cpu",
     photo_format: str = "jpeg",
     pipeline: Pipeline | None = None,
 ) -> dict:
-    """Batch 1 and every batch size of :data:`BATCH_SIZES` for one model; ``best`` is
-    the batch size with the highest images/s."""
-    pipeline = pipeline or Pipeline(model, threads, device)
+    """Batch 1 and every batch size of :data:`BATCH_SIZES` for one detector (``model``
+    in the result is its name); ``best`` is the batch size with the highest images/s."""
+    pipeline = pipeline or Pipeline(detector, threads, device)
     photos = list(photo_files(photo_format))
     rows = [measure(pipeline, photos, b, images) for b in BATCH_SIZES]
     best = max(rows, key=lambda r: r["throughput"])
     return {
-        "model": model,
+        "model": detector.name,
         "threads": threads,
         "device": device,
         "runs": rows,
@@ -104,7 +106,8 @@ def format_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="all", choices=["all", *sorted(MODELS)])
+    parser.add_argument("--model", default="all", help="a detector's name, or all (default)")
+    parser.add_argument("--models", type=Path, help="models file (default: models.toml)")
     parser.add_argument("--quick", action="store_true", help="about 24 images per setting")
     parser.add_argument("--images", type=int, default=None, help="images per setting")
     parser.add_argument("--threads", type=int, default=THREADS)
@@ -113,10 +116,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     images = args.images or (24 if args.quick else 100)
-    models = list(MODELS) if args.model == "all" else [args.model]
+    try:
+        registry = load_models(args.models)
+    except ModelsFileError as e:
+        parser.error(str(e))
+    names = [d.name for d in registry.detectors]
+    if args.model != "all" and args.model not in names:
+        parser.error(f"--model {args.model!r}: {registry.source} has {', '.join(names)}")
+    detectors = registry.detectors if args.model == "all" else (registry[args.model],)
     results = []
-    for model in models:
-        results.append(limit(model, images, args.threads, args.device, args.photo_format))
+    for detector in detectors:
+        results.append(limit(detector, images, args.threads, args.device, args.photo_format))
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print(f"\nlimit: in-process, no server, {args.threads} threads, ms are per call")
     print(format_table(results))

@@ -12,9 +12,10 @@ base64 result back into an image array. That client work is inside the timed lat
 (Triton's clients send the file as it is and get a JPEG back, and the server does the
 decoding and encoding, inside perf_analyzer's latency).
 
-``python -m bench.loadgen --model nanodet_m --port 18901 --concurrency 1 2 4 8 16``
-starts that model's Flask server, waits for it, runs one closed loop per concurrency
-and prints a table (``--url`` instead of ``--model`` to use a server already running).
+``python -m bench.loadgen --model pytorch --port 18901 --concurrency 1 2 4 8 16``
+starts that detector's Flask server (a detector of ``--models``, default models.toml),
+waits for it, runs one closed loop per concurrency and prints a table (``--url`` instead
+of ``--model`` to use a server already running).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.photos import FORMATS, photo_files
-from bench.pipeline import MODELS
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -204,14 +204,20 @@ def _wait_until_listening(port: int, process: subprocess.Popen, timeout_s: float
 
 @contextlib.contextmanager
 def old_design_server(
-    model: str, port: int, timeout_s: float = 120.0, device: str = "cpu"
+    model: str,
+    port: int,
+    timeout_s: float = 120.0,
+    device: str = "cpu",
+    models: Path | str | None = None,
 ) -> Iterator[str]:
-    """Start ``python -m bench.old_design`` for ``model`` on 127.0.0.1:``port`` (the model
-    on ``device``); yield the ``/predict`` URL; stop that process (SIGTERM, then
-    SIGKILL) on exit."""
+    """Start ``python -m bench.old_design`` for the detector ``model`` of the models file
+    ``models`` (default: models.toml) on 127.0.0.1:``port`` (the model on ``device``);
+    yield the ``/predict`` URL; stop that process (SIGTERM, then SIGKILL) on exit."""
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]
     command += ["--device", device]
+    if models is not None:
+        command += ["--models", str(Path(models).resolve())]
     process = subprocess.Popen(
         command,
         cwd=root,
@@ -253,19 +259,32 @@ def format_table(rows: list[dict], title: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--model", choices=sorted(MODELS), help="start this model's server")
+    target.add_argument("--model", help="start this detector's server (its name)")
     target.add_argument("--url", help="a running server's /predict URL (127.0.0.1 only)")
     parser.add_argument("--port", type=int, default=18901, help="port for --model")
+    parser.add_argument(
+        "--models", type=Path, help="models file for --model (default: models.toml)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--duration", type=float, default=12.0, help="seconds per run")
     parser.add_argument("--requests", type=int, default=None, help="at most this many per run")
     parser.add_argument("--photo-format", choices=FORMATS, default="jpeg")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
+    if args.model is not None:
+        from bench.pipeline import find_detector
+        from ensemble.registry import ModelsFileError
+
+        try:
+            find_detector(args.model, args.models)
+        except (KeyError, ModelsFileError) as e:
+            parser.error(e.args[0])
 
     photos = photo_files(args.photo_format)
     with contextlib.ExitStack() as stack:
-        url = args.url or stack.enter_context(old_design_server(args.model, args.port))
+        url = args.url or stack.enter_context(
+            old_design_server(args.model, args.port, models=args.models)
+        )
         found = check_answer(url, photos[0])
         print(f"{url}: answers OK ({found} detections on the first photo)", flush=True)
         rows = []

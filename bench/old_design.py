@@ -3,9 +3,10 @@
 This is how the old blog post served its detectors, kept only so the benchmark can
 compare it with the Triton ensembles on the same machine and the same models:
 
-- one process per model (``python -m bench.old_design --model nanodet_m --port 18901``),
-  started with Flask's own development server, ``app.run()`` with its defaults
-  (``threaded=True``: one thread per connection, no worker processes);
+- one process per model (``python -m bench.old_design --model pytorch --port 18901``,
+  a detector of the models file, ``--models``, default models.toml), started with
+  Flask's own development server, ``app.run()`` with its defaults (``threaded=True``:
+  one thread per connection, no worker processes);
 - the client decodes the image itself and POSTs JSON
   ``{"image": base64 of the raw uint8 RGB bytes, "shape": [h, w, 3]}``;
 - the server runs the same preprocess -> model -> postprocess -> draw as the ensemble
@@ -34,11 +35,13 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+from pathlib import Path
 
 import numpy as np
 
-from bench.pipeline import MODELS, THREADS, Pipeline
+from bench.pipeline import THREADS, Pipeline, find_detector
 from ensemble import contract
+from ensemble.registry import Detector, ModelsFileError
 
 
 def encode_array(image: np.ndarray) -> dict:
@@ -60,15 +63,15 @@ def decode_array(fields: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
-def create_app(model: str, threads: int = THREADS, device: str = "cpu"):
+def create_app(detector: Detector, threads: int = THREADS, device: str = "cpu"):
     from flask import Flask, jsonify, request
 
-    pipeline = Pipeline(model, threads, device)
-    app = Flask(f"old_design.{model}")
+    pipeline = Pipeline(detector, threads, device)
+    app = Flask(f"old_design.{detector.name}")
 
     @app.get("/health")
     def health():
-        return jsonify(model=model, ready=True)
+        return jsonify(model=detector.name, ready=True)
 
     @app.post("/predict")
     def predict():
@@ -87,13 +90,18 @@ def create_app(model: str, threads: int = THREADS, device: str = "cpu"):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--model", required=True, help="the detector's name in the models file")
+    parser.add_argument("--models", type=Path, help="models file (default: models.toml)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
     args = parser.parse_args(argv)
-    app = create_app(args.model, args.threads, args.device)
+    try:
+        detector = find_detector(args.model, args.models)
+    except (KeyError, ModelsFileError) as e:
+        parser.error(e.args[0])
+    app = create_app(detector, args.threads, args.device)
     print(f"old design: {args.model} on http://{args.host}:{args.port}/predict", flush=True)
     app.run(host=args.host, port=args.port)  # Flask's own server, defaults (threaded=True)
 

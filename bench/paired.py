@@ -9,7 +9,9 @@ then as many images through the same pipeline in process (decode, pre-processing
 model, post-processing, drawing, JPEG), cycling over the same photos. Each side's
 mean over all its rounds is compared; both felt the same drift.
 
-``python -m bench.paired --url 127.0.0.1:8001 --model nanodet_m`` prints one result.
+``python -m bench.paired --url 127.0.0.1:8001 --model pytorch`` prints one result: the
+ensemble ``detect_pytorch`` against the detector ``pytorch`` of the models file
+(``--models``, default models.toml) in process.
 """
 
 from __future__ import annotations
@@ -62,18 +64,25 @@ def paired_latency(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pathlib import Path
+
     from bench.photos import photo_files
-    from bench.pipeline import MODELS
-    from ensemble import contract
+    from bench.pipeline import find_detector
+    from ensemble.registry import ModelsFileError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="127.0.0.1:8001")
-    parser.add_argument("--model", choices=sorted(MODELS), required=True)
+    parser.add_argument("--model", required=True, help="the detector's name in the models file")
+    parser.add_argument("--models", type=Path, help="models file (default: models.toml)")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
-    ensemble = next(f.ensemble for f in contract.FRAMEWORKS if f.detector == args.model)
+    try:
+        detector = find_detector(args.model, args.models)
+    except (KeyError, ModelsFileError) as e:
+        parser.error(e.args[0])
+    ensemble = detector.ensemble
     result = paired_latency(
-        args.url, ensemble, Pipeline(args.model), list(photo_files()), rounds=args.rounds
+        args.url, ensemble, Pipeline(detector), list(photo_files()), rounds=args.rounds
     )
     t, lim = result["triton"], result["limit"]
     print(

@@ -399,11 +399,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run NVIDIA's perf_analyzer (gRPC) against the detection ensembles.",
     )
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
-    parser.add_argument("--models", nargs="+", default=list(contract.ENSEMBLES))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        help="models to measure (default: every detection ensemble the server has ready)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--quick", action="store_true", help="short windows, for CI")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "perf_analyzer")
     args = parser.parse_args(argv)
+    if not args.models:
+        from bench.served import ready_ensembles
+        from client import DetectorError
+
+        try:
+            args.models = ready_ensembles(args.url)
+        except DetectorError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
     rows: list[dict] = []
     for model in args.models:

@@ -1,25 +1,24 @@
 """One detector's whole request path in one process, for the baselines.
 
-The same functions the ensemble's steps call (decode, family preprocess, framework
+The same functions the ensemble's steps call (decode, family preprocess, runtime
 runner, family postprocess, pack, draw, JPEG), without Triton in between, so the old
 Flask design and the in-process limit run exactly the code the ensembles serve.
-Boxes are ``(x1, y1, x2, y2, score, class_id)`` in pixels of the original image.
+Which detector, with which family, artifact and labels, comes from the models file
+(``ensemble.registry``), as for the server. Boxes are ``(x1, y1, x2, y2, score,
+class_id)`` in pixels of the original image.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ensemble import configgen, contract
 from ensemble.boxes import pack_detections
-from ensemble.build import artifact_path
-from ensemble.detectors import DETECTORS, DetectorArtifact
-from ensemble.families import FAMILIES
 from ensemble.imaging import decode_image, draw_detections, encode_jpeg
+from ensemble.registry import Detector, load_models
 from ensemble.spec import DRAWING
-
-# Triton detector model name -> artifact: nanodet_m, ssd_mobilenet_v2, centernet_mobilenetv3.
-MODELS: dict[str, DetectorArtifact] = {d.framework.detector: d for d in DETECTORS}
 
 # The Triton detectors' ``threads`` parameter on the cpu target, so both sides get the same.
 THREADS = configgen.make_target("cpu").detector_threads
@@ -27,17 +26,35 @@ THREADS = configgen.make_target("cpu").detector_threads
 JPEG_QUALITY = int(DRAWING["jpeg_quality"])
 
 
+def find_detector(name: str, models: Path | str | None = None) -> Detector:
+    """The detector called ``name`` in the models file ``models`` (default: models.toml).
+
+    Raises ``KeyError`` with a one-line message naming the detectors the file has, and
+    ``ensemble.registry.ModelsFileError`` when the file cannot be served."""
+    registry = load_models(models)
+    try:
+        return registry[name]
+    except KeyError:
+        names = ", ".join(d.name for d in registry.detectors)
+        raise KeyError(f"{registry.source} has no detector {name!r} (it has {names})") from None
+
+
 class Pipeline:
     """preprocess -> model -> postprocess -> draw for one detector, loaded once."""
 
-    def __init__(self, model: str, threads: int = THREADS, device: str = "cpu") -> None:
+    def __init__(self, detector: Detector, threads: int = THREADS, device: str = "cpu") -> None:
         """``device``: "cpu" or "gpu" (GPU 0), where the model runs."""
-        from ensemble.runners import Device, load_runner
+        from ensemble.runners import Device, TensorNames, load_runner
 
-        self.artifact = MODELS[model]
-        self.family = FAMILIES[self.artifact.family]
-        path = artifact_path(self.artifact)
-        self.runner = load_runner(self.artifact, path, Device(device), threads)
+        self.detector = detector
+        self.family = detector.family
+        names = TensorNames(
+            detector.inputs[0].name,
+            tuple(t.name for t in detector.outputs),
+            detector.search_path,
+        )
+        path = detector.artifact_path()
+        self.runner = load_runner(detector.runtime, path, names, Device(device), threads)
 
     def detect_batch(
         self,
@@ -56,7 +73,7 @@ class Pipeline:
             rows = self.family.postprocess(raw, image.shape[:2], score_threshold, iou_threshold)
             packed, count = pack_detections(rows)
             detections = packed[:count]
-            results.append((detections, draw_detections(image, detections, contract.COCO80_LABELS)))
+            results.append((detections, draw_detections(image, detections, self.detector.labels)))
         return results
 
     def serve_files(self, files: list[bytes]) -> None:

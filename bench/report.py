@@ -4,7 +4,9 @@ Ratios are Triton over the old design and Triton over the in-process limit, per
 model and concurrency; the targets the project set itself are checked and marked,
 not asserted: a missed target is a finding to explain, not a crash. Where a target
 cannot be met by any server, the report says so from the run's own figures (the
-ceiling that the limit puts on every ratio).
+ceiling that the limit puts on every ratio). Which ensembles there were, their titles,
+their detectors and those detectors' settings are the server's, as the run recorded
+them (``bench.served``); the report needs no server.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ensemble import configgen, contract
-from ensemble.spec import DETECTOR_SPECS
+from bench import served
+from ensemble import configgen
 
 TARGETS = (
     "c=8: Triton >= 2.5x the old design's images/s, p99 <= 0.4x the old design's",
@@ -41,30 +43,40 @@ def _fmt(value: float, spec: str) -> str:
     return "–" if value is None or math.isnan(value) else format(value, spec)
 
 
-def _plots(out: Path, triton, old, limits) -> list[str]:
+def _ensembles(meta) -> list[str]:
+    return list(meta.get("ensembles") or served.served_of(meta))
+
+
+def _plots(out: Path, meta, triton, old, limits) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frameworks = [f for f in contract.FRAMEWORKS if any(r["model"] == f.ensemble for r in triton)]
+    pairs = [
+        (ensemble, detector)
+        for ensemble, detector in served.baselines(meta, _ensembles(meta)).items()
+        if any(r["model"] == ensemble for r in triton)
+    ]
     names = []
     for metric, label in (("throughput", "images/s"), ("p99_ms", "p99 latency (ms)")):
-        fig, axes = plt.subplots(1, len(frameworks), figsize=(5 * len(frameworks), 4.2))
-        for ax, f in zip(list(getattr(axes, "flat", [axes])), frameworks, strict=True):
+        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2))
+        for ax, (ensemble, detector) in zip(
+            list(getattr(axes, "flat", [axes])), pairs, strict=True
+        ):
             t = sorted(
-                (r for r in triton if r["model"] == f.ensemble), key=lambda r: r["concurrency"]
+                (r for r in triton if r["model"] == ensemble), key=lambda r: r["concurrency"]
             )
-            o = sorted((r for r in old if r["model"] == f.detector), key=lambda r: r["concurrency"])
+            o = sorted((r for r in old if r["model"] == detector), key=lambda r: r["concurrency"])
             ax.plot([r["concurrency"] for r in t], [r[metric] for r in t], "o-", label="Triton")
             ax.plot(
                 [r["concurrency"] for r in o], [r[metric] for r in o], "s--", label="old (Flask)"
             )
-            best = [r for r in limits if r["model"] == f.detector and r["best"]]
+            best = [r for r in limits if r["model"] == detector and r["best"]]
             if metric == "throughput" and best:
                 ax.axhline(best[0]["throughput"], color="gray", ls=":", label="in-process limit")
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{f.ensemble} ({f.model_title})")
+            ax.set_title(f"{ensemble} ({served.title(meta, ensemble)})")
             ax.set_xlabel("concurrency")
             ax.set_ylabel(label)
             ax.set_ylim(bottom=0)
@@ -84,8 +96,9 @@ def _table(meta, t, o, limits, wire, old) -> list[str]:
         "| old p99 ms | img/s Triton/old | p99 Triton/old | Triton / limit's best |",
         "|" + "---|" * 13,
     ]
-    for ensemble in meta.get("ensembles", contract.ENSEMBLES):
-        detector = next((f.detector for f in contract.FRAMEWORKS if f.ensemble == ensemble), "")
+    detectors = served.baselines(meta, _ensembles(meta))
+    for ensemble in _ensembles(meta):
+        detector = detectors.get(ensemble, "")
         best = next((r for r in limits if r["model"] == detector and r["best"]), None)
         for c in meta["concurrency"]:
             tr, od = t.get((ensemble, c)), o.get((detector, c))
@@ -110,10 +123,10 @@ def _table(meta, t, o, limits, wire, old) -> list[str]:
         "| ensemble | Triton kB | old design kB | fewer | Triton, detections only kB | fewer |"
     )
     lines.append("|---|---|---|---|---|---|")
-    for ensemble in meta.get("ensembles", contract.ENSEMBLES):
+    for ensemble in _ensembles(meta):
         if ensemble not in wire:
             continue
-        detector = next((f.detector for f in contract.FRAMEWORKS if f.ensemble == ensemble), "")
+        detector = detectors.get(ensemble, "")
         olds = [r["wire_bytes"] for r in old if r["model"] == detector]
         old_kb = sum(olds) / len(olds) / 1e3 if olds else NAN
         mine = wire[ensemble] / 1e3
@@ -134,15 +147,15 @@ def _table(meta, t, o, limits, wire, old) -> list[str]:
 
 def _findings(meta, t, o, limits, wire, old, paired) -> list[str]:
     findings = []
-    for f in contract.FRAMEWORKS:
-        best = next((r for r in limits if r["model"] == f.detector and r["best"]), None)
-        batch1 = next((r for r in limits if r["model"] == f.detector and r["batch"] == 1), None)
-        tr1, tr8, od8 = t.get((f.ensemble, 1)), t.get((f.ensemble, 8)), o.get((f.detector, 8))
+    for ensemble, detector in served.baselines(meta, _ensembles(meta)).items():
+        best = next((r for r in limits if r["model"] == detector and r["best"]), None)
+        batch1 = next((r for r in limits if r["model"] == detector and r["batch"] == 1), None)
+        tr1, tr8, od8 = t.get((ensemble, 1)), t.get((ensemble, 8)), o.get((detector, 8))
         if tr8 and od8:
             speed = _ratio(tr8["throughput"], od8["throughput"])
             p99 = _ratio(tr8["p99_ms"], od8["p99_ms"])
             line = (
-                f"{f.ensemble}: c=8 {speed:.2f}x the old design's images/s and {p99:.2f}x its "
+                f"{ensemble}: c=8 {speed:.2f}x the old design's images/s and {p99:.2f}x its "
                 f"p99: {_mark(speed >= 2.5 and p99 <= 0.4)}"
             )
             if best and speed < 2.5:
@@ -158,15 +171,15 @@ def _findings(meta, t, o, limits, wire, old, paired) -> list[str]:
         if tr8 and best:
             of_limit = _ratio(tr8["throughput"], best["throughput"])
             findings.append(
-                f"{f.ensemble}: c=8 {tr8['throughput']:.2f} img/s = {of_limit:.0%} of the "
+                f"{ensemble}: c=8 {tr8['throughput']:.2f} img/s = {of_limit:.0%} of the "
                 f"limit's best ({best['throughput']:.2f} img/s at batch {best['batch']}): "
                 f"{_mark(of_limit >= 0.8)}"
             )
-        pair = next((p for p in paired if p["ensemble"] == f.ensemble), None)
+        pair = next((p for p in paired if p["ensemble"] == ensemble), None)
         if pair:
             t1, l1 = pair["triton"]["mean_ms"], pair["limit"]["mean_ms"]
             line = (
-                f"{f.ensemble}: c=1 mean latency {t1:.0f} ms vs {l1:.0f} ms in process "
+                f"{ensemble}: c=1 mean latency {t1:.0f} ms vs {l1:.0f} ms in process "
                 f"(paired rounds, {pair['gap']:+.0%}): {_mark(pair['gap'] <= 0.15)}"
             )
             if tr1 and batch1:
@@ -179,14 +192,14 @@ def _findings(meta, t, o, limits, wire, old, paired) -> list[str]:
         elif tr1 and batch1:
             gap = tr1["avg_ms"] / batch1["mean_ms"] - 1
             findings.append(
-                f"{f.ensemble}: c=1 mean latency {tr1['avg_ms']:.0f} ms vs "
+                f"{ensemble}: c=1 mean latency {tr1['avg_ms']:.0f} ms vs "
                 f"{batch1['mean_ms']:.0f} ms in process ({gap:+.0%}): {_mark(gap <= 0.15)}"
             )
-        olds = [r["wire_bytes"] for r in old if r["model"] == f.detector]
-        if olds and f.ensemble in wire:
-            ratio = (sum(olds) / len(olds)) / wire[f.ensemble]
+        olds = [r["wire_bytes"] for r in old if r["model"] == detector]
+        if olds and ensemble in wire:
+            ratio = (sum(olds) / len(olds)) / wire[ensemble]
             findings.append(
-                f"{f.ensemble}: {wire[f.ensemble] / 1e3:.0f} kB per request vs "
+                f"{ensemble}: {wire[ensemble] / 1e3:.0f} kB per request vs "
                 f"{sum(olds) / len(olds) / 1e3:.0f} kB for the old design ({ratio:.1f}x fewer): "
                 f"{_mark(ratio >= 20)}"
             )
@@ -201,7 +214,7 @@ def _composing(meta, t) -> list[str]:
         "| ensemble | step | runs | queue ms | compute input | compute infer | compute output |",
         "|" + "---|" * 7,
     ]
-    for ensemble in meta.get("ensembles", contract.ENSEMBLES):
+    for ensemble in _ensembles(meta):
         row = t.get((ensemble, 8))
         for step, s in (row or {}).get("composing", {}).items():
             lines.append(
@@ -222,11 +235,11 @@ def _settings(meta) -> list[str]:
         f"{where}, {target.detector_threads} intra-op threads per framework on the CPU; "
         f"pre/post steps {target.step_instances} instance(s) each (Python backend).",
     ]
-    for d in DETECTOR_SPECS:
+    for name, d in served.settings_of(meta).items():
         lines.append(
-            f"- {d.name}: dynamic batching, preferred batch sizes "
-            f"{list(d.preferred_batch_sizes)}, max queue delay {d.max_queue_delay_us} µs, "
-            f"max batch {contract.MAX_BATCH_SIZE}."
+            f"- {name}: dynamic batching, preferred batch sizes "
+            f"{list(d['preferred_batch_sizes'])}, max queue delay {d['max_queue_delay_us']} µs, "
+            f"max batch {d['max_batch_size']}."
         )
     lines += [
         "- Photos: scikit-image's astronaut, coffee, horse, motorcycle_left and chelsea, "
@@ -252,7 +265,7 @@ def write_report(out: Path, triton, wire, old, limits, meta, paired=()) -> Path:
     lines += [f"Mode: {mode}; Triton: {meta['url']}; took {meta['seconds']} s.", ""]
     if meta.get("machine"):
         lines += [f"Machine: {meta['machine']}.", ""]
-    for name in _plots(out, triton, old, limits):
+    for name in _plots(out, meta, triton, old, limits):
         lines.append(f"![{name}]({name})")
     lines += ["", "## Targets", "", *[f"- {x}" for x in TARGETS], "", "Findings:", ""]
     lines += [f"- {x}" for x in _findings(meta, t, o, limits, wire, old, paired)]

@@ -31,7 +31,8 @@ fi
 fi
 
 # 2. The virtual environment, keyed by the requirements and the interpreter.
-key=$( (cat requirements.txt pyproject.toml; "$PYTHON" --version) | sha256sum | cut -c1-16)
+key=$( (cat requirements.txt requirements-export.txt pyproject.toml; "$PYTHON" --version) \
+    | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.key" 2>/dev/null)" != "$key" ]; then
     log "creating $VENV (requirements changed or first run)"
     rm -rf "$VENV"
@@ -40,6 +41,7 @@ if [ "$(cat "$VENV/.key" 2>/dev/null)" != "$key" ]; then
     "$PYTHON" -m venv "$VENV"
     if ! { "$VENV/bin/pip" install --upgrade pip \
             && "$VENV/bin/pip" install -r requirements.txt \
+            && "$VENV/bin/pip" install --no-deps -r requirements-export.txt \
             && "$VENV/bin/pip" install --no-deps -e .; } >"$pip_log" 2>&1; then
         tail -30 "$pip_log" >&2
         log "pip failed; full log in $pip_log"

@@ -8,7 +8,10 @@ reference code does: stretched to the network's size by TF.js ``resizeBilinear``
 per test; each is at least ten times the largest difference measured (float32
 reordering) and far below anything a wrong weight, layout or decoder would give.
 
-Missing artifacts fail (not skip) with the command that builds them.
+The artifacts are named by their build recipe (``ensemble.build.RECIPES``); their
+tensors are what the family the default ``models.toml`` serves each recipe with says
+(built-in families with the COCO-80 labels). Missing artifacts fail (not skip) with the
+command that builds them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,21 @@ import skimage.data
 from PIL import Image
 
 from ensemble import build, contract
-from ensemble.detectors import CENTERNET, NANODET, SSD
+from ensemble.families import builtin_families
+
+pytestmark = pytest.mark.models
+
+# The bundled recipes and the families that pre- and post-process their artifacts.
+NANODET_RECIPE, SSD_RECIPE, CENTERNET_RECIPE = (
+    "nanodet_m",
+    "ssd_mobilenet_v2",
+    "centernet_mobilenetv3",
+)
+RECIPE_FAMILIES = {NANODET_RECIPE: "nanodet", SSD_RECIPE: "ssd", CENTERNET_RECIPE: "centernet"}
+_FAMILIES = builtin_families()
+# Each family with its default options and the COCO-80 labels, as models.toml serves it.
+TESTED = {r: _FAMILIES[f](None, contract.COCO80_LABELS) for r, f in RECIPE_FAMILIES.items()}
+NANODET, SSD, CENTERNET = (TESTED[r] for r in (NANODET_RECIPE, SSD_RECIPE, CENTERNET_RECIPE))
 
 PHOTOS_DIR = pathlib.Path(skimage.data.__file__).parent
 PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left")
@@ -118,7 +135,7 @@ class GraphSession:
 @pytest.fixture(scope="module")
 def nanodet_reference(nanodet_inputs) -> dict[str, np.ndarray]:
     """Per photo, the TF.js graph's six outputs laid out as ``OUTPUT__0`` [3549, 124]."""
-    session = GraphSession(build.reference_path(NANODET))
+    session = GraphSession(build.reference_path(NANODET_RECIPE))
     out = {}
     for name, x in nanodet_inputs.items():
         heads = session({NANODET_TFJS_INPUT: x}, NANODET_TFJS_OUTPUTS)
@@ -129,7 +146,7 @@ def nanodet_reference(nanodet_inputs) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def centernet_reference(centernet_inputs) -> dict[str, np.ndarray]:
-    session = GraphSession(build.reference_path(CENTERNET))
+    session = GraphSession(build.reference_path(CENTERNET_RECIPE))
     out = {
         n: session({CENTERNET_TFJS_INPUT: x}, CENTERNET_TFJS_OUTPUT)[0]
         for n, x in centernet_inputs.items()
@@ -140,7 +157,7 @@ def centernet_reference(centernet_inputs) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def ssd_reference(ssd_inputs) -> dict[str, dict[str, np.ndarray]]:
-    session = GraphSession(build.reference_path(SSD))
+    session = GraphSession(build.reference_path(SSD_RECIPE))
     fetches = {k: f"{k}:0" for k in SSD_OUTPUTS}
     out = {
         n: {k: v[0] for k, v in session({"image_tensor:0": x}, fetches).items()}
@@ -158,7 +175,9 @@ def nanodet_module():
     import torch
 
     # map_location="cpu" is how a CPU-only host loads it; a traced device would show here.
-    return torch.jit.load(str(_require(build.artifact_path(NANODET))), map_location="cpu").eval()
+    return torch.jit.load(
+        str(_require(build.artifact_path(NANODET_RECIPE))), map_location="cpu"
+    ).eval()
 
 
 def _run_nanodet(module, batch: np.ndarray) -> np.ndarray:
@@ -173,7 +192,7 @@ def centernet_session():
     import onnxruntime as ort
 
     return ort.InferenceSession(
-        str(_require(build.artifact_path(CENTERNET))), providers=["CPUExecutionProvider"]
+        str(_require(build.artifact_path(CENTERNET_RECIPE))), providers=["CPUExecutionProvider"]
     )
 
 
@@ -186,7 +205,7 @@ def _run_centernet(session, batch: np.ndarray) -> np.ndarray:
 def ssd_signature():
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(_require(build.artifact_path(SSD))))
+    loaded = tf.saved_model.load(str(_require(build.artifact_path(SSD_RECIPE))))
     signature = loaded.signatures["serving_default"]
     signature.loaded = loaded  # the signature holds only a weak reference to its object
     return signature
@@ -209,29 +228,57 @@ def manifest() -> dict:
     return manifest
 
 
-@pytest.mark.parametrize("detector", [NANODET, SSD, CENTERNET], ids=lambda d: d.family)
-def test_manifest_output_hashes_match_the_files(manifest, detector):
-    from ensemble.build.sources import sha256_file
+def test_every_recipe_is_tested_here():
+    assert set(RECIPE_FAMILIES) == set(build.RECIPES)
 
-    entry = manifest["models"].get(detector.framework.detector)
-    assert entry, f"{detector.framework.detector} not in the manifest: {BUILD_HINT}"
+
+def test_default_models_file_serves_each_recipe_with_the_family_tested_here():
+    from ensemble.registry import load_models
+
+    served = {d.recipe: d for d in load_models().detectors if d.recipe}
+    assert set(served) == set(build.RECIPES)
+    for recipe, detector in served.items():
+        tested = TESTED[recipe]
+        assert detector.family_ref == RECIPE_FAMILIES[recipe], recipe
+        assert detector.runtime == build.RECIPES[recipe][1], recipe
+        assert (detector.inputs, detector.outputs) == (tested.inputs, tested.outputs), recipe
+        assert detector.artifact_path() == build.artifact_path(recipe)
+
+
+@pytest.mark.parametrize("recipe", list(build.RECIPES))
+def test_manifest_output_hashes_match_the_files(manifest, recipe):
+    from ensemble.build.sources import sha256_file
+    from ensemble.registry import RUNTIMES
+
+    entry = manifest["models"].get(recipe)
+    assert entry, f"{recipe} not in the manifest: {BUILD_HINT}"
     root = build.models_dir()
-    artifact = build.artifact_path(detector).relative_to(root).as_posix()
+    artifact = build.artifact_path(recipe).relative_to(root).as_posix()
     assert entry["artifact"] == artifact
+    assert entry["runtime"] == build.RECIPES[recipe][1]
+    # The artifact carries the name its runtime links it under in a model's version folder.
+    assert RUNTIMES[entry["runtime"]].link_name == build.artifact_path(recipe).name
+    assert entry["reference"] == build.reference_path(recipe).relative_to(root).as_posix()
     assert any(rel == artifact or rel.startswith(artifact + "/") for rel in entry["outputs"])
+    assert entry["reference"] in entry["outputs"]
     for rel, sha in entry["outputs"].items():
         assert sha256_file(_require(root / rel)) == sha, f"{rel} changed since it was built"
 
 
-@pytest.mark.parametrize("detector", [NANODET, SSD, CENTERNET], ids=lambda d: d.family)
-def test_manifest_names_the_source_package_the_detector_documents(manifest, detector):
-    entry = manifest["models"][detector.framework.detector]
+@pytest.mark.parametrize("recipe", list(build.RECIPES))
+def test_manifest_names_the_pinned_source_package_and_members(manifest, recipe):
+    import importlib
+
+    from ensemble.build import pipeline, sources
+
+    (pinned,) = [r for r in pipeline.RECIPES if r.name == recipe]
+    entry = manifest["models"][recipe]
     source = entry["source"]
-    registry = {"npm": "npm", "pypi": "PyPI"}[source["registry"]]
-    assert detector.source.startswith(f"{registry} {source['name']} {source['version']} ")
-    assert entry["inputs"][source["archive"]] == source["sha256"]
-    member = detector.source.split()[-1]  # e.g. models/nanodet.json
-    assert any(m.endswith(member) for m in entry["inputs"]), entry["inputs"]
+    assert source == sources.describe(pinned.package)
+    assert source["registry"] in ("npm", "pypi")
+    assert entry["inputs"][source["archive"]] == source["sha256"] == pinned.package.sha256
+    members = importlib.import_module(f"ensemble.build.{pinned.converter}").MEMBERS
+    assert members and all(m in entry["inputs"] for m in members), entry["inputs"]
 
 
 def test_built_artifacts_are_current_with_the_build_code(manifest):
@@ -296,7 +343,7 @@ def test_nanodet_runs_where_it_is_loaded_without_reading_back_tensors():
 
     # The meta device has no data: any weight left behind, any tensor made on a fixed
     # device or any shape read back to the host (a GPU sync) fails here.
-    module = torch.jit.load(str(_require(build.artifact_path(NANODET))), map_location="meta")
+    module = torch.jit.load(str(_require(build.artifact_path(NANODET_RECIPE))), map_location="meta")
     with torch.inference_mode():
         out = module(torch.zeros([2, *NANODET.inputs[0].dims], device="meta"))
     assert out.device.type == "meta" and tuple(out.shape) == (2, *NANODET.outputs[0].dims)
@@ -394,7 +441,7 @@ def test_centernet_onnx_has_the_documented_tensors(centernet_session, manifest):
     assert tuple(inp.shape[1:]) == CENTERNET.inputs[0].dims
     assert tuple(out.shape[1:]) == CENTERNET.outputs[0].dims
     batch_is_free = isinstance(inp.shape[0], str) or inp.shape[0] is None
-    assert batch_is_free == (manifest["models"]["centernet_mobilenetv3"]["batch"] == "dynamic")
+    assert batch_is_free == (manifest["models"][CENTERNET_RECIPE]["batch"] == "dynamic")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import pytest
 
 from ensemble import boxes, contract
 
+pytestmark = pytest.mark.unit
+
 # --- helpers ---------------------------------------------------------------------
 
 
@@ -155,6 +157,48 @@ def test_wbf_ignores_inputs_below_the_score_threshold_and_sorts_by_score():
     a = np.array([[0, 0, 10, 10, 0.2, 0], [100, 0, 110, 10, 0.5, 0], [200, 0, 210, 10, 0.9, 1]])
     fused = boxes.weighted_box_fusion([a], 0.5, score_threshold=0.3)
     np.testing.assert_allclose(fused[:, [0, 4]], [[200, 0.9], [100, 0.5]], rtol=1e-6)
+
+
+def test_wbf_does_not_count_a_model_that_lacks_the_label_against_its_box():
+    # Class 7 is known to model a only: its box keeps the full score.
+    a = np.array([[0, 0, 10, 10, 0.8, 7]])
+    b = np.zeros((0, 6))
+    fused = boxes.weighted_box_fusion([a, b], 0.5, known_classes=[{0, 7}, {0}])
+    np.testing.assert_allclose(fused, [[0, 0, 10, 10, 0.8, 7]], rtol=1e-6)
+
+
+def test_wbf_halves_a_box_of_a_label_both_models_know_but_one_missed():
+    a = np.array([[0, 0, 10, 10, 0.8, 7]])
+    b = np.zeros((0, 6))
+    fused = boxes.weighted_box_fusion([a, b], 0.5, known_classes=[{0, 7}, {0, 7}])
+    np.testing.assert_allclose(fused, [[0, 0, 10, 10, 0.4, 7]], rtol=1e-6)
+
+
+def test_wbf_a_model_that_predicted_a_class_counts_as_knowing_it():
+    # b's set omits class 7, yet b predicted it: both models count, mean score kept.
+    a = np.array([[0, 0, 10, 10, 0.8, 7]])
+    b = np.array([[0, 0, 10, 10, 0.6, 7]])
+    fused = boxes.weighted_box_fusion([a, b], 0.5, known_classes=[{7}, set()])
+    np.testing.assert_allclose(fused, [[0, 0, 10, 10, 0.7, 7]], rtol=1e-6)
+    # With a third model that knows 7 but saw nothing: 2 of 3 models, 0.7 * 2 / 3.
+    c = np.zeros((0, 6))
+    fused = boxes.weighted_box_fusion([a, b, c], 0.5, known_classes=[{7}, set(), {7}])
+    assert fused[0, 4] == pytest.approx(0.7 * 2 / 3)
+
+
+def test_wbf_known_classes_weights_only_the_models_that_know_the_class():
+    only_first = np.array([[0, 0, 10, 10, 0.6, 3]])
+    none = np.zeros((0, 6))
+    fused = boxes.weighted_box_fusion(
+        [only_first, none, none], 0.5, weights=[2, 1, 5], known_classes=[{3}, {3}, set()]
+    )
+    # normaliser: weights of the models knowing class 3 only (2 + 1), not 8
+    assert fused[0, 4] == pytest.approx(0.6 * 2 / 3)
+
+
+def test_wbf_refuses_known_classes_for_a_different_number_of_models():
+    with pytest.raises(ValueError, match="2 sets of known classes"):
+        boxes.weighted_box_fusion([np.zeros((0, 6))] * 2, 0.5, known_classes=[{0}])
 
 
 def test_wbf_of_nothing_is_empty():

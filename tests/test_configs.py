@@ -1,14 +1,21 @@
 """Every generated config parses with Triton's own ModelConfig protobuf, and every
-ensemble is wired correctly, for all three targets."""
+ensemble is wired correctly, for all three targets, for the committed ``models.toml``
+and for a models file of one's own (written here, with stand-in artifact files: the
+configs never read an artifact's contents)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ensemble import configgen, contract
-from ensemble.detectors import DETECTORS
+from ensemble import build, configgen, contract, spec
+from ensemble.registry import Registry, load_models
+
+pytestmark = pytest.mark.unit
 
 TARGETS = {
     "cpu": configgen.make_target("cpu"),
@@ -16,10 +23,66 @@ TARGETS = {
     "ngc": configgen.make_target("ngc", (0, 1, 2, 3)),
 }
 
+# A models file of one's own: a YOLO TorchScript and a Python model of their own
+# label lists (sharing "dog"), fused; a NanoDet TorchScript kept out of detect_all.
+OWN_MODELS = """
+[[detector]]
+name = "parts"
+title = "Parts YOLO 320"
+runtime = "torchscript"
+artifact = "parts.torchscript"
+family = "yolo"
+labels = "parts.txt"
+input_size = 320
 
-def parse_repository(target) -> dict[str, mc.ModelConfig]:
+[[detector]]
+name = "pets"
+title = "Pets"
+runtime = "python"
+artifact = "pets_model.py"
+family = "centernet"
+labels = "pets.txt"
+
+[[detector]]
+name = "coco"
+title = "NanoDet of my own"
+runtime = "torchscript"
+artifact = "nanodet.pt"
+family = "nanodet"
+fuse = false
+instances = 3
+preferred_batch_sizes = [2]
+max_queue_delay_us = 500
+"""
+OWN_FILES = {
+    "parts.txt": "bolt\nnut\ndog\n",
+    "pets.txt": "cat\ndog\n",
+    "parts.torchscript": "stand-in: only served, never read here",
+    "pets_model.py": "class Model:\n    pass\n",
+    "nanodet.pt": "stand-in",
+}
+
+
+def write_models(folder: Path, text: str, files: dict[str, str]) -> Path:
+    """A models file and the files it names, in ``folder``; returns the file's path."""
+    for name, content in files.items():
+        (folder / name).write_text(content)
+    path = folder / "models.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory) -> Registry:
+    return load_models(write_models(tmp_path_factory.mktemp("own"), OWN_MODELS, OWN_FILES))
+
+
+REGISTRIES = {"committed": load_models()}
+
+
+def parse_repository(target, registry: Registry | None = None) -> dict[str, mc.ModelConfig]:
     configs = {}
-    for rel, text in configgen.render(target).items():
+    for rel, text in configgen.render(target, registry).items():
         if rel.endswith("/config.pbtxt"):
             config = text_format.Parse(text, mc.ModelConfig())
             assert config.name == rel.split("/")[0], f"{rel}: name differs from its folder"
@@ -27,24 +90,49 @@ def parse_repository(target) -> dict[str, mc.ModelConfig]:
     return configs
 
 
-@pytest.fixture(params=list(TARGETS), scope="module")
-def repository(request):
-    return request.param, parse_repository(TARGETS[request.param])
+@pytest.fixture(
+    params=[(m, t) for m in ("committed", "own") for t in TARGETS],
+    ids=lambda p: "-".join(p),
+    scope="module",
+)
+def repository(request, own_registry):
+    """(target name, registry, configs by model name) for each models file and target."""
+    models, target = request.param
+    registry = own_registry if models == "own" else REGISTRIES[models]
+    return target, registry, parse_repository(TARGETS[target], registry)
 
 
 def io(config: mc.ModelConfig, kind: str) -> dict[str, mc.ModelInput | mc.ModelOutput]:
     return {t.name: t for t in getattr(config, kind)}
 
 
-def test_every_ensemble_of_the_contract_is_generated(repository):
-    _, configs = repository
-    for name in contract.ENSEMBLES:
+def parameter(config: mc.ModelConfig, key: str) -> str:
+    assert key in config.parameters, f"{config.name} has no parameter {key!r}"
+    return config.parameters[key].string_value
+
+
+def test_one_model_per_step_detector_and_ensemble_of_the_spec(repository):
+    _, registry, configs = repository
+    repo = spec.repository_spec(registry)
+    expected = [s.name for s in repo.python_steps] + [d.name for d in repo.detectors]
+    expected += [e.name for e in repo.ensembles]
+    assert sorted(configs) == sorted(expected)
+    for name in registry.ensembles:
         assert configs[name].platform == "ensemble"
 
 
+def test_the_committed_models_file_gives_the_three_ensembles_and_detect_all():
+    assert REGISTRIES["committed"].ensembles == (
+        "detect_pytorch",
+        "detect_tensorflow",
+        "detect_onnxruntime",
+        contract.DETECT_ALL,
+    )
+
+
 def test_ensemble_public_tensors_follow_the_contract(repository):
-    _, configs = repository
-    for name in contract.ENSEMBLES:
+    _, registry, configs = repository
+    for name in registry.ensembles:
         config = configs[name]
         inputs, outputs = io(config, "input"), io(config, "output")
         image = inputs[contract.IMAGE]
@@ -57,22 +145,82 @@ def test_ensemble_public_tensors_follow_the_contract(repository):
         assert outputs[contract.NUM_DETECTIONS].data_type == mc.TYPE_INT32
         assert outputs[contract.ANNOTATED_IMAGE].data_type == mc.TYPE_STRING
         assert config.max_batch_size >= 1
-        labels = config.parameters[contract.LABELS_PARAMETER].string_value
-        assert '"person"' in labels and '"toothbrush"' in labels
 
 
-def test_detect_all_adds_one_output_set_per_framework(repository):
-    _, configs = repository
+def test_every_ensemble_carries_its_labels_title_and_detectors(repository):
+    _, registry, configs = repository
+    for d in registry.detectors:
+        config = configs[d.ensemble]
+        assert json.loads(parameter(config, contract.LABELS_PARAMETER)) == list(d.labels)
+        assert parameter(config, contract.TITLE_PARAMETER) == d.title
+        assert json.loads(parameter(config, contract.DETECTORS_PARAMETER)) == [
+            {"name": d.name, "title": d.title, "runtime": d.runtime}
+        ]
+    fused = configs[contract.DETECT_ALL]
+    assert json.loads(parameter(fused, contract.LABELS_PARAMETER)) == list(
+        registry.fused_labels()
+    )
+    assert parameter(fused, contract.TITLE_PARAMETER)
+    assert json.loads(parameter(fused, contract.DETECTORS_PARAMETER)) == [
+        {"name": d.name, "title": d.title, "runtime": d.runtime} for d in registry.fused
+    ]
+
+
+def test_committed_ensembles_serve_the_coco_labels():
+    configs = parse_repository(TARGETS["cpu"])
+    for name in REGISTRIES["committed"].ensembles:
+        labels = json.loads(parameter(configs[name], contract.LABELS_PARAMETER))
+        assert labels == list(contract.COCO80_LABELS), name
+
+
+def test_detect_all_adds_one_output_set_per_fused_detector(repository):
+    _, registry, configs = repository
     outputs = io(configs[contract.DETECT_ALL], "output")
-    for d in DETECTORS:
-        for name in contract.framework_outputs(d.framework):
+    for d in registry.fused:
+        for name in contract.detector_outputs(d.name):
             assert name in outputs
-    assert len(outputs) == 3 * (1 + len(DETECTORS))
+    assert len(outputs) == 3 * (1 + len(registry.fused))
+
+
+def test_detect_all_has_only_the_fused_detectors_and_the_union_of_their_labels(own_registry):
+    configs = parse_repository(TARGETS["cpu"], own_registry)
+    detect_all = configs[contract.DETECT_ALL]
+    assert [o.name for o in detect_all.output] == [
+        contract.DETECTIONS,
+        contract.NUM_DETECTIONS,
+        contract.ANNOTATED_IMAGE,
+        *contract.detector_outputs("parts"),
+        *contract.detector_outputs("pets"),
+    ]
+    # parts' labels in their order, then what pets adds
+    labels = json.loads(parameter(detect_all, contract.LABELS_PARAMETER))
+    assert labels == ["bolt", "nut", "dog", "cat"]
+    steps = {s.model_name for s in detect_all.ensemble_scheduling.step}
+    assert "coco" not in steps and "parts" in steps and "pets" in steps
+    # the unfused detector still has its own ensemble
+    assert configs["detect_coco"].platform == "ensemble"
+    # the fusion step knows each member's own labels, to map its class ids by name
+    fuse = configs["fuse_detections"]
+    assert json.loads(parameter(fuse, "labels")) == labels
+    assert json.loads(parameter(fuse, "detectors")) == [
+        {"name": "parts", "labels": ["bolt", "nut", "dog"]},
+        {"name": "pets", "labels": ["cat", "dog"]},
+    ]
+
+
+def test_a_models_file_with_nothing_fused_has_no_detect_all(tmp_path):
+    text = OWN_MODELS.replace('family = "yolo"', 'family = "yolo"\nfuse = false')
+    text = text.replace('family = "centernet"', 'family = "centernet"\nfuse = false')
+    registry = load_models(write_models(tmp_path, text, OWN_FILES))
+    assert registry.fused == ()
+    configs = parse_repository(TARGETS["cpu"], registry)
+    assert contract.DETECT_ALL not in configs and "fuse_detections" not in configs
+    assert {"detect_parts", "detect_pets", "detect_coco"} <= set(configs)
 
 
 def test_ensemble_wiring_maps_only_existing_tensors_with_matching_types(repository):
-    target, configs = repository
-    for name in contract.ENSEMBLES:
+    target, registry, configs = repository
+    for name in registry.ensembles:
         ens = configs[name]
         # ensemble tensor name -> (dtype, dims) of whoever provides it
         available = {t.name: (t.data_type, tuple(t.dims)) for t in ens.input}
@@ -105,8 +253,8 @@ def test_ensemble_wiring_maps_only_existing_tensors_with_matching_types(reposito
 
 
 def test_ensembles_never_need_a_loop_between_steps(repository):
-    _, configs = repository
-    for name in contract.ENSEMBLES:
+    _, registry, configs = repository
+    for name in registry.ensembles:
         ens = configs[name]
         produced_by = {
             v: s.model_name for s in ens.ensemble_scheduling.step for v in s.output_map.values()
@@ -122,31 +270,60 @@ def test_ensembles_never_need_a_loop_between_steps(repository):
         assert produced_by
 
 
-def detector_configs(configs):
-    return [configs[d.framework.detector] for d in DETECTORS]
+def test_steps_rebuild_their_family_from_their_parameters(repository):
+    _, registry, configs = repository
+    for d in registry.detectors:
+        for step in (f"preprocess_{d.name}", f"postprocess_{d.name}"):
+            config = configs[step]
+            assert parameter(config, "family") == d.family_ref
+            assert json.loads(parameter(config, "labels")) == list(d.labels)
+            assert json.loads(parameter(config, "options")) == dict(d.options)
+
+
+def detector_configs(configs, registry: Registry) -> list[mc.ModelConfig]:
+    return [configs[d.name] for d in registry.detectors]
 
 
 def test_detectors_batch_dynamically_and_warm_up(repository):
-    _, configs = repository
-    for config in detector_configs(configs):
+    _, registry, configs = repository
+    for config in detector_configs(configs, registry):
         assert config.dynamic_batching.preferred_batch_size
         assert max(config.dynamic_batching.preferred_batch_size) <= config.max_batch_size
         assert config.dynamic_batching.max_queue_delay_microseconds > 0
+        # a YOLO's output size is open, its input is not: it warms up too
         assert len(config.model_warmup) == 1
 
 
-def test_cpu_target_runs_everything_in_the_python_backend_on_cpu():
-    configs = parse_repository(TARGETS["cpu"])
-    for config in configs.values():
-        if config.platform == "ensemble":
-            continue
-        assert config.backend == "python", config.name
-        assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+def test_a_detector_takes_its_batching_and_instances_from_the_models_file(own_registry):
+    for target, groups in (("cpu", 1), ("gpu", 4)):
+        coco = parse_repository(TARGETS[target], own_registry)["coco"]
+        assert list(coco.dynamic_batching.preferred_batch_size) == [2]
+        assert coco.dynamic_batching.max_queue_delay_microseconds == 500
+        assert [g.count for g in coco.instance_group] == [3] * groups
+    parts = parse_repository(TARGETS["cpu"], own_registry)["parts"]
+    assert [g.count for g in parts.instance_group] == [TARGETS["cpu"].detector_instances]
+
+
+def test_a_family_option_sets_the_detector_tensors(own_registry):
+    parts = parse_repository(TARGETS["cpu"], own_registry)["parts"]
+    assert [list(t.dims) for t in parts.input] == [[3, 320, 320]]
+    assert [list(t.dims) for t in parts.output] == [[4 + 3, -1]]  # three labels
+
+
+def test_cpu_target_runs_everything_in_the_python_backend_on_cpu(own_registry):
+    for registry in (REGISTRIES["committed"], own_registry):
+        configs = parse_repository(TARGETS["cpu"], registry)
+        for config in configs.values():
+            if config.platform == "ensemble":
+                continue
+            assert config.backend == "python", config.name
+            assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
 
 
 def test_gpu_target_gives_every_detector_one_instance_group_per_gpu():
-    configs = parse_repository(TARGETS["gpu"])
-    for config in detector_configs(configs):
+    registry = REGISTRIES["committed"]
+    configs = parse_repository(TARGETS["gpu"], registry)
+    for config in detector_configs(configs, registry):
         groups = config.instance_group
         assert [list(g.gpus) for g in groups] == [[0], [1], [2], [3]], config.name
         assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in groups)
@@ -154,30 +331,63 @@ def test_gpu_target_gives_every_detector_one_instance_group_per_gpu():
 
 
 def test_gpu_target_takes_any_gpu_list():
-    configs = parse_repository(configgen.make_target("gpu", (2, 5)))
-    for config in detector_configs(configs):
+    registry = REGISTRIES["committed"]
+    configs = parse_repository(configgen.make_target("gpu", (2, 5)), registry)
+    for config in detector_configs(configs, registry):
         assert [list(g.gpus) for g in config.instance_group] == [[2], [5]]
 
 
 def test_ngc_target_uses_native_backends_for_torchscript_and_savedmodel():
-    configs = parse_repository(TARGETS["ngc"])
-    by_framework = {d.framework.key: configs[d.framework.detector] for d in DETECTORS}
-    assert by_framework["pytorch"].platform == "pytorch_libtorch"
-    assert by_framework["pytorch"].default_model_filename == "model.pt"
-    assert by_framework["tensorflow"].platform == "tensorflow_savedmodel"
-    assert by_framework["tensorflow"].default_model_filename == "model.savedmodel"
-    assert by_framework["onnxruntime"].backend == "python"
-    for config in by_framework.values():
+    configs = parse_repository(TARGETS["ngc"], REGISTRIES["committed"])
+    by_name = {d.name: configs[d.name] for d in REGISTRIES["committed"].detectors}
+    assert by_name["pytorch"].platform == "pytorch_libtorch"
+    assert by_name["pytorch"].default_model_filename == "model.pt"
+    assert by_name["tensorflow"].platform == "tensorflow_savedmodel"
+    assert by_name["tensorflow"].default_model_filename == "model.savedmodel"
+    assert by_name["onnxruntime"].backend == "python"
+    for config in by_name.values():
         assert len(config.instance_group) == 4
     # libtorch binds tensors by position: its names must follow the INPUT__i convention.
-    assert [t.name for t in by_framework["pytorch"].input] == ["INPUT__0"]
+    assert [t.name for t in by_name["pytorch"].input] == ["INPUT__0"]
+    # a native model needs no runner parameters; the Python one does
+    assert "runtime" not in by_name["pytorch"].parameters
+    assert parameter(by_name["onnxruntime"], "runtime") == "onnx"
 
 
 def test_ngc_target_repository_has_no_python_runner_for_native_models():
-    files = configgen.render(TARGETS["ngc"])
-    assert "nanodet_m/1/model.py" not in files
-    assert "ssd_mobilenet_v2/1/model.py" not in files
-    assert "centernet_mobilenetv3/1/model.py" in files
+    files = configgen.render(TARGETS["ngc"], REGISTRIES["committed"])
+    assert "pytorch/1/model.py" not in files
+    assert "tensorflow/1/model.py" not in files
+    assert "onnxruntime/1/model.py" in files
+
+
+def test_ngc_keeps_a_torchscript_in_python_unless_its_tensors_are_named_name__index(
+    own_registry,
+):
+    files = configgen.render(TARGETS["ngc"], own_registry)
+    configs = parse_repository(TARGETS["ngc"], own_registry)
+    # YOLO names its tensors "images" / "output0": libtorch could not bind them.
+    parts = configs["parts"]
+    assert parts.backend == "python" and not parts.platform
+    assert parameter(parts, "runtime") == "torchscript"
+    assert parameter(parts, "artifact") == "model.pt"
+    assert "parts/1/model.py" in files
+    # NanoDet's INPUT__0 / OUTPUT__0 can, even for a user's own artifact.
+    assert configs["coco"].platform == "pytorch_libtorch"
+    assert "coco/1/model.py" not in files
+    # a user's Python model always runs in the Python backend
+    assert configs["pets"].backend == "python"
+    assert parameter(configs["pets"], "runtime") == "python"
+
+
+def test_a_python_model_imports_from_its_models_file_folder(own_registry):
+    pets = parse_repository(TARGETS["cpu"], own_registry)["pets"]
+    folder = str(own_registry.source.parent)
+    assert json.loads(parameter(pets, "search_path")) == [folder]
+    assert parameter(pets, "artifact") == "user_model.py"
+    # the bundled detectors depend on no folder of the machine that generated them
+    for config in parse_repository(TARGETS["cpu"]).values():
+        assert "search_path" not in config.parameters, config.name
 
 
 def test_unknown_target_is_refused_with_the_choices():
@@ -198,25 +408,55 @@ def test_docker_compose_pins_an_image_that_has_the_tensorflow_backend():
     assert "count: 4" in compose or "device_ids" in compose
 
 
-def test_gpu_repository_links_and_ngc_repository_copies_the_built_artifacts(tmp_path):
-    from ensemble.build import models_dir
+@pytest.fixture
+def stand_in_builds(tmp_path, monkeypatch) -> Path:
+    """A models directory holding stand-ins for the three recipes' build outputs."""
+    models = tmp_path / "models"
+    for recipe, (artifact, runtime, _) in build.RECIPES.items():
+        path = models / recipe / artifact
+        if runtime == "savedmodel":
+            path.mkdir(parents=True)
+            (path / "saved_model.pb").write_bytes(b"graph of " + recipe.encode())
+            (path / "variables").mkdir()
+            (path / "variables" / "variables.index").write_bytes(b"weights")
+        else:
+            path.parent.mkdir(parents=True)
+            path.write_bytes(b"weights of " + recipe.encode() * 1000)
+    monkeypatch.setenv(build.MODELS_DIR_ENV, str(models))
+    return models
 
-    gpu = configgen.write_repository(TARGETS["gpu"], tmp_path / "gpu", models_dir())
+
+def test_gpu_repository_links_and_ngc_repository_copies_the_built_artifacts(
+    tmp_path, stand_in_builds
+):
+    registry = REGISTRIES["committed"]
+    gpu = configgen.write_repository(TARGETS["gpu"], tmp_path / "gpu", registry)
     ngc = configgen.write_repository(
-        TARGETS["ngc"], tmp_path / "ngc", models_dir(), copy_artifacts=True
+        TARGETS["ngc"], tmp_path / "ngc", registry, copy_artifacts=True
     )
-    for d in DETECTORS:
-        linked = gpu / d.framework.detector / "1" / d.artifact
-        copied = ngc / d.framework.detector / "1" / d.artifact
-        assert (
-            linked.is_symlink()
-            and linked.resolve() == (models_dir() / d.framework.detector / d.artifact).resolve()
-        )
+    for d in registry.detectors:
+        built = stand_in_builds / d.recipe / build.RECIPES[d.recipe][0]
+        linked = gpu / d.name / "1" / d.runtime_info.link_name
+        copied = ngc / d.name / "1" / d.runtime_info.link_name
+        assert linked.is_symlink() and linked.resolve() == built.resolve()
         # A container mounts the folder: links pointing outside it would dangle there.
         assert copied.exists() and not copied.is_symlink()
-    assert (ngc / "nanodet_m" / "1" / "model.pt").stat().st_size > 1_000_000
+    model_pt = ngc / "pytorch" / "1" / "model.pt"
+    assert model_pt.read_bytes() == (stand_in_builds / "nanodet_m" / "model.pt").read_bytes()
+    savedmodel = ngc / "tensorflow" / "1" / "model.savedmodel"
+    assert (savedmodel / "variables" / "variables.index").read_bytes() == b"weights"
+    assert not any(p.is_symlink() for p in savedmodel.rglob("*"))
 
 
-def test_repository_without_built_models_says_how_to_build_them(tmp_path):
+def test_a_users_artifact_is_linked_under_the_name_its_runtime_expects(tmp_path, own_registry):
+    out = configgen.write_repository(TARGETS["cpu"], tmp_path / "repo", own_registry)
+    folder = own_registry.source.parent
+    assert (out / "parts" / "1" / "model.pt").resolve() == folder / "parts.torchscript"
+    assert (out / "pets" / "1" / "user_model.py").resolve() == folder / "pets_model.py"
+
+
+def test_repository_without_built_models_says_how_to_build_them(tmp_path, monkeypatch):
+    monkeypatch.setenv(build.MODELS_DIR_ENV, str(tmp_path / "no-models"))
     with pytest.raises(FileNotFoundError, match="make models"):
-        configgen.write_repository(TARGETS["cpu"], tmp_path / "repo", tmp_path / "no-models")
+        configgen.write_repository(TARGETS["cpu"], tmp_path / "repo", REGISTRIES["committed"])
+    assert not (tmp_path / "repo").exists(), "nothing is written before the check"

@@ -11,6 +11,8 @@ import pytest
 
 from ensemble.cpu_share import SiblingInstances, intra_op_threads
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("threads", "batch", "others", "expected"),

@@ -1,7 +1,9 @@
-"""Each family's preprocess and postprocess on hand-built tensors.
+"""Each family's preprocess and postprocess on hand-built tensors, and how families
+register and take their options.
 
 Synthetic detector outputs are written from known boxes, so the expected detections
-are worked out here by hand, not by the decoding under test.
+are worked out here by hand, not by the decoding under test. Boxes are xyxy in pixels;
+image sizes are ``(height, width)``.
 """
 
 from __future__ import annotations
@@ -9,24 +11,129 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble import detectors
-from ensemble.families import FAMILIES, centernet, nanodet, ssd
+from ensemble import contract, families
+from ensemble.families import FamilyError, builtin_families, make_options
+from ensemble.families import nanodet as nanodet_module
+from ensemble.registry import load_models
 
-# --- registry and preprocess -----------------------------------------------------
+pytestmark = pytest.mark.unit
+
+BUILTIN = builtin_families()
+COCO = contract.COCO80_LABELS
 
 
-def test_every_detector_family_has_an_implementation():
-    assert set(FAMILIES) == {d.family for d in detectors.DETECTORS}
-    assert set(FAMILIES) == {"nanodet", "ssd", "centernet"}
+def make_family(name: str, labels=COCO, **options):
+    """A built-in family instance with ``options`` as a models file would set them."""
+    cls = BUILTIN[name]
+    return cls(make_options(cls, options), labels)
 
 
-@pytest.mark.parametrize("detector", detectors.DETECTORS, ids=lambda d: d.family)
-def test_preprocess_matches_the_detector_input_spec(detector):
-    image = np.zeros((123, 457, 3), np.uint8)
-    x = FAMILIES[detector.family].preprocess(image)
-    spec = detector.inputs[0]
+nanodet = make_family("nanodet")
+ssd = make_family("ssd")
+centernet = make_family("centernet")
+
+# --- registry, options and preprocess --------------------------------------------
+
+
+def test_the_builtin_families_register_themselves_by_name():
+    assert {"nanodet", "ssd", "centernet", "yolo"} <= set(BUILTIN)
+    for name, cls in BUILTIN.items():
+        assert issubclass(cls, families.Family) and cls.name == name
+        assert families.resolve(name) is cls
+
+
+def test_every_family_of_the_committed_models_file_is_built_in():
+    used = {d.family_ref for d in load_models().detectors}
+    assert used == {"nanodet", "ssd", "centernet"}
+    assert used <= set(BUILTIN)
+
+
+def test_a_family_subclass_with_a_name_joins_the_registry(monkeypatch):
+    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))
+
+    class Boxes(families.Family):
+        name = "test_boxes_family"
+
+    assert families.FAMILIES["test_boxes_family"] is Boxes
+    assert families.resolve("test_boxes_family") is Boxes
+    with pytest.raises(ValueError, match="two families are called 'test_boxes_family'"):
+
+        class Other(families.Family):
+            name = "test_boxes_family"
+
+
+def test_an_unknown_family_is_refused_with_the_choices():
+    with pytest.raises(FamilyError, match="unknown family 'retina'.*centernet, nanodet"):
+        families.resolve("retina")
+
+
+def test_make_options_refuses_an_unknown_key_naming_it():
+    with pytest.raises(FamilyError, match="unknown key 'input_sise'.*nanodet.*input_size"):
+        make_options(BUILTIN["nanodet"], {"input_sise": 320})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("input_size", "320"),  # a string for an integer
+        ("input_size", 320.0),  # a float for an integer
+        ("input_size", True),  # a boolean is no integer
+        ("mean_bgr", [1.0, 2.0]),  # two numbers for three
+        ("std_bgr", [1.0, "2", 3.0]),  # a string inside the list
+    ],
+)
+def test_make_options_refuses_a_wrongly_typed_value_naming_the_key(key, value):
+    with pytest.raises(FamilyError, match=f"key '{key}' must be"):
+        make_options(BUILTIN["nanodet"], {key: value})
+
+
+def test_make_options_takes_an_int_for_a_float_and_a_list_for_a_tuple():
+    options = make_options(BUILTIN["nanodet"], {"mean_bgr": [1, 2, 3], "input_size": 320})
+    assert options.mean_bgr == (1.0, 2.0, 3.0) and isinstance(options.mean_bgr[0], float)
+    assert options.input_size == 320
+    assert options.std_bgr == BUILTIN["nanodet"].Options().std_bgr  # untouched: default
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_preprocess_matches_the_family_input_spec(name):
+    family = make_family(name)
+    x = family.preprocess(np.zeros((123, 457, 3), np.uint8))
+    (spec,) = family.inputs
     assert x.shape == spec.dims
     assert x.dtype == {"FP32": np.float32, "UINT8": np.uint8}[spec.dtype]
+
+
+@pytest.mark.parametrize("detector", load_models().detectors, ids=lambda d: d.name)
+def test_preprocess_matches_each_served_detector_input(detector):
+    x = detector.family.preprocess(np.zeros((123, 457, 3), np.uint8))
+    assert x.shape == detector.inputs[0].dims
+
+
+def test_nanodet_input_size_sets_its_input_and_output_dims():
+    small = make_family("nanodet", input_size=320)
+    assert small.inputs[0].dims == (3, 320, 320)
+    # anchors of strides 8, 16, 32 on a 320 input: 40^2 + 20^2 + 10^2; 80 classes + 4 x 11 bins
+    assert small.outputs[0].dims == (40 * 40 + 20 * 20 + 10 * 10, 80 + 4 * 11)
+    assert small.preprocess(np.zeros((50, 70, 3), np.uint8)).shape == (3, 320, 320)
+    assert nanodet.outputs[0].dims == (3549, 124)  # the default 416
+    # fewer labels, fewer score columns
+    assert make_family("nanodet", labels=("a", "b")).outputs[0].dims == (3549, 2 + 44)
+
+
+def test_nanodet_at_320_decodes_on_its_own_grid():
+    small = make_family("nanodet", input_size=320)
+    out = np.zeros((2100, 124), np.float32)
+    # stride 16 level starts after the 40 x 40 stride-8 one and is 20 wide; row 5, col 7:
+    # centre (120, 88) in 320-input pixels; 2 bins (32 px) on every side: (88, 56, 152, 120)
+    index = 1600 + 5 * 20 + 7
+    out[index, 3] = 0.9
+    for side in range(4):
+        logits = np.full(11, -50.0)
+        logits[2] = 50.0
+        out[index, 80 + side * 11 : 80 + (side + 1) * 11] = logits
+    detections = small.postprocess({small.outputs[0].name: out}, (640, 160), 0.3, 0.5)
+    # image 160 wide (x / 2), 640 high (y * 2)
+    np.testing.assert_allclose(detections, [[44, 112, 76, 240, 0.9, 3]], rtol=1e-5)
 
 
 def test_nanodet_preprocess_is_bgr_normalised_channels_first():
@@ -72,7 +179,7 @@ def test_preprocess_stretches_so_a_left_half_stays_the_left_half():
 
 # --- nanodet ---------------------------------------------------------------------
 
-NANODET_OUT = detectors.NANODET.outputs[0].name
+NANODET_OUT = nanodet.outputs[0].name
 LEVELS = {8: (0, 52), 16: (2704, 26), 32: (3380, 13)}  # stride -> (first row, grid width)
 
 
@@ -149,17 +256,17 @@ def test_nanodet_returns_at_most_100_detections_sorted_by_score():
 def test_nanodet_hands_nms_at_most_its_top_k_candidates(monkeypatch):
     # 3549 x 80 candidates at a low threshold would take NMS most of a minute.
     seen = []
-    real = nanodet.boxes.filter_detections
+    real = nanodet_module.boxes.filter_detections
 
     def spy(boxes_xyxy, scores, *args):
         seen.append(np.asarray(scores))
         return real(boxes_xyxy, scores, *args)
 
-    monkeypatch.setattr(nanodet.boxes, "filter_detections", spy)
+    monkeypatch.setattr(nanodet_module.boxes, "filter_detections", spy)
     out = nanodet_output()
     out[:, :80] = np.random.default_rng(1).uniform(0, 1, (3549, 80))
     nanodet.postprocess({NANODET_OUT: out}, (480, 640), 0.01, 0.5)
-    assert len(seen[0]) == nanodet.PRE_NMS_TOP_K
+    assert len(seen[0]) == nanodet_module.PRE_NMS_TOP_K
     assert seen[0].min() > 0.99  # the best ones: ~2800 of 283920 uniform scores are above
 
 
@@ -170,7 +277,7 @@ def test_nanodet_with_nothing_above_the_threshold_is_empty():
 
 # --- ssd -------------------------------------------------------------------------
 
-BOXES, SCORES, CLASSES, NUM = (t.name for t in detectors.SSD.outputs)
+BOXES, SCORES, CLASSES, NUM = (t.name for t in ssd.outputs)
 
 
 def ssd_outputs(rows: list[tuple[tuple[float, float, float, float], float, float]], num=None):
@@ -213,9 +320,23 @@ def test_ssd_applies_the_score_threshold():
     np.testing.assert_allclose(ssd.postprocess(outputs, (10, 10), 0.3, 0.5)[:, 4], [0.31])
 
 
+def test_ssd_with_its_own_labels_reads_classes_as_1_based_indexes():
+    own = make_family("ssd", labels=("bolt", "nut", "washer"), coco91_ids=False)
+    outputs = ssd_outputs(
+        [
+            ((0.0, 0.0, 0.1, 0.1), 0.9, 1),  # bolt -> 0
+            ((0.5, 0.5, 0.6, 0.6), 0.8, 3),  # washer -> 2
+            ((0.2, 0.2, 0.3, 0.3), 0.7, 0),  # the API's background class: dropped
+            ((0.7, 0.7, 0.8, 0.8), 0.6, 4),  # no fourth label: dropped
+        ]
+    )
+    detections = own.postprocess(outputs, (100, 100), 0.3, 0.5)
+    np.testing.assert_array_equal(detections[:, 5], [0, 2])
+
+
 # --- centernet -------------------------------------------------------------------
 
-CENTERNET_OUT = detectors.CENTERNET.outputs[0].name
+CENTERNET_OUT = centernet.outputs[0].name
 
 
 def centernet_output(rows) -> np.ndarray:

@@ -15,6 +15,8 @@ from PIL import Image, ImageOps
 from ensemble import contract, imaging
 from ensemble.imaging import ImageError, decode_image
 
+pytestmark = pytest.mark.unit
+
 # Four distinct colours, so a swapped channel order or a flipped axis shows.
 PATTERN = np.array(
     [

@@ -1,31 +1,147 @@
-"""The web demo's pure parts: tables, timings, inputs, messages. No server, no browser."""
+"""The web demo's pure parts: choices, captions, tables, timings, inputs, messages.
+
+No server and no browser: what a server would say of its ensembles is built here as
+``ModelInfo``/``DetectorInfo`` values, the way ``DetectorClient.model_info`` reads them
+from the ensembles' configs.
+"""
 
 from __future__ import annotations
 
+import ast
 import base64
+from pathlib import Path
 
 import pytest
 
 from client import Detection, ImageResult, InvalidImage, ModelNotReady, ServerUnavailable
+from client.api import DetectorInfo, ModelInfo
 from ensemble import contract
 from ui import app, timings
 
-# --- model choice and examples ---------------------------------------------------
+pytestmark = pytest.mark.unit
+
+UI_DIR = Path(app.__file__).parent
+
+# --- what a server with the default models file says of its ensembles ------------
+
+PYTORCH = DetectorInfo("pytorch", "NanoDet-m 416", "torchscript")
+TENSORFLOW = DetectorInfo("tensorflow", "SSD MobileNet v2 (COCO)", "savedmodel")
+ONNXRUNTIME = DetectorInfo("onnxruntime", "CenterNet MobileNetV3 512", "onnx")
+DEFAULT_DETECTORS = (PYTORCH, TENSORFLOW, ONNXRUNTIME)
+CAPTIONS = {
+    "pytorch": "PyTorch (TorchScript) · NanoDet-m 416",
+    "tensorflow": "TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)",
+    "onnxruntime": "ONNX Runtime · CenterNet MobileNetV3 512",
+}
 
 
-def test_choice_labels_map_to_the_contract_ensembles():
-    assert app.MODEL_CHOICES == [
-        ("All three + fused", "detect_all"),
-        ("PyTorch · NanoDet-m", "detect_pytorch"),
-        ("TensorFlow · SSD MobileNet v2", "detect_tensorflow"),
-        ("ONNX Runtime · CenterNet", "detect_onnxruntime"),
+def _chain(name: str) -> tuple[str, ...]:
+    return (f"preprocess_{name}", name, f"postprocess_{name}")
+
+
+def _single(d: DetectorInfo) -> ModelInfo:
+    steps = ("image_decode", *_chain(d.name))
+    return ModelInfo(d.ensemble, d.title, contract.COCO80_LABELS, (d,), steps)
+
+
+def _all(*detectors: DetectorInfo) -> ModelInfo:
+    steps = ("image_decode", *(s for d in detectors for s in _chain(d.name)), "fuse_detections")
+    title = f"All {len(detectors)} fused"
+    return ModelInfo("detect_all", title, contract.COCO80_LABELS, detectors, steps)
+
+
+DETECT_ALL = _all(*DEFAULT_DETECTORS)
+INFOS = {info.name: info for info in [DETECT_ALL, *map(_single, DEFAULT_DETECTORS)]}
+
+
+def _catalog(infos: dict[str, ModelInfo] = INFOS) -> app.Catalog:
+    return app.Catalog(tuple(infos), infos)
+
+
+# --- model choice, captions and examples ------------------------------------------
+
+
+def test_choices_are_the_servers_ensembles_fused_first_captioned_by_runtime_and_title():
+    assert _catalog().choices() == [
+        ("All 3 fused", "detect_all"),
+        ("PyTorch (TorchScript) · NanoDet-m 416", "detect_pytorch"),
+        ("TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)", "detect_tensorflow"),
+        ("ONNX Runtime · CenterNet MobileNetV3 512", "detect_onnxruntime"),
     ]
-    assert {value for _, value in app.MODEL_CHOICES} == set(contract.ENSEMBLES)
+    assert _catalog().default == "detect_all"
 
 
-def test_a_framework_without_a_short_name_is_shown_with_its_contract_titles():
-    new = contract.Framework("jax", "JAX", "detr", "DETR R50")
-    assert app.framework_caption(new) == "JAX · DETR R50"
+def test_choices_follow_a_models_file_with_other_detectors():
+    parts = DetectorInfo("parts_onnx", "Parts detector v3", "onnx")
+    cars = DetectorInfo("cars_tf", "Cars", "savedmodel")
+    mine = DetectorInfo("mine", "My own", "python")
+    infos = {i.name: i for i in [_all(parts), *map(_single, (parts, cars, mine))]}
+    assert _catalog(infos).choices() == [
+        ("All 1 fused", "detect_all"),
+        ("ONNX Runtime · Parts detector v3", "detect_parts_onnx"),
+        ("TensorFlow (SavedModel) · Cars", "detect_cars_tf"),
+        ("Python · My own", "detect_mine"),
+    ]
+
+
+def test_a_server_without_detect_all_starts_on_its_first_ensemble():
+    infos = {"detect_tensorflow": _single(TENSORFLOW)}
+    assert _catalog(infos).default == "detect_tensorflow"
+    assert app.Catalog().choices() == [] and app.Catalog().default is None
+
+
+def test_an_unknown_runtime_is_shown_by_its_key_and_a_listed_unloaded_ensemble_by_its_name():
+    jax = DetectorInfo("jax", "DETR R50", "jax")
+    assert app.detector_caption(jax) == "jax · DETR R50"
+    catalog = app.Catalog(("detect_all", "detect_jax"), {"detect_jax": _single(jax)})
+    assert catalog.choices() == [("detect_all", "detect_all"), ("jax · DETR R50", "detect_jax")]
+
+
+def test_detectors_that_would_look_alike_get_their_names_in_the_caption():
+    a = DetectorInfo("parts_a", "YOLOv8n", "onnx")
+    b = DetectorInfo("parts_b", "YOLOv8n", "onnx")
+    assert app.detector_captions([a, b, PYTORCH]) == {
+        "parts_a": "ONNX Runtime · YOLOv8n (parts_a)",
+        "parts_b": "ONNX Runtime · YOLOv8n (parts_b)",
+        "pytorch": CAPTIONS["pytorch"],
+    }
+
+
+def test_detect_all_without_a_title_is_labelled_by_its_detector_count():
+    untitled = ModelInfo("detect_all", "detect_all", (), (PYTORCH, ONNXRUNTIME), ())
+    assert app.model_label(untitled) == "All 2 fused"
+
+
+def test_a_page_gets_new_choices_only_when_the_servers_change_keeping_its_own_if_served():
+    catalog = _catalog()
+    assert app.choices_update(catalog, catalog.choices(), "detect_tensorflow") is None
+    # Tuples come back from the browser as lists.
+    assert app.choices_update(catalog, [list(c) for c in catalog.choices()], None) is None
+    # A page built while the server was down has no choices until it answers.
+    assert app.choices_update(catalog, [], None) == (catalog.choices(), "detect_all")
+    smaller = _catalog({"detect_pytorch": INFOS["detect_pytorch"]})
+    assert app.choices_update(smaller, catalog.choices(), "detect_pytorch") == (
+        smaller.choices(),
+        "detect_pytorch",
+    )
+    assert app.choices_update(smaller, catalog.choices(), "detect_all") == (
+        smaller.choices(),
+        "detect_pytorch",
+    )
+
+
+def test_the_ui_imports_nothing_of_the_server_side_package_but_the_contract():
+    imported = set()
+    for path in UI_DIR.glob("*.py"):
+        if path.name == "__main__.py":  # --serve starts the server: it is the launcher
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+    server_side = {m for m in imported if m.split(".")[0] == "ensemble"}
+    assert server_side == {"ensemble.contract"}, server_side
 
 
 def test_example_photos_are_scikit_images_bundled_pngs():
@@ -52,44 +168,40 @@ def _result(*dets: tuple[str, float, tuple[float, float, float, float]], jpeg=b"
 
 def _detect_all_result() -> ImageResult:
     fused = _result(("person", 0.7166, (11.24, 11.2, 367.71, 509.8)), jpeg=b"fused")
-    fused.per_framework = {
+    # Keyed by detector name in whatever order; the page follows the config's order.
+    fused.per_detector = {
+        "onnxruntime": _result(jpeg=b"ort"),
         "pytorch": _result(
             ("chair", 0.33, (275, 347, 500, 512)),
             ("person", 0.73, (14, 14, 364, 508)),
             jpeg=b"pt",
         ),
         "tensorflow": _result(("person", 0.81, (10, 10, 370, 510)), jpeg=b"tf"),
-        "onnxruntime": _result(jpeg=b"ort"),
     }
     return fused
 
 
-def test_detect_all_rows_list_the_fused_result_then_each_framework_in_pixels():
-    views = app.result_views(_detect_all_result(), "detect_all")
+def test_detect_all_rows_list_the_fused_result_then_each_detector_in_pixels():
+    views = app.result_views(_detect_all_result(), DETECT_ALL)
     rows = app.detection_rows(views)
     assert rows == [
         ["Fused (WBF)", "person", 0.717, 11.2, 11.2, 367.7, 509.8],
-        ["PyTorch · NanoDet-m", "person", 0.73, 14.0, 14.0, 364.0, 508.0],
-        ["PyTorch · NanoDet-m", "chair", 0.33, 275.0, 347.0, 500.0, 512.0],
-        ["TensorFlow · SSD MobileNet v2", "person", 0.81, 10.0, 10.0, 370.0, 510.0],
+        [CAPTIONS["pytorch"], "person", 0.73, 14.0, 14.0, 364.0, 508.0],
+        [CAPTIONS["pytorch"], "chair", 0.33, 275.0, 347.0, 500.0, 512.0],
+        [CAPTIONS["tensorflow"], "person", 0.81, 10.0, 10.0, 370.0, 510.0],
     ]
     assert len(rows[0]) == len(app.DETECTION_HEADERS)
 
 
-def test_one_detector_shows_one_image_captioned_with_its_framework_and_network():
-    views = app.result_views(_result(("cup", 0.95, (1, 2, 3, 4))), "detect_tensorflow")
-    assert [caption for caption, _ in views] == ["TensorFlow · SSD MobileNet v2"]
-    assert app.detection_rows(views)[0][:2] == ["TensorFlow · SSD MobileNet v2", "cup"]
+def test_one_detector_shows_one_image_captioned_with_its_runtime_and_network():
+    views = app.result_views(_result(("cup", 0.95, (1, 2, 3, 4))), INFOS["detect_tensorflow"])
+    assert [caption for caption, _ in views] == [CAPTIONS["tensorflow"]]
+    assert app.detection_rows(views)[0][:2] == [CAPTIONS["tensorflow"], "cup"]
 
 
-def test_gallery_carries_the_servers_jpegs_inline_with_captions():
-    value = app.gallery_value(app.result_views(_detect_all_result(), "detect_all"))
-    assert [item["caption"] for item in value] == [
-        "Fused (WBF)",
-        "PyTorch · NanoDet-m",
-        "TensorFlow · SSD MobileNet v2",
-        "ONNX Runtime · CenterNet",
-    ]
+def test_gallery_has_the_fused_image_then_each_detectors_in_the_configs_order():
+    value = app.gallery_value(app.result_views(_detect_all_result(), DETECT_ALL))
+    assert [item["caption"] for item in value] == ["Fused (WBF)", *CAPTIONS.values()]
     first = value[0]["image"]
     assert first["path"] is None  # nothing on disk for Gradio to serve or keep
     head, _, data = first["url"].partition(",")
@@ -128,33 +240,40 @@ def test_parse_statistics_reads_string_counters_and_empty_fields():
     assert snap["b"]["compute_infer"] == (0, 0)
 
 
-def test_steps_of_detect_all_start_with_decoding_and_end_with_fusion():
-    steps = timings.ensemble_steps("detect_all")
+def test_steps_of_detect_all_are_its_configs_steps_decoding_first_fusion_last():
+    steps = timings.ensemble_steps(DETECT_ALL.steps)
     assert steps[0].model == "image_decode"
     assert steps[-1].model == "fuse_detections"
     assert all(s.runs == 1 and s.label == s.model for s in steps)
-    assert len({s.model for s in steps}) == len(steps) == 1 + 3 * 3 + 1
-    assert {f.detector for f in contract.FRAMEWORKS} <= {s.model for s in steps}
+    assert [s.model for s in steps] == list(DETECT_ALL.steps)
+    assert {d.name for d in DEFAULT_DETECTORS} <= {s.model for s in steps}
+
+
+def test_a_step_the_config_lists_twice_is_one_row_where_its_last_run_is():
+    steps = timings.ensemble_steps(["image_decode", "draw", "detector", "draw"])
+    assert [(s.model, s.runs) for s in steps] == [("image_decode", 1), ("detector", 1), ("draw", 2)]
+    assert steps[-1].label == "draw (×2, mean per run)"
 
 
 def test_timing_rows_give_each_steps_mean_over_the_runs_between_snapshots():
-    steps = [s.model for s in timings.ensemble_steps("detect_tensorflow")]
-    assert steps == [
+    steps = INFOS["detect_tensorflow"].steps
+    assert steps == (
         "image_decode",
-        "preprocess_ssd",
-        "ssd_mobilenet_v2",
-        "postprocess_ssd",
-    ]
+        "preprocess_tensorflow",
+        "tensorflow",
+        "postprocess_tensorflow",
+    )
     before = {m: (10, _step(1.0 * 10, 2.0 * 10)) for m in [*steps, "detect_tensorflow"]}
     after = dict(before)
-    # Two runs in the window: ssd took 1 ms queued + 100 ms computing on average.
-    after["ssd_mobilenet_v2"] = (12, _step(10 + 2 * 1.0, 20 + 2 * 100.0))
-    for m in ["image_decode", "preprocess_ssd", "postprocess_ssd"]:
+    # Two runs in the window: the detector took 1 ms queued + 100 ms computing on average.
+    after["tensorflow"] = (12, _step(10 + 2 * 1.0, 20 + 2 * 100.0))
+    for m in ["image_decode", "preprocess_tensorflow", "postprocess_tensorflow"]:
         after[m] = (12, _step(10 + 2 * 0.5, 20 + 2 * 4.5))
     after["detect_tensorflow"] = (12, _step(10, 20 + 2 * 120.0))
     rows = timings.timing_rows(
         0.1234,
         "detect_tensorflow",
+        steps,
         timings.parse_statistics(_stats(before)),
         timings.parse_statistics(_stats(after)),
     )
@@ -162,9 +281,9 @@ def test_timing_rows_give_each_steps_mean_over_the_runs_between_snapshots():
         ["round trip (client)", 123.4],
         ["server total (detect_tensorflow)", 120.0],
         ["image_decode", 5.0],
-        ["preprocess_ssd", 5.0],
-        ["ssd_mobilenet_v2", 101.0],
-        ["postprocess_ssd", 5.0],
+        ["preprocess_tensorflow", 5.0],
+        ["tensorflow", 101.0],
+        ["postprocess_tensorflow", 5.0],
     ]
 
 
@@ -172,7 +291,8 @@ def test_a_step_with_no_run_in_the_window_has_no_time_and_is_reported_missing():
     before = timings.parse_statistics(_stats({"image_decode": (5, _step(1, 1))}))
     assert timings.mean_ms(before, before, "image_decode") is None
     assert timings.mean_ms(before, before, "not_there") is None
-    assert "image_decode" in timings.missing_steps(before, before, "detect_pytorch")
+    steps = INFOS["detect_pytorch"].steps
+    assert "image_decode" in timings.missing_steps(before, before, "detect_pytorch", steps)
 
 
 def test_without_statistics_only_the_round_trip_is_shown():
@@ -183,17 +303,39 @@ def test_without_statistics_only_the_round_trip_is_shown():
 
 
 class FakeClient:
-    """Stands in for DetectorClient: records requests, answers or raises as told."""
+    """Stands in for DetectorClient: records requests, answers or raises as told.
+
+    It serves ``infos`` (default: the default models file's ensembles); ``down`` makes
+    every question fail as an unreachable server does.
+    """
 
     url = "fake:8001"
 
-    def __init__(self, result=None, error=None, stats_error=None):
+    def __init__(self, result=None, error=None, stats_error=None, infos=INFOS, down=False):
         self.result = result
         self.error = error
         self.stats_error = stats_error
+        self.infos = dict(infos)
+        self.down = down
         self.requests = []
         self.stats_calls = 0
         self.ready_calls = 0
+        self.index_calls = 0
+
+    def _answer(self):
+        if self.down:
+            raise ServerUnavailable(self.url)
+
+    def ensembles(self):
+        self.index_calls += 1
+        self._answer()
+        return list(self.infos)
+
+    def model_info(self, model="detect_all"):
+        self._answer()
+        if model not in self.infos:
+            raise ModelNotReady(model, self.url, "not found")
+        return self.infos[model]
 
     def detect(self, images, model, score_threshold, iou_threshold, timeout=None):
         self.requests.append((images, model, score_threshold, iou_threshold))
@@ -207,7 +349,7 @@ class FakeClient:
         if self.stats_error:
             raise self.stats_error
         runs = 1 + self.stats_calls  # one more run of every model per snapshot
-        names = [s.model for s in timings.ensemble_steps("detect_all")] + ["detect_all"]
+        names = {step for info in self.infos.values() for step in info.steps} | set(self.infos)
         return _stats({m: (runs, _step(runs, runs)) for m in names})
 
     def ready_models(self):
@@ -218,8 +360,8 @@ class FakeClient:
 
 
 def _upload(tmp_path, name="photo.png", data=b"\x89PNG..."):
-    path = tmp_path / "gradio-cache-hash" / "upload"
-    path.parent.mkdir()
+    path = tmp_path / "gradio-cache-hash" / name / "upload"
+    path.parent.mkdir(parents=True)
     path.write_bytes(data)
     return {"path": str(path), "orig_name": name, "url": None, "meta": {"_type": "gradio.FileData"}}
 
@@ -231,7 +373,51 @@ def test_a_detection_sends_the_upload_unchanged_with_the_chosen_thresholds(tmp_p
     assert outcome.message.startswith("1 object after fusion: person 0.72")
     assert len(outcome.views) == 4 and len(outcome.detections) == 4
     assert outcome.timings[0] == ["round trip (client)", 250.0]
-    assert len(outcome.timings) == 2 + len(timings.ensemble_steps("detect_all"))
+    assert [row[0] for row in outcome.timings[2:]] == list(DETECT_ALL.steps)
+    assert all(ms is not None for _, ms in outcome.timings)
+
+
+def test_a_detection_on_a_non_default_server_uses_its_detectors_and_steps(tmp_path):
+    parts = DetectorInfo("parts_onnx", "Parts v3", "onnx")
+    infos = {"detect_all": _all(parts), "detect_parts_onnx": _single(parts)}
+    result = _result(("person", 0.9, (1, 2, 3, 4)))
+    result.per_detector = {"parts_onnx": _result(("person", 0.9, (1, 2, 3, 4)))}
+    client = FakeClient(result=result, infos=infos)
+    outcome = app.Detector(client)(_upload(tmp_path), "detect_all", 0.3, 0.5)
+    assert [caption for caption, _ in outcome.views] == ["Fused (WBF)", "ONNX Runtime · Parts v3"]
+    assert [row[0] for row in outcome.timings[2:]] == list(infos["detect_all"].steps)
+    outcome = app.Detector(client)(_upload(tmp_path, "b.png"), "detect_pytorch", 0.3, 0.5)
+    assert outcome.message == (
+        "**Error:** unknown model 'detect_pytorch': this server serves "
+        "detect_all, detect_parts_onnx"
+    )
+
+
+def test_a_model_served_since_the_last_look_is_found_at_once(tmp_path):
+    client = FakeClient(result=_result(), infos={"detect_all": DETECT_ALL})
+    detector = app.Detector(client, models=app.ServerModels(client, ttl_s=3600))
+    assert detector.models.get()[0].names == ("detect_all",)
+    client.infos["detect_pytorch"] = INFOS["detect_pytorch"]
+    outcome = detector(_upload(tmp_path), "detect_pytorch", 0.3, 0.5)
+    assert not outcome.message.startswith("**Error:**"), outcome.message
+    assert client.requests[0][1] == "detect_pytorch"
+
+
+def test_a_listed_model_that_is_not_loaded_gets_the_servers_reason(tmp_path):
+    client = FakeClient(result=_result())
+    models = app.ServerModels(client)
+    models.get()
+    del client.infos["detect_pytorch"]  # still in the catalog, its config now unreadable
+    outcome = app.Detector(client, models=models)(_upload(tmp_path), "detect_pytorch", 0.3, 0.5)
+    assert outcome.message.startswith("**Error:** model 'detect_pytorch' is not ready")
+    assert client.requests == []
+
+
+def test_with_the_server_down_a_detection_says_so_and_sends_nothing(tmp_path):
+    client = FakeClient(result=_result(), down=True)
+    outcome = app.Detector(client)(_upload(tmp_path), "detect_all", 0.3, 0.5)
+    assert outcome.message.startswith("**Error:** Triton server at fake:8001 is not reachable")
+    assert client.requests == []
 
 
 def test_the_file_input_wins_over_the_image_input(tmp_path):
@@ -281,6 +467,7 @@ def test_an_unexpected_failure_is_one_line_too(tmp_path):
     ("model", "score", "iou", "expected"),
     [
         ("detect_everything", 0.3, 0.5, "unknown model 'detect_everything'"),
+        (None, 0.3, 0.5, "no model chosen"),
         ("detect_all", 1.5, 0.5, "score threshold must be between 0 and 1"),
         ("detect_all", 0.3, "x", "IoU threshold must be a number"),
         ("detect_all", float("nan"), 0.5, "score threshold must be between 0 and 1"),
@@ -315,11 +502,18 @@ def test_a_data_url_input_is_decoded():
 # --- status line ----------------------------------------------------------------------
 
 
-def test_status_names_ready_and_unready_ensembles():
-    text = app.status_text({"detect_all": True, "detect_pytorch": True}, "h:1")
-    assert text == (
+def test_status_names_the_servers_ready_and_unready_ensembles_fused_first():
+    ready = {
+        "image_decode": True,
+        "detect_pytorch": True,
+        "detect_tensorflow": False,
+        "detect_all": True,
+        "detect_parts_onnx": False,
+        "parts_onnx": False,
+    }
+    assert app.status_text(ready, "h:1") == (
         "**Server: up** · ready: detect_all, detect_pytorch"
-        " · not ready: detect_tensorflow, detect_onnxruntime · Triton gRPC h:1"
+        " · not ready: detect_tensorflow, detect_parts_onnx · Triton gRPC h:1"
     )
     assert app.status_text(None, "h:1", "Triton server at h:1 is not reachable").startswith(
         "**Server: down** (Triton server at h:1"
@@ -337,6 +531,35 @@ def test_status_asks_the_server_at_most_once_per_interval_for_all_pages():
 def test_status_says_down_when_the_server_does_not_answer():
     status = app.StatusLine(FakeClient(error=ServerUnavailable("fake:8001")), ttl_s=0)
     assert status().startswith("**Server: down** (Triton server at fake:8001 is not reachable")
+
+
+def test_the_models_are_asked_at_most_once_per_interval_and_kept_while_the_server_is_down():
+    client = FakeClient()
+    models = app.ServerModels(client, ttl_s=60)
+    catalog, error = models.get()
+    assert (catalog.names, error) == (tuple(INFOS), "")
+    assert models.get()[0] is catalog and client.index_calls == 1
+    client.down = True
+    kept, error = models.get(max_age_s=0)
+    assert kept is catalog
+    assert error.startswith("Triton server at fake:8001 is not reachable")
+
+
+def test_a_page_built_while_the_server_is_down_comes_up_and_fills_its_choices_later():
+    import gradio as gr
+
+    client = FakeClient(down=True)
+    demo = app.build_app(client)
+    assert isinstance(demo, gr.Blocks)
+    (radio,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-choice"]
+    assert radio.choices == [] and radio.value is None
+    client.down = False
+    catalog, error = app.ServerModels(client, ttl_s=0).get()
+    assert error == "" and catalog.choices()[0] == ("All 3 fused", "detect_all")
+    assert app.choices_update(catalog, radio.choices, radio.value) == (
+        catalog.choices(),
+        "detect_all",
+    )
 
 
 def test_table_values_are_what_gradios_dataframe_makes_of_the_rows():

@@ -2,8 +2,14 @@
 
 The page never loads a model: every request goes through one shared ``DetectorClient``
 to a Triton server (any server: ``python -m ui --url host:8001``), and everything shown
-comes from there: boxes in original-image pixels, the annotated JPEGs drawn by the
-server, and the server's time per ensemble step from Triton's statistics API.
+comes from there: which models there are to choose (the server's ``detect_*``
+ensembles) and what to call them (their configs' titles and detectors), boxes in
+original-image pixels, the annotated JPEGs drawn by the server, and the server's time
+per ensemble step (the steps read from the ensemble's config) from Triton's statistics
+API. Nothing of the server-side package is imported here beyond the public contract,
+so a server started on any models file is shown as it is. A page built while the
+server is down comes up anyway: the status line says so, and the model choices fill in
+when the server answers.
 
 How it stays flat under many requests:
 
@@ -28,8 +34,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +46,7 @@ from gradio.components.gallery import GalleryData, GalleryImage
 from gradio.data_classes import ImageData
 
 from client import DetectorClient, DetectorError, ImageResult, InvalidImage
-from client.api import first_line
+from client.api import DetectorInfo, ModelInfo, ModelNotReady, first_line
 from ensemble import contract
 from ui import timings
 
@@ -46,27 +54,81 @@ log = logging.getLogger(__name__)
 
 # --- names shown on the page ----------------------------------------------------
 
-ALL_LABEL = "All three + fused"
 FUSED_CAPTION = "Fused (WBF)"
-# What the page calls each framework's network. A framework missing here (a detector
-# added later) is shown with its titles from the contract.
-SHORT_NAMES = {
-    "pytorch": "PyTorch · NanoDet-m",
-    "tensorflow": "TensorFlow · SSD MobileNet v2",
-    "onnxruntime": "ONNX Runtime · CenterNet",
+# What the page calls each runtime a detector's config names (DetectorInfo.runtime); a
+# runtime missing here is shown by its key.
+RUNTIME_TITLES = {
+    "torchscript": "PyTorch (TorchScript)",
+    "savedmodel": "TensorFlow (SavedModel)",
+    "onnx": "ONNX Runtime",
+    "python": "Python",
 }
 
 
-def framework_caption(framework: contract.Framework) -> str:
-    """``"PyTorch · NanoDet-m"``: the framework and its network."""
-    return SHORT_NAMES.get(framework.key, f"{framework.title} · {framework.model_title}")
+def detector_caption(detector: DetectorInfo) -> str:
+    """``"ONNX Runtime · CenterNet MobileNetV3 512"``: the runtime and the network's title."""
+    runtime = RUNTIME_TITLES.get(detector.runtime, detector.runtime)
+    return f"{runtime} · {detector.title}" if runtime else detector.title
 
 
-# (label, ensemble) pairs of the model choice, detect_all first (the default).
-MODEL_CHOICES: list[tuple[str, str]] = [(ALL_LABEL, contract.DETECT_ALL)] + [
-    (framework_caption(fw), fw.ensemble) for fw in contract.FRAMEWORKS
-]
-ENSEMBLE_ORDER = [value for _, value in MODEL_CHOICES]
+def detector_captions(detectors: Iterable[DetectorInfo]) -> dict[str, str]:
+    """Caption per detector name. Two detectors that would look alike (same runtime and
+    title) get their names appended, so that every caption names one detector."""
+    unique = {d.name: d for d in detectors}
+    plain = {name: detector_caption(d) for name, d in unique.items()}
+    seen = Counter(plain.values())
+    return {name: c if seen[c] == 1 else f"{c} ({name})" for name, c in plain.items()}
+
+
+def model_label(info: ModelInfo, captions: Mapping[str, str] | None = None) -> str:
+    """What the model choice calls an ensemble: detect_all by its title (``"All 3
+    fused"``), a one-detector ensemble by its detector's caption, any other by its title."""
+    captions = captions or {}
+    if info.name == contract.DETECT_ALL:
+        if info.title and info.title != info.name:
+            return info.title
+        return f"All {len(info.detectors)} fused" if info.detectors else info.name
+    if len(info.detectors) == 1:
+        (only,) = info.detectors
+        return captions.get(only.name) or detector_caption(only)
+    return info.title or info.name
+
+
+def ensemble_order(names: Iterable[str]) -> list[str]:
+    """The detection ensembles (``detect_*``) among ``names``: detect_all first, then
+    the others in the order given."""
+    found = [n for n in names if n.startswith(contract.ENSEMBLE_PREFIX)]
+    return sorted(found, key=lambda n: n != contract.DETECT_ALL)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the server serves, as the page offers it: its detection ensembles (detect_all
+    first) and the config of each one the server could describe (an ensemble that is
+    not loaded has none: it is offered by its name, and asking it gets the server's
+    reason)."""
+
+    names: tuple[str, ...] = ()
+    infos: Mapping[str, ModelInfo] = field(default_factory=dict)
+
+    @cached_property
+    def captions(self) -> dict[str, str]:
+        """Caption per detector name, over every detector the ensembles name."""
+        return detector_captions(d for info in self.infos.values() for d in info.detectors)
+
+    def label(self, model: str) -> str:
+        info = self.infos.get(model)
+        return model if info is None else model_label(info, self.captions)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(label, ensemble)`` pairs of the model choice, in the catalog's order."""
+        return [(self.label(name), name) for name in self.names]
+
+    @property
+    def default(self) -> str | None:
+        """The choice a new page starts on: detect_all when served, else the first."""
+        return self.names[0] if self.names else None
+
 
 DETECTION_HEADERS = ["model", "label", "score", "x1", "y1", "x2", "y2"]
 TIMING_HEADERS = ["step", "ms"]
@@ -85,8 +147,9 @@ UPLOAD_MAX_AGE_S = 600  # uploads older than this are deleted (a re-run needs a 
 CACHE_SWEEP = (60, UPLOAD_MAX_AGE_S)  # gr.Blocks(delete_cache=(every s, older than s))
 LAUNCH_OPTIONS: dict[str, Any] = {
     # Gradio keeps every session's last outputs (here the annotated JPEGs) in memory,
-    # 10000 sessions by default; the oldest beyond this many are dropped. This app
-    # keeps no per-session state of its own, so nothing breaks when one is dropped.
+    # 10000 sessions by default; the oldest beyond this many are dropped. This app's
+    # only per-session state is the list of model choices a page shows; a dropped
+    # session's is rebuilt by its next status refresh, so nothing breaks.
     "state_session_capacity": 200,
     "max_file_size": "50mb",
 }
@@ -114,18 +177,22 @@ def short_summary(result: ImageResult, most: int = 5) -> str:
     return text + (f" (+{len(best) - most} more)" if len(best) > most else "")
 
 
-def result_views(result: ImageResult, model: str) -> list[tuple[str, ImageResult]]:
+def result_views(
+    result: ImageResult, info: ModelInfo, captions: Mapping[str, str] | None = None
+) -> list[tuple[str, ImageResult]]:
     """``(caption, result)`` per image to show: for detect_all the fused result first,
-    then each framework's own; for one detector its result alone."""
-    if model == contract.DETECT_ALL:
+    then each fused detector's own (``result.per_detector``) in the order of the
+    ensemble's config; for one detector its result alone. ``captions`` maps detector
+    names to captions (default: ``detector_captions`` of the ensemble's detectors)."""
+    if captions is None:
+        captions = detector_captions(info.detectors)
+    if info.per_detector_outputs:
         return [(FUSED_CAPTION, result)] + [
-            (framework_caption(fw), result.per_framework[fw.key])
-            for fw in contract.FRAMEWORKS
-            if fw.key in result.per_framework
+            (captions.get(d.name) or detector_caption(d), result.per_detector[d.name])
+            for d in info.per_detector_outputs
+            if d.name in result.per_detector
         ]
-    by_ensemble = {fw.ensemble: fw for fw in contract.FRAMEWORKS}
-    caption = framework_caption(by_ensemble[model]) if model in by_ensemble else model
-    return [(caption, result)]
+    return [(model_label(info, captions), result)]
 
 
 def detection_rows(views: list[tuple[str, ImageResult]]) -> list[list]:
@@ -171,15 +238,30 @@ def _slug(text: str) -> str:
 
 
 def status_text(ready: Mapping[str, bool] | None, url: str, error: str = "") -> str:
-    """The status line: whether the server answers and which ensembles are ready."""
+    """The status line: whether the server answers and which of its detection
+    ensembles are ready (``ready`` is ``DetectorClient.ready_models()``)."""
     if ready is None:
         return f"**Server: down** ({error})"
-    up = [name for name in ENSEMBLE_ORDER if ready.get(name)]
-    down = [name for name in ENSEMBLE_ORDER if not ready.get(name)]
+    names = ensemble_order(ready)
+    up = [name for name in names if ready[name]]
+    down = [name for name in names if not ready[name]]
     line = f"**Server: up** · ready: {', '.join(up) or 'none yet'}"
     if down:
         line += f" · not ready: {', '.join(down)}"
     return f"{line} · Triton gRPC {url}"
+
+
+def choices_update(
+    catalog: Catalog, shown: Sequence[Sequence[str]] | None, chosen: str | None
+) -> tuple[list[tuple[str, str]], str | None] | None:
+    """What a page's model choice should become: None while it already shows the
+    catalog's choices, else ``(choices, value)``, keeping the chosen ensemble when it is
+    still served and falling back to the catalog's default."""
+    choices = catalog.choices()
+    if [tuple(c) for c in shown or ()] == choices:
+        return None
+    values = [value for _, value in choices]
+    return choices, chosen if chosen in values else catalog.default
 
 
 class InputError(Exception):
@@ -255,12 +337,62 @@ class Outcome:
     message: str = ""
 
 
+class ServerModels:
+    """The server's ``Catalog``, asked of it at most once per ``ttl_s`` for all pages.
+
+    The last catalog the server gave is kept while it does not answer, with one line
+    saying why the last question failed. Each ensemble's config is read
+    once (``DetectorClient.model_info`` keeps it), so a refresh is one repository-index
+    call plus one config call per ensemble not seen before.
+    """
+
+    def __init__(self, client: DetectorClient, ttl_s: float = STATUS_TTL_S):
+        self.client = client
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._catalog = Catalog()
+        self._error = ""
+        self._at = -math.inf
+
+    def get(self, max_age_s: float | None = None) -> tuple[Catalog, str]:
+        """``(catalog, error)``, asked anew when the last answer is older than
+        ``max_age_s`` seconds (default ``ttl_s``). Never raises."""
+        max_age = self.ttl_s if max_age_s is None else max_age_s
+        with self._lock:
+            if time.monotonic() - self._at >= max_age:
+                try:
+                    self._catalog, self._error = self._ask(), ""
+                except DetectorError as e:
+                    self._error = str(e)
+                except Exception as e:  # a reply we cannot read: keep the page up
+                    log.warning("cannot list the server's models: %s", first_line(str(e)))
+                    self._error = f"cannot list the server's models: {first_line(str(e))}"
+                self._at = time.monotonic()
+            return self._catalog, self._error
+
+    def _ask(self) -> Catalog:
+        names = ensemble_order(self.client.ensembles())
+        infos = {}
+        for name in names:
+            try:
+                infos[name] = self.client.model_info(name)
+            except ModelNotReady:  # listed, not loaded (yet): offered by its name
+                continue
+        return Catalog(tuple(names), infos)
+
+
 class Detector:
     """Runs one detection for the page and turns every failure into a message."""
 
-    def __init__(self, client: DetectorClient, stats_retries: int = 5):
+    def __init__(
+        self,
+        client: DetectorClient,
+        stats_retries: int = 5,
+        models: ServerModels | None = None,
+    ):
         self.client = client
         self.stats_retries = stats_retries
+        self.models = models or ServerModels(client)
 
     def __call__(
         self,
@@ -279,12 +411,10 @@ class Detector:
                     "or click an example photo"
                 )
             name = upload.name
-            if model not in contract.ENSEMBLES:
-                choices = ", ".join(ENSEMBLE_ORDER)
-                raise InputError(f"unknown model {model!r}: choose one of {choices}")
             score = _threshold(score_threshold, "score threshold")
             iou = _threshold(iou_threshold, "IoU threshold")
-            return self._detect(upload, model, score, iou)
+            info, captions = self._model(model)
+            return self._detect(upload, info, captions, score, iou)
         except InputError as e:
             return Outcome(message=f"**Error:** {e}")
         except DetectorError as e:
@@ -295,18 +425,44 @@ class Detector:
             what = f"{type(e).__name__}: {first_line(str(e))}"
             return Outcome(message=f"**Error:** unexpected {what}")
 
-    def _detect(self, upload: Upload, model: str, score: float, iou: float) -> Outcome:
+    def _model(self, model: Any) -> tuple[ModelInfo, Mapping[str, str]]:
+        """The config of the chosen ensemble and the captions of the server's detectors;
+        ``InputError`` for a model the server does not serve."""
+        if not model:
+            raise InputError("no model chosen: pick one of the server's models")
+        catalog, error = self.models.get()
+        if model not in catalog.names:  # maybe served since the last look
+            catalog, error = self.models.get(max_age_s=0)
+        if model not in catalog.names:
+            if error:  # the server does not answer: say that, not "unknown"
+                raise InputError(error)
+            served = ", ".join(catalog.names) or "none"
+            raise InputError(f"unknown model {model!r}: this server serves {served}")
+        info = catalog.infos.get(model)
+        if info is None:  # listed but not loaded: the server says why
+            info = self.client.model_info(model)
+        return info, catalog.captions
+
+    def _detect(
+        self,
+        upload: Upload,
+        info: ModelInfo,
+        captions: Mapping[str, str],
+        score: float,
+        iou: float,
+    ) -> Outcome:
+        model = info.name
         before = self._snapshot()
         (result,) = self.client.detect([upload.data], model, score, iou, timeout=INFER_TIMEOUT_S)
         after = self._snapshot() if before is not None else None
         # A step's counters are updated as it finishes, which can come a moment after
         # the reply; wait briefly for the last ones rather than show a hole.
         for _ in range(self.stats_retries):
-            if after is None or not timings.missing_steps(before, after, model):
+            if after is None or not timings.missing_steps(before, after, model, info.steps):
                 break
             time.sleep(0.02)
             after = self._snapshot()
-        views = result_views(result, model)
+        views = result_views(result, info, captions)
         rows = detection_rows(views)
         found = len(result.detections)
         message = (
@@ -317,7 +473,7 @@ class Detector:
         if after is None:
             message += " · server step times unavailable"
         log.info("%s %s: %s", model, upload.name, message)
-        steps = timings.timing_rows(result.latency_s, model, before, after)
+        steps = timings.timing_rows(result.latency_s, model, info.steps, before, after)
         return Outcome(views, rows, steps, message)
 
     def _snapshot(self) -> timings.Snapshot | None:
@@ -353,11 +509,13 @@ class StatusLine:
 
 # --- the page -------------------------------------------------------------------
 
-INTRO = """\
-# Three detectors, three frameworks, one Triton
+PAGE_TITLE = "Object detectors on one Triton"
+INTRO = f"""\
+# {PAGE_TITLE}
 Every request goes over gRPC to a Triton Inference Server, which decodes the image, runs
-PyTorch NanoDet-m, TensorFlow SSD MobileNet v2 and ONNX Runtime CenterNet (or one of
-them), fuses their boxes and draws them. Boxes are in the original image's pixels.
+the chosen detector (or, for the fused choice, each fused detector side by side, then
+fuses their boxes) and draws the boxes. The models to choose from are the ones this
+server serves. Boxes are in the original image's pixels.
 """
 
 TIMINGS_LABEL = (
@@ -367,8 +525,9 @@ TIMINGS_LABEL = (
 
 API_DESCRIPTION = (
     "Detect objects in one image. image: an image file (any file is sent to the server "
-    "as it is; a non-image gets the server's message). model: detect_all, "
-    "detect_pytorch, detect_tensorflow or detect_onnxruntime. Thresholds in [0, 1]. "
+    "as it is; a non-image gets the server's message). model: one of the server's "
+    "ensembles, detect_all or detect_<detector name> (the status line lists them). "
+    "Thresholds in [0, 1]. "
     "file: optional, the page's any-file input; when given it is used instead of image. "
     "Returns the gallery (the server's JPEGs as data: URLs with captions), the "
     "detections table, the timings table and a one-line message."
@@ -381,13 +540,15 @@ def build_app(client: DetectorClient) -> gr.Blocks:
     Launch it with ``app.launch(**LAUNCH_OPTIONS, ...)`` (``python -m ui`` does), or
     plainly in tests.
     """
-    detector = Detector(client)
+    models = ServerModels(client)
+    detector = Detector(client, models=models)
     status = StatusLine(client)
     photos = example_photos()
+    # The server may be down now: the page comes up without choices and gets them from
+    # the first status refresh that reaches it.
+    catalog, _ = models.get()
 
-    with gr.Blocks(
-        title="Three detectors, one Triton", analytics_enabled=False, delete_cache=CACHE_SWEEP
-    ) as demo:
+    with gr.Blocks(title=PAGE_TITLE, analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(INTRO)
         status_line = gr.Markdown(elem_id="status-line")
         with gr.Row(equal_height=False):
@@ -417,11 +578,13 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                     else None
                 )
                 model = gr.Radio(
-                    MODEL_CHOICES,
-                    value=contract.DETECT_ALL,
+                    catalog.choices(),
+                    value=catalog.default,
                     label="Model",
                     elem_id="model-choice",
                 )
+                # The choices this session's radio shows, to update it only on a change.
+                shown_choices = gr.State(catalog.choices())
                 score = gr.Slider(
                     0.0,
                     1.0,
@@ -511,8 +674,19 @@ def build_app(client: DetectorClient) -> gr.Blocks:
         image.change(_clear_if_set, image, file, **raw, **quiet)
         file.change(_clear_if_set, file, image, **raw, **quiet)
 
-        demo.load(status, outputs=status_line, **quiet)
-        gr.Timer(STATUS_EVERY_S).tick(status, outputs=status_line, **quiet)
+        def refresh(shown: list[tuple[str, str]], chosen: str | None) -> tuple:
+            """The status line, and the model choices when the server's have changed
+            (keeping the chosen one while it is still served)."""
+            text = status()
+            update = choices_update(models.get()[0], shown, chosen)
+            if update is None:
+                return text, gr.skip(), gr.skip()
+            choices, value = update
+            return text, gr.Radio(choices=choices, value=value), choices
+
+        watch = {"inputs": [shown_choices, model], "outputs": [status_line, model, shown_choices]}
+        demo.load(refresh, **watch, **quiet)
+        gr.Timer(STATUS_EVERY_S).tick(refresh, **watch, **quiet)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
@@ -524,14 +698,20 @@ def _clear_if_set(value: Any) -> Any:
 
 __all__ = [
     "LAUNCH_OPTIONS",
-    "MODEL_CHOICES",
+    "RUNTIME_TITLES",
+    "Catalog",
     "Detector",
     "Outcome",
+    "ServerModels",
     "StatusLine",
     "build_app",
+    "choices_update",
     "detection_rows",
+    "detector_caption",
+    "detector_captions",
     "example_photos",
     "gallery_value",
+    "model_label",
     "read_upload",
     "result_views",
     "status_text",

@@ -7,14 +7,16 @@ runs that happened in between. When several users send requests at once, that wi
 holds their runs too: the numbers are means over every run during the request, and the
 UI labels them so. No lock is needed or held: a snapshot is one gRPC call that only
 reads.
+
+Which models are an ensemble's steps is the server's to say: the caller passes the step
+model names from the ensemble's own config (``client.ModelInfo.steps``, in the config's
+order), so any detector a models file adds is timed like the bundled ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from ensemble import spec
 
 # Fields of ``inference_stats`` whose means add up to the time a run spends in a step:
 # waiting in the step's queue, then copying inputs, executing, copying outputs.
@@ -42,15 +44,15 @@ class StepRow:
         return self.model if self.runs == 1 else f"{self.model} (×{self.runs}, mean per run)"
 
 
-def ensemble_steps(ensemble: str) -> list[StepRow]:
-    """The distinct step models of ``ensemble``, in the order their last run starts.
+def ensemble_steps(steps: Sequence[str]) -> list[StepRow]:
+    """The distinct step models of an ensemble whose config lists ``steps`` (step model
+    names in the config's order), in the order their last run starts.
 
     Ordered by last occurrence so that a step an ensemble runs several times comes
     where its final run does (none does today: each result is drawn by the step that
     produces it).
     """
-    (found,) = [e for e in spec.ENSEMBLE_SPECS if e.name == ensemble]
-    models = [s.model for s in found.steps]
+    models = list(steps)
     last = {m: i for i, m in enumerate(models)}
     return [StepRow(m, models.count(m)) for m in sorted(last, key=last.__getitem__)]
 
@@ -93,23 +95,28 @@ def mean_ms(
     return total_ns / 1e6
 
 
-def missing_steps(before: Snapshot, after: Snapshot, ensemble: str) -> list[str]:
-    """Step models of ``ensemble`` that show no completed run between the snapshots."""
-    models = [s.model for s in ensemble_steps(ensemble)] + [ensemble]
+def missing_steps(
+    before: Snapshot, after: Snapshot, ensemble: str, steps: Sequence[str]
+) -> list[str]:
+    """Step models of ``ensemble`` (its config's ``steps``), and the ensemble itself,
+    that show no completed run between the snapshots."""
+    models = [s.model for s in ensemble_steps(steps)] + [ensemble]
     return [m for m in models if mean_ms(before, after, m, TOTAL_FIELDS) is None]
 
 
 def timing_rows(
     round_trip_s: float,
     ensemble: str,
+    steps: Sequence[str] = (),
     before: Snapshot | None = None,
     after: Snapshot | None = None,
 ) -> list[list]:
     """Rows ``[step, ms]`` of the timings table.
 
-    First the client's round trip, then (given both snapshots) the ensemble's own time
-    on the server and one row per distinct step model, in milliseconds rounded to 0.1;
-    a step with no run in the window has ``None``.
+    ``round_trip_s`` is the client's wall time in seconds; ``steps`` are the ensemble's
+    step model names from its config. First the round trip, then (given both
+    snapshots) the ensemble's own time on the server and one row per distinct step
+    model, in milliseconds rounded to 0.1; a step with no run in the window has ``None``.
     """
     rows: list[list] = [[ROUND_TRIP, round(round_trip_s * 1000, 1)]]
     if before is None or after is None:
@@ -120,5 +127,5 @@ def timing_rows(
         return None if value is None else round(value, 1)
 
     rows.append([f"server total ({ensemble})", ms(ensemble, TOTAL_FIELDS)])
-    rows += [[step.label, ms(step.model, STEP_FIELDS)] for step in ensemble_steps(ensemble)]
+    rows += [[step.label, ms(step.model, STEP_FIELDS)] for step in ensemble_steps(steps)]
     return rows

@@ -62,7 +62,9 @@ class Family:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        # Only a class that names itself registers: a user's subclass of a built-in
+        # inherits the name but is found through its "module:Class" reference.
+        if cls.__dict__.get("name"):
             if cls.name in FAMILIES and FAMILIES[cls.name] is not cls:
                 raise ValueError(f"two families are called {cls.name!r}")
             FAMILIES[cls.name] = cls
