@@ -192,18 +192,19 @@ def run_paired(args, url: str, ensemble: str, pipeline: Pipeline, photos) -> dic
     return {"model": pipeline.detector.name, "ensemble": ensemble, **result}
 
 
-def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> tuple:
+def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
     """Model by model: Triton's sweep of its ensemble, then the old design's, then the
     limit, so the figures compared with each other are taken minutes apart, not a
     quarter of an hour (a shared 2-core VM drifts). Only one side runs at a time: an
-    idle Triton or Flask server takes no CPU. Sets ``args.ensembles`` to those measured
-    and returns ``(triton, wire, old, limit, paired, served, detector_settings)``."""
+    idle Triton or Flask server takes no CPU. Returns the rows by raw.json's keys
+    (``triton``, ``wire``, ``old``, ``limit``, ``paired``) and what was measured
+    (``ensembles``, ``served``, ``detector_settings``: see ``bench.served``)."""
     triton, old, lim, paired = [], [], [], []
     with triton_url(args, registry, out) as url:
-        args.ensembles, described, settings = learn_ensembles(args, url, registry)
-        log(f"ensembles: {', '.join(args.ensembles)}")
+        ensembles, described, settings = learn_ensembles(args, url, registry)
+        log(f"ensembles: {', '.join(ensembles)}")
         perf_analyzer.ensure_perf_analyzer()
-        for ensemble in args.ensembles:
+        for ensemble in ensembles:
             triton += run_triton(args, url, ensemble, out, photos)
             name = served.baseline(described, ensemble)
             if name is not None:
@@ -213,8 +214,9 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> tuple:
                 old += run_old_design(args, detector, photos, registry.source)
                 lim += run_limit(args, detector, pipeline)
                 del pipeline
-        wire = triton_wire_bytes(url, photos, args.ensembles)
-    return triton, wire, old, lim, paired, described, settings
+        wire = triton_wire_bytes(url, photos, ensembles)
+    return {"triton": triton, "wire": wire, "old": old, "limit": lim, "paired": paired,
+            "ensembles": ensembles, "served": described, "detector_settings": settings}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     photos = list(photo_files(args.photo_format))
     started = time.monotonic()
 
-    triton, wire, old, lim, paired, described, settings = run_all(args, out, photos, registry)
+    run = run_all(args, out, photos, registry)
+    triton, wire, old, lim, paired = (run[k] for k in ("triton", "wire", "old", "limit", "paired"))
     write_csv(out / "triton.csv", triton)
     write_csv(out / "old_design.csv", old)
     write_csv(out / "limit.csv", lim)
@@ -274,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         "photo_format": args.photo_format,
         "machine": machine(args.target),
         "concurrency": args.concurrency,
-        "ensembles": args.ensembles,
+        "ensembles": run["ensembles"],
         "models_file": str(registry.source),
-        "served": described,
-        "detector_settings": settings,
+        "served": run["served"],
+        "detector_settings": run["detector_settings"],
         "seconds": round(time.monotonic() - started),
     }
     (out / "raw.json").write_text(

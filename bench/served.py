@@ -34,6 +34,10 @@ LEGACY_SERVED = {
     "detect_tensorflow": _legacy("ssd_mobilenet_v2", "SSD MobileNet v2", "savedmodel"),
     "detect_onnxruntime": _legacy("centernet_mobilenetv3", "CenterNet MobileNetV3 512", "onnx"),
 }
+LEGACY_SERVED[contract.DETECT_ALL] = {
+    "title": "All 3 fused",
+    "detectors": [s["detectors"][0] for s in LEGACY_SERVED.values()],
+}
 LEGACY_SETTINGS = {
     d["name"]: {"preferred_batch_sizes": [4, 8], "max_queue_delay_us": 2000,
                 "max_batch_size": contract.MAX_BATCH_SIZE}
@@ -52,7 +56,13 @@ def ready_ensembles(url: str, order: Sequence[str] = ()) -> list[str]:
 
     with DetectorClient(url) as client:
         ready = client.ready_models()
-    names = [n for n, ok in ready.items() if ok and n.startswith(contract.ENSEMBLE_PREFIX)]
+    return ordered([n for n, ok in ready.items() if ok], order)
+
+
+def ordered(models: Sequence[str], order: Sequence[str] = ()) -> list[str]:
+    """The detection ensembles (``detect_*``) among ``models``: those named in ``order``
+    first, in that order, then the others as they come, ``detect_all`` last."""
+    names = [n for n in models if n.startswith(contract.ENSEMBLE_PREFIX)]
     rank = {name: i for i, name in enumerate(order)}
     return sorted(names, key=lambda n: (n == contract.DETECT_ALL, rank.get(n, len(rank))))
 

@@ -224,6 +224,7 @@ class DetectorInfo:
     name: str  # its key: ensemble detect_<name>, outputs <NAME>_* in detect_all
     title: str  # what people call the network
     runtime: str  # torchscript | savedmodel | onnx | python
+    labels: tuple[str, ...] = ()  # its own label list: its class ids index it
 
     @property
     def ensemble(self) -> str:
@@ -253,15 +254,19 @@ class ModelInfo:
         params = config.get("parameters", {})
         raw = params.get(DETECTORS_PARAMETER, {}).get("string_value", "[]")
         detectors = tuple(
-            DetectorInfo(d["name"], d.get("title", d["name"]), d.get("runtime", ""))
+            DetectorInfo(
+                d["name"], d.get("title", d["name"]), d.get("runtime", ""),
+                tuple(d.get("labels", ())),
+            )
             for d in json.loads(raw)
-        )
+        )  # fmt: skip
         steps = tuple(
             s["model_name"] for s in config.get("ensemble_scheduling", {}).get("step", [])
         )
+        name = config.get("name", model)
         return cls(
-            name=config.get("name", model),
-            title=params.get(TITLE_PARAMETER, {}).get("string_value", model),
+            name=name,
+            title=params.get(TITLE_PARAMETER, {}).get("string_value", name),
             labels=tuple(labels_from_config(config, model)),
             detectors=detectors,
             steps=steps,
@@ -275,6 +280,7 @@ def parse_image_results(
     *,
     sources: Sequence[str] | None = None,
     latency_s: float = 0.0,
+    detector_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> list[ImageResult]:
     """Build one ``ImageResult`` per image from a reply's output arrays.
 
@@ -284,12 +290,14 @@ def parse_image_results(
     first NUM_DETECTIONS rows of each image are read; the padding after them is
     ignored whatever it holds. ``detectors`` names the detectors whose prefixed
     outputs (detect_all) are present too; ``labels`` is the model's label list (for
-    detect_all the union, which every detector's class ids index there).
+    detect_all the union of its detectors'), and ``detector_labels`` each detector's
+    own, which its prefixed outputs index (``labels`` where it is not given).
     """
     results = _parse_block(outputs, (DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE), labels)
     for name in detectors:
+        own_labels = (detector_labels or {}).get(name) or labels
         for result, own in zip(
-            results, _parse_block(outputs, detector_outputs(name), labels), strict=True
+            results, _parse_block(outputs, detector_outputs(name), own_labels), strict=True
         ):
             result.per_detector[name] = own
     for i, result in enumerate(results):
@@ -699,6 +707,7 @@ class DetectorClient:
             [d.name for d in info.per_detector_outputs],
             sources=[sources[i] for i in ids],
             latency_s=latency,
+            detector_labels={d.name: d.labels for d in info.per_detector_outputs},
         )
 
 

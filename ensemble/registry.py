@@ -123,9 +123,14 @@ class Detector:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.family.outputs
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict:
         """What a client learns about this detector (``contract.DETECTORS_PARAMETER``)."""
-        return {"name": self.name, "title": self.title, "runtime": self.runtime}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "runtime": self.runtime,
+            "labels": list(self.labels),
+        }
 
 
 @dataclass(frozen=True)

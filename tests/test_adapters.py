@@ -106,7 +106,9 @@ def write_models(folder: Path, detectors: list[dict]) -> Registry:
         (folder / f"{d['name']}_model.py").write_text("class Model:\n    pass\n")
         keys = {"runtime": "python", "artifact": f"{d['name']}_model.py",
                 "labels": f"{d['name']}.txt", **d}  # fmt: skip
-        tables.append("[[detector]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
+        tables.append(
+            "[[detector]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+        )
     path = folder / "models.toml"
     path.write_text("\n".join(tables))
     return load_models(path)
@@ -152,8 +154,7 @@ def test_a_bad_image_fails_only_its_own_request_as_invalid_argument(adapters):
 
 def test_preprocess_rebuilds_the_family_with_the_models_file_options(adapters, tmp_path):
     registry = write_models(
-        tmp_path, [{"name": "small", "family": "nanodet", "input_size": 320,
-                    "labels": ["a", "b"]}]  # fmt: skip
+        tmp_path, [{"name": "small", "family": "nanodet", "input_size": 320, "labels": ["a", "b"]}]
     )
     pre = make(adapters, "Preprocess", spec.preprocess_step(registry["small"]))
     assert pre.family.options.input_size == 320 and pre.family.labels == ("a", "b")

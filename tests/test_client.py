@@ -1,7 +1,13 @@
-"""The client's pure parts, and its behaviour when no server listens (real, no mock)."""
+"""The client's pure parts, and its behaviour when no server listens (real, no mock).
+
+What the client learns of a server (titles, labels, detectors, steps) it reads from the
+ensembles' configs; those are the ones ``ensemble.configgen`` generates, shaped as
+``get_model_config(as_json=True)`` returns them.
+"""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -10,39 +16,60 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import json_format
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli
 from client.api import (
     Detection,
     DetectorClient,
+    DetectorInfo,
     ImageNotReadable,
     ImageResult,
     InferenceFailed,
     InvalidImage,
+    ModelInfo,
     ModelNotReady,
     ServerUnavailable,
 )
+from ensemble import configgen, spec
 from ensemble.contract import (
     ANNOTATED_IMAGE,
     COCO80_LABELS,
     DETECT_ALL,
     DETECTIONS,
-    FRAMEWORKS,
+    DETECTORS_PARAMETER,
     IMAGE,
     IOU_THRESHOLD,
     LABELS_PARAMETER,
     MAX_BATCH_SIZE,
     MAX_DETECTIONS,
     NUM_DETECTIONS,
-    PYTORCH,
     SCORE_THRESHOLD,
-    framework_outputs,
+    TITLE_PARAMETER,
+    detector_outputs,
+    ensemble_name,
+    output_prefix,
 )
+from ensemble.registry import load_models
+
+pytestmark = pytest.mark.unit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 LABELS = list(COCO80_LABELS)
+REGISTRY = load_models()  # the committed models.toml: pytorch, tensorflow, onnxruntime
+NAMES = [d.name for d in REGISTRY.detectors]
+
+
+def served_config(name: str) -> dict:
+    """The generated config of ensemble ``name``, as ``get_model_config(as_json=True)``
+    returns it from a server of the committed models file."""
+    config = configgen.ensemble_config(spec.repository_spec(REGISTRY).ensemble(name))
+    reply = service_pb2.ModelConfigResponse(config=config)
+    # as tritonclient.grpc's get_model_config(as_json=True) turns its reply into JSON
+    return json.loads(json_format.MessageToJson(reply, preserving_proto_field_name=True))
 
 
 def reply_arrays(rows_per_image: list[list[list[float]]], prefix: str = "") -> dict:
@@ -89,7 +116,7 @@ def test_parse_reads_only_the_first_num_detections_rows():
     assert results[1].annotated_jpeg == b"\xff\xd8\xff\x01"
     assert [r.source for r in results] == ["a.jpg", "b.jpg"]
     assert results[0].latency_s == 0.5
-    assert results[0].per_framework == {}
+    assert results[0].per_detector == {} and results[0].per_framework == {}
 
 
 def test_parse_clamps_a_count_outside_the_rows():
@@ -103,19 +130,40 @@ def test_parse_clamps_a_count_outside_the_rows():
     assert negative.detections == []
 
 
-def test_parse_detect_all_fills_per_framework_results():
+def test_parse_detect_all_fills_per_detector_results():
     arrays = reply_arrays([[[0, 0, 10, 10, 0.8, 16]]])  # fused: one dog
-    for n, fw in enumerate(FRAMEWORKS, start=1):
-        arrays.update(reply_arrays([[[0, 0, 10, 10, 0.5, 16]] * n], fw.output_prefix))
+    for n, name in enumerate(NAMES, start=1):
+        arrays.update(reply_arrays([[[0, 0, 10, 10, 0.5, 16]] * n], output_prefix(name)))
 
-    [result] = api.parse_image_results(arrays, LABELS, api.output_frameworks(DETECT_ALL))
+    [result] = api.parse_image_results(arrays, LABELS, NAMES, sources=["a.jpg"])
 
     assert len(result.detections) == 1
-    assert list(result.per_framework) == [fw.key for fw in FRAMEWORKS]
-    assert [len(r.detections) for r in result.per_framework.values()] == [1, 2, 3]
-    own = result.per_framework[PYTORCH.key]
+    assert list(result.per_detector) == NAMES == ["pytorch", "tensorflow", "onnxruntime"]
+    assert result.per_framework is result.per_detector
+    assert [len(r.detections) for r in result.per_detector.values()] == [1, 2, 3]
+    own = result.per_detector["pytorch"]
     assert own.detections[0].label == "dog"
-    assert own.annotated_jpeg.endswith(PYTORCH.output_prefix.encode() + b"\x00")
+    assert own.annotated_jpeg.endswith(output_prefix("pytorch").encode() + b"\x00")
+    assert own.source == "a.jpg"
+
+
+def test_parse_names_the_fused_classes_from_the_union_and_each_detectors_from_its_own():
+    labels = ["cat", "dog", "car"]  # detect_all's union: the fused class ids index it
+    arrays = reply_arrays([[[0, 0, 10, 10, 0.8, 2]]])
+    arrays.update(reply_arrays([[[0, 0, 10, 10, 0.5, 1]]], output_prefix("pets")))
+    [result] = api.parse_image_results(
+        arrays, labels, ["pets"], detector_labels={"pets": ["hamster", "dog"]}
+    )
+    assert result.detections[0].label == "car"
+    assert result.per_detector["pets"].detections[0].label == "dog"
+    [shared] = api.parse_image_results(arrays, labels, ["pets"])  # no own labels given
+    assert shared.per_detector["pets"].detections[0].label == "dog"
+
+
+def test_parse_reports_a_missing_detector_output():
+    arrays = reply_arrays([[]])
+    with pytest.raises(InferenceFailed, match="PETS_DETECTIONS"):
+        api.parse_image_results(arrays, LABELS, ["pets"])
 
 
 def test_parse_reports_a_missing_output():
@@ -149,6 +197,67 @@ def test_labels_come_from_the_config_parameter():
     assert api.labels_from_config({"config": {}}, "m") == LABELS
 
 
+def test_labels_that_are_not_a_json_list_of_strings_are_refused():
+    config = {"config": {"parameters": {LABELS_PARAMETER: {"string_value": '{"a": 1}'}}}}
+    with pytest.raises(InferenceFailed, match="not a JSON list"):
+        api.labels_from_config(config, "m")
+
+
+# --- what the server says of its ensembles ------------------------------------------
+
+
+def test_model_info_of_detect_all_lists_the_fused_detectors_and_its_steps():
+    info = ModelInfo.from_config(served_config(DETECT_ALL), DETECT_ALL)
+    assert info.name == DETECT_ALL
+    assert info.labels == COCO80_LABELS
+    assert info.detectors == tuple(
+        DetectorInfo(d.name, d.title, d.runtime, d.labels) for d in REGISTRY.fused
+    )
+    assert info.detectors[0] == DetectorInfo(
+        "pytorch", "NanoDet-m 416", "torchscript", COCO80_LABELS
+    )
+    assert info.detectors[0].ensemble == "detect_pytorch"
+    assert info.per_detector_outputs == info.detectors
+    assert info.steps[0] == "image_decode" and info.steps[-1] == "fuse_detections"
+    assert {"preprocess_pytorch", "pytorch", "postprocess_tensorflow"} <= set(info.steps)
+
+
+def test_model_info_of_one_detector_names_it_and_returns_no_per_detector_outputs():
+    info = ModelInfo.from_config(served_config("detect_onnxruntime"), "detect_onnxruntime")
+    assert info.title == REGISTRY["onnxruntime"].title
+    assert info.detectors == (
+        DetectorInfo("onnxruntime", "CenterNet MobileNetV3 512", "onnx", COCO80_LABELS),
+    )
+    assert info.per_detector_outputs == ()
+    assert info.steps == (
+        "image_decode", "preprocess_onnxruntime", "onnxruntime", "postprocess_onnxruntime"
+    )  # fmt: skip
+
+
+def test_model_info_reads_title_labels_and_detectors_from_the_parameters():
+    detectors = [{"name": "parts", "title": "Parts v3", "runtime": "onnx"}, {"name": "x"}]
+    config = {
+        "config": {
+            "name": "detect_all",
+            "parameters": {
+                TITLE_PARAMETER: {"string_value": "Everything"},
+                LABELS_PARAMETER: {"string_value": '["bolt", "nut"]'},
+                DETECTORS_PARAMETER: {"string_value": json.dumps(detectors)},
+            },
+        }
+    }
+    info = ModelInfo.from_config(config, DETECT_ALL)
+    assert (info.title, info.labels) == ("Everything", ("bolt", "nut"))
+    # a detector without title or runtime is named by its name
+    assert info.detectors == (DetectorInfo("parts", "Parts v3", "onnx"), DetectorInfo("x", "x", ""))
+
+
+def test_model_info_of_a_config_without_parameters_falls_back_to_coco():
+    info = ModelInfo.from_config({"config": {"name": "yolo"}}, "yolo")
+    assert (info.name, info.title, info.labels) == ("yolo", "yolo", COCO80_LABELS)
+    assert info.detectors == () and info.steps == ()
+
+
 # --- COCO results ------------------------------------------------------------------
 
 
@@ -176,14 +285,22 @@ def test_coco_results_use_coco91_ids_and_xywh_pixels():
     }
 
 
-def test_coco_entries_of_detect_all_tag_each_framework_with_its_ensemble():
+def test_coco_results_of_own_labels_count_category_ids_from_one():
+    dets = [Detection(0, 0, 1, 1, 0.9, 0, "bolt"), Detection(0, 0, 1, 1, 0.8, 2, "car")]
+    entries = api.to_coco_results(ImageResult(dets, b""), image_id=1, file_name="a", model="m")
+    # "car" is COCO-80 class 2 but not at index 2 of these labels: index + 1
+    assert [(e["category_id"], e["category_name"]) for e in entries] == [(1, "bolt"), (3, "car")]
+
+
+def test_coco_entries_of_detect_all_tag_each_detector_with_its_ensemble():
     fused = ImageResult([Detection(0, 0, 2, 2, 0.9, 2, "car")], b"")
-    fused.per_framework[PYTORCH.key] = ImageResult([Detection(0, 0, 1, 1, 0.7, 2, "car")], b"")
+    fused.per_detector["pytorch"] = ImageResult([Detection(0, 0, 1, 1, 0.7, 2, "car")], b"")
     entries = cli.coco_entries(fused, image_id=1, file_name="x.jpg", model=DETECT_ALL)
     assert [(e["model"], e["category_id"]) for e in entries] == [
         (DETECT_ALL, 3),
-        (PYTORCH.ensemble, 3),
+        (ensemble_name("pytorch"), 3),
     ]
+    assert ensemble_name("pytorch") == "detect_pytorch"
 
 
 def test_coco_image_ids_follow_coco_file_names_else_count_from_one():
@@ -222,11 +339,13 @@ def test_threshold_tensors_are_sent_only_when_given():
         api.build_inputs([b"a"], score_threshold=1.5)
 
 
-def test_detect_all_requests_every_framework_output():
-    names = api.output_names(DETECT_ALL)
-    for fw in FRAMEWORKS:
-        assert set(framework_outputs(fw)) <= set(names)
-    assert api.output_names(PYTORCH.ensemble) == [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
+def test_detect_all_requests_every_fused_detector_output():
+    names = api.output_names(ModelInfo.from_config(served_config(DETECT_ALL)))
+    for name in NAMES:
+        assert set(detector_outputs(name)) <= set(names)
+    assert len(names) == 3 * (1 + len(NAMES))
+    one = ModelInfo.from_config(served_config("detect_pytorch"))
+    assert api.output_names(one) == [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
 
 
 def test_directories_are_searched_recursively_for_images_by_extension(tmp_path):

@@ -1,4 +1,10 @@
-"""The project's client library and CLI against the real server."""
+"""The project's client library and CLI against the real server.
+
+The client learns which ensembles and detectors a server has from the server itself;
+the session server serves the default ``models.toml``, whose names are the public
+contract (``detect_pytorch``, ``detect_tensorflow``, ``detect_onnxruntime``,
+``detect_all``).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,13 @@ import pytest
 
 from client import DetectorClient, InvalidImage
 from ensemble import contract
+from ensemble.registry import load_models
 
 pytestmark = pytest.mark.server
+
+# The detectors the default models.toml serves, by name, and their ensembles.
+DETECTORS = ("pytorch", "tensorflow", "onnxruntime")
+CONTRACT_ENSEMBLES = (*(contract.ensemble_name(n) for n in DETECTORS), contract.DETECT_ALL)
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +34,41 @@ def client(triton_url):
         yield c
 
 
-def test_client_reports_every_ensemble_ready(client):
+def test_client_lists_the_servers_ensembles_detect_all_first_and_all_ready(client):
+    ensembles = client.ensembles()
+    assert ensembles[0] == contract.DETECT_ALL
+    assert set(CONTRACT_ENSEMBLES) <= set(ensembles)
+    assert all(name.startswith(contract.ENSEMBLE_PREFIX) for name in ensembles)
     ready = client.ready_models()
-    assert all(ready[name] for name in contract.ENSEMBLES)
+    assert all(ready[name] for name in ensembles)
 
 
 def test_client_reads_labels_from_the_server(client):
-    labels = client.labels(contract.DETECT_ALL)
-    assert labels == list(contract.COCO80_LABELS)
+    for name in CONTRACT_ENSEMBLES:
+        assert client.labels(name) == list(contract.COCO80_LABELS), name
 
 
-def test_detect_all_returns_typed_fused_and_per_framework_results(client, photos):
+def test_client_learns_each_detector_and_its_steps_from_the_server(client):
+    models = load_models()  # the default models.toml, which the session server serves
+    everything = client.model_info(contract.DETECT_ALL)
+    assert [(d.name, d.title, d.runtime) for d in everything.detectors] == [
+        (n, models[n].title, models[n].runtime) for n in DETECTORS
+    ]
+    assert everything.steps[0] == "image_decode" and everything.steps[-1] == "fuse_detections"
+    for name in DETECTORS:
+        info = client.model_info(contract.ensemble_name(name))
+        assert info.title == models[name].title
+        assert [d.name for d in info.detectors] == [name]
+        assert info.per_detector_outputs == ()
+        assert info.steps == ("image_decode", f"preprocess_{name}", name, f"postprocess_{name}")
+
+
+def test_detect_all_returns_typed_fused_and_per_detector_results(client, photos):
     (result,) = client.detect([photos["motorcycle_left"]], model=contract.DETECT_ALL)
     assert result.detections[0].label == "motorcycle"
-    assert set(result.per_framework) == {f.key for f in contract.FRAMEWORKS}
-    for per in result.per_framework.values():
+    assert set(result.per_detector) == set(DETECTORS)
+    assert result.per_framework is result.per_detector
+    for per in result.per_detector.values():
         assert any(d.label == "motorcycle" for d in per.detections)
         image = cv2.imdecode(np.frombuffer(per.annotated_jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (500, 741, 3)
@@ -91,7 +122,7 @@ def test_cli_writes_annotated_images_and_coco_results(triton_url, tmp_path, phot
     assert "notes.jpg" in proc.stdout + proc.stderr
     assert "coffee.png: cup" in proc.stdout
     for stem in ("coffee", "horse"):
-        for suffix in ("", ".pytorch", ".tensorflow", ".onnxruntime"):
+        for suffix in ("", *(f".{name}" for name in DETECTORS)):
             assert (out / f"{stem}{suffix}.jpg").stat().st_size > 1000
     results = json.loads((out / "results.json").read_text())
     cups = [r for r in results if r["file_name"] == "coffee.png" and r["category_name"] == "cup"]

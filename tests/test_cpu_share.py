@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -70,7 +71,14 @@ def test_an_instance_does_not_count_itself(tmp_path):
 
 
 def test_siblings_of_one_model_share_a_folder_and_other_models_do_not(tmp_path):
-    a = SiblingInstances.of_model(str(tmp_path), "nanodet_m", "nanodet_m_0_0")
-    b = SiblingInstances.of_model(str(tmp_path), "nanodet_m", "nanodet_m_0_1")
-    c = SiblingInstances.of_model(str(tmp_path), "ssd_mobilenet_v2", "ssd_mobilenet_v2_0_0")
-    assert a.folder == b.folder != c.folder
+    a = SiblingInstances.of_model(str(tmp_path), "pytorch", "pytorch_0_0")
+    b = SiblingInstances.of_model(str(tmp_path), "pytorch", "pytorch_0_1")
+    c = SiblingInstances.of_model(str(tmp_path), "tensorflow", "tensorflow_0_0")
+    other_repository = SiblingInstances.of_model(str(tmp_path / "r2"), "pytorch", "pytorch_0_0")
+    try:
+        assert a.folder == b.folder != c.folder
+        assert other_repository.folder != a.folder, "another repository's model is another"
+    finally:
+        for s in (a, b, c, other_repository):
+            s.close()
+            shutil.rmtree(s.folder, ignore_errors=True)

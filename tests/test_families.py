@@ -62,6 +62,16 @@ def test_a_family_subclass_with_a_name_joins_the_registry(monkeypatch):
             name = "test_boxes_family"
 
 
+def test_a_subclass_of_a_builtin_without_a_name_of_its_own_does_not_replace_it(monkeypatch):
+    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))
+
+    class MyNanoDet(BUILTIN["nanodet"]):
+        pass
+
+    assert families.FAMILIES["nanodet"] is BUILTIN["nanodet"]
+    assert MyNanoDet not in families.FAMILIES.values()
+
+
 def test_an_unknown_family_is_refused_with_the_choices():
     with pytest.raises(FamilyError, match="unknown family 'retina'.*centernet, nanodet"):
         families.resolve("retina")

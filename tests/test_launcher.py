@@ -1,12 +1,17 @@
-"""The server launcher: ready message, localhost by default, clean stop, busy ports.
+"""The server launcher: ready message, localhost by default, clean stop, busy ports,
+broken models files refused before Triton starts.
 
-These start the real tritonserver on a one-model repository (the image decoder),
-which loads in seconds, so the launcher's behaviour is tested on its own.
+The foreground command (``python -m ensemble.server``: ``main`` -> ``create_server`` ->
+``stop_signals`` + ``serve_until_stopped``) runs the real tritonserver here on a
+one-model repository (the image decoder), which loads in seconds, so the launcher's
+behaviour is tested on its own: the models file is read and checked as usual, only the
+repository ``create_server`` would write is swapped for the small one.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket
 import subprocess
@@ -17,7 +22,32 @@ from pathlib import Path
 import pytest
 
 from ensemble import configgen, spec
-from ensemble.server import Ports, ServerError, TritonServer, free_port, port_in_use
+from ensemble.server import (
+    REPO_ROOT,
+    Ports,
+    ServerError,
+    TritonServer,
+    free_port,
+    port_in_use,
+    running_server,
+    stop_signals,
+)
+
+pytestmark = pytest.mark.server
+
+# `python -m ensemble.server ARGS` on REPOSITORY, its log in LOG_DIR:
+#   python -c MAIN_ON_SMALL_REPOSITORY REPOSITORY LOG_DIR ARGS...
+MAIN_ON_SMALL_REPOSITORY = """
+import sys
+from pathlib import Path
+
+import ensemble.server as server
+
+repository, log_dir, *argv = sys.argv[1:]
+server.prepare_repository = lambda *args, **kwargs: Path(repository)
+server.LOG_DIR = Path(log_dir)
+sys.exit(server.main(argv))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +56,43 @@ def small_repository(tmp_path_factory) -> Path:
     target = configgen.make_target("cpu")
     (root / spec.DECODE.name / "1").mkdir(parents=True)
     (root / spec.DECODE.name / "config.pbtxt").write_text(
-        configgen.python_step_config(spec.DECODE, target)
+        configgen.to_text(configgen.python_step_config(spec.DECODE, target), spec.DECODE.doc)
     )
     (root / spec.DECODE.name / "1" / "model.py").write_text(
         configgen.model_py(spec.DECODE.adapter, spec.DECODE.doc)
     )
     return root
+
+
+def free_ports() -> Ports:
+    return Ports(free_port(), free_port(), free_port())
+
+
+def port_arguments(ports: Ports) -> list[str]:
+    return ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
+            "--metrics-port", str(ports.metrics)]  # fmt: skip
+
+
+def start_main(repository: Path, log_dir: Path, *args: str) -> subprocess.Popen:
+    """``python -m ensemble.server ARGS`` serving ``repository``, output as text lines."""
+    cmd = [sys.executable, "-c", MAIN_ON_SMALL_REPOSITORY, str(repository), str(log_dir), *args]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT
+    )
+
+
+def read_until_ready(proc: subprocess.Popen, timeout: float = 180) -> list[str]:
+    """Lines printed until (and with) the one starting ``ready:``, or until it ended."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("ready:"):
+            break
+    return lines
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -53,46 +114,137 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_busy_port_is_reported_by_name_before_anything_starts(small_repository):
+# --- busy ports ----------------------------------------------------------------------
+
+
+def test_busy_port_is_reported_by_name_before_anything_starts(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        server = TritonServer(small_repository, ports=Ports(free_port(), busy, free_port()))
-        with pytest.raises(ServerError, match=f"port {busy} \\(gRPC\\).*already in use"):
-            server.start()
-        assert server.process is None
+        ports = Ports(free_port(), busy, free_port())
+        refused = pytest.raises(ServerError, match=f"port {busy} \\(gRPC\\).*already in use")
+        with refused, running_server(ports=ports, workdir=tmp_path):
+            pytest.fail("running_server yielded a server on a busy port")
+    # The log is opened when tritonserver is launched: none means it never was.
+    assert not (tmp_path / "tritonserver.log").exists()
 
 
-def test_server_says_ready_listens_on_localhost_and_stops_cleanly_on_sigterm(
-    small_repository, tmp_path
+def test_server_command_reports_a_busy_port_by_name_and_exits_2(small_repository, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = Ports(busy, free_port(), free_port())
+        proc = start_main(small_repository, tmp_path, *port_arguments(ports))
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert f"port {busy} (HTTP)" in out and "already in use" in out and "--http-port" in out
+    assert "ready:" not in out
+    assert not (tmp_path / "tritonserver.log").exists(), "tritonserver must not be launched"
+
+
+# --- the foreground command ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_server_says_ready_listens_on_localhost_and_stops_cleanly_on_a_signal(
+    small_repository, tmp_path, stop_with
 ):
-    ports = Ports(free_port(), free_port(), free_port())
-    cmd = [sys.executable, "-m", "ensemble.server", "--repository", str(small_repository),
-           "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-           "--metrics-port", str(ports.metrics)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ports = free_ports()
+    proc = start_main(small_repository, tmp_path, *port_arguments(ports))
     try:
-        lines = []
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("ready:"):
-                break
+        lines = read_until_ready(proc)
         assert lines and lines[-1].startswith("ready:"), "".join(lines)
-        assert f"127.0.0.1:{ports.grpc}" in lines[-1]
+        assert f"gRPC 127.0.0.1:{ports.grpc}" in lines[-1]
+        assert f"HTTP http://127.0.0.1:{ports.http}" in lines[-1]
+        # No --host given: every port listens on the loopback address only.
         for port in (ports.http, ports.grpc, ports.metrics):
             assert listening_addresses(port) == {"127.0.0.1"}, port
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_with)
         assert proc.wait(timeout=60) == 0
-        assert "stopping Triton" in proc.stdout.read()
-        assert not port_in_use("127.0.0.1", ports.grpc), "the server must be gone"
+        rest = proc.stdout.read()
+        assert f"{stop_with.name}: stopping" in rest
+        assert "Triton stopped (exit code 0)" in rest, rest
+        for port in (ports.http, ports.grpc, ports.metrics):
+            assert not port_in_use("127.0.0.1", port), f"port {port}: the server must be gone"
+        assert (tmp_path / "tritonserver.log").stat().st_size > 0
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+
+
+def test_first_signal_asks_to_stop_and_a_second_one_interrupts():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with stop_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5), "the first signal sets the stop event"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here, in the main thread
+    assert {s: signal.getsignal(s) for s in before} == before, "handlers are restored"
+
+
+# --- broken models files ------------------------------------------------------------------
+
+DUPLICATE = """
+[[detector]]
+name = "cars"
+runtime = "onnx"
+recipe = "centernet_mobilenetv3"
+family = "centernet"
+
+[[detector]]
+name = "cars"
+runtime = "torchscript"
+recipe = "nanodet_m"
+family = "nanodet"
+"""
+
+BROKEN_MODELS_FILES = {
+    # case: (models file, the entry and the key its one-line error names)
+    "unknown runtime": (
+        '[[detector]]\nname = "cars"\nruntime = "tensorrt"\nartifact = "cars.plan"\n'
+        'family = "yolo"\n',
+        "detector 'cars' (entry 1)",
+        "key 'runtime'",
+    ),
+    "missing artifact": (
+        '[[detector]]\nname = "cars"\nruntime = "onnx"\nartifact = "no-such-model.onnx"\n'
+        'family = "yolo"\nlabels = "cars.txt"\n',
+        "detector 'cars' (entry 1)",
+        "key 'artifact'",
+    ),
+    "duplicate names": (DUPLICATE, "detector 'cars' (entry 2)", "key 'name'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_MODELS_FILES))
+def test_broken_models_file_is_refused_in_one_line_before_triton_starts(tmp_path, case):
+    text, entry, key = BROKEN_MODELS_FILES[case]
+    models = tmp_path / "BROKEN.toml"
+    models.write_text(text)
+    (tmp_path / "cars.txt").write_text("car\ntruck\n")
+    ports = free_ports()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ensemble.server", "--models", str(models),
+         *port_arguments(ports)],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    # Nothing was started: serve_until_stopped says "starting Triton" before it launches.
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    (line,) = lines
+    assert line.startswith("error: ") and str(models) in line, line
+    assert entry in line and key in line, line
+    assert not any(port_in_use("127.0.0.1", p) for p in (ports.http, ports.grpc))
+
+
+# --- a model that does not load ----------------------------------------------------------
 
 
 def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
@@ -101,9 +253,7 @@ def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
     (broken / "config.pbtxt").write_text('backend: "python"\nmax_batch_size: 1\n')
     (broken / "1" / "model.py").write_text("raise ImportError('deliberately broken')\n")
     server = TritonServer(
-        tmp_path / "repository",
-        ports=Ports(free_port(), free_port(), free_port()),
-        log_path=tmp_path / "triton.log",
+        tmp_path / "repository", ports=free_ports(), log_path=tmp_path / "triton.log"
     )
     server.start()
     try:

@@ -1,5 +1,11 @@
 """The ensembles on the real Triton server, spoken to only through the public contract
-with plain tritonclient gRPC calls, as any other client would."""
+with plain tritonclient gRPC calls, as any other client would.
+
+Which ensembles a server has is the server's to say (its repository index and the
+ensembles' config parameters); the default ``models.toml``, which the session server
+serves, fixes the names of the public contract: ``detect_pytorch``,
+``detect_tensorflow``, ``detect_onnxruntime`` and ``detect_all``.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ensemble import contract, spec
-from ensemble.detectors import DETECTORS
+from ensemble import contract
+from ensemble.registry import load_models
 
 pytestmark = pytest.mark.server
+
+# The detectors the default models.toml serves, by name, and their ensembles.
+DETECTORS = ("pytorch", "tensorflow", "onnxruntime")
+CONTRACT_ENSEMBLES = (*(contract.ensemble_name(n) for n in DETECTORS), contract.DETECT_ALL)
 
 LABEL = {name: i for i, name in enumerate(contract.COCO80_LABELS)}
 
@@ -71,19 +81,79 @@ def png(array: np.ndarray) -> bytes:
 # --- what is served ------------------------------------------------------------------
 
 
-def test_every_ensemble_and_step_is_ready(grpc):
+def repository_index(grpc) -> dict[str, str]:
+    """Every model of the server's repository and its state (READY, UNAVAILABLE, ...);
+    READY where any of its versions is."""
+    states: dict[str, str] = {}
+    for model in grpc.get_model_repository_index(as_json=True)["models"]:
+        if states.get(model["name"]) != "READY":
+            states[model["name"]] = model.get("state", "")
+    return states
+
+
+def served_ensembles(grpc) -> list[str]:
+    return [n for n in repository_index(grpc) if n.startswith(contract.ENSEMBLE_PREFIX)]
+
+
+def config(grpc, model: str) -> dict:
+    return grpc.get_model_config(model, as_json=True)["config"]
+
+
+def parameter(grpc, model: str, key: str) -> str:
+    return config(grpc, model)["parameters"][key]["string_value"]
+
+
+def test_the_contract_ensembles_are_served(grpc):
+    assert set(CONTRACT_ENSEMBLES) <= set(served_ensembles(grpc))
+
+
+def test_every_model_in_the_repository_is_ready(grpc):
     assert grpc.is_server_ready()
-    names = [*contract.ENSEMBLES, *(s.name for s in spec.PYTHON_STEPS)]
-    names += [d.framework.detector for d in DETECTORS]
-    not_ready = [n for n in names if not grpc.is_model_ready(n)]
-    assert not not_ready
+    index = repository_index(grpc)
+    assert {n: state for n, state in index.items() if state != "READY"} == {}
+    for name in served_ensembles(grpc):
+        steps = [s["model_name"] for s in config(grpc, name)["ensemble_scheduling"]["step"]]
+        assert steps and all(grpc.is_model_ready(s) for s in steps), (name, steps)
+        assert set(steps) <= set(index), f"{name} uses models the index does not list"
 
 
-def test_label_list_is_served_with_each_ensemble(grpc):
-    for name in contract.ENSEMBLES:
-        config = grpc.get_model_config(name).config
-        labels = json.loads(config.parameters[contract.LABELS_PARAMETER].string_value)
-        assert labels[0] == "person" and labels[79] == "toothbrush" and len(labels) == 80
+def test_every_ensemble_serves_its_labels_title_and_detectors(grpc):
+    for name in served_ensembles(grpc):
+        params = config(grpc, name)["parameters"]
+        assert {contract.LABELS_PARAMETER, contract.TITLE_PARAMETER} <= set(params), name
+        assert contract.DETECTORS_PARAMETER in params, name
+        labels = json.loads(params[contract.LABELS_PARAMETER]["string_value"])
+        assert labels and all(isinstance(x, str) and x for x in labels), name
+        assert len(set(labels)) == len(labels), f"{name}: a label twice"
+        assert params[contract.TITLE_PARAMETER]["string_value"], name
+        detectors = json.loads(params[contract.DETECTORS_PARAMETER]["string_value"])
+        assert detectors, name
+        for d in detectors:
+            assert all(d.get(k) for k in ("name", "title", "runtime")), (name, d)
+            if "labels" in d:  # a detector's own labels, which its own outputs index
+                assert set(d["labels"]) <= set(labels), (name, d["name"])
+        if name != contract.DETECT_ALL:
+            assert [d["name"] for d in detectors] == [name.removeprefix("detect_")]
+            assert detectors[0].get("labels", labels) == labels, name
+
+
+def test_label_list_is_served_with_each_contract_ensemble(grpc):
+    for name in CONTRACT_ENSEMBLES:
+        labels = json.loads(parameter(grpc, name, contract.LABELS_PARAMETER))
+        assert labels == list(contract.COCO80_LABELS), name
+        assert labels[0] == "person" and labels[79] == "toothbrush"
+
+
+def test_detect_all_lists_the_three_detectors_with_their_titles(grpc):
+    listed = json.loads(parameter(grpc, contract.DETECT_ALL, contract.DETECTORS_PARAMETER))
+    models = load_models()  # the default models.toml, which the session server serves
+    expected = [(n, models[n].title, models[n].runtime) for n in DETECTORS]
+    assert [(d["name"], d["title"], d["runtime"]) for d in listed] == expected
+    for d in listed:  # each one's own ensemble describes it the same way
+        assert d.get("labels", list(contract.COCO80_LABELS)) == list(contract.COCO80_LABELS)
+        ensemble = contract.ensemble_name(d["name"])
+        assert json.loads(parameter(grpc, ensemble, contract.DETECTORS_PARAMETER)) == [d]
+        assert parameter(grpc, ensemble, contract.TITLE_PARAMETER) == d["title"]
 
 
 # --- what a person sees --------------------------------------------------------------
@@ -119,7 +189,7 @@ def test_grayscale_photo_is_detected_like_a_colour_one(grpc, photos):
 # --- the shape of every answer ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("ensemble", contract.ENSEMBLES)
+@pytest.mark.parametrize("ensemble", CONTRACT_ENSEMBLES)
 def test_outputs_follow_the_contract(grpc, photos, ensemble):
     result = infer(grpc, ensemble, [photos["motorcycle_left"]])
     dets = result.as_numpy(contract.DETECTIONS)
@@ -163,20 +233,22 @@ def test_annotated_image_shows_the_boxes(grpc, photos):
     )
 
 
-def test_detect_all_per_framework_outputs_equal_the_single_ensembles(grpc, photos):
+def test_detect_all_per_detector_outputs_equal_the_single_ensembles(grpc, photos):
     everything = infer(grpc, contract.DETECT_ALL, [photos["astronaut"]])
-    for f in contract.FRAMEWORKS:
-        single = infer(grpc, f.ensemble, [photos["astronaut"]])
-        dets_all, n_all = detections(everything, prefix=f.output_prefix)
+    listed = json.loads(parameter(grpc, contract.DETECT_ALL, contract.DETECTORS_PARAMETER))
+    assert [d["name"] for d in listed] == list(DETECTORS)
+    for d in listed:
+        single = infer(grpc, contract.ensemble_name(d["name"]), [photos["astronaut"]])
+        dets_all, n_all = detections(everything, prefix=contract.output_prefix(d["name"]))
         dets_one, n_one = detections(single)
-        assert n_all == n_one, f.key
+        assert n_all == n_one, d["name"]
         np.testing.assert_allclose(dets_all[:n_all], dets_one[:n_one], atol=1e-3)
 
 
 # --- batching and concurrency ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("ensemble", contract.ENSEMBLES)
+@pytest.mark.parametrize("ensemble", CONTRACT_ENSEMBLES)
 def test_several_images_in_one_request_get_their_own_answers(grpc, photos, ensemble):
     names = ["coffee", "astronaut", "motorcycle_left"]  # different sizes in one batch
     batch = infer(grpc, ensemble, [photos[n] for n in names])
@@ -293,7 +365,7 @@ def test_one_bad_image_in_a_batch_names_which_one(grpc, photos):
         infer(grpc, "detect_tensorflow", [photos["coffee"], b"garbage", photos["chelsea"]])
 
 
-@pytest.mark.parametrize("ensemble", contract.ENSEMBLES)
+@pytest.mark.parametrize("ensemble", CONTRACT_ENSEMBLES)
 def test_odd_but_valid_images_get_correct_answers(grpc, ensemble):
     tiny = png(np.full((1, 1, 3), 127, np.uint8))
     gray = png(np.full((64, 48), 200, np.uint8))

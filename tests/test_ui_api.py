@@ -1,4 +1,8 @@
-"""The web demo's `/detect` API, in-process, against the real server."""
+"""The web demo's `/detect` API, in-process, against the real server (default models file).
+
+What the page should call each model is asked of the same server through the project's
+client (its ensembles' configs); the default models file's captions are spelled out once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,11 @@ from client import DetectorClient
 from ensemble.server import free_port
 from ui import app as ui_app
 from ui import timings
+
+# The captions of models.toml's detectors: runtime, then title, as the configs say them.
+PYTORCH = "PyTorch (TorchScript) · NanoDet-m 416"
+TENSORFLOW = "TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)"
+ONNXRUNTIME = "ONNX Runtime · CenterNet MobileNetV3 512"
 
 pytestmark = [
     pytest.mark.server,
@@ -42,6 +51,13 @@ def ui_url(triton_url, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def served(triton_url):
+    """What the server says of each of its ensembles (``ModelInfo`` by name)."""
+    with DetectorClient(triton_url) as client:
+        return {name: client.model_info(name) for name in client.ensembles()}
+
+
+@pytest.fixture(scope="module")
 def page(ui_url):
     return gradio_client.Client(ui_url, verbose=False)
 
@@ -63,17 +79,18 @@ def test_detect_all_finds_the_astronaut_with_a_box_in_pixels(page, photos_dir):
     assert y2 - y1 > 300
     assert person[2] >= 0.3
     assert message.startswith("1 object after fusion: person")
-    assert {r[0] for r in rows} >= {"Fused (WBF)", "TensorFlow · SSD MobileNet v2"}
+    assert {r[0] for r in rows} >= {"Fused (WBF)", TENSORFLOW}
 
 
-def test_gallery_has_the_fused_and_three_framework_images_for_detect_all(page, photos_dir):
+def test_gallery_has_the_fused_image_then_each_fused_detectors_for_detect_all(
+    page, photos_dir, served
+):
     gallery, *_ = detect(page, photos_dir / "horse.png")
-    assert [item["caption"] for item in gallery] == [
-        "Fused (WBF)",
-        "PyTorch · NanoDet-m",
-        "TensorFlow · SSD MobileNet v2",
-        "ONNX Runtime · CenterNet",
-    ]
+    captions = [item["caption"] for item in gallery]
+    assert captions == ["Fused (WBF)", PYTORCH, TENSORFLOW, ONNXRUNTIME]
+    # ...which is what the server's detect_all config names, in its order.
+    fused = served["detect_all"].detectors
+    assert captions[1:] == [ui_app.detector_captions(fused)[d.name] for d in fused]
     head, _, data = gallery[0]["image"]["url"].partition(",")
     assert head == "data:image/jpeg;base64"
     assert base64.b64decode(data).startswith(b"\xff\xd8")  # the server's JPEG
@@ -81,9 +98,9 @@ def test_gallery_has_the_fused_and_three_framework_images_for_detect_all(page, p
 
 def test_one_detector_gives_one_image_and_only_its_rows(page, photos_dir):
     gallery, rows, _, _ = detect(page, photos_dir / "coffee.png", "detect_tensorflow")
-    assert [item["caption"] for item in gallery] == ["TensorFlow · SSD MobileNet v2"]
-    assert rows[0][:2] == ["TensorFlow · SSD MobileNet v2", "cup"]
-    assert {r[0] for r in rows} == {"TensorFlow · SSD MobileNet v2"}
+    assert [item["caption"] for item in gallery] == [TENSORFLOW]
+    assert rows[0][:2] == [TENSORFLOW, "cup"]
+    assert {r[0] for r in rows} == {TENSORFLOW}
 
 
 def test_a_higher_score_threshold_gives_fewer_rows(page, photos_dir):
@@ -111,23 +128,47 @@ def test_no_image_gives_a_message(page):
     assert message.startswith("**Error:** no image given")
 
 
-@pytest.mark.parametrize("model", ["detect_all", "detect_pytorch"])
-def test_timings_have_the_round_trip_and_each_step_of_the_ensemble(page, photos_dir, model):
+def test_a_model_the_server_does_not_serve_is_refused_naming_what_it_serves(
+    page, photos_dir, served
+):
+    _, rows, _, message = detect(page, photos_dir / "coffee.png", "detect_yolo")
+    # In the model choice's order: detect_all, then its detectors as the models file lists them.
+    assert message == (
+        "**Error:** unknown model 'detect_yolo': this server serves "
+        "detect_all, detect_pytorch, detect_tensorflow, detect_onnxruntime"
+    )
+    assert set(served) == {
+        "detect_all",
+        "detect_pytorch",
+        "detect_tensorflow",
+        "detect_onnxruntime",
+    }
+    assert rows == []
+
+
+@pytest.mark.parametrize(
+    ("model", "last_step"),
+    [("detect_all", "fuse_detections"), ("detect_pytorch", "postprocess_pytorch")],
+)
+def test_timings_have_the_round_trip_and_each_step_of_the_ensembles_config(
+    page, photos_dir, served, model, last_step
+):
     _, _, steps, _ = detect(page, photos_dir / "coffee.png", model)
     labels = [label for label, _ in steps]
     assert labels == [
         "round trip (client)",
         f"server total ({model})",
-        *(s.label for s in timings.ensemble_steps(model)),
+        *(s.label for s in timings.ensemble_steps(served[model].steps)),
     ]
+    assert labels[2] == "image_decode" and labels[-1] == last_step
     assert all(ms is not None and ms > 0 for _, ms in steps), steps
     round_trip, server_total = steps[0][1], steps[1][1]
     assert server_total <= round_trip * 1.05  # the server's share fits in the round trip
 
 
-def test_status_line_lists_the_ready_ensembles(triton_url):
+def test_status_line_lists_the_ready_ensembles_in_the_model_choices_order(triton_url):
     with DetectorClient(triton_url) as client:
-        text = ui_app.StatusLine(client)()
+        text = ui_app.StatusLine(client, models=ui_app.ServerModels(client))()
     assert text.startswith(
         "**Server: up** · ready: detect_all, detect_pytorch, detect_tensorflow, detect_onnxruntime"
     )

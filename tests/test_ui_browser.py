@@ -1,18 +1,25 @@
 """The web demo in a real headless Chromium, against the real server.
 
 The app (``ui.app.build_app``) runs in this process on a free port, talking to the
-session's Triton; Playwright drives Debian's chromium through the page's agreed
-``elem_id`` values, and the project's client, asked the same question directly, says
-what the tables must list. Each step leaves a full-page screenshot in
-``test-artifacts/ui/``.
+session's Triton (the default ``models.toml``); Playwright drives Debian's chromium
+through the page's agreed ``elem_id`` values, and the project's client, asked the same
+question directly, says what the tables must list. Each step leaves a full-page
+screenshot in ``test-artifacts/ui/``.
+
+The last tests run the page on a server of this module's own, started from a models file
+written here as a user would (two detectors under new names, one left out of fusion):
+the page must offer exactly those, by their titles, and come up before that server does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_models
 from playwright.sync_api import Page, expect, sync_playwright
 from ui_helpers import (
     ARTIFACTS_DIR,
@@ -23,6 +30,7 @@ from ui_helpers import (
     gallery_captions,
     gradio_error_badges,
     launch_chromium,
+    model_choices,
     number,
     outputs_signature,
     read_table,
@@ -34,19 +42,20 @@ from ui_helpers import (
 )
 
 from client import DetectorClient
-from ensemble import contract, spec
+from ensemble import contract
 
 pytestmark = pytest.mark.server
 
-# The model choices as the page labels them, and the ensemble each one asks.
-FRAMEWORK_CHOICES = {
-    "PyTorch · NanoDet-m": contract.PYTORCH,
-    "TensorFlow · SSD MobileNet v2": contract.TENSORFLOW,
-    "ONNX Runtime · CenterNet": contract.ONNXRUNTIME,
+# The model choices as the page labels them for models.toml (each detector's runtime,
+# then its title, as the server's configs say them), and the detector each one asks.
+DETECTOR_CHOICES = {
+    "PyTorch (TorchScript) · NanoDet-m 416": "pytorch",
+    "TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)": "tensorflow",
+    "ONNX Runtime · CenterNet MobileNetV3 512": "onnxruntime",
 }
-ALL_CHOICE = "All three + fused"
+ALL_CHOICE = "All 3 fused"
 CHOICES = {ALL_CHOICE: contract.DETECT_ALL} | {
-    label: fw.ensemble for label, fw in FRAMEWORK_CHOICES.items()
+    label: contract.ensemble_name(name) for label, name in DETECTOR_CHOICES.items()
 }
 DETECTION_HEADERS = ["model", "label", "score", "x1", "y1", "x2", "y2"]
 TIMING_HEADERS = ["step", "ms"]
@@ -65,13 +74,15 @@ def detector(triton_url):
         yield client
 
 
-@pytest.fixture(scope="module")
-def app_url(triton_url):
+@contextlib.contextmanager
+def serving_page(grpc_url: str) -> Iterator[str]:
+    """The page for the Triton at ``grpc_url``, served as ``python -m ui`` serves it
+    (``launch_ui``): one shared client, ``LAUNCH_OPTIONS``, a free local port."""
     from ensemble.server import free_port
     from ui.app import LAUNCH_OPTIONS, build_app
 
     port = free_port()
-    with DetectorClient(triton_url) as client:
+    with DetectorClient(grpc_url) as client:
         demo = build_app(client)
         demo.launch(
             **LAUNCH_OPTIONS,
@@ -84,6 +95,12 @@ def app_url(triton_url):
             yield f"http://127.0.0.1:{port}/"
         finally:
             demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(triton_url):
+    with serving_page(triton_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -144,14 +161,14 @@ def assert_rows_match_server(rows, detector, image, choice, score) -> None:
     """The table lists exactly the server's detections for this request, per model:
     labels in order, scores and boxes (original-image pixels) up to rounding.
 
-    For one detector, every row is that detector's; for all three, the rows of each
-    framework's label are its own result and the rest (one other name) the fused one.
+    For one detector, every row is that detector's; for detect_all, the rows of each
+    detector's caption are its own result and the rest (one other name) the fused one.
     """
     (result,) = detector.detect(
         [image], model=CHOICES[choice], score_threshold=score, iou_threshold=IOU
     )
     if choice == ALL_CHOICE:
-        expected = {label: result.per_framework[fw.key] for label, fw in FRAMEWORK_CHOICES.items()}
+        expected = {label: result.per_detector[name] for label, name in DETECTOR_CHOICES.items()}
         fused_names = {r["model"] for r in rows} - set(expected)
         assert len(fused_names) <= 1, f"more than one fused model name: {fused_names}"
         expected[fused_names.pop() if fused_names else "fused"] = result
@@ -179,14 +196,13 @@ def assert_boxes_sane(rows, score) -> None:
         assert 0 <= number(row["y1"]) <= number(row["y2"]), row
 
 
-def assert_timings_shown(page: Page, model: str) -> None:
-    """The round trip, then a number for every step model of the ensemble."""
+def assert_timings_shown(page: Page, detector: DetectorClient, model: str) -> None:
+    """The round trip, then a number for every step model the ensemble's config names."""
     headers, rows = read_table(page, "timings-table")
     assert headers == TIMING_HEADERS
     steps = [row["step"] for row in rows]
     assert ROUND_TRIP.search(steps[0]), f"the round trip is not the first row: {steps}"
-    (ensemble,) = [e for e in spec.ENSEMBLE_SPECS if e.name == model]
-    for step in {s.model for s in ensemble.steps}:
+    for step in detector.model_info(model).steps:
         assert any(s.startswith(step) for s in steps), f"no row for {step}: {steps}"
     for row in rows:
         assert number(row["ms"]) >= 0, row
@@ -199,10 +215,11 @@ def assert_timings_shown(page: Page, model: str) -> None:
 def test_page_says_the_server_is_up_and_which_models_are_ready(page):
     status = page.locator("#status-line")
     expect(status).to_contain_text(re.compile(r"Server: up\b.*ready", re.IGNORECASE))
-    for name in contract.ENSEMBLES:
+    for name in CHOICES.values():
         expect(status).to_contain_text(name)
     expect(status).not_to_contain_text("not ready")
     expect(page.locator("#detect-button")).to_have_text("Detect")
+    assert model_choices(page) == list(CHOICES)
     for label in CHOICES:
         expect(page.locator("#model-choice").get_by_label(label, exact=True)).to_be_visible()
     expect(page.locator("#model-choice").get_by_label(ALL_CHOICE, exact=True)).to_be_checked()
@@ -217,21 +234,21 @@ def test_every_model_choice_draws_and_lists_the_astronaut(page, astronaut, detec
         detect(page, choice)
         expect_gallery_loaded(page, 4 if model == contract.DETECT_ALL else 1)
         captions = gallery_captions(page)
-        named = FRAMEWORK_CHOICES if model == contract.DETECT_ALL else [choice]
+        named = DETECTOR_CHOICES if model == contract.DETECT_ALL else [choice]
         assert all(label in captions for label in named), f"{choice}: captions {captions}"
         rows = detection_rows(page)
         assert "person" in [r["label"] for r in rows], f"{choice}: no person row in {rows}"
         assert_boxes_sane(rows, 0.3)
         assert_rows_match_server(rows, detector, astronaut, choice, 0.3)
-        assert_timings_shown(page, model)
+        assert_timings_shown(page, detector, model)
         save_screenshot(page, f"{step:02d}-{model}")
 
 
 @pytest.mark.parametrize(
     ("choice", "high", "low", "shot"),
     [
-        ("TensorFlow · SSD MobileNet v2", 0.8, 0.3, "06-threshold-tensorflow"),
-        ("PyTorch · NanoDet-m", 0.3, 0.1, "07-threshold-pytorch"),
+        ("TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)", 0.8, 0.3, "06-threshold-tensorflow"),
+        ("PyTorch (TorchScript) · NanoDet-m 416", 0.3, 0.1, "07-threshold-pytorch"),
     ],
 )
 def test_score_threshold_changes_the_rows(page, astronaut, detector, choice, high, low, shot):
@@ -262,9 +279,9 @@ def test_clicking_an_example_photo_detects_it(page, photos_dir, detector):
     save_screenshot(page, "08-example-coffee")
 
 
-def test_non_image_gets_a_clear_message_then_a_photo_works(page, astronaut, tmp_path):
+def test_non_image_gets_a_clear_message_then_a_photo_works(page, astronaut, detector, tmp_path):
     upload(page, astronaut)
-    detect(page, "PyTorch · NanoDet-m")
+    detect(page, "PyTorch (TorchScript) · NanoDet-m 416")
     expect_gallery_loaded(page, 1)
     # A text file under an image's name gets past the browser's image/* filter; any
     # other file goes through the page's any-file input.
@@ -293,5 +310,179 @@ def test_non_image_gets_a_clear_message_then_a_photo_works(page, astronaut, tmp_
     expect_gallery_loaded(page, 4)
     assert "person" in [r["label"] for r in detection_rows(page)]
     expect(page.locator("#message")).not_to_contain_text(NOT_AN_IMAGE)
-    assert_timings_shown(page, contract.DETECT_ALL)
+    assert_timings_shown(page, detector, contract.DETECT_ALL)
     save_screenshot(page, "11-photo-again")
+
+
+# --- a server started from a models file of the test's own --------------------------
+
+# Two detectors registered by path under new names, as a user's file would: the first
+# fused, the second left out of detect_all.
+CUSTOM_DETECTORS = {
+    # name: (title, runtime, recipe whose built artifact it serves, family, fuse)
+    "parts_onnx": ("Parts finder", "onnx", "centernet_mobilenetv3", "centernet", True),
+    "cars_tf": ("Car spotter", "savedmodel", "ssd_mobilenet_v2", "ssd", False),
+}
+CUSTOM_CHOICES = {
+    "All 1 fused": "detect_all",
+    "ONNX Runtime · Parts finder": "detect_parts_onnx",
+    "TensorFlow (SavedModel) · Car spotter": "detect_cars_tf",
+}
+SERVER_WAIT_MS = 30_000  # the page's status refresh (every 5 s) shows a new server by then
+
+
+def write_models_file(folder: Path) -> Path:
+    """A models file naming the built artifacts by absolute path."""
+    from ensemble.build import artifact_path
+
+    entries = []
+    for name, (title, runtime, recipe, family, fuse) in CUSTOM_DETECTORS.items():
+        entries.append(
+            "[[detector]]\n"
+            f'name = "{name}"\n'
+            f'title = "{title}"\n'
+            f'runtime = "{runtime}"\n'
+            f"artifact = {str(artifact_path(recipe))!r}\n"
+            f'family = "{family}"\n'
+            f"fuse = {str(fuse).lower()}\n"
+        )
+    path = folder / "lab-models.toml"
+    path.write_text("\n".join(entries))
+    return path
+
+
+class CustomServer:
+    """A Triton on the test's models file, on ports chosen before it starts; ``start()``
+    brings it up (once) and returns its gRPC address."""
+
+    def __init__(self, models_file: Path, workdir: Path, stack: contextlib.ExitStack):
+        from ensemble.server import Ports, free_port
+
+        self.models_file = models_file
+        self.workdir = workdir
+        self.ports = Ports(free_port(), free_port(), free_port())
+        self.grpc_url = f"127.0.0.1:{self.ports.grpc}"
+        self._stack = stack
+        self._server = None
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> str:
+        from ensemble.server import running_server
+
+        if self._server is None:
+            self._server = self._stack.enter_context(
+                running_server(self.models_file, workdir=self.workdir, ports=self.ports)
+            )
+        return self._server.grpc_url
+
+
+@pytest.fixture(scope="module")
+def custom_server(tmp_path_factory) -> Iterator[CustomServer]:
+    """The test's own server, not started yet: the page is built before it answers."""
+    require_models()
+    folder = tmp_path_factory.mktemp("lab-models")
+    with contextlib.ExitStack() as stack:
+        yield CustomServer(write_models_file(folder), tmp_path_factory.mktemp("lab-triton"), stack)
+
+
+@pytest.fixture(scope="module")
+def custom_app_url(custom_server):
+    """The page for the test's own server, built while nothing answers at its address."""
+    with serving_page(custom_server.grpc_url) as url:
+        yield url
+
+
+@pytest.fixture
+def custom_page(browser_context, custom_app_url, request):
+    page = browser_context.new_page()
+    failed_before = request.session.testsfailed
+    page.goto(custom_app_url)
+    expect(page.locator("#status-line")).to_contain_text("Server:", timeout=LOAD_TIMEOUT_MS)
+    yield page
+    if request.session.testsfailed > failed_before:
+        save_screenshot(page, f"failed-{request.node.name}")
+    page.close()
+
+
+def expect_custom_choices(page: Page) -> None:
+    """Exactly the models file's detectors, fused first, and nothing of models.toml."""
+    status = page.locator("#status-line")
+    expect(status).to_contain_text("Server: up", timeout=SERVER_WAIT_MS)
+    radios = page.locator("#model-choice input[type=radio]")
+    expect(radios).to_have_count(len(CUSTOM_CHOICES), timeout=SERVER_WAIT_MS)
+    assert model_choices(page) == list(CUSTOM_CHOICES)
+    expect(page.locator("#model-choice").get_by_label("All 1 fused", exact=True)).to_be_checked()
+    for name in CUSTOM_CHOICES.values():
+        expect(status).to_contain_text(name)
+    for bundled in CHOICES.values():
+        if bundled != contract.DETECT_ALL:
+            expect(status).not_to_contain_text(bundled)
+
+
+def test_a_page_built_before_its_server_comes_up_shows_the_servers_detectors_once_it_answers(
+    custom_server, custom_page
+):
+    """The page for a server that is not up yet comes up anyway, says the server is down,
+    and offers the models file's detectors as soon as the server answers."""
+    if not custom_server.started:  # the first test on this server: it is not up yet
+        expect(custom_page.locator("#status-line")).to_contain_text("Server: down")
+        expect(custom_page.locator("#status-line")).to_contain_text(custom_server.grpc_url)
+        expect(custom_page.locator("#model-choice input[type=radio]")).to_have_count(0)
+        save_screenshot(custom_page, "20-lab-server-down")
+        custom_server.start()
+    expect_custom_choices(custom_page)
+    save_screenshot(custom_page, "21-lab-server-up")
+
+
+def test_a_fresh_page_lists_exactly_the_models_files_detectors_by_title(custom_server, custom_page):
+    custom_server.start()
+    custom_page.reload()
+    expect_custom_choices(custom_page)
+
+
+def test_detect_all_shows_only_the_fused_detector_and_the_other_runs_on_its_own(
+    custom_server, custom_page, astronaut
+):
+    with DetectorClient(custom_server.start()) as oracle:
+        custom_page.reload()
+        expect_custom_choices(custom_page)
+        upload(custom_page, astronaut)
+        set_slider(custom_page, "score-threshold", 0.3)
+        set_slider(custom_page, "iou-threshold", IOU)
+
+        detect(custom_page, "All 1 fused")
+        expect_gallery_loaded(custom_page, 2)
+        assert gallery_captions(custom_page) == ["Fused (WBF)", "ONNX Runtime · Parts finder"]
+        rows = detection_rows(custom_page)
+        assert {r["model"] for r in rows} <= {"Fused (WBF)", "ONNX Runtime · Parts finder"}
+        (fused,) = oracle.detect([astronaut], "detect_all", 0.3, IOU)
+        assert list(fused.per_detector) == ["parts_onnx"]
+        own = [r for r in rows if r["model"] == "ONNX Runtime · Parts finder"]
+        assert [r["label"] for r in own] == [
+            d.label for d in fused.per_detector["parts_onnx"].detections
+        ]
+        assert "person" in [r["label"] for r in own], rows
+        assert_timings_shown(custom_page, oracle, "detect_all")
+        save_screenshot(custom_page, "22-lab-detect-all")
+
+        detect(custom_page, "TensorFlow (SavedModel) · Car spotter")
+        expect_gallery_loaded(custom_page, 1)
+        assert gallery_captions(custom_page) == ["TensorFlow (SavedModel) · Car spotter"]
+        rows = detection_rows(custom_page)
+        (result,) = oracle.detect([astronaut], "detect_cars_tf", 0.3, IOU)
+        assert [r["label"] for r in rows] == [d.label for d in result.detections]
+        assert "person" in [r["label"] for r in rows], rows
+        assert {r["model"] for r in rows} == {"TensorFlow (SavedModel) · Car spotter"}
+        assert_boxes_sane(rows, 0.3)
+        assert_timings_shown(custom_page, oracle, "detect_cars_tf")
+        _, timing_rows = read_table(custom_page, "timings-table")
+        assert [r["step"] for r in timing_rows][2:] == [
+            "image_decode",
+            "preprocess_cars_tf",
+            "cars_tf",
+            "postprocess_cars_tf",
+        ]
+        save_screenshot(custom_page, "23-lab-cars-tf")

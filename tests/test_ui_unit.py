@@ -84,6 +84,24 @@ def test_choices_follow_a_models_file_with_other_detectors():
     ]
 
 
+def test_choices_follow_the_fused_detectors_order_whatever_the_index_order():
+    index = ["detect_onnxruntime", "detect_mine", "detect_all", "detect_pytorch", "image_decode"]
+    infos = {name: INFOS[name] for name in index if name in INFOS}
+    catalog = app.Catalog.build(index + ["detect_tensorflow"], infos | INFOS)
+    assert catalog.names == (
+        "detect_all",
+        "detect_pytorch",
+        "detect_tensorflow",
+        "detect_onnxruntime",
+        "detect_mine",
+    )
+    ready = dict.fromkeys(index, True)
+    assert app.status_text(ready, "h:1", order=catalog.names) == (
+        "**Server: up** · ready: detect_all, detect_pytorch, detect_onnxruntime, detect_mine"
+        " · Triton gRPC h:1"
+    )
+
+
 def test_a_server_without_detect_all_starts_on_its_first_ensemble():
     infos = {"detect_tensorflow": _single(TENSORFLOW)}
     assert _catalog(infos).default == "detect_tensorflow"
@@ -305,8 +323,9 @@ def test_without_statistics_only_the_round_trip_is_shown():
 class FakeClient:
     """Stands in for DetectorClient: records requests, answers or raises as told.
 
-    It serves ``infos`` (default: the default models file's ensembles); ``down`` makes
-    every question fail as an unreachable server does.
+    It serves ``infos`` (default: the default models file's ensembles) and lists
+    ``listed`` in its repository index (default: the same); ``down`` makes every
+    question fail as an unreachable server does.
     """
 
     url = "fake:8001"
@@ -316,6 +335,7 @@ class FakeClient:
         self.error = error
         self.stats_error = stats_error
         self.infos = dict(infos)
+        self.listed = None
         self.down = down
         self.requests = []
         self.stats_calls = 0
@@ -329,7 +349,7 @@ class FakeClient:
     def ensembles(self):
         self.index_calls += 1
         self._answer()
-        return list(self.infos)
+        return list(self.infos) if self.listed is None else list(self.listed)
 
     def model_info(self, model="detect_all"):
         self._answer()
@@ -404,10 +424,13 @@ def test_a_model_served_since_the_last_look_is_found_at_once(tmp_path):
 
 
 def test_a_listed_model_that_is_not_loaded_gets_the_servers_reason(tmp_path):
-    client = FakeClient(result=_result())
+    client = FakeClient(result=_result(), infos={"detect_all": DETECT_ALL})
+    client.listed = ["detect_pytorch", "detect_all"]  # in the index, its config unreadable
     models = app.ServerModels(client)
-    models.get()
-    del client.infos["detect_pytorch"]  # still in the catalog, its config now unreadable
+    assert models.get()[0].choices() == [
+        ("All 3 fused", "detect_all"),
+        ("detect_pytorch", "detect_pytorch"),
+    ]
     outcome = app.Detector(client, models=models)(_upload(tmp_path), "detect_pytorch", 0.3, 0.5)
     assert outcome.message.startswith("**Error:** model 'detect_pytorch' is not ready")
     assert client.requests == []

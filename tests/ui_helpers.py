@@ -67,6 +67,13 @@ def choose_model(page: Page, label: str) -> None:
     expect(radio).to_be_checked()
 
 
+def model_choices(page: Page) -> list[str]:
+    """The labels of the model radio's options, in the order the page shows them."""
+    return page.locator("#model-choice input[type=radio]").evaluate_all(
+        "inputs => inputs.map(i => (i.closest('label') ?? i.parentElement).innerText.trim())"
+    )
+
+
 def slider_value(page: Page, elem_id: str) -> float:
     return float(page.locator(f"#{elem_id} input[type=range]").input_value())
 

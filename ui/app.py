@@ -101,6 +101,12 @@ def ensemble_order(names: Iterable[str]) -> list[str]:
     return sorted(found, key=lambda n: n != contract.DETECT_ALL)
 
 
+def ranked(names: Iterable[str], first: Sequence[str]) -> list[str]:
+    """``names`` with those in ``first`` first, in its order; the rest keep theirs."""
+    rank = {name: i for i, name in enumerate(first)}
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))
+
+
 @dataclass(frozen=True)
 class Catalog:
     """What the server serves, as the page offers it: its detection ensembles (detect_all
@@ -110,6 +116,15 @@ class Catalog:
 
     names: tuple[str, ...] = ()
     infos: Mapping[str, ModelInfo] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, names: Iterable[str], infos: Mapping[str, ModelInfo]) -> Catalog:
+        """The ensembles ``names`` in the page's order: detect_all, then its fused
+        detectors' ensembles in its config's order (the models file's), then the rest
+        as listed."""
+        fused = infos.get(contract.DETECT_ALL)
+        first = [contract.DETECT_ALL, *(d.ensemble for d in fused.detectors)] if fused else []
+        return cls(tuple(ranked(ensemble_order(names), first)), dict(infos))
 
     @cached_property
     def captions(self) -> dict[str, str]:
@@ -237,12 +252,15 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "image"
 
 
-def status_text(ready: Mapping[str, bool] | None, url: str, error: str = "") -> str:
+def status_text(
+    ready: Mapping[str, bool] | None, url: str, error: str = "", order: Sequence[str] = ()
+) -> str:
     """The status line: whether the server answers and which of its detection
-    ensembles are ready (``ready`` is ``DetectorClient.ready_models()``)."""
+    ensembles are ready (``ready`` is ``DetectorClient.ready_models()``), those in
+    ``order`` (the model choice's) first."""
     if ready is None:
         return f"**Server: down** ({error})"
-    names = ensemble_order(ready)
+    names = ranked(ensemble_order(ready), order)
     up = [name for name in names if ready[name]]
     down = [name for name in names if not ready[name]]
     line = f"**Server: up** · ready: {', '.join(up) or 'none yet'}"
@@ -371,14 +389,14 @@ class ServerModels:
             return self._catalog, self._error
 
     def _ask(self) -> Catalog:
-        names = ensemble_order(self.client.ensembles())
+        names = self.client.ensembles()
         infos = {}
         for name in names:
             try:
                 infos[name] = self.client.model_info(name)
             except ModelNotReady:  # listed, not loaded (yet): offered by its name
                 continue
-        return Catalog(tuple(names), infos)
+        return Catalog.build(names, infos)
 
 
 class Detector:
@@ -488,9 +506,15 @@ class Detector:
 class StatusLine:
     """The status line, asked of the server at most once per ``ttl_s`` for all pages."""
 
-    def __init__(self, client: DetectorClient, ttl_s: float = STATUS_TTL_S):
+    def __init__(
+        self,
+        client: DetectorClient,
+        ttl_s: float = STATUS_TTL_S,
+        models: ServerModels | None = None,
+    ):
         self.client = client
         self.ttl_s = ttl_s
+        self.models = models  # names the ensembles in the model choice's order
         self._lock = threading.Lock()
         self._text = ""
         self._at = -math.inf
@@ -500,7 +524,8 @@ class StatusLine:
             if time.monotonic() - self._at < self.ttl_s:
                 return self._text
             try:
-                text = status_text(self.client.ready_models(), self.client.url)
+                order = self.models.get()[0].names if self.models else ()
+                text = status_text(self.client.ready_models(), self.client.url, order=order)
             except DetectorError as e:
                 text = status_text(None, self.client.url, str(e))
             self._text, self._at = text, time.monotonic()
@@ -542,7 +567,7 @@ def build_app(client: DetectorClient) -> gr.Blocks:
     """
     models = ServerModels(client)
     detector = Detector(client, models=models)
-    status = StatusLine(client)
+    status = StatusLine(client, models=models)
     photos = example_photos()
     # The server may be down now: the page comes up without choices and gets them from
     # the first status refresh that reaches it.

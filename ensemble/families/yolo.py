@@ -37,16 +37,17 @@ class YOLOOptions:
 
 def letterbox_geometry(
     image_size: tuple[int, int], input_size: int
-) -> tuple[float, tuple[int, int], tuple[int, int]]:
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Where an image of ``image_size = (height, width)`` lands in the square input:
-    ``(gain, (new_height, new_width), (top, left))`` as Ultralytics' ``LetterBox``
-    (centred, ``round(pad - 0.1)`` on the top/left side)."""
+    ``((new_height, new_width), (top, left))`` in input pixels, as Ultralytics'
+    ``LetterBox``: scaled by ``min(size / h, size / w)``, each side rounded, centred
+    with ``round(pad - 0.1)`` on the top/left side."""
     h, w = image_size
     gain = min(input_size / h, input_size / w)
-    new_h, new_w = round(h * gain), round(w * gain)
+    new_h, new_w = max(round(h * gain), 1), max(round(w * gain), 1)
     top = round((input_size - new_h) / 2 - 0.1)
     left = round((input_size - new_w) / 2 - 0.1)
-    return gain, (new_h, new_w), (top, left)
+    return (new_h, new_w), (top, left)
 
 
 class YOLO(Family):
@@ -68,7 +69,7 @@ class YOLO(Family):
         bilinearly keeping its aspect ratio, centred on grey bars (the letterbox)."""
         size = self.options.input_size
         h, w = image_rgb.shape[:2]
-        _, (new_h, new_w), (top, left) = letterbox_geometry((h, w), size)
+        (new_h, new_w), (top, left) = letterbox_geometry((h, w), size)
         canvas = np.full((size, size, 3), self.options.pad_value, np.uint8)
         resized = image_rgb
         if (new_h, new_w) != (h, w):
@@ -104,9 +105,12 @@ class YOLO(Family):
         )  # fmt: skip
         if len(kept) == 0:
             return boxes.empty_detections()
-        gain, _, (top, left) = letterbox_geometry(image_size, self.options.input_size)
-        found = boxes_input[kept]
-        found = (found - np.array([left, top, left, top])) / gain
+        # Back through the letterbox: each axis by its own rounded scale, as Ultralytics'
+        # scale_boxes does.
+        (new_h, new_w), (top, left) = letterbox_geometry(image_size, self.options.input_size)
+        gain_x, gain_y = new_w / image_size[1], new_h / image_size[0]
+        found = boxes_input[kept] - np.array([left, top, left, top])
+        found = found / np.array([gain_x, gain_y, gain_x, gain_y])
         found = boxes.clip_boxes(found, image_size)
         rows = np.column_stack([found, scores[keep][kept], class_id[keep][kept]])
         return rows.astype(np.float32)
