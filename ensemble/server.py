@@ -339,16 +339,22 @@ def add_server_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Start Triton on the embedded default (CPU).")
+    ap = argparse.ArgumentParser(description="Start Triton on a models file's detectors.")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     add_server_arguments(ap)
+    ap.add_argument(
+        "--target", choices=("cpu", "gpu"), default="cpu",
+        help="cpu (default), or gpu: each detector's instances on the GPUs of --gpus",
+    )  # fmt: skip
+    ap.add_argument("--gpus", default="0,1,2,3", help="GPU ids for --target gpu")
     args = ap.parse_args(argv)
     try:
+        gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
         server = create_server(
-            args.models, host=args.host,
+            args.models, host=args.host, target=args.target, gpus=gpus,
             ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
         )  # fmt: skip
-    except (ModelsFileError, ServerError, FileNotFoundError) as e:
+    except (ModelsFileError, ServerError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with stop_signals() as stop:
