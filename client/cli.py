@@ -30,8 +30,8 @@ from client.api import (
 )
 from ensemble.contract import (
     DETECT_ALL,
-    ensemble_name,
     MAX_BATCH_SIZE,
+    ensemble_name,
 )
 
 # Files picked up when a directory is given (a file named explicitly is always tried).

@@ -213,7 +213,8 @@ def to_text(config: mc.ModelConfig, doc: str) -> str:
     """``config`` in protobuf text format, headed by ``doc`` and commented."""
     lines = [HEADER, *(f"# {line}" for line in doc.splitlines())]
     seen: set[str] = set()
-    for line in text_format.MessageToString(config, use_short_repeated_primitives=True).splitlines():
+    text = text_format.MessageToString(config, use_short_repeated_primitives=True)
+    for line in text.splitlines():
         field = line.split(" ", 1)[0]
         if not line.startswith(" ") and field in COMMENTS and field not in seen:
             seen.add(field)

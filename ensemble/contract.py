@@ -12,8 +12,6 @@ corner of the top-left pixel).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 # --- ensembles -------------------------------------------------------------------
 
 # Which detectors a server has is the server's to say (its models file): a client

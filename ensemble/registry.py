@@ -23,9 +23,11 @@ A file that cannot be served is refused by :func:`load_models` with a
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import tomllib
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,15 +378,23 @@ class _EntryReader:
         return delay
 
     def _check_classes(self, detector: Detector) -> None:
+        n = len(detector.labels)
         fixed = detector.family.fixed_classes
-        if fixed is not None and fixed != len(detector.labels):
+        if fixed is not None and fixed != n:
             raise self.fail(
                 "labels",
-                f"{len(detector.labels)} labels, but family {detector.family_ref} with these "
-                f"options predicts {fixed} classes",
+                f"{n} labels, but family {detector.family_ref} with these options predicts "
+                f"{fixed} classes",
             )
         if detector.artifact is None:
             return
+        named = artifact_class_names(detector.runtime, detector.artifact)
+        if named is not None and len(named) != n:
+            raise self.fail(
+                "labels",
+                f"{n} labels, but {detector.artifact.name} names {len(named)} classes "
+                f"({', '.join(named[:5])}{', ...' if len(named) > 5 else ''})",
+            )
         found = artifact_output_dims(detector.runtime, detector.artifact)
         for spec in detector.outputs:
             dims = found.get(spec.name) if len(found) > 1 else next(iter(found.values()), None)
@@ -394,9 +404,9 @@ class _EntryReader:
                 if got is not None and got > 0 and want > 0 and got != want:
                     raise self.fail(
                         "labels",
-                        f"{len(detector.labels)} labels do not fit the model: its output "
-                        f"{spec.name!r} has dims {list(dims)}, family {detector.family_ref} "
-                        f"expects {list(spec.dims)} for {len(detector.labels)} classes",
+                        f"{n} labels do not fit the model: its output {spec.name!r} has dims "
+                        f"{list(dims)}, family {detector.family_ref} expects "
+                        f"{list(spec.dims)} for {n} classes",
                     )
 
 
@@ -424,6 +434,48 @@ def artifact_output_dims(runtime: str, path: Path) -> dict[str, tuple[int | None
         values = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape)
         dims[output.name] = values[1:]  # the batch dimension first
     return dims
+
+
+def artifact_class_names(runtime: str, path: Path) -> list[str] | None:
+    """The class names an export carries, where it says them: Ultralytics writes them
+    into an ONNX file's metadata, a TorchScript's ``config.txt`` and a SavedModel's
+    ``metadata.yaml``. None where the file says nothing (or cannot be read here)."""
+    try:
+        if runtime == "onnx":
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            raw = {p.key: p.value for p in model.metadata_props}.get("names")
+            names = ast.literal_eval(raw) if raw else None
+        elif runtime == "torchscript":
+            with zipfile.ZipFile(path) as archive:
+                entry = next(
+                    (n for n in archive.namelist() if n.endswith("/extra/config.txt")), None
+                )
+                names = json.loads(archive.read(entry)).get("names") if entry else None
+        elif runtime == "savedmodel" and (path / "metadata.yaml").is_file():
+            names = _yaml_names((path / "metadata.yaml").read_text())
+        else:
+            names = None
+    except Exception:  # a file of another exporter: nothing to compare with
+        return None
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names, key=lambda k: int(k))]
+    return None
+
+
+def _yaml_names(text: str) -> dict[int, str] | None:
+    """The ``names:`` mapping of Ultralytics' metadata.yaml (``  0: cat`` lines)."""
+    lines = text.splitlines()
+    if "names:" not in lines:
+        return None
+    names = {}
+    for line in lines[lines.index("names:") + 1 :]:
+        match = re.fullmatch(r"\s+(\d+):\s*(.*)", line)
+        if not match:
+            break
+        names[int(match.group(1))] = match.group(2).strip().strip("'\"")
+    return names
 
 
 def parameters_json(value: Any) -> str:

@@ -133,13 +133,17 @@ class TritonServer:
     def http_url(self) -> str:
         return f"http://{self.host}:{self.ports.http}"
 
-    def start(self) -> None:
+    def check_ports(self) -> None:
+        """``ServerError`` naming the first of the ports that is already taken."""
         for what, port in self.ports.named().items():
             if port_in_use(self.host, port):
                 raise ServerError(
                     f"port {port} ({what}) on {self.host} is already in use: is another "
                     f"server running? Stop it or pick another port with --{what.lower()}-port"
                 )
+
+    def start(self) -> None:
+        self.check_ports()
         home, libs = triton_home()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
@@ -202,7 +206,7 @@ class TritonServer:
         self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
         try:
             return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # slow, or a second Ctrl-C
             self.process.kill()
             return self.process.wait()
 
@@ -263,9 +267,13 @@ def create_server(
     if ports is None:
         ports = Ports(free_port(host), free_port(host), free_port(host))
     root = Path(workdir) if workdir else REPO_ROOT / "build"
-    repository = prepare_repository(registry, target, root / "repository" / target, gpus)
+    out = root / "repository" / target
     log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
-    return TritonServer(repository, host, ports, log_path, load)
+    server = TritonServer(out, host, ports, log_path, load)
+    # Before the repository is rewritten: it may be the one a running server serves.
+    server.check_ports()
+    prepare_repository(registry, target, out, gpus)
+    return server
 
 
 @contextlib.contextmanager
@@ -330,9 +338,7 @@ def serve_until_stopped(
 
 def add_server_arguments(ap: argparse.ArgumentParser) -> None:
     """The options every command that starts Triton takes."""
-    ap.add_argument(
-        "--models", type=Path, help="models file to serve (default: models.toml)"
-    )
+    ap.add_argument("--models", type=Path, help="models file to serve (default: models.toml)")
     ap.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP port")
     ap.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port")
     ap.add_argument("--metrics-port", type=int, default=8002, help="Triton's metrics port")
@@ -363,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         except ServerError as e:  # a busy port, found by start()
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: Triton was killed
+            print("interrupted: Triton killed", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

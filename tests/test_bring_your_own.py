@@ -10,7 +10,6 @@ left out of fusion. ``make_models.py`` makes those files first, as the README sa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -116,9 +115,7 @@ def test_a_yolo_with_its_own_classes_answers_with_its_labels_in_all_three_runtim
 def test_detect_all_carries_exactly_the_detectors_marked_for_fusion(lab, photos):
     info = lab.model_info(contract.DETECT_ALL)
     assert [d.name for d in info.detectors] == FUSED
-    assert list(info.labels[:3]) == SHAPES and list(info.labels[3:]) == list(
-        contract.COCO80_LABELS
-    )
+    assert list(info.labels[:3]) == SHAPES and list(info.labels[3:]) == list(contract.COCO80_LABELS)
     outputs = infer(lab, contract.DETECT_ALL, photos["horse"])
     expected = {contract.DETECTIONS, contract.NUM_DETECTIONS, contract.ANNOTATED_IMAGE}
     for name in FUSED:

@@ -67,7 +67,9 @@ def test_the_committed_models_file_registers_the_three_bundled_detectors():
 def test_an_artifact_path_is_relative_to_the_models_file_not_the_working_directory(
     folder, monkeypatch
 ):
-    path = write(folder, """
+    path = write(
+        folder,
+        """
         [[detector]]
         name = "parts"
         title = "Parts"
@@ -75,7 +77,8 @@ def test_an_artifact_path_is_relative_to_the_models_file_not_the_working_directo
         artifact = "model.onnx"
         family = "centernet"
         labels = "parts.txt"
-    """)
+    """,
+    )
     monkeypatch.chdir("/")
     (parts,) = load_models(path).detectors
     assert parts.artifact == (folder / "model.onnx").resolve()
@@ -85,20 +88,28 @@ def test_an_artifact_path_is_relative_to_the_models_file_not_the_working_directo
 
 
 def test_defaults_coco_labels_fused_and_the_family_defaults(folder):
-    (d,) = load_models(write(folder, """
+    (d,) = load_models(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
         artifact = "model.onnx"
         family = "yolo"
-    """)).detectors
+    """,
+        )
+    ).detectors
     assert d.labels == contract.COCO80_LABELS and d.fuse and d.title == "a"
     assert d.family.options.input_size == 640
     assert d.outputs[0].dims == (84, -1)
 
 
 def test_family_options_come_from_the_entry(folder):
-    (d,) = load_models(write(folder, """
+    (d,) = load_models(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
@@ -109,7 +120,9 @@ def test_family_options_come_from_the_entry(folder):
         fuse = false
         instances = 3
         preferred_batch_sizes = [2, 4]
-    """)).detectors
+    """,
+        )
+    ).detectors
     assert d.inputs[0].dims == (3, 320, 320)
     assert d.outputs[0].dims == (4 + 3, -1)
     assert not d.fuse and d.instances == 3 and d.preferred_batch_sizes == (2, 4)
@@ -118,7 +131,10 @@ def test_family_options_come_from_the_entry(folder):
 def test_detect_all_carries_only_the_fused_detectors_and_the_union_of_their_labels(folder):
     (folder / "animals.txt").write_text("cat\ndog\n")
     (folder / "pets.txt").write_text("dog\nhamster\n")
-    registry = load_models(write(folder, """
+    registry = load_models(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
@@ -139,21 +155,28 @@ def test_detect_all_carries_only_the_fused_detectors_and_the_union_of_their_labe
         artifact = "model.onnx"
         family = "centernet"
         fuse = false
-    """))
+    """,
+        )
+    )
     assert [d.name for d in registry.fused] == ["a", "b"]
     assert registry.fused_labels() == ("cat", "dog", "hamster")
     assert registry.ensembles == ("detect_a", "detect_b", "detect_c", "detect_all")
 
 
 def test_no_detect_all_when_nothing_is_fused(folder):
-    registry = load_models(write(folder, """
+    registry = load_models(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
         artifact = "model.onnx"
         family = "centernet"
         fuse = false
-    """))
+    """,
+        )
+    )
     assert registry.ensembles == ("detect_a",)
 
 
@@ -204,97 +227,147 @@ def test_duplicate_names_are_refused_naming_both_entries(folder):
 
 @pytest.mark.parametrize("name", ["Parts", "2d", "with-dash", "detect_x", "image_decode", "all"])
 def test_names_that_cannot_be_served_are_refused(folder, name):
-    message = refused(write(folder, f"""
+    message = refused(
+        write(
+            folder,
+            f"""
         [[detector]]
         name = "{name}"
         runtime = "onnx"
         artifact = "model.onnx"
         family = "centernet"
-    """))
+    """,
+        )
+    )
     assert "key 'name'" in message
 
 
 def test_a_missing_name_or_runtime_or_family_is_refused(folder):
-    assert "key 'name': missing" in refused(write(folder, """
+    assert "key 'name': missing" in refused(
+        write(
+            folder,
+            """
         [[detector]]
         runtime = "onnx"
-    """))
-    assert "key 'runtime': missing" in refused(write(folder, """
+    """,
+        )
+    )
+    assert "key 'runtime': missing" in refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
-    """))
-    assert "key 'family': missing" in refused(write(folder, """
+    """,
+        )
+    )
+    assert "key 'family': missing" in refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
         artifact = "model.onnx"
-    """))
+    """,
+        )
+    )
 
 
 def test_a_label_count_the_family_cannot_predict_is_refused(folder):
-    message = refused(write(folder, """
+    message = refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "coco_ssd"
         runtime = "onnx"
         artifact = "model.onnx"
         family = "ssd"
         labels = "parts.txt"
-    """))
+    """,
+        )
+    )
     assert "key 'labels'" in message and "3 labels" in message and "80 classes" in message
 
 
 def test_a_label_count_that_disagrees_with_the_onnx_output_is_refused(folder):
     onnx_model(folder / "yolo.onnx", ["batch", 84, 2100])  # 4 + 80 classes
-    message = refused(write(folder, """
+    message = refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "parts"
         runtime = "onnx"
         artifact = "yolo.onnx"
         family = "yolo"
         labels = "parts.txt"
-    """))
+    """,
+        )
+    )
     assert "key 'labels'" in message and "[84, 2100]" in message and "[7, -1]" in message
 
 
 def test_a_label_count_that_fits_the_onnx_output_is_accepted(folder):
     onnx_model(folder / "yolo.onnx", ["batch", 7, 2100])  # 4 + 3 classes
-    (d,) = load_models(write(folder, """
+    (d,) = load_models(
+        write(
+            folder,
+            """
         [[detector]]
         name = "parts"
         runtime = "onnx"
         artifact = "yolo.onnx"
         family = "yolo"
         labels = "parts.txt"
-    """)).detectors
+    """,
+        )
+    ).detectors
     assert isinstance(d.family, YOLO) and d.family.num_classes == 3
 
 
 def test_a_savedmodel_artifact_must_be_a_savedmodel_folder(folder):
-    message = refused(write(folder, """
+    message = refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "tf"
         runtime = "savedmodel"
         artifact = "."
         family = "ssd"
-    """))
+    """,
+        )
+    )
     assert "key 'artifact'" in message and "saved_model.pb" in message
 
 
 def test_a_recipe_must_be_known_and_built_for_the_runtime(folder):
-    assert "unknown recipe" in refused(write(folder, """
+    assert "unknown recipe" in refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
         recipe = "yolov99"
         family = "centernet"
-    """))
-    assert "builds a torchscript artifact" in refused(write(folder, """
+    """,
+        )
+    )
+    assert "builds a torchscript artifact" in refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
         recipe = "nanodet_m"
         family = "nanodet"
-    """))
+    """,
+        )
+    )
 
 
 def test_toml_syntax_errors_and_stray_tables_are_refused_naming_the_file(folder):
@@ -305,7 +378,8 @@ def test_toml_syntax_errors_and_stray_tables_are_refused_naming_the_file(folder)
 
 
 def test_a_users_family_class_is_imported_from_the_models_files_folder(folder):
-    (folder / "lab_families.py").write_text(textwrap.dedent("""
+    (folder / "lab_families.py").write_text(
+        textwrap.dedent("""
         from dataclasses import dataclass
 
         import numpy as np
@@ -326,15 +400,21 @@ def test_a_users_family_class_is_imported_from_the_models_files_folder(folder):
             def preprocess(self, image_rgb):
                 image = 255 - image_rgb if self.options.invert else image_rgb
                 return super().preprocess(np.ascontiguousarray(image))
-    """))
-    (d,) = load_models(write(folder, """
+    """)
+    )
+    (d,) = load_models(
+        write(
+            folder,
+            """
         [[detector]]
         name = "inverted"
         runtime = "onnx"
         artifact = "model.onnx"
         family = "lab_families:InvertedCenterNet"
         invert = true
-    """)).detectors
+    """,
+        )
+    ).detectors
     assert type(d.family).__name__ == "InvertedCenterNet" and d.family.options.invert
     assert d.search_path == (str(folder),)
     white = np.full((4, 4, 3), 255, np.uint8)
@@ -343,22 +423,32 @@ def test_a_users_family_class_is_imported_from_the_models_files_folder(folder):
 
 def test_a_users_class_that_is_not_a_family_is_refused(folder):
     (folder / "not_family.py").write_text("class Thing:\n    pass\n")
-    message = refused(write(folder, """
+    message = refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "onnx"
         artifact = "model.onnx"
         family = "not_family:Thing"
-    """))
+    """,
+        )
+    )
     assert "key 'family'" in message and "subclasses ensemble.families.Family" in message
 
 
 def test_the_python_runtime_takes_a_python_file(folder):
-    message = refused(write(folder, """
+    message = refused(
+        write(
+            folder,
+            """
         [[detector]]
         name = "a"
         runtime = "python"
         artifact = "model.onnx"
         family = "centernet"
-    """))
+    """,
+        )
+    )
     assert "key 'artifact'" in message and ".py file" in message

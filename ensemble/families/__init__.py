@@ -123,7 +123,7 @@ def resolve(reference: str, search_path: Sequence[str] = ()) -> type[Family]:
         if reference not in builtins:
             raise FamilyError(
                 f"unknown family {reference!r}: choose one of {', '.join(sorted(builtins))}, "
-                "or name your own class as \"package.module:ClassName\""
+                'or name your own class as "package.module:ClassName"'
             )
         return builtins[reference]
     module_name, _, class_name = reference.partition(":")
