@@ -268,6 +268,21 @@ class Detector(_Adapter):
             self.runner.set_threads(intra_op_threads(self.threads, len(batch), others))
             return self.runner(batch)
 
+    def _check_shapes(self, outputs: Arrays) -> None:
+        """The model's outputs must have the dims its family declares: a labels file that
+        does not fit the model shows here, at the warm-up run, not as wrong boxes."""
+        for output in self.config["output"]:
+            got = np.shape(outputs[output["name"]])[1:]
+            want = [int(d) for d in output["dims"]]
+            fits = len(got) == len(want) and all(
+                w <= 0 or g == w for g, w in zip(got, want, strict=True)
+            )
+            if not fits:
+                raise RuntimeError(
+                    f"output {output['name']!r} has dims {list(got)}, the models file's family "
+                    f"and labels make it {want}: do the labels fit the model?"
+                )
+
     def finalize(self) -> None:
         if self.siblings is not None:
             self.siblings.close()
@@ -276,6 +291,7 @@ class Detector(_Adapter):
         try:
             batches = [self._inputs(r)[self.input_name] for r in requests]
             outputs = self._run(np.concatenate(batches))
+            self._check_shapes(outputs)
         except Exception as e:
             pb_utils.Logger.log_error(f"{self.model_name}: {type(e).__name__}: {e}")
             error = pb_utils.TritonError(f"{self.model_name} failed: {e}")

@@ -415,6 +415,17 @@ def test_a_failing_forward_pass_fails_every_request_of_the_batch(
     assert [r.error.message for r in responses] == ["onnxruntime failed: out of memory"] * 2
 
 
+def test_outputs_that_do_not_fit_the_declared_dims_fail_with_the_likely_cause(
+    adapters, tmp_path, stand_in_runner
+):
+    # A model predicting other classes than its labels say: [B, 100, 7] for [100, 6].
+    stand_in_runner["call"] = lambda batch: {"detections": np.zeros((len(batch), 100, 7))}
+    detector = make_detector(adapters, tmp_path)
+    (response,) = detector.execute([{"images": np.zeros((1, 2, 2, 3), np.float32)}])
+    assert "has dims [100, 7]" in response.error.message
+    assert "[100, 6]" in response.error.message and "labels" in response.error.message
+
+
 def test_detector_takes_all_threads_alone_and_one_beside_a_running_sibling(
     adapters, tmp_path, stand_in_runner
 ):

@@ -309,6 +309,31 @@ def test_a_label_count_that_disagrees_with_the_onnx_output_is_refused(folder):
     assert "key 'labels'" in message and "[84, 2100]" in message and "[7, -1]" in message
 
 
+def test_a_label_count_that_disagrees_with_the_class_names_in_an_export_is_refused(folder):
+    import json
+    import zipfile
+
+    # Ultralytics writes the class names into a TorchScript's extra/config.txt.
+    with zipfile.ZipFile(folder / "yolo.torchscript", "w") as archive:
+        archive.writestr("yolo/extra/config.txt", json.dumps({"names": {"0": "a", "1": "b"}}))
+    message = refused(
+        write(
+            folder,
+            """
+        [[detector]]
+        name = "parts"
+        runtime = "torchscript"
+        artifact = "yolo.torchscript"
+        family = "yolo"
+        labels = "parts.txt"
+    """,
+        )
+    )
+    assert (
+        "key 'labels'" in message and "3 labels" in message and "names 2 classes (a, b)" in message
+    )
+
+
 def test_a_label_count_that_fits_the_onnx_output_is_accepted(folder):
     onnx_model(folder / "yolo.onnx", ["batch", 7, 2100])  # 4 + 3 classes
     (d,) = load_models(

@@ -44,7 +44,11 @@ from ui_helpers import (
 from client import DetectorClient
 from ensemble import contract
 
-pytestmark = pytest.mark.server
+pytestmark = [
+    pytest.mark.server,
+    # Gradio's queue summarises its events with pandas calls that pandas 3 deprecates.
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+]
 
 # The model choices as the page labels them for models.toml (each detector's runtime,
 # then its title, as the server's configs say them), and the detector each one asks.

@@ -641,7 +641,7 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                 detections = gr.Dataframe(
                     headers=DETECTION_HEADERS,
                     datatype=["str", "str"] + ["number"] * 5,
-                    column_widths=["30%", "16%", "10%", "11%", "11%", "11%", "11%"],
+                    column_widths=["36%", "14%", "10%", "10%", "10%", "10%", "10%"],
                     interactive=False,
                     label="Detections (boxes in original-image pixels, x1 y1 top-left)",
                     elem_id="detections-table",
