@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.photos import FORMATS, photo_files
-from bench.pipeline import THREADS, Pipeline
+from bench.pipeline import THREADS, Pipeline, find_detector
 from ensemble.registry import Detector, ModelsFileError, load_models
 
 BATCH_SIZES = (1, 2, 4, 8)
@@ -117,13 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = args.images or (24 if args.quick else 100)
     try:
-        registry = load_models(args.models)
-    except ModelsFileError as e:
-        parser.error(str(e))
-    names = [d.name for d in registry.detectors]
-    if args.model != "all" and args.model not in names:
-        parser.error(f"--model {args.model!r}: {registry.source} has {', '.join(names)}")
-    detectors = registry.detectors if args.model == "all" else (registry[args.model],)
+        if args.model == "all":
+            detectors = load_models(args.models).detectors
+        else:
+            detectors = (find_detector(args.model, args.models),)
+    except (KeyError, ModelsFileError) as e:
+        parser.error(e.args[0])
     results = []
     for detector in detectors:
         results.append(limit(detector, images, args.threads, args.device, args.photo_format))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -184,15 +185,30 @@ class TritonServer:
             if stop is not None and stop.is_set():
                 return False
             if self.process is not None and self.process.poll() is not None:
+                failed = self.load_failures()
+                detail = (
+                    "\n".join(failed)
+                    if failed
+                    else f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
                 raise ServerError(
-                    f"tritonserver exited with code {self.process.returncode} while loading; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                    f"tritonserver exited with code {self.process.returncode} while loading "
+                    f"(log: {self.log_path}):\n{detail}"
                 )
             if self.is_ready():
                 return True
             time.sleep(0.25)
         self.stop()
         raise ServerError(f"not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def load_failures(self) -> list[str]:
+        """One line per model that failed to load, with Triton's reason, from the log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        found = re.findall(r"failed to load '([^']+)' version \d+: (.*?)\"?$", text, re.M)
+        return [f"model {model!r} failed to load: {reason}" for model, reason in found]
 
     def log_tail(self, lines: int = 25) -> str:
         try:
