@@ -1,5 +1,9 @@
 """``python -m ui``: the web demo, on any Triton or on one it starts itself.
 
+The page (``ui.app``) knows only the public contract and learns everything else from
+the server; this launcher is where, with ``--serve``, the project's server is started
+(the one way, ``ensemble.server``) and where signals are handled the same way.
+
     python -m ui                          # Triton at $TRITON_URL or localhost:8001
     python -m ui --url gpu-host:8001      # any Triton that serves the ensembles
     python -m ui --serve                  # start the embedded CPU Triton first (make demo)
