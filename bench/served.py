@@ -11,9 +11,9 @@ batching settings. A run keeps that in raw.json's ``meta``:
 
 The report and the check read them back from there (no server needed): an ensemble
 that runs one detector (``detect_<name>``) has that detector as its in-process
-baseline (old design, limit, paired c=1); ``detect_all`` has none. Runs recorded
-before the models file existed (``docs/bench/*/raw.json``) carry neither key; they are
-read with :data:`LEGACY_SERVED`, what was served then.
+baseline (old design, limit, paired c=1); ``detect_all`` has none. (The committed runs
+in ``docs/bench/``, recorded before the models file existed, had both keys added
+afterwards, with the detector models' names of then.)
 """
 
 from __future__ import annotations
@@ -21,29 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ensemble import contract
-
-
-# Runs recorded before the models file: each ensemble's detector Triton model (then
-# named after its network) and title; every detector had the same batching settings.
-def _legacy(name: str, title: str, runtime: str) -> dict:
-    return {"title": title, "detectors": [{"name": name, "title": title, "runtime": runtime}]}
-
-
-LEGACY_SERVED = {
-    "detect_pytorch": _legacy("nanodet_m", "NanoDet-m 416", "torchscript"),
-    "detect_tensorflow": _legacy("ssd_mobilenet_v2", "SSD MobileNet v2", "savedmodel"),
-    "detect_onnxruntime": _legacy("centernet_mobilenetv3", "CenterNet MobileNetV3 512", "onnx"),
-}
-LEGACY_SERVED[contract.DETECT_ALL] = {
-    "title": "All 3 fused",
-    "detectors": [s["detectors"][0] for s in LEGACY_SERVED.values()],
-}
-LEGACY_SETTINGS = {
-    d["name"]: {"preferred_batch_sizes": [4, 8], "max_queue_delay_us": 2000,
-                "max_batch_size": contract.MAX_BATCH_SIZE}
-    for entry in LEGACY_SERVED.values() for d in entry["detectors"]
-}  # fmt: skip
-
 
 # --- from the server -----------------------------------------------------------------
 
@@ -115,12 +92,12 @@ def detector_settings(config: Mapping) -> dict:
 
 def served_of(meta: Mapping) -> dict:
     """``meta["served"]``, or what was served then for a run recorded before it."""
-    return meta.get("served", LEGACY_SERVED)
+    return meta["served"]
 
 
 def settings_of(meta: Mapping) -> dict:
     """``meta["detector_settings"]``, or the settings of a run recorded before it."""
-    return meta.get("detector_settings", LEGACY_SETTINGS if "served" not in meta else {})
+    return meta.get("detector_settings", {})
 
 
 def baseline(served: Mapping, ensemble: str) -> str | None:
