@@ -242,23 +242,13 @@ def prepare_repository(
 
 @contextlib.contextmanager
 def running_server(
-    models: Path | str | Registry | None = None,
-    *,
-    host: str = "127.0.0.1",
-    ports: Ports | None = None,
-    workdir: Path | None = None,
-    target: str = "cpu",
-    gpus: tuple[int, ...] = (0, 1, 2, 3),
-    load: tuple[str, ...] = (),
-    timeout: float = 600.0,
+    models: Path | str | Registry | None = None, *, timeout: float = 600.0, **options
 ) -> Iterator[TritonServer]:
     """The one way to run Triton: a ready server on the models file's repository,
-    stopped on exit. ``ports=None`` takes free ports; ``workdir`` holds the
-    repository and the log (default ``build/``); ``load`` limits the models loaded
-    (ensembles bring their steps). Raises ``ModelsFileError`` before anything starts
-    when the models file is broken, ``ServerError`` when Triton cannot start."""
-    server = create_server(models, host=host, ports=ports, workdir=workdir, target=target,
-                           gpus=gpus, load=load)  # fmt: skip
+    stopped on exit. ``options`` are :func:`create_server`'s (host, ports, workdir,
+    target, gpus, load). Raises ``ModelsFileError`` before anything starts when the
+    models file is broken, ``ServerError`` when Triton cannot start or load."""
+    server = create_server(models, **options)
     server.start()
     try:
         server.wait_ready(timeout)
@@ -278,7 +268,9 @@ def create_server(
     load: tuple[str, ...] = (),
 ) -> TritonServer:
     """A server ready to start: the models file read and checked, its repository
-    written. See :func:`running_server`."""
+    written. ``ports=None`` takes free ports; ``workdir`` holds the repository and the
+    log (default ``build/``); ``load`` limits the models loaded (ensembles bring their
+    steps). See :func:`running_server`."""
     registry = models if isinstance(models, Registry) else load_models(models)
     if ports is None:
         ports = Ports(free_port(host), free_port(host), free_port(host))
@@ -288,7 +280,7 @@ def create_server(
     server = TritonServer(out, host, ports, log_path, load)
     # Before the repository is rewritten: it may be the one a running server serves.
     server.check_ports()
-    prepare_repository(registry, target, out, gpus)
+    server.repository = prepare_repository(registry, target, out, gpus)
     return server
 
 

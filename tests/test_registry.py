@@ -403,7 +403,7 @@ def test_toml_syntax_errors_and_stray_tables_are_refused_naming_the_file(folder)
 
 
 def test_a_users_family_class_is_imported_from_the_models_files_folder(folder):
-    (folder / "lab_families.py").write_text(
+    (folder / "inverted_families.py").write_text(
         textwrap.dedent("""
         from dataclasses import dataclass
 
@@ -435,7 +435,7 @@ def test_a_users_family_class_is_imported_from_the_models_files_folder(folder):
         name = "inverted"
         runtime = "onnx"
         artifact = "model.onnx"
-        family = "lab_families:InvertedCenterNet"
+        family = "inverted_families:InvertedCenterNet"
         invert = true
     """,
         )
