@@ -36,7 +36,7 @@ from bench.paired import paired_latency
 from bench.photos import FORMATS, photo_files
 from bench.pipeline import Pipeline
 from bench.report import DETECTIONS_ONLY, write_report
-from ensemble import contract
+from ensemble import configgen, contract
 from ensemble.registry import Detector, ModelsFileError, Registry, load_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default: models.toml)",
     )
     args = ap.parse_args(argv)
-    args.gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+    args.gpus = configgen.parse_gpus(args.gpus)
     args.device = "gpu" if args.target == "gpu" else "cpu"
     try:
         registry = load_models(args.models)

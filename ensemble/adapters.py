@@ -118,11 +118,15 @@ def _originals(inputs: Arrays):
         yield image[:h, :w]
 
 
+def search_path(parameters: dict[str, str]) -> tuple[str, ...]:
+    """Folders a user's family or model code imports from (none for built-ins)."""
+    return tuple(json.loads(parameters.get("search_path", "[]")))
+
+
 def family_from_parameters(parameters: dict[str, str]) -> Family:
     """The detector's family, rebuilt from its step's config parameters (reference,
     options and labels, as ``spec.family_parameters`` wrote them)."""
-    search_path = json.loads(parameters.get("search_path", "[]"))
-    cls = resolve(parameters["family"], search_path)
+    cls = resolve(parameters["family"], search_path(parameters))
     options = make_options(cls, json.loads(parameters.get("options", "{}")))
     return cls(options, json.loads(parameters["labels"]))
 
@@ -249,7 +253,7 @@ class Detector(_Adapter):
         names = TensorNames(
             self.input_names[0],
             tuple(o["name"] for o in self.config["output"]),
-            tuple(json.loads(self.parameters.get("search_path", "[]"))),
+            search_path(self.parameters),
         )
         self.runner = load_runner(self.parameters["runtime"], path, names, device, self.threads)
         self.input_name = names.input

@@ -76,6 +76,11 @@ def make_target(name: str, gpus: tuple[int, ...] = (0, 1, 2, 3)) -> Target:
     return Target(name, gpus=tuple(gpus), step_instances=2 * len(gpus))
 
 
+def parse_gpus(text: str) -> tuple[int, ...]:
+    """``"0,1,2,3"`` -> ``(0, 1, 2, 3)``: a command line's GPU ids."""
+    return tuple(int(g) for g in text.split(",") if g.strip())
+
+
 def native_platform(d: Detector, target: Target) -> str | None:
     """The native backend a detector runs on in the ``ngc`` target, or None (Python).
 
@@ -343,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             write_repository(make_target("cpu"), COMMITTED_REPOSITORY, registry, False)
             print(f"wrote {COMMITTED_REPOSITORY}")
             return 0
-        gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+        gpus = parse_gpus(args.gpus)
         target = make_target(args.target, gpus)
         out = args.out or REPO_ROOT / "build" / "repository" / target.name
         write_repository(

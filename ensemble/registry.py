@@ -287,8 +287,7 @@ class _EntryReader:
         try:
             family = family_cls(make_options(family_cls, options), labels)
         except FamilyError as e:
-            key = re.search(r"key '([^']+)'", str(e))
-            raise self.fail(key.group(1) if key else "family", str(e)) from None
+            raise self.fail(e.key or "family", str(e)) from None
         except Exception as e:  # a user's family may fail in any way
             raise self.fail("family", f"{family_ref} failed: {type(e).__name__}: {e}") from None
         detector = Detector(

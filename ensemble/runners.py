@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,18 @@ class TensorNames:
     input: str
     outputs: tuple[str, ...]
     search_path: tuple[str, ...] = ()  # where a python-runtime model imports from
+
+
+def produced_outputs(
+    result: Any, to_numpy: Callable[[Any], np.ndarray] = np.asarray
+) -> list[tuple[str, np.ndarray]]:
+    """``(name, array)`` pairs of what a model returned: a dict's items, a list or
+    tuple's elements named by position, or one array named ``"0"``."""
+    if isinstance(result, dict):
+        return [(str(name), to_numpy(value)) for name, value in result.items()]
+    if isinstance(result, list | tuple):
+        return [(str(i), to_numpy(value)) for i, value in enumerate(result)]
+    return [("0", to_numpy(result))]
 
 
 def by_name_or_position(names: tuple[str, ...], produced: list[tuple[str, np.ndarray]]) -> Outputs:
@@ -107,8 +120,7 @@ def _torchscript(names: TensorNames, path: Path, device: Device, threads: int) -
     def call(batch: np.ndarray) -> Outputs:
         with torch.inference_mode():
             result = module(torch.from_numpy(np.ascontiguousarray(batch)).to(target))
-        results = result if isinstance(result, list | tuple) else [result]
-        produced = [(str(i), r.cpu().numpy()) for i, r in enumerate(results)]
+        produced = produced_outputs(result, lambda tensor: tensor.cpu().numpy())
         return by_name_or_position(names.outputs, produced)
 
     def set_threads(n: int) -> None:
@@ -214,11 +226,10 @@ _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
 def _python(names: TensorNames, path: Path, device: Device, threads: int) -> Runner:
     """A user's own model: class ``Model`` of the ``.py`` file at ``path``."""
     import importlib.util
-    import sys
 
-    for folder in reversed(names.search_path):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+    from ensemble.families import add_import_path
+
+    add_import_path(names.search_path)
     module_spec = importlib.util.spec_from_file_location(f"user_model_{path.stem}", path)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot load {path}")
@@ -229,13 +240,6 @@ def _python(names: TensorNames, path: Path, device: Device, threads: int) -> Run
     model = module.Model(path.resolve().parent, str(device), threads)
 
     def call(batch: np.ndarray) -> Outputs:
-        result = model(batch)
-        if isinstance(result, dict):
-            produced = [(n, np.asarray(v)) for n, v in result.items()]
-        elif isinstance(result, list | tuple):
-            produced = [(str(i), np.asarray(v)) for i, v in enumerate(result)]
-        else:
-            produced = [("0", np.asarray(result))]
-        return by_name_or_position(names.outputs, produced)
+        return by_name_or_position(names.outputs, produced_outputs(model(batch)))
 
     return Runner(names, device, f"Python model {path.resolve().name} on {device}", call)

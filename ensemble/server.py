@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpus", default="0,1,2,3", help="GPU ids for --target gpu")
     args = ap.parse_args(argv)
     try:
-        gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+        gpus = configgen.parse_gpus(args.gpus)
         server = create_server(
             args.models, host=args.host, target=args.target, gpus=gpus,
             ports=Ports(args.http_port, args.grpc_port, args.metrics_port),

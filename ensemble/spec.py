@@ -21,9 +21,6 @@ DECODED_IMAGE = "DECODED_IMAGE"  # UINT8 [H, W, 3] RGB, padded to the batch's la
 IMAGE_SIZE = "IMAGE_SIZE"  # INT32 [2]: (height, width) of the real image inside DECODED_IMAGE
 PREPROCESSED = "PREPROCESSED"  # the detector's input, one image
 
-# Parameters of the steps that rebuild a detector's family inside their stub process.
-FAMILY_PARAMETERS = ("family", "options", "labels", "search_path")
-
 
 @dataclass(frozen=True)
 class Tensor:

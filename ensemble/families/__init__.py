@@ -106,7 +106,20 @@ BUILTIN_MODULES = ("nanodet", "ssd", "centernet", "yolo")
 
 
 class FamilyError(ValueError):
-    """A family reference or its options are wrong; the message says which and why."""
+    """A family reference or its options are wrong; the message says which and why,
+    and ``key`` names the option at fault (None when it is the reference itself)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def add_import_path(folders: Sequence[str]) -> None:
+    """Let ``import`` find a user's modules in ``folders`` (the models file's folder),
+    ahead of the rest of ``sys.path``."""
+    for folder in reversed(folders):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
 
 
 def builtin_families() -> dict[str, type[Family]]:
@@ -127,9 +140,7 @@ def resolve(reference: str, search_path: Sequence[str] = ()) -> type[Family]:
             )
         return builtins[reference]
     module_name, _, class_name = reference.partition(":")
-    for folder in reversed(search_path):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+    add_import_path(search_path)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # a user's module may fail in any way while importing
@@ -154,7 +165,8 @@ def make_options(family: type[Family], values: Mapping[str, Any]) -> Any:
         known = ", ".join(sorted(fields)) or "none"
         raise FamilyError(
             f"unknown key {unknown[0]!r} (family {family.name or family.__name__} "
-            f"has options: {known})"
+            f"has options: {known})",
+            key=unknown[0],
         )
     converted = {}
     for key, value in values.items():
@@ -189,7 +201,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, type(default))
     if not ok:
         raise FamilyError(
-            f"key {key!r} must be {_kind(default)} like the default {default!r}, got {value!r}"
+            f"key {key!r} must be {_kind(default)} like the default {default!r}, got {value!r}",
+            key=key,
         )
     return value
 
