@@ -225,6 +225,7 @@ class DetectorInfo:
     title: str  # what people call the network
     runtime: str  # torchscript | savedmodel | onnx | python
     labels: tuple[str, ...] = ()  # its own label list: its class ids index it
+    runtime_title: str = ""  # what people call the runtime: "ONNX Runtime"
 
     @property
     def ensemble(self) -> str:
@@ -256,7 +257,7 @@ class ModelInfo:
         detectors = tuple(
             DetectorInfo(
                 d["name"], d.get("title", d["name"]), d.get("runtime", ""),
-                tuple(d.get("labels", ())),
+                tuple(d.get("labels", ())), d.get("runtime_title", ""),
             )
             for d in json.loads(raw)
         )  # fmt: skip

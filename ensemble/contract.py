@@ -72,8 +72,9 @@ LABELS_PARAMETER = "labels"
 # - what people call the ensemble's network (a detect_<name> ensemble) or ensemble;
 TITLE_PARAMETER = "title"
 # - the detectors whose results it returns, in output order: a JSON array of
-#   {"name", "title", "runtime", "labels"} (one entry for detect_<name>, every fused one
-#   for detect_all, whose outputs carry each one's output_prefix). A detector's own
+#   {"name", "title", "runtime", "runtime_title", "labels"} (one entry for
+#   detect_<name>, every fused one for detect_all, whose outputs carry each one's
+#   output_prefix). A detector's own
 #   outputs in detect_all index its own "labels", as in detect_<name>; the fused
 #   DETECTIONS index detect_all's labels, the union of theirs.
 DETECTORS_PARAMETER = "detectors"

@@ -105,11 +105,6 @@ class Detector:
     def runtime_info(self) -> Runtime:
         return RUNTIMES[self.runtime]
 
-    @property
-    def caption(self) -> str:
-        """``"ONNX Runtime · Parts detector v3"``."""
-        return f"{self.runtime_info.title} · {self.title}"
-
     def artifact_path(self) -> Path:
         """The file or folder to serve: the user's, or the recipe's build output."""
         if self.artifact is not None:
@@ -131,6 +126,7 @@ class Detector:
             "name": self.name,
             "title": self.title,
             "runtime": self.runtime,
+            "runtime_title": self.runtime_info.title,
             "labels": list(self.labels),
         }
 

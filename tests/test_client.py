@@ -211,10 +211,11 @@ def test_model_info_of_detect_all_lists_the_fused_detectors_and_its_steps():
     assert info.name == DETECT_ALL
     assert info.labels == COCO80_LABELS
     assert info.detectors == tuple(
-        DetectorInfo(d.name, d.title, d.runtime, d.labels) for d in REGISTRY.fused
+        DetectorInfo(d.name, d.title, d.runtime, d.labels, d.runtime_info.title)
+        for d in REGISTRY.fused
     )
     assert info.detectors[0] == DetectorInfo(
-        "pytorch", "NanoDet-m 416", "torchscript", COCO80_LABELS
+        "pytorch", "NanoDet-m 416", "torchscript", COCO80_LABELS, "PyTorch (TorchScript)"
     )
     assert info.detectors[0].ensemble == "detect_pytorch"
     assert info.per_detector_outputs == info.detectors
@@ -226,7 +227,9 @@ def test_model_info_of_one_detector_names_it_and_returns_no_per_detector_outputs
     info = ModelInfo.from_config(served_config("detect_onnxruntime"), "detect_onnxruntime")
     assert info.title == REGISTRY["onnxruntime"].title
     assert info.detectors == (
-        DetectorInfo("onnxruntime", "CenterNet MobileNetV3 512", "onnx", COCO80_LABELS),
+        DetectorInfo(
+            "onnxruntime", "CenterNet MobileNetV3 512", "onnx", COCO80_LABELS, "ONNX Runtime"
+        ),
     )
     assert info.per_detector_outputs == ()
     assert info.steps == (

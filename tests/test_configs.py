@@ -154,13 +154,25 @@ def test_every_ensemble_carries_its_labels_title_and_detectors(repository):
         assert json.loads(parameter(config, contract.LABELS_PARAMETER)) == list(d.labels)
         assert parameter(config, contract.TITLE_PARAMETER) == d.title
         assert json.loads(parameter(config, contract.DETECTORS_PARAMETER)) == [
-            {"name": d.name, "title": d.title, "runtime": d.runtime, "labels": list(d.labels)}
+            {
+                "name": d.name,
+                "title": d.title,
+                "runtime": d.runtime,
+                "runtime_title": d.runtime_info.title,
+                "labels": list(d.labels),
+            }
         ]
     fused = configs[contract.DETECT_ALL]
     assert json.loads(parameter(fused, contract.LABELS_PARAMETER)) == list(registry.fused_labels())
     assert parameter(fused, contract.TITLE_PARAMETER)
     assert json.loads(parameter(fused, contract.DETECTORS_PARAMETER)) == [
-        {"name": d.name, "title": d.title, "runtime": d.runtime, "labels": list(d.labels)}
+        {
+            "name": d.name,
+            "title": d.title,
+            "runtime": d.runtime,
+            "runtime_title": d.runtime_info.title,
+            "labels": list(d.labels),
+        }
         for d in registry.fused
     ]
 

@@ -16,6 +16,7 @@ import pytest
 from client import Detection, ImageResult, InvalidImage, ModelNotReady, ServerUnavailable
 from client.api import DetectorInfo, ModelInfo
 from ensemble import contract
+from ensemble.registry import RUNTIMES
 from ui import app, timings
 
 pytestmark = pytest.mark.unit
@@ -24,9 +25,17 @@ UI_DIR = Path(app.__file__).parent
 
 # --- what a server with the default models file says of its ensembles ------------
 
-PYTORCH = DetectorInfo("pytorch", "NanoDet-m 416", "torchscript")
-TENSORFLOW = DetectorInfo("tensorflow", "SSD MobileNet v2 (COCO)", "savedmodel")
-ONNXRUNTIME = DetectorInfo("onnxruntime", "CenterNet MobileNetV3 512", "onnx")
+RUNTIME_TITLES = {key: runtime.title for key, runtime in RUNTIMES.items()}
+
+
+def served_detector(name: str, title: str, runtime: str) -> DetectorInfo:
+    """A detector as a server describes it (an unknown runtime comes without a title)."""
+    return DetectorInfo(name, title, runtime, runtime_title=RUNTIME_TITLES.get(runtime, ""))
+
+
+PYTORCH = served_detector("pytorch", "NanoDet-m 416", "torchscript")
+TENSORFLOW = served_detector("tensorflow", "SSD MobileNet v2 (COCO)", "savedmodel")
+ONNXRUNTIME = served_detector("onnxruntime", "CenterNet MobileNetV3 512", "onnx")
 DEFAULT_DETECTORS = (PYTORCH, TENSORFLOW, ONNXRUNTIME)
 CAPTIONS = {
     "pytorch": "PyTorch (TorchScript) · NanoDet-m 416",
@@ -72,9 +81,9 @@ def test_choices_are_the_servers_ensembles_fused_first_captioned_by_runtime_and_
 
 
 def test_choices_follow_a_models_file_with_other_detectors():
-    parts = DetectorInfo("parts_onnx", "Parts detector v3", "onnx")
-    cars = DetectorInfo("cars_tf", "Cars", "savedmodel")
-    mine = DetectorInfo("mine", "My own", "python")
+    parts = served_detector("parts_onnx", "Parts detector v3", "onnx")
+    cars = served_detector("cars_tf", "Cars", "savedmodel")
+    mine = served_detector("mine", "My own", "python")
     infos = {i.name: i for i in [_all(parts), *map(_single, (parts, cars, mine))]}
     assert _catalog(infos).choices() == [
         ("All 1 fused", "detect_all"),
@@ -109,15 +118,15 @@ def test_a_server_without_detect_all_starts_on_its_first_ensemble():
 
 
 def test_an_unknown_runtime_is_shown_by_its_key_and_a_listed_unloaded_ensemble_by_its_name():
-    jax = DetectorInfo("jax", "DETR R50", "jax")
+    jax = served_detector("jax", "DETR R50", "jax")
     assert app.detector_caption(jax) == "jax · DETR R50"
     catalog = app.Catalog(("detect_all", "detect_jax"), {"detect_jax": _single(jax)})
     assert catalog.choices() == [("detect_all", "detect_all"), ("jax · DETR R50", "detect_jax")]
 
 
 def test_detectors_that_would_look_alike_get_their_names_in_the_caption():
-    a = DetectorInfo("parts_a", "YOLOv8n", "onnx")
-    b = DetectorInfo("parts_b", "YOLOv8n", "onnx")
+    a = served_detector("parts_a", "YOLOv8n", "onnx")
+    b = served_detector("parts_b", "YOLOv8n", "onnx")
     assert app.detector_captions([a, b, PYTORCH]) == {
         "parts_a": "ONNX Runtime · YOLOv8n (parts_a)",
         "parts_b": "ONNX Runtime · YOLOv8n (parts_b)",
@@ -398,7 +407,7 @@ def test_a_detection_sends_the_upload_unchanged_with_the_chosen_thresholds(tmp_p
 
 
 def test_a_detection_on_a_non_default_server_uses_its_detectors_and_steps(tmp_path):
-    parts = DetectorInfo("parts_onnx", "Parts v3", "onnx")
+    parts = served_detector("parts_onnx", "Parts v3", "onnx")
     infos = {"detect_all": _all(parts), "detect_parts_onnx": _single(parts)}
     result = _result(("person", 0.9, (1, 2, 3, 4)))
     result.per_detector = {"parts_onnx": _result(("person", 0.9, (1, 2, 3, 4)))}

@@ -55,19 +55,12 @@ log = logging.getLogger(__name__)
 # --- names shown on the page ----------------------------------------------------
 
 FUSED_CAPTION = "Fused (WBF)"
-# What the page calls each runtime a detector's config names (DetectorInfo.runtime); a
-# runtime missing here is shown by its key.
-RUNTIME_TITLES = {
-    "torchscript": "PyTorch (TorchScript)",
-    "savedmodel": "TensorFlow (SavedModel)",
-    "onnx": "ONNX Runtime",
-    "python": "Python",
-}
 
 
 def detector_caption(detector: DetectorInfo) -> str:
-    """``"ONNX Runtime · CenterNet MobileNetV3 512"``: the runtime and the network's title."""
-    runtime = RUNTIME_TITLES.get(detector.runtime, detector.runtime)
+    """``"ONNX Runtime · CenterNet MobileNetV3 512"``: the runtime and the network's title,
+    as the server calls them (a runtime it gives no title is shown by its key)."""
+    runtime = detector.runtime_title or detector.runtime
     return f"{runtime} · {detector.title}" if runtime else detector.title
 
 
@@ -723,7 +716,6 @@ def _clear_if_set(value: Any) -> Any:
 
 __all__ = [
     "LAUNCH_OPTIONS",
-    "RUNTIME_TITLES",
     "Catalog",
     "Detector",
     "Outcome",
