@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -471,6 +471,13 @@ def output_names(info: ModelInfo) -> list[str]:
     return names
 
 
+def detection_ensembles(names: Iterable[str]) -> list[str]:
+    """The detection ensembles (``detect_*``) among model ``names``: ``detect_all``
+    first, then the others in the order given."""
+    found = [n for n in names if n.startswith(ENSEMBLE_PREFIX)]
+    return sorted(found, key=lambda n: n != DETECT_ALL)
+
+
 def resolve_url(url: str | None = None) -> str:
     """``url``, else $TRITON_URL, else localhost:8001; a ``grpc://`` scheme is dropped."""
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
@@ -557,8 +564,7 @@ class DetectorClient:
     def ensembles(self) -> list[str]:
         """The detection ensembles the server has (``detect_*``), ready or not:
         ``detect_all`` first, then the others in the server's order."""
-        names = [n for n in self.ready_models() if n.startswith(ENSEMBLE_PREFIX)]
-        return sorted(names, key=lambda n: n != DETECT_ALL)
+        return detection_ensembles(self.ready_models())
 
     def model_info(self, model: str = DETECT_ALL) -> ModelInfo:
         """What the server says of ``model`` (title, labels, detectors, steps), read

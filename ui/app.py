@@ -46,7 +46,13 @@ from gradio.components.gallery import GalleryData, GalleryImage
 from gradio.data_classes import ImageData
 
 from client import DetectorClient, DetectorError, ImageResult, InvalidImage
-from client.api import DetectorInfo, ModelInfo, ModelNotReady, first_line
+from client.api import (
+    DetectorInfo,
+    ModelInfo,
+    ModelNotReady,
+    detection_ensembles,
+    first_line,
+)
 from ensemble import contract
 from ui import timings
 
@@ -87,13 +93,6 @@ def model_label(info: ModelInfo, captions: Mapping[str, str] | None = None) -> s
     return info.title or info.name
 
 
-def ensemble_order(names: Iterable[str]) -> list[str]:
-    """The detection ensembles (``detect_*``) among ``names``: detect_all first, then
-    the others in the order given."""
-    found = [n for n in names if n.startswith(contract.ENSEMBLE_PREFIX)]
-    return sorted(found, key=lambda n: n != contract.DETECT_ALL)
-
-
 def ranked(names: Iterable[str], first: Sequence[str]) -> list[str]:
     """``names`` with those in ``first`` first, in its order; the rest keep theirs."""
     rank = {name: i for i, name in enumerate(first)}
@@ -117,7 +116,7 @@ class Catalog:
         as listed."""
         fused = infos.get(contract.DETECT_ALL)
         first = [contract.DETECT_ALL, *(d.ensemble for d in fused.detectors)] if fused else []
-        return cls(tuple(ranked(ensemble_order(names), first)), dict(infos))
+        return cls(tuple(ranked(detection_ensembles(names), first)), dict(infos))
 
     @cached_property
     def captions(self) -> dict[str, str]:
@@ -253,7 +252,7 @@ def status_text(
     ``order`` (the model choice's) first."""
     if ready is None:
         return f"**Server: down** ({error})"
-    names = ranked(ensemble_order(ready), order)
+    names = ranked(detection_ensembles(ready), order)
     up = [name for name in names if ready[name]]
     down = [name for name in names if not ready[name]]
     line = f"**Server: up** · ready: {', '.join(up) or 'none yet'}"
