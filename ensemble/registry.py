@@ -383,14 +383,13 @@ class _EntryReader:
             )
         if detector.artifact is None:
             return
-        named = artifact_class_names(detector.runtime, detector.artifact)
+        named, found = read_artifact(detector.runtime, detector.artifact)
         if named is not None and len(named) != n:
             raise self.fail(
                 "labels",
                 f"{n} labels, but {detector.artifact.name} names {len(named)} classes "
                 f"({', '.join(named[:5])}{', ...' if len(named) > 5 else ''})",
             )
-        found = artifact_output_dims(detector.runtime, detector.artifact)
         for spec in detector.outputs:
             dims = found.get(spec.name) if len(found) > 1 else next(iter(found.values()), None)
             if dims is None or len(dims) != len(spec.dims):
@@ -408,39 +407,50 @@ class _EntryReader:
 _TOML_NAMES = {"str": "string", "int": "integer", "bool": "boolean (true/false)", "list": "list"}
 
 
-def artifact_output_dims(runtime: str, path: Path) -> dict[str, tuple[int | None, ...]]:
-    """Per-image output dims of an artifact where they can be read cheaply, by output
-    name (``None`` for a size the file leaves open); ``{}`` where they cannot.
+def read_artifact(
+    runtime: str, path: Path
+) -> tuple[list[str] | None, dict[str, tuple[int | None, ...]]]:
+    """What an artifact says of its classes, where it can be read cheaply:
+    ``(class names, output dims)``.
 
-    ONNX files carry them in the graph. Other runtimes are checked when their first
-    batch runs.
+    - class names: Ultralytics writes them into an ONNX file's metadata, a
+      TorchScript's ``config.txt`` and a SavedModel's ``metadata.yaml``; None where the
+      file says nothing (or cannot be read here);
+    - output dims per image, by output name (``None`` for a size the file leaves
+      open): ONNX files carry them in the graph; ``{}`` for other runtimes, which are
+      checked when their first batch runs.
     """
-    if runtime != "onnx":
-        return {}
+    model = _load_onnx(path) if runtime == "onnx" else None
+    return _class_names(runtime, path, model), _output_dims(model)
+
+
+def _load_onnx(path: Path):
+    """The ONNX model without its weights' external data; None where it cannot be read
+    here (the server will say why when it loads it)."""
     try:
         import onnx
 
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # not readable here: the server will say so when it loads it
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+
+
+def _output_dims(onnx_model) -> dict[str, tuple[int | None, ...]]:
+    if onnx_model is None:
         return {}
     dims = {}
-    for output in graph.output:
+    for output in onnx_model.graph.output:
         shape = output.type.tensor_type.shape.dim
         values = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape)
         dims[output.name] = values[1:]  # the batch dimension first
     return dims
 
 
-def artifact_class_names(runtime: str, path: Path) -> list[str] | None:
-    """The class names an export carries, where it says them: Ultralytics writes them
-    into an ONNX file's metadata, a TorchScript's ``config.txt`` and a SavedModel's
-    ``metadata.yaml``. None where the file says nothing (or cannot be read here)."""
+def _class_names(runtime: str, path: Path, onnx_model) -> list[str] | None:
     try:
         if runtime == "onnx":
-            import onnx
-
-            model = onnx.load(str(path), load_external_data=False)
-            raw = {p.key: p.value for p in model.metadata_props}.get("names")
+            metadata = {p.key: p.value for p in onnx_model.metadata_props} if onnx_model else {}
+            raw = metadata.get("names")
             names = ast.literal_eval(raw) if raw else None
         elif runtime == "torchscript":
             with zipfile.ZipFile(path) as archive:
