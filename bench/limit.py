@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.photos import FORMATS, photo_files
-from bench.pipeline import THREADS, Pipeline, find_detector
-from ensemble.registry import Detector, ModelsFileError, load_models
+from bench.pipeline import THREADS, Pipeline, detectors_from_arguments
+from ensemble.registry import Detector
 
 BATCH_SIZES = (1, 2, 4, 8)
 
@@ -116,13 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     images = args.images or (24 if args.quick else 100)
-    try:
-        if args.model == "all":
-            detectors = load_models(args.models).detectors
-        else:
-            detectors = (find_detector(args.model, args.models),)
-    except (KeyError, ModelsFileError) as e:
-        parser.error(e.args[0])
+    detectors = detectors_from_arguments(parser, args.model, args.models, allow_all=True)
     results = []
     for detector in detectors:
         results.append(limit(detector, images, args.threads, args.device, args.photo_format))

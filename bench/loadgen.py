@@ -272,13 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.model is not None:
-        from bench.pipeline import find_detector
-        from ensemble.registry import ModelsFileError
+        from bench.pipeline import detectors_from_arguments
 
-        try:
-            find_detector(args.model, args.models)
-        except (KeyError, ModelsFileError) as e:
-            parser.error(e.args[0])
+        detectors_from_arguments(parser, args.model, args.models)
 
     photos = photo_files(args.photo_format)
     with contextlib.ExitStack() as stack:

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.pipeline import THREADS, Pipeline, find_detector
+from bench.pipeline import THREADS, Pipeline, detectors_from_arguments
 from ensemble import contract
-from ensemble.registry import Detector, ModelsFileError
+from ensemble.registry import Detector
 
 
 def encode_array(image: np.ndarray) -> dict:
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
     args = parser.parse_args(argv)
-    try:
-        detector = find_detector(args.model, args.models)
-    except (KeyError, ModelsFileError) as e:
-        parser.error(e.args[0])
+    (detector,) = detectors_from_arguments(parser, args.model, args.models)
     app = create_app(detector, args.threads, args.device)
     print(f"old design: {args.model} on http://{args.host}:{args.port}/predict", flush=True)
     app.run(host=args.host, port=args.port)  # Flask's own server, defaults (threaded=True)

@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     from bench.photos import photo_files
-    from bench.pipeline import find_detector
-    from ensemble.registry import ModelsFileError
+    from bench.pipeline import detectors_from_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="127.0.0.1:8001")
@@ -76,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, help="models file (default: models.toml)")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
-    try:
-        detector = find_detector(args.model, args.models)
-    except (KeyError, ModelsFileError) as e:
-        parser.error(e.args[0])
+    (detector,) = detectors_from_arguments(parser, args.model, args.models)
     ensemble = detector.ensemble
     result = paired_latency(
         args.url, ensemble, Pipeline(detector), list(photo_files()), rounds=args.rounds

@@ -10,6 +10,7 @@ class_id)`` in pixels of the original image.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from ensemble import configgen, contract
 from ensemble.boxes import pack_detections
 from ensemble.imaging import decode_image, draw_detections, encode_jpeg
-from ensemble.registry import Detector, load_models
+from ensemble.registry import Detector, ModelsFileError, load_models
 from ensemble.spec import DRAWING
 
 # The Triton detectors' ``threads`` parameter on the cpu target, so both sides get the same.
@@ -26,17 +27,27 @@ THREADS = configgen.make_target("cpu").detector_threads
 JPEG_QUALITY = int(DRAWING["jpeg_quality"])
 
 
-def find_detector(name: str, models: Path | str | None = None) -> Detector:
-    """The detector called ``name`` in the models file ``models`` (default: models.toml).
-
-    Raises ``KeyError`` with a one-line message naming the detectors the file has, and
-    ``ensemble.registry.ModelsFileError`` when the file cannot be served."""
-    registry = load_models(models)
+def detectors_from_arguments(
+    parser: argparse.ArgumentParser,
+    name: str,
+    models: Path | str | None = None,
+    allow_all: bool = False,
+) -> tuple[Detector, ...]:
+    """The detector called ``name`` in the models file ``models`` (default: models.toml),
+    or, with ``allow_all``, every one of them for ``"all"``. A file that cannot be
+    served, or a name it does not have, ends the command with ``parser.error``, in one
+    line naming the detectors the file has."""
     try:
-        return registry[name]
+        registry = load_models(models)
+    except ModelsFileError as e:
+        parser.error(str(e))
+    if allow_all and name == "all":
+        return registry.detectors
+    try:
+        return (registry[name],)
     except KeyError:
         names = ", ".join(d.name for d in registry.detectors)
-        raise KeyError(f"{registry.source} has no detector {name!r} (it has {names})") from None
+        parser.error(f"{registry.source} has no detector {name!r} (it has {names})")
 
 
 class Pipeline:
