@@ -65,6 +65,17 @@ MAX_IMAGE_PIXELS = 40_000_000
 # Largest batch a client may send in one request (the ensembles' max_batch_size).
 MAX_BATCH_SIZE = 8
 
+# Largest request body the server's front reads, in bytes, for gRPC and HTTP alike: a
+# larger one is refused as soon as its size is known (gRPC RESOURCE_EXHAUSTED, HTTP
+# 413), before the rest is read. A batch of MAX_BATCH_SIZE photos of 24 megapixels
+# as JPEG (about 8 MB each) fits. The client refuses a larger request before sending.
+MAX_REQUEST_BYTES = 64 * 2**20
+
+# Triton's answer when a model's queue is full, or a request waited in it longer than
+# the queue policy allows: gRPC UNAVAILABLE, HTTP 503, with one of these messages.
+# Clients retry these with backoff; they mean "busy", not "broken".
+BUSY_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
+
 # Config parameters every ensemble carries, so that clients learn what a server
 # serves from the server itself:
 # - the label list (JSON array of strings): class_id indexes it;
