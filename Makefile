@@ -7,7 +7,7 @@ GPUS ?= 0,1,2,3
 # The models file to serve: make serve MODELS=my-models.toml
 MODELS ?= models.toml
 
-.PHONY: setup venv demo models serve ui test test-unit bench lint configs repository
+.PHONY: setup venv demo models serve ui test test-unit bench soak lint configs repository
 
 setup:            ## install everything (apt + .venv) and build the bundled models
 	@scripts/setup.sh
@@ -15,8 +15,11 @@ setup:            ## install everything (apt + .venv) and build the bundled mode
 venv:             ## only the virtual environment (no apt, no model build)
 	@scripts/setup.sh venv
 
+# A page on another HOST needs a login: DEMO_USERNAME + DEMO_PASSWORD in the environment,
+# AUTH_FILE=users.txt (user:password lines), or NO_AUTH=1 to open it on purpose.
 demo: setup       ## start Triton and the web demo together; prints the demo's URL
-	$(PY) -m ui --serve --models $(MODELS) --host $(HOST)
+	$(PY) -m ui --serve --models $(MODELS) --host $(HOST) \
+		$(if $(AUTH_FILE),--auth-file $(AUTH_FILE)) $(if $(NO_AUTH),--no-auth)
 
 models: setup     ## (re)build the bundled detectors; FORCE=1 rebuilds from nothing
 	$(PY) -m ensemble.build $(if $(FORCE),--force)
@@ -35,6 +38,15 @@ test-unit: venv   ## the unit tier: no model build, no server; seconds
 
 bench: setup      ## perf_analyzer vs the old Flask design vs the limit: make bench [QUICK=1] [URL=host:8001]
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(URL),--url $(URL))
+
+# make soak: minutes of load at a concurrency; KILL=<model> kills its workers at KILL_AT s.
+MINUTES ?= 10
+CONCURRENCY ?= 16
+KILL ?=
+KILL_AT ?=
+soak: setup       ## load over every ensemble, memory, kill recovery: make soak [MINUTES=10] [CONCURRENCY=16] [KILL=pytorch [KILL_AT=120]]
+	$(PY) -m bench.soak --minutes $(MINUTES) --concurrency $(CONCURRENCY) --models $(MODELS) \
+		$(if $(KILL),--kill $(KILL)) $(if $(KILL_AT),--kill-at $(KILL_AT)) $(if $(URL),--url $(URL))
 
 lint: venv
 	$(PY) -m ruff check .

@@ -7,12 +7,20 @@ Usage::
         [result] = c.detect(["astronaut.png"], model="detect_all")
         for d in result.detections:  # boxes in original-image pixels, xyxy
             print(d.label, d.score, d.box_xywh)
+
+A server on another host: ``DetectorClient("gpu-host:8001", tls="ca.pem",
+api_key=key)``, or $DETECTOR_TLS_CA and $DETECTOR_API_KEY. A busy server's refusals
+are retried (``RetryPolicy``), then raised as ``ServerBusy``.
 """
 
 from client.api import (
+    API_KEY_ENV,
     DEFAULT_URL,
+    NO_RETRY,
     SERVE_COMMAND,
+    TLS_CA_ENV,
     URL_ENV,
+    ApiKeyRequired,
     Detection,
     DetectorClient,
     DetectorError,
@@ -23,6 +31,9 @@ from client.api import (
     InvalidImage,
     ModelInfo,
     ModelNotReady,
+    RequestTooLarge,
+    RetryPolicy,
+    ServerBusy,
     ServerUnavailable,
     map_server_error,
     parse_image_results,
@@ -31,9 +42,13 @@ from client.api import (
 )
 
 __all__ = [
+    "API_KEY_ENV",
     "DEFAULT_URL",
+    "NO_RETRY",
     "SERVE_COMMAND",
+    "TLS_CA_ENV",
     "URL_ENV",
+    "ApiKeyRequired",
     "Detection",
     "DetectorClient",
     "DetectorError",
@@ -44,6 +59,9 @@ __all__ = [
     "InvalidImage",
     "ModelInfo",
     "ModelNotReady",
+    "RequestTooLarge",
+    "RetryPolicy",
+    "ServerBusy",
     "ServerUnavailable",
     "map_server_error",
     "parse_image_results",

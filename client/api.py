@@ -12,13 +12,27 @@ documents its gRPC client as thread-safe except for the streaming calls
 uses; the gRPC channel underneath is thread-safe. The only state of our own, the
 label cache, is guarded by a lock. ``close()`` while other threads are still
 calling makes their calls fail.
+
+Reliability and security (the server's side is ``ensemble.server``):
+
+- A server whose queues are full refuses a request with one of
+  ``contract.BUSY_MESSAGES``; the client retries it with exponential backoff and full
+  jitter (``RetryPolicy``), then raises ``ServerBusy``.
+- A request larger than ``contract.MAX_REQUEST_BYTES`` is refused here, before anything
+  is sent (``RequestTooLarge``): the server would refuse it anyway.
+- TLS: ``tls=True`` trusts the system's roots, ``tls=PATH`` the CA certificate in that
+  PEM file; by default ``$DETECTOR_TLS_CA`` (a path) turns it on.
+- The server restricts some APIs (the repository index behind ``ready_models``, the
+  statistics) to holders of its API key: ``api_key=`` or ``$DETECTOR_API_KEY``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,10 +44,13 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from ensemble.contract import (
     ANNOTATED_IMAGE,
+    API_KEY_HEADER,
+    BUSY_MESSAGES,
     COCO80_LABELS,
     COCO91_IDS,
     DETECT_ALL,
@@ -42,10 +59,12 @@ from ensemble.contract import (
     DETECTORS_PARAMETER,
     DTYPES,
     ENSEMBLE_PREFIX,
+    GRPC_API_KEY_HEADER,
     IMAGE,
     IOU_THRESHOLD,
     LABELS_PARAMETER,
     MAX_BATCH_SIZE,
+    MAX_REQUEST_BYTES,
     NUM_DETECTIONS,
     SCORE_THRESHOLD,
     TITLE_PARAMETER,
@@ -56,6 +75,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "localhost:8001"
 URL_ENV = "TRITON_URL"  # overrides DEFAULT_URL when set
+TLS_CA_ENV = "DETECTOR_TLS_CA"  # path of a PEM CA certificate: connect with TLS, trusting it
+API_KEY_ENV = "DETECTOR_API_KEY"  # the key of the server's restricted APIs
 SERVE_COMMAND = "make serve"  # what a user runs to start the server
 
 # Health and metadata calls should fail fast on an unroutable host instead of
@@ -69,6 +90,33 @@ _UNAVAILABLE = str(grpc.StatusCode.UNAVAILABLE)
 _NOT_FOUND = str(grpc.StatusCode.NOT_FOUND)
 _INVALID_ARGUMENT = str(grpc.StatusCode.INVALID_ARGUMENT)
 _DEADLINE_EXCEEDED = str(grpc.StatusCode.DEADLINE_EXCEEDED)
+_RESOURCE_EXHAUSTED = str(grpc.StatusCode.RESOURCE_EXHAUSTED)
+# The same refusals over HTTP (tritonclient.http puts the status code in status()).
+_HTTP_BUSY = ("503", "429")
+_HTTP_TOO_LARGE = "413"
+
+# The restricted APIs' key travels under both API_KEY_HEADER and GRPC_API_KEY_HEADER
+# (see the contract): the second for Triton's gRPC endpoint, the first for any front
+# that checks the configured name itself.
+# Triton's refusal of a restricted call without the right key, gRPC ("This protocol is
+# restricted, ...", status UNAVAILABLE) and HTTP ("This API is restricted, ...", 403);
+# the same words whether the key is missing or wrong.
+_RESTRICTED = "is restricted, expecting header"
+
+# The largest gRPC message the channel sends: a request body, the message plus gRPC's
+# 5-byte frame header, is at most the server's MAX_REQUEST_BYTES. Replies are not
+# bounded by the contract (up to four annotated JPEGs per image for detect_all), so
+# the channel accepts gRPC's largest message, as tritonclient does by default.
+GRPC_FRAME_HEADER_BYTES = 5
+MAX_SEND_MESSAGE_BYTES = MAX_REQUEST_BYTES - GRPC_FRAME_HEADER_BYTES
+MAX_RECEIVE_MESSAGE_BYTES = 2**31 - 1
+
+# Estimate of a request's size from its images' sizes (``request_bytes``). Per image: the
+# 4-byte length before each BYTES element, 4 bytes per threshold, and margin. Per
+# request: model, tensor and output names (three per detector of detect_all), their
+# shapes, gRPC and HTTP/2 framing, with room to spare.
+IMAGE_OVERHEAD_BYTES = 64
+REQUEST_OVERHEAD_BYTES = 16 * 1024
 
 
 # --- errors --------------------------------------------------------------------
@@ -84,15 +132,115 @@ class DetectorError(Exception):
 
 
 class ServerUnavailable(DetectorError):
-    """Nothing answers at the server address."""
+    """Nothing answers at the server address, or no TLS connection could be made."""
 
     def __init__(self, url: str, reason: str = ""):
         self.url = url
         self.reason = reason  # gRPC's own words, for logs; left out of the message
-        super().__init__(
+        super().__init__(self.describe(url, reason))
+
+    @staticmethod
+    def describe(url: str, reason: str) -> str:
+        # gRPC says "UNAVAILABLE" for a refused connection and a failed TLS handshake
+        # alike; its details tell them apart (words of grpcio 1.x's BoringSSL).
+        if "WRONG_VERSION_NUMBER" in reason:
+            return (
+                f"Triton server at {url} does not speak TLS: connect without it "
+                f"(no --tls-ca, ${TLS_CA_ENV} unset)"
+            )
+        if "CERTIFICATE_VERIFY_FAILED" in reason or "Peer name" in reason:
+            return (
+                f"Triton server at {url} presented a TLS certificate this client does not "
+                f"trust for that address: pass the CA that signed it (--tls-ca FILE or "
+                f"${TLS_CA_ENV})"
+            )
+        if "handshake failed" in reason.lower():
+            return f"TLS handshake with the Triton server at {url} failed ({first_line(reason)})"
+        if "Socket closed" in reason:
+            return (
+                f"Triton server at {url} closed the connection: if it expects TLS, pass "
+                f"its CA certificate (--tls-ca FILE or ${TLS_CA_ENV})"
+            )
+        return (
             f"Triton server at {url} is not reachable: is it running? "
             f"start it with `{SERVE_COMMAND}`"
         )
+
+
+class ServerBusy(DetectorError):
+    """The server refused a request because its queue was full, every time it was tried.
+
+    A busy server is up and well: the same request later, or fewer at once, succeeds.
+    """
+
+    def __init__(self, url: str, model: str | None = None, attempts: int = 1, reason: str = ""):
+        self.url = url
+        self.model = model
+        self.attempts = attempts  # how many times the request was sent
+        self.reason = reason
+        what = f"the request to {model!r}" if model else "the request"
+        times = "once" if attempts == 1 else f"{attempts} times"
+        # what happened, without the server's address: the CLI's and UI's own line
+        self.detail = f"{what} was refused {times} (server said: {first_line(reason)})"
+        super().__init__(f"Triton server at {url} is busy: {self.detail}")
+
+
+class RequestTooLarge(DetectorError):
+    """A request over the server's size limit (``contract.MAX_REQUEST_BYTES``).
+
+    Raised before sending when the client's estimate is over the limit (``size`` is
+    that estimate, in bytes), or when the server refused the request as too large
+    (``size`` is None then). Concerns the images of that request only.
+    """
+
+    def __init__(
+        self,
+        size: int | None,
+        limit: int = MAX_REQUEST_BYTES,
+        source: str | None = None,
+        index: int | None = None,
+        reason: str = "",
+    ):
+        self.size = size  # bytes
+        self.limit = limit  # bytes
+        self.source = source
+        self.index = index
+        self.reason = reason
+        super().__init__(self.describe(source, size, limit, reason))
+
+    @staticmethod
+    def describe(source: str | None, size: int | None, limit: int, reason: str = "") -> str:
+        what = source or "the request"
+        if size is None:  # refused by the server, or by gRPC's own send limit
+            return (
+                f"too large: {what} was refused as over the size limit of {_mib(limit)} "
+                f"({first_line(reason)})"
+            )
+        have, most = _mib(size), _mib(limit)
+        if have == most:  # just over: rounded, the two would read the same
+            have, most = f"{size:,} bytes", f"{limit:,} bytes"
+        return f"too large to send: {what} makes a request of {have}, over the limit of {most}"
+
+
+def _mib(n: int) -> str:
+    """``67108864`` -> ``"64 MiB"``, ``1572864`` -> ``"1.5 MiB"``."""
+    return f"{n / 2**20:.1f}".removesuffix(".0") + " MiB"
+
+
+class ApiKeyRequired(DetectorError):
+    """The server restricts this call to holders of its API key, and the request had no
+    key or a key it refused (Triton does not say which)."""
+
+    def __init__(self, url: str, reason: str = "", key_given: bool = False):
+        self.url = url
+        self.reason = reason
+        self.key_given = key_given
+        how = f"--api-key-file FILE or ${API_KEY_ENV}"
+        if key_given:
+            text = f"refused the API key given: pass the key it was started with ({how})"
+        else:
+            text = f"restricts this call to holders of its API key: pass the key ({how})"
+        super().__init__(f"Triton server at {url} {text}")
 
 
 class ModelNotReady(DetectorError):
@@ -137,6 +285,17 @@ class InferenceFailed(DetectorError):
         super().__init__(f"{source}: {message}" if source else message)
 
 
+def is_busy(exc: InferenceServerException) -> bool:
+    """Whether ``exc`` is a busy server's refusal (full queue, queue wait over), which is
+    worth retrying later: gRPC UNAVAILABLE or HTTP 503 with one of
+    ``contract.BUSY_MESSAGES``, or HTTP 429. A plain UNAVAILABLE is a dead connection."""
+    status = exc.status() or ""
+    if status == "429":
+        return True
+    reason = exc.message() or str(exc)
+    return status in (_UNAVAILABLE, *_HTTP_BUSY) and any(m in reason for m in BUSY_MESSAGES)
+
+
 def map_server_error(
     exc: InferenceServerException,
     *,
@@ -144,15 +303,28 @@ def map_server_error(
     model: str | None = None,
     source: str | None = None,
     index: int | None = None,
+    attempts: int = 1,
+    api_key_given: bool = False,
 ) -> DetectorError:
-    """Translate tritonclient's exception into the matching ``DetectorError``.
+    """Translate tritonclient's exception (gRPC or HTTP) into the matching ``DetectorError``.
 
     ``model`` is the model the call was about; ``source``/``index`` name the image when
     the request carried exactly one, so an INVALID_ARGUMENT can be blamed on it.
+    ``attempts`` is how many times the request was sent (for ``ServerBusy``);
+    ``api_key_given`` whether it carried an API key (for ``ApiKeyRequired``).
     """
     status = exc.status() or ""
     reason = exc.message() or str(exc)
     line = first_line(reason)
+    if _RESTRICTED in reason:  # before UNAVAILABLE: Triton's gRPC refuses with that status
+        return ApiKeyRequired(url, reason, api_key_given)
+    if is_busy(exc):
+        return ServerBusy(url, model, attempts, reason)
+    if status == _RESOURCE_EXHAUSTED and "Received message" in reason:
+        # grpc's own refusal of a reply over MAX_RECEIVE_MESSAGE_BYTES: not the request
+        return InferenceFailed(f"the reply of {model or 'the server'} is too large ({line})")
+    if status in (_RESOURCE_EXHAUSTED, _HTTP_TOO_LARGE):
+        return RequestTooLarge(None, MAX_REQUEST_BYTES, source, index, reason)
     if status == _UNAVAILABLE:
         return ServerUnavailable(url, reason)
     if status == _NOT_FOUND and model is not None:
@@ -384,6 +556,97 @@ def split_batches(items: Sequence[T], batch_size: int = MAX_BATCH_SIZE) -> list[
     return [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
+def request_bytes(image_sizes: Iterable[int]) -> int:
+    """Upper estimate of the size in bytes of one request carrying images of these sizes
+    (their encoded bytes), as the server counts it against ``MAX_REQUEST_BYTES``."""
+    return sum(n + IMAGE_OVERHEAD_BYTES for n in image_sizes) + REQUEST_OVERHEAD_BYTES
+
+
+def pack_requests(image_sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES) -> list[list[int]]:
+    """Consecutive groups of positions in ``image_sizes`` whose requests fit in ``limit``
+    bytes (by ``request_bytes``). An image too large even alone is a group of its own,
+    so that its request, refused, fails that image only."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i, size in enumerate(image_sizes):
+        if current and request_bytes([*(image_sizes[j] for j in current), size]) > limit:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a busy server's refusals are retried.
+
+    ``attempts`` counts every try, the first included (1: never retry). Before retry k
+    (1, 2, ...) the client waits a random time between 0 and
+    ``min(max_delay_s, first_delay_s * 2**(k-1))`` seconds ("full jitter"), so clients
+    refused together do not come back together.
+    """
+
+    attempts: int = 4
+    first_delay_s: float = 0.1
+    max_delay_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if not 0 <= self.first_delay_s <= self.max_delay_s:
+            raise ValueError(
+                f"need 0 <= first_delay_s <= max_delay_s, got {self.first_delay_s}, "
+                f"{self.max_delay_s}"
+            )
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def backoff_ceilings(policy: RetryPolicy) -> list[float]:
+    """The longest wait in seconds before each retry: doubling from ``first_delay_s``,
+    capped at ``max_delay_s``; ``attempts - 1`` of them."""
+    return [
+        min(policy.max_delay_s, policy.first_delay_s * 2**k) for k in range(policy.attempts - 1)
+    ]
+
+
+def backoff_delays(policy: RetryPolicy, rng: random.Random) -> list[float]:
+    """The waits in seconds before each retry: uniform in ``[0, ceiling]`` (full jitter)."""
+    return [rng.uniform(0.0, ceiling) for ceiling in backoff_ceilings(policy)]
+
+
+def retry_busy(
+    call: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+    what: str = "request",
+) -> T:
+    """``call()``, tried again after a wait while it raises a busy refusal (``is_busy``),
+    at most ``policy.attempts`` times in all.
+
+    Any other ``InferenceServerException`` is raised at once; after the last attempt the
+    last busy refusal is raised (``map_server_error`` turns it into ``ServerBusy``).
+    """
+    delays = backoff_delays(policy, rng or random.Random())
+    for attempt, delay in enumerate([*delays, None], start=1):
+        try:
+            return call()
+        except InferenceServerException as e:
+            if delay is None or not is_busy(e):
+                raise
+            log.info(
+                "%s refused, server busy (%s); try %d of %d in %.2f s",
+                what, first_line(e.message() or str(e)), attempt + 1, policy.attempts, delay,
+            )  # fmt: skip
+            sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def image_source(image: ImageInput, index: int) -> str:
     """How an image is named in messages: its path, or its position for raw bytes."""
     return str(image) if isinstance(image, (str, Path)) else f"image #{index}"
@@ -484,6 +747,69 @@ def resolve_url(url: str | None = None) -> str:
     return url.removeprefix("grpc://")
 
 
+TlsOption = bool | str | os.PathLike
+
+
+def resolve_tls(tls: TlsOption | None = None) -> bool | Path:
+    """``tls`` (False, True for the system's roots, or a CA file's path), else the path
+    in $DETECTOR_TLS_CA, else False."""
+    if tls is None:
+        tls = os.environ.get(TLS_CA_ENV) or False
+    if isinstance(tls, bool):
+        return tls
+    return Path(tls)
+
+
+def resolve_api_key(api_key: str | None = None) -> str | None:
+    """``api_key``, else $DETECTOR_API_KEY; surrounding blanks are dropped, and an empty
+    key is no key."""
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV, "")
+    return api_key.strip() or None
+
+
+def api_key_headers(api_key: str | None) -> dict[str, str] | None:
+    """The request headers (gRPC metadata) that carry ``api_key``; None without a key."""
+    return {API_KEY_HEADER: api_key, GRPC_API_KEY_HEADER: api_key} if api_key else None
+
+
+def read_ca_certificate(path: Path) -> bytes:
+    """The PEM bytes of a CA certificate file; ``DetectorError`` naming the file when it
+    cannot be read or holds no certificate."""
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise DetectorError(f"cannot read the TLS CA file {path}: {e.strerror or e}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise DetectorError(f"the TLS CA file {path} holds no PEM certificate")
+    return pem
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` (host:port) names this machine."""
+    host = url.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """The gRPC channel's options: message size limits to match the server's, and
+    tritonclient's default keepalive (which it leaves out when given options)."""
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+    ]
+
+
 # --- client --------------------------------------------------------------------
 
 Outcome = ImageResult | DetectorError
@@ -494,37 +820,81 @@ def run_isolating(
 ) -> dict[int, Outcome]:
     """Outcome per image of sending ``ids`` in one request with ``run``.
 
-    When the request fails (``InvalidImage``, ``InferenceFailed``), each image is sent
-    alone so that only the culprits get an error and the others still get their
-    result: Triton fails a whole request when one of its images is bad.
-    ``ServerUnavailable`` and ``ModelNotReady`` concern every image and propagate.
+    When the request fails (``InvalidImage``, ``InferenceFailed``, ``RequestTooLarge``),
+    each image is sent alone so that only the culprits get an error and the others
+    still get their result: Triton fails a whole request when one of its images is bad.
+    ``ServerUnavailable``, ``ServerBusy``, ``ModelNotReady`` and ``ApiKeyRequired``
+    concern every image and propagate.
     """
     try:
         return dict(zip(ids, run(ids), strict=True))
-    except (InvalidImage, InferenceFailed) as e:
+    except _PER_IMAGE_ERRORS as e:
         if len(ids) == 1:
             return {ids[0]: e}
     outcomes: dict[int, Outcome] = {}
     for i in ids:
         try:
             outcomes[i] = run([i])[0]
-        except (InvalidImage, InferenceFailed) as e:
+        except _PER_IMAGE_ERRORS as e:
             outcomes[i] = e
     return outcomes
+
+
+# Failures of a request that may be due to one of its images.
+_PER_IMAGE_ERRORS = (InvalidImage, InferenceFailed, RequestTooLarge)
 
 
 class DetectorClient:
     """Sends images to the detection ensembles of one Triton server.
 
+    ``url`` is host:port of its gRPC endpoint (default $TRITON_URL, else
+    localhost:8001). ``tls``: False, True (trust the system's root certificates), or
+    the path of a PEM CA certificate to trust; default $DETECTOR_TLS_CA when set (a
+    path), else no TLS. ``api_key``: the key of the server's restricted APIs (the
+    repository index, the statistics), default $DETECTOR_API_KEY; "" sends none.
+    ``retry``: how busy refusals are retried (``NO_RETRY`` never retries).
+
     Safe to share between threads (see the module docstring). Use as a context
     manager, or call ``close()``.
     """
 
-    def __init__(self, url: str | None = None, *, verbose: bool = False):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        verbose: bool = False,
+        tls: TlsOption | None = None,
+        api_key: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so shared safely
+    ):
         self.url = resolve_url(url)
-        self._client = grpcclient.InferenceServerClient(self.url, verbose=verbose)
+        self.tls = resolve_tls(tls)
+        self.retry = retry
+        key = resolve_api_key(api_key)
+        self._headers = api_key_headers(key)  # sent on every call: cheap, and simpler
+        if key and not self.tls and not is_loopback(self.url):
+            log.warning("sending the API key to %s without TLS: the path can read it", self.url)
+        security: dict = {}
+        if isinstance(self.tls, Path):
+            pem = read_ca_certificate(self.tls)
+            security["creds"] = grpc.ssl_channel_credentials(root_certificates=pem)
+        elif self.tls:
+            security["ssl"] = True  # grpc's default roots
+        self._client = grpcclient.InferenceServerClient(
+            self.url, verbose=verbose, channel_args=channel_args(), **security
+        )
+        self._rng = random.Random()  # backoff jitter; its methods are thread-safe
         self._infos: dict[str, ModelInfo] = {}
         self._infos_lock = threading.Lock()
+
+    def _error(self, exc: InferenceServerException, **where: object) -> DetectorError:
+        """``map_server_error`` with what this client knows (its url, whether it sent a key)."""
+        return map_server_error(
+            exc,
+            url=self.url,
+            api_key_given=self._headers is not None,
+            **where,  # type: ignore[arg-type]
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -540,21 +910,24 @@ class DetectorClient:
     def is_ready(self) -> bool:
         """Whether the server is up and ready; False (no exception) when unreachable."""
         try:
-            return bool(self._client.is_server_ready(client_timeout=PROBE_TIMEOUT_S))
+            return bool(
+                self._client.is_server_ready(headers=self._headers, client_timeout=PROBE_TIMEOUT_S)
+            )
         except InferenceServerException:
             return False
 
     def ready_models(self) -> dict[str, bool]:
         """Readiness of every model in the server's repository, by name.
 
-        Raises ``ServerUnavailable`` when nothing answers.
+        Raises ``ServerUnavailable`` when nothing answers, ``ApiKeyRequired`` when the
+        server restricts its repository index and this client has not its key.
         """
         try:
             index = self._client.get_model_repository_index(
-                as_json=True, client_timeout=PROBE_TIMEOUT_S
+                headers=self._headers, as_json=True, client_timeout=PROBE_TIMEOUT_S
             )
         except InferenceServerException as e:
-            raise map_server_error(e, url=self.url) from None
+            raise self._error(e) from None
         ready: dict[str, bool] = {}
         for model in index.get("models", []):
             name = model["name"]
@@ -575,10 +948,10 @@ class DetectorClient:
             return cached
         try:
             config = self._client.get_model_config(
-                model, as_json=True, client_timeout=PROBE_TIMEOUT_S
+                model, headers=self._headers, as_json=True, client_timeout=PROBE_TIMEOUT_S
             )
         except InferenceServerException as e:
-            raise map_server_error(e, url=self.url, model=model) from None
+            raise self._error(e, model=model) from None
         info = ModelInfo.from_config(config, model)
         with self._infos_lock:
             self._infos[model] = info
@@ -596,14 +969,18 @@ class DetectorClient:
         "compute_input", "compute_infer", "compute_output", ...: {"count", "ns"}}}]}``,
         counted since the model was loaded. Durations are nanoseconds; 64-bit numbers
         arrive as strings and a field that never counted is ``{}``. Raises
-        ``ServerUnavailable`` (or ``ModelNotReady`` for an unknown ``model``).
+        ``ServerUnavailable`` (or ``ModelNotReady`` for an unknown ``model``), and
+        ``ApiKeyRequired`` when the server restricts its statistics.
         """
         try:
             return self._client.get_inference_statistics(
-                model_name=model, as_json=True, client_timeout=PROBE_TIMEOUT_S
+                model_name=model,
+                headers=self._headers,
+                as_json=True,
+                client_timeout=PROBE_TIMEOUT_S,
             )
         except InferenceServerException as e:
-            raise map_server_error(e, url=self.url, model=model or None) from None
+            raise self._error(e, model=model or None) from None
 
     # -- inference --
 
@@ -620,10 +997,13 @@ class DetectorClient:
         """Detect objects in each image; one result per image, in order.
 
         ``images`` are encoded image files as bytes or paths. They go in batches of at
-        most ``batch_size`` (<= MAX_BATCH_SIZE), one request per batch; ``timeout`` is
-        in seconds per request. Thresholds are sent only when given, otherwise the
+        most ``batch_size`` (<= MAX_BATCH_SIZE), one request per batch, fewer images when
+        they would make a request over ``MAX_REQUEST_BYTES``; ``timeout`` is in seconds
+        per request and per try. Thresholds are sent only when given, otherwise the
         server's defaults apply. Raises ``InvalidImage`` naming the first image the
-        server refused (or ``ImageNotReadable`` for a file that cannot be read).
+        server refused (or ``ImageNotReadable`` for a file that cannot be read,
+        ``RequestTooLarge`` for an image too large to send), ``ServerBusy`` when the
+        server stayed busy through every try of ``retry``.
         """
         results: list[ImageResult] = []
         for outcomes in self.iter_detect(
@@ -648,13 +1028,15 @@ class DetectorClient:
         """Like ``detect`` but yields each batch's outcomes as it completes.
 
         An outcome is an ``ImageResult``, or the per-image ``DetectorError`` of an image
-        that could not be read or that the server refused (``InvalidImage``) or failed
-        on (``InferenceFailed``). A batch the server refuses is retried one image at a
-        time to find the culprit, so the other images still get results. Errors that
-        concern the whole server or model (``ServerUnavailable``, ``ModelNotReady``)
-        are raised.
+        that could not be read, that is too large to send (``RequestTooLarge``), or that
+        the server refused (``InvalidImage``) or failed on (``InferenceFailed``). A batch
+        the server refuses is retried one image at a time to find the culprit, so the
+        other images still get results. Errors that concern the whole server or model
+        (``ServerUnavailable``, ``ServerBusy``, ``ModelNotReady``) are raised.
+
+        The server is first asked (the model's config) when there is an image to send:
+        images refused here (unreadable, too large) cost no connection.
         """
-        info = self.model_info(model)
         indices = list(range(len(images)))
         for batch in split_batches(indices, batch_size):
             outcomes: dict[int, Outcome] = {}
@@ -665,46 +1047,54 @@ class DetectorClient:
                 except ImageNotReadable as e:
                     outcomes[i] = e
             sources = {i: image_source(images[i], i) for i in batch}
-            if payloads:
-                run = partial(
-                    self._infer,
-                    payloads,
-                    sources,
-                    info,
-                    score_threshold,
-                    iou_threshold,
-                    timeout,
-                )
-                outcomes.update(run_isolating(list(payloads), run))
+            run = partial(
+                self._infer, payloads, sources, model, score_threshold, iou_threshold, timeout
+            )
+            ids = list(payloads)
+            for group in pack_requests([len(payloads[i]) for i in ids]):
+                outcomes.update(run_isolating([ids[k] for k in group], run))
             yield [outcomes[i] for i in batch]
 
     def _infer(
         self,
         payloads: Mapping[int, bytes],
         sources: Mapping[int, str],
-        info: ModelInfo,
+        model: str,
         score_threshold: float | None,
         iou_threshold: float | None,
         timeout: float | None,
         ids: Sequence[int],
     ) -> list[ImageResult]:
-        """One request carrying the images ``ids`` (indices into the caller's sequence)."""
-        model = info.name
+        """One request carrying the images ``ids`` (indices into the caller's sequence),
+        sent again while the server is busy (``self.retry``)."""
+        # Only a one-image request tells which image the server objected to.
+        one = len(ids) == 1
+        source, index = (sources[ids[0]], ids[0]) if one else (None, None)
+        size = request_bytes(len(payloads[i]) for i in ids)
+        if size > MAX_REQUEST_BYTES:  # the server would refuse it after the upload
+            raise RequestTooLarge(size, MAX_REQUEST_BYTES, source, index)
+        info = self.model_info(model)
         inputs = build_inputs([payloads[i] for i in ids], score_threshold, iou_threshold)
         names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         start = time.perf_counter()
         try:
-            reply = self._client.infer(model, inputs, outputs=outputs, client_timeout=timeout)
+            reply = retry_busy(
+                partial(
+                    self._client.infer,
+                    model,
+                    inputs,
+                    outputs=outputs,
+                    headers=self._headers,
+                    client_timeout=timeout,
+                ),
+                self.retry,
+                rng=self._rng,
+                what=f"request to {model}",
+            )
         except InferenceServerException as e:
-            # Only a one-image request tells which image the server objected to.
-            one = len(ids) == 1
-            raise map_server_error(
-                e,
-                url=self.url,
-                model=model,
-                source=sources[ids[0]] if one else None,
-                index=ids[0] if one else None,
+            raise self._error(
+                e, model=model, source=source, index=index, attempts=self.retry.attempts
             ) from None
         latency = time.perf_counter() - start
         arrays = {n: reply.as_numpy(n) for n in names}
@@ -736,10 +1126,16 @@ def labels_from_config(config: Mapping, model: str = "") -> list[str]:
 
 
 __all__ = [
+    "API_KEY_ENV",
+    "API_KEY_HEADER",
     "DEFAULT_URL",
+    "GRPC_API_KEY_HEADER",
     "KNOWN_FORMATS",
+    "NO_RETRY",
     "SERVE_COMMAND",
+    "TLS_CA_ENV",
     "URL_ENV",
+    "ApiKeyRequired",
     "Detection",
     "DetectorClient",
     "DetectorInfo",
@@ -750,12 +1146,21 @@ __all__ = [
     "InvalidImage",
     "ModelInfo",
     "ModelNotReady",
+    "RequestTooLarge",
+    "RetryPolicy",
+    "ServerBusy",
     "ServerUnavailable",
+    "api_key_headers",
+    "backoff_delays",
     "build_inputs",
+    "is_busy",
     "labels_from_config",
     "load_image",
     "map_server_error",
+    "pack_requests",
     "parse_image_results",
+    "request_bytes",
+    "retry_busy",
     "run_isolating",
     "sniff_image_format",
     "split_batches",

@@ -5,6 +5,10 @@
 prints one line per image ("astronaut.png: person 0.92, cup 0.41"), writes
 ``<out>/<stem>.jpg`` (the annotated image; with detect_all also
 ``<out>/<stem>.<detector>.jpg``) and ``<out>/results.json`` in COCO results format.
+
+    detect photos/ --url gpu-host:8001 --tls-ca ca.pem --api-key-file triton.key
+
+connects with TLS, trusting ``ca.pem``, and sends the server's API key.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from client.api import (
+    API_KEY_ENV,
     KNOWN_FORMATS,
     SNIFF_BYTES,
+    TLS_CA_ENV,
+    URL_ENV,
     DetectorClient,
     DetectorError,
     ImageNotReadable,
     ImageResult,
     InvalidImage,
+    RequestTooLarge,
+    ServerBusy,
     sniff_image_format,
     to_coco_results,
 )
@@ -44,6 +53,26 @@ EXIT_OK = 0
 EXIT_SKIPPED = 1  # some images were skipped (unreadable or refused), the rest are done
 EXIT_USAGE = 2  # bad arguments or nothing to do (argparse uses 2 as well)
 EXIT_UNAVAILABLE = 3  # server unreachable, model not ready, or the server failed
+EXIT_BUSY = 4  # the server stayed busy (queue full) through every retry: try again later
+
+
+def busy_message(error: ServerBusy) -> str:
+    """The CLI's line for a server that stayed busy."""
+    return f"server busy: {error.detail}; try again later or lower the concurrency"
+
+
+def read_api_key(path: Path) -> str:
+    """The key in an API key file, surrounding blanks dropped; ``ValueError`` saying why
+    when the file cannot be read or is empty."""
+    try:
+        key = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"cannot read the API key file {path}: {getattr(e, 'strerror', None) or e}"
+        ) from None
+    if not key:
+        raise ValueError(f"the API key file {path} is empty")
+    return key
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -140,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect COCO objects in images with the Triton detection ensembles.",
         epilog=(
             f"exit status: {EXIT_OK} all done, {EXIT_SKIPPED} some images skipped, "
-            f"{EXIT_USAGE} bad usage, {EXIT_UNAVAILABLE} server or model unavailable"
+            f"{EXIT_USAGE} bad usage, {EXIT_UNAVAILABLE} server or model unavailable, "
+            f"{EXIT_BUSY} server busy (its queues stayed full through every retry). "
+            f"environment: ${URL_ENV} (server address), ${TLS_CA_ENV} (CA file: use TLS), "
+            f"${API_KEY_ENV} (the server's API key); the options win over them."
         ),
     )
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files or directories")
@@ -150,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="ensemble to run: detect_all or detect_<name> (the server lists its own)",
     )
     parser.add_argument("--url", help="Triton gRPC address (default $TRITON_URL or localhost:8001)")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help=f"connect with TLS, trusting the CA certificate in FILE (PEM) (default ${TLS_CA_ENV})",
+    )
+    tls.add_argument(
+        "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the server's API key (default ${API_KEY_ENV})",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -193,13 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not to_send:
         return EXIT_SKIPPED
 
+    try:
+        api_key = read_api_key(args.api_key_file) if args.api_key_file else None
+        client = DetectorClient(args.url, tls=args.tls_ca or args.tls or None, api_key=api_key)
+    except (ValueError, DetectorError) as e:  # a file named on the command line
+        print(f"detect: {e}", file=err)
+        return EXIT_USAGE
+
     stems = dict(zip(to_send, output_stems(to_send), strict=True))
     image_ids = dict(zip(to_send, coco_image_ids(to_send), strict=True))
     entries: list[dict] = []
     written = 0
     try:
         with (
-            DetectorClient(args.url) as client,
+            client,
             tqdm(total=len(to_send), unit="img", disable=len(paths) <= PROGRESS_MIN_FILES) as bar,
         ):
             outcomes = client.iter_detect(
@@ -214,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for outcome in batch:
                     path = to_send[done]
                     done += 1
-                    if isinstance(outcome, InvalidImage):
+                    if isinstance(outcome, (InvalidImage, RequestTooLarge)):
                         bar.write(str(outcome), file=err)
                         skipped += 1
                         continue
@@ -229,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     bar.write(f"{path}: {outcome.summary()}", file=sys.stdout)
                 bar.update(len(batch))
+    except ServerBusy as e:
+        print(f"detect: {busy_message(e)}", file=err)
+        return EXIT_BUSY
     except DetectorError as e:
         print(f"detect: {e}", file=err)
         return EXIT_UNAVAILABLE

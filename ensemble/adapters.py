@@ -208,7 +208,11 @@ class Fuse(_Drawing):
         super().setup(args)
         members = json.loads(self.parameters["detectors"])
         index = {label: i for i, label in enumerate(self.labels)}
-        self.names = [contract.detector_outputs(m["name"])[:2] for m in members]
+        # Per detector: (its detections, its count) as this step's inputs, and the
+        # ensemble outputs they are passed through to (see spec.all_ensemble).
+        self.names = [(f"{m['name']}_detections", f"{m['name']}_num_detections")
+                      for m in members]  # fmt: skip
+        self.passed = [contract.detector_outputs(m["name"])[:2] for m in members]
         # Per detector: its class id -> the union's, and the union ids it knows.
         self.to_union = [np.array([index[x] for x in m["labels"]], np.int64) for m in members]
         self.known = [set(ids.tolist()) for ids in self.to_union]
@@ -234,7 +238,10 @@ class Fuse(_Drawing):
             # Fusion scales down what only some models saw; the contract promises
             # scores >= the threshold, so the fused result is filtered again.
             results.append(fused[fused[:, 4] >= scores[i]])
-        return self._results(inputs, results)
+        outputs = self._results(inputs, results)
+        for (dets, num), (out_dets, out_num) in zip(self.names, self.passed, strict=True):
+            outputs[out_dets], outputs[out_num] = inputs[dets], inputs[num]
+        return outputs
 
 
 class Detector(_Adapter):

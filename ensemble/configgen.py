@@ -124,6 +124,28 @@ def _gpu_groups(config: mc.ModelConfig, target: Target, count: int) -> None:
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=count, gpus=[gpu])
 
 
+# The queue in front of every ensemble's first step (image_decode) is bounded: beyond
+# this many requests waiting, or after waiting this long, a request is refused as busy.
+# Only that step's: Triton 2.51's ensemble scheduler never answers a detect_all request
+# when one of its parallel steps refuses it at enqueue while a sibling step runs
+# (ScheduleSteps records the error and waits for the siblings, and their completion
+# skips the error path), and it leaks the request when a parallel step refuses it
+# later. Found by the 64-client test; the front's in-flight limit (ensemble.front)
+# keeps the queues behind this step short instead.
+ENTRY_QUEUE_SIZE = 8 * contract.MAX_BATCH_SIZE
+ENTRY_QUEUE_TIMEOUT_MS = 10_000
+
+
+def _bounded_queue(config: mc.ModelConfig, size: int, timeout_ms: int) -> None:
+    """Triton's queue policy: at most ``size`` requests wait, each at most ``timeout_ms``;
+    the others are answered UNAVAILABLE at once (contract.BUSY_MESSAGES)."""
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = timeout_ms * 1000
+    policy.allow_timeout_override = True  # a client may ask for a shorter wait
+
+
 def python_step_config(step: spec.PythonStep, target: Target) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=step.name, backend="python", max_batch_size=contract.MAX_BATCH_SIZE
@@ -132,6 +154,8 @@ def python_step_config(step: spec.PythonStep, target: Target) -> mc.ModelConfig:
     _add_tensors(config.output, step.outputs)
     _cpu_group(config, target.step_instances)
     config.dynamic_batching.SetInParent()
+    if step.role == "decode":
+        _bounded_queue(config, ENTRY_QUEUE_SIZE, ENTRY_QUEUE_TIMEOUT_MS)
     _set_parameters(config, step.parameters)
     return config
 
@@ -202,7 +226,9 @@ def ensemble_config(ens: spec.Ensemble) -> mc.ModelConfig:
 
 # Why each setting is what it is, written above the first line that sets it.
 COMMENTS = {
-    "dynamic_batching": "Queued requests are merged into one execute() call / forward pass.",
+    "dynamic_batching": "Queued requests are merged into one execute() call / forward pass.\n"
+    "A default_queue_policy (the first step only) refuses a request as busy at once when\n"
+    "the queue is full or it waited too long, instead of queueing it without end.",
     "model_warmup": "A first request pays for lazy initialisation (kernels, memory pools):\n"
     "pay it at load time instead.",
     "instance_group": "Instances run side by side; on a GPU target one group per GPU, each\n"

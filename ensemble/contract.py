@@ -62,6 +62,11 @@ DETECTION_FIELDS = ("x1", "y1", "x2", "y2", "score", "class_id")
 # before decoding so a forged header cannot make the server allocate gigabytes.
 MAX_IMAGE_PIXELS = 40_000_000
 
+# The longest side of an image accepted, in pixels: the annotated image is a JPEG, and
+# a JPEG holds no more (libjpeg's JPEG_MAX_DIMENSION). A 65535x64 strip is under the
+# pixel limit but would fail at the end of the pipeline instead of at decode.
+MAX_IMAGE_SIDE = 65500
+
 # Largest batch a client may send in one request (the ensembles' max_batch_size).
 MAX_BATCH_SIZE = 8
 
@@ -71,10 +76,23 @@ MAX_BATCH_SIZE = 8
 # as JPEG (about 8 MB each) fits. The client refuses a larger request before sending.
 MAX_REQUEST_BYTES = 64 * 2**20
 
-# Triton's answer when a model's queue is full, or a request waited in it longer than
-# the queue policy allows: gRPC UNAVAILABLE, HTTP 503, with one of these messages.
+# The server's answer when it is too busy to take a request: gRPC UNAVAILABLE, HTTP
+# 503, with one of these messages. The first comes from the server's front when its
+# limit of requests in flight is reached; the others from Triton when the first
+# step's queue is full or a request waited in it longer than its queue policy allows.
 # Clients retry these with backoff; they mean "busy", not "broken".
-BUSY_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
+BUSY_MESSAGES = (
+    "Server busy: too many requests in flight",
+    "Exceeds maximum queue size",
+    "Request timeout expired",
+)
+
+# The header that carries the key of a server's restricted APIs (model repository and
+# control, statistics, logging, trace, shared memory) over HTTP. Triton's gRPC endpoint
+# checks the same name prefixed with "triton-grpc-protocol-" (seen on Triton 2.51: a
+# gRPC request with only the plain name is refused).
+API_KEY_HEADER = "triton-api-key"
+GRPC_API_KEY_HEADER = "triton-grpc-protocol-" + API_KEY_HEADER
 
 # Config parameters every ensemble carries, so that clients learn what a server
 # serves from the server itself:

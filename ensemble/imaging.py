@@ -11,6 +11,7 @@ from __future__ import annotations
 import colorsys
 import io
 import re
+import struct
 import warnings
 from collections.abc import Sequence
 
@@ -23,6 +24,9 @@ from ensemble import contract
 
 class ImageError(ValueError):
     """The input is not an image this service accepts; the message can be shown to a user."""
+
+
+MAX_IMAGE_SIDE = contract.MAX_IMAGE_SIDE
 
 
 # EXIF orientation tag values -> how to turn the stored pixels into the displayed image.
@@ -51,14 +55,18 @@ def decode_image(data: bytes, max_pixels: int = contract.MAX_IMAGE_PIXELS) -> np
     samples, ignores the tag).
 
     The width and height are read from the header before any pixel is decoded; an image
-    of more than ``max_pixels`` pixels is rejected without allocating it.
+    of more than ``max_pixels`` pixels is rejected without allocating it. So are files
+    whose structure would make a reader spend seconds or gigabytes before the pixels
+    (see :func:`_check_structure`).
 
     Raises :class:`ImageError` for empty data, data that is not an image, images over
-    the size limit and files whose pixels cannot be decoded.
+    the size limit or with a side over :data:`MAX_IMAGE_SIDE` pixels, and files whose
+    pixels cannot be decoded.
     """
     data = bytes(data)
     if not data:
         raise ImageError("The image is empty (0 bytes).")
+    _check_structure(data)
     width, height, orientation = _read_header(data, max_pixels)
 
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -110,7 +118,114 @@ def _read_header(data: bytes, max_pixels: int) -> tuple[int, int, int]:
             f"The image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); "
             f"the limit is {max_pixels / 1e6:.1f} megapixels."
         )
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ImageError(
+            f"The image is {width}x{height} pixels; a side may be at most {MAX_IMAGE_SIDE} "
+            f"pixels, the most a JPEG (the annotated image) holds."
+        )
     return width, height, orientation
+
+
+# Real files have a few dozen chunks, segments or blocks before their pixels, PNGs up to
+# a few thousand IDAT chunks after them (8 kB each); a reader walks each in Python, or
+# sizes a buffer by it, so files made of nothing else are refused past these counts.
+_MAX_PNG_CHUNKS = 2**16
+_MAX_HEADER_PIECES = 4096  # JPEG segments and fill bytes, GIF extension blocks
+
+
+def _check_structure(data: bytes) -> None:
+    """Refuse a PNG, JPEG or GIF file whose structure would cost its readers seconds or
+    gigabytes before any pixel, with :class:`ImageError`.
+
+    Found by fuzzing (``tests/test_fuzz_images.py``), each for a file of at most the
+    64 MiB a request may hold:
+
+    - OpenCV's PNG reader (4.11) sizes its buffer for a chunk by the chunk's length field
+      before reading it, and libpng does the same for text chunks: one chunk claiming
+      2**31 bytes in a 10 kB file cost 2 GiB and seconds.
+    - Pillow's header reader walks PNG chunks, JPEG segments and JPEG fill bytes in
+      Python, a few microseconds each: a file of empty ones kept it busy for 20-40 s.
+    - Pillow joins GIF comment blocks by repeated concatenation, in time that grows with
+      the square of their number: 4 MiB of empty comments took it 66 s.
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(data)
+    elif data.startswith(b"\xff\xd8"):
+        _check_jpeg_segments(data)
+    elif data.startswith((b"GIF87a", b"GIF89a")):
+        _check_gif_blocks(data)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHUNK_HEAD = struct.Struct(">I4s")  # length of the chunk's data in bytes, type
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Every chunk up to IEND must fit in the file, and there may be at most
+    :data:`_MAX_PNG_CHUNKS` of them."""
+    at, chunks = len(_PNG_SIGNATURE), 0
+    while at + _PNG_CHUNK_HEAD.size <= len(data):
+        length, kind = _PNG_CHUNK_HEAD.unpack_from(data, at)
+        # A chunk is its length and type (8 bytes), its data and a CRC (4 bytes).
+        if at + 12 + length > len(data):
+            raise ImageError(
+                f"The image is damaged or truncated: its PNG chunk "
+                f"{kind.decode('latin-1')!r} at byte {at} claims {length} bytes, more than "
+                f"the {len(data) - at - 8} that follow it."
+            )
+        if kind == b"IEND":
+            return
+        chunks += 1
+        if chunks > _MAX_PNG_CHUNKS:
+            raise ImageError(
+                f"The image is damaged: it has more than {_MAX_PNG_CHUNKS} PNG chunks."
+            )
+        at += 12 + length
+
+
+_JPEG_FILL = re.compile(rb"\xff+")
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD9)}  # markers without a length: TEM, RSTn, SOI
+
+
+def _check_jpeg_segments(data: bytes) -> None:
+    """At most :data:`_MAX_HEADER_PIECES` segments and extra fill bytes (0xFF) before
+    the first scan, where Pillow's reader stops."""
+    at, pieces = 2, 0
+    while pieces <= _MAX_HEADER_PIECES:
+        fill = _JPEG_FILL.match(data, at)
+        if fill is None or fill.end() >= len(data):
+            return  # not a marker, or the end: the readers say what is wrong
+        pieces += fill.end() - fill.start()  # one 0xFF per marker, the rest is fill
+        marker, at = data[fill.end()], fill.end() + 1
+        if marker in (0xDA, 0xD9):  # start of scan, end of image
+            return
+        if marker not in _JPEG_STANDALONE:
+            if at + 2 > len(data):
+                return
+            at += max(2, int.from_bytes(data[at : at + 2], "big"))  # the length counts itself
+    raise ImageError(
+        f"The image is damaged: its JPEG header has more than {_MAX_HEADER_PIECES} "
+        f"segments and fill bytes."
+    )
+
+
+def _check_gif_blocks(data: bytes) -> None:
+    """At most :data:`_MAX_HEADER_PIECES` extension blocks and their sub-blocks before
+    the first image, the part Pillow's reader walks to open the file."""
+    if len(data) < 13:
+        return
+    at, flags, pieces = 13, data[10], 0  # after the header and logical screen descriptor
+    if flags & 0x80:  # a global colour table of 2**(n+1) RGB entries
+        at += 3 << ((flags & 7) + 1)
+    while at + 1 < len(data) and data[at] == 0x21:  # an extension: its label, sub-blocks
+        at, size = at + 2, None
+        while at < len(data) and size != 0:  # a size byte, that many bytes; size 0 ends
+            size, at, pieces = data[at], at + 1 + data[at], pieces + 1
+            if pieces > _MAX_HEADER_PIECES:
+                raise ImageError(
+                    f"The image is damaged: its GIF header has more than "
+                    f"{_MAX_HEADER_PIECES} extension blocks."
+                )
 
 
 def _opencv_to_rgb_order(pixels: np.ndarray) -> np.ndarray:
@@ -135,35 +250,64 @@ def _decode_with_pillow(data: bytes) -> np.ndarray:
 
 
 def _to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    """Gray / gray+alpha / RGB / RGBA of any common depth -> uint8 RGB, alpha over white."""
+    """Gray / gray+alpha / RGB / RGBA of any common depth -> uint8 RGB, alpha over white.
+
+    Deeper samples are scaled to 8 bits first, then alpha is composited in 8-bit
+    integers, in bands of rows: float math over the whole image took 10 to 25 s and
+    2 GB for 40 Mpx of RGBA (the size limit); this takes a fraction of a second and
+    little more memory than the output.
+    """
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ImageError(f"Unsupported image layout: array of shape {pixels.shape}.")
-    samples = _to_unit_float(pixels) if pixels.dtype != np.uint8 else None
+    if pixels.dtype != np.uint8:
+        pixels = _to_uint8(pixels)
     channels = pixels.shape[2]
     has_alpha = channels in (2, 4)
-    if samples is None and (not has_alpha or pixels[..., -1].min() == 255):
-        color = pixels[..., : channels - has_alpha]  # fast path: 8-bit, opaque
-        return np.repeat(color, 3, axis=2) if color.shape[2] == 1 else color
-    if samples is None:
-        samples = pixels.astype(np.float32) / 255.0
-    color = samples[..., : channels - has_alpha]
-    if has_alpha:
-        alpha = samples[..., -1:]
-        color = color * alpha + (1.0 - alpha)
-    if color.shape[2] == 1:
-        color = np.repeat(color, 3, axis=2)
-    return np.rint(color * 255.0).astype(np.uint8)
+    if has_alpha and pixels[..., -1].min() < 255:
+        color = _over_white(pixels)
+    else:
+        color = pixels[..., : channels - has_alpha]
+    return np.repeat(color, 3, axis=2) if color.shape[2] == 1 else color
 
 
-def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint16 or np.issubdtype(pixels.dtype, np.signedinteger):
-        # 16-bit PNG / TIFF (Pillow gives int32 for its "I" modes).
-        return np.clip(pixels, 0, 65535).astype(np.float32) / 65535.0
-    if np.issubdtype(pixels.dtype, np.floating):  # HDR / float TIFF: 0..1 is display range
-        return np.clip(np.nan_to_num(pixels.astype(np.float32)), 0.0, 1.0)
-    raise ImageError(f"Unsupported image sample type: {pixels.dtype}.")
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """16-bit, signed or float samples -> uint8, rounded: 0..65535 (integers) or 0..1
+    (floats, the display range of HDR and float TIFF) onto 0..255, the rest clipped."""
+    if np.issubdtype(pixels.dtype, np.floating):
+        samples = np.array(pixels, np.float32)  # our own copy, cleaned in place
+        np.nan_to_num(samples, copy=False)
+        np.clip(samples, 0.0, 1.0, out=samples)
+        scale = 255.0
+    else:
+        if np.issubdtype(pixels.dtype, np.signedinteger):  # Pillow's 16-bit modes: int32
+            pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
+        if pixels.dtype != np.uint16:
+            raise ImageError(f"Unsupported image sample type: {pixels.dtype}.")
+        samples, scale = pixels, 1 / 257  # 65535 / 257 = 255
+    # OpenCV drops a single channel's axis; the reshape puts it back.
+    return cv2.convertScaleAbs(samples, alpha=scale).reshape(pixels.shape)
+
+
+# Rows are composited this many pixels at a time, so the temporaries stay a few MB.
+_BAND_PIXELS = 2**20
+
+
+def _over_white(pixels: np.ndarray) -> np.ndarray:
+    """Gray+alpha or RGBA ``uint8`` pixels seen on white: each colour channel becomes
+    ``255 - (255 - color) * alpha / 255``, rounded; the alpha channel goes."""
+    height, width, channels = pixels.shape
+    out = np.empty((height, width, channels - 1), np.uint8)
+    rows = max(1, _BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        *colors, alpha = cv2.split(pixels[top : top + rows])
+        # OpenCV's uint8 arithmetic rounds and saturates; numpy's would wrap.
+        seen = [
+            cv2.bitwise_not(cv2.multiply(cv2.bitwise_not(c), alpha, scale=1 / 255)) for c in colors
+        ]
+        out[top : top + rows] = cv2.merge(seen).reshape(len(alpha), width, channels - 1)
+    return out
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:

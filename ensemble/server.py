@@ -5,6 +5,18 @@ The server binary is the Triton 2.51 build inside the PyPI wheel
 Python-backend stub that matches this interpreter, then started on a model
 repository written by ``configgen``. Listens on localhost unless asked otherwise.
 
+One server run is three parts, started and stopped together:
+
+- Triton, on loopback ports of its own (its metrics port is the public one);
+- the front (``ensemble.front``, nginx) on the public HTTP and gRPC ports: the
+  request size limit, TLS, and a stop that drains;
+- the supervisor (``ensemble.supervisor``), which reloads a model whose worker died
+  and serves its counters on the supervisor port.
+
+Beyond localhost, Triton's repository, model-control, statistics, logging, trace and
+shared-memory APIs need a key (header ``triton-api-key``). Inference, health, metadata
+and model configs stay open.
+
     python -m ensemble.server                     # models.toml, ports 8000/8001/8002
     python -m ensemble.server --models my-models.toml --grpc-port 9001
 
@@ -17,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,14 +40,18 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from ensemble import configgen
+from ensemble.contract import API_KEY_HEADER
+from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
 from ensemble.registry import ModelsFileError, Registry, load_models
+from ensemble.supervisor import Control, Metrics, Supervisor
 
 REPO_ROOT = configgen.REPO_ROOT
 CACHE = REPO_ROOT / ".cache"
@@ -49,9 +67,50 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+    supervisor: int = 8003  # the supervisor's crash and recovery counters (/metrics)
 
     def named(self) -> dict[str, int]:
-        return {"HTTP": self.http, "gRPC": self.grpc, "metrics": self.metrics}
+        return {"HTTP": self.http, "gRPC": self.grpc, "metrics": self.metrics,
+                "supervisor": self.supervisor}  # fmt: skip
+
+
+# Triton's APIs that need the key once the server listens beyond localhost: they
+# change or reveal what it serves. Inference, health, metadata, model-config stay open.
+RESTRICTED_APIS = ("model-repository", "statistics", "logging", "trace", "shared-memory")
+API_KEY_ENV = "TRITON_API_KEY"
+# Triton's own stop waits this long for requests in flight (the front drained first).
+EXIT_TIMEOUT_S = 10
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | None:
+    """The restricted-API key: from ``key_file``, else ``$TRITON_API_KEY``, else (when
+    ``host`` is not loopback) a new one written to ``workdir/api-key`` (mode 0600).
+    None on loopback without a key: nothing is restricted."""
+    if key_file is not None:
+        key = Path(key_file).read_text().strip()
+        if not key:
+            raise ServerError(f"the API key file {key_file} is empty")
+        return key
+    if os.environ.get(API_KEY_ENV, "").strip():
+        return os.environ[API_KEY_ENV].strip()
+    if is_loopback(host):
+        return None
+    path = workdir / "api-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
 
 
 def _pytriton_dirs() -> tuple[Path, Path]:
@@ -116,7 +175,7 @@ def _environment(libs: Path) -> dict[str, str]:
 
 @dataclass
 class TritonServer:
-    """A tritonserver child process on a model repository."""
+    """One server run: Triton, its front and its supervisor (see the module docstring)."""
 
     repository: Path
     host: str = "127.0.0.1"
@@ -125,6 +184,14 @@ class TritonServer:
     # Load only these models (ensembles bring the models they use); empty: every model.
     models: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
+    api_key: str | None = None  # the restricted APIs' key; None: nothing restricted
+    tls: Tls | None = None  # the front's certificate and key; None: plain text
+    max_inflight: int = MAX_INFLIGHT  # inference requests at once; more: refused as busy
+    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    front: Front | None = None
+    supervisor: Supervisor | None = None
+    triton_ports: Ports | None = None  # Triton's own loopback HTTP and gRPC ports
+    _metrics_server: object = None
 
     @property
     def grpc_url(self) -> str:
@@ -132,7 +199,15 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.ports.http}"
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.ports.http}"
+
+    @property
+    def control(self) -> Control:
+        """Triton's HTTP API on its loopback port, with the key (for the launcher)."""
+        assert self.triton_ports is not None, "not started"
+        return Control(f"http://127.0.0.1:{self.triton_ports.http}", self.api_key)
 
     def check_ports(self) -> None:
         """``ServerError`` naming the first of the ports that is already taken."""
@@ -143,39 +218,77 @@ class TritonServer:
                     f"server running? Stop it or pick another port with --{what.lower()}-port"
                 )
 
-    def start(self) -> None:
-        self.check_ports()
-        home, libs = triton_home()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
+    def _triton_command(self, home: Path) -> list[str]:
+        assert self.triton_ports is not None
         cmd = [
             str(home / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={home / 'backends'}",
-            f"--http-address={self.host}",
-            f"--http-port={self.ports.http}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.ports.grpc}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.triton_ports.http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.triton_ports.grpc}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.ports.metrics}",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             "--log-verbose=0",
+            # Explicit control: the supervisor unloads and reloads a crashed model.
+            "--model-control-mode=explicit",
+            *(f"--load-model={m}" for m in (self.models or ("*",))),
         ]
-        if self.models:
-            cmd += ["--model-control-mode=explicit", *(f"--load-model={m}" for m in self.models)]
+        if self.api_key:
+            apis = ",".join(RESTRICTED_APIS)
+            cmd += [
+                f"--http-restricted-api={apis}:{API_KEY_HEADER}={self.api_key}",
+                f"--grpc-restricted-protocol={apis}:{API_KEY_HEADER}={self.api_key}",
+            ]
+        return cmd
+
+    def start(self) -> None:
+        self.check_ports()
+        home, libs = triton_home()
+        if self.tls:
+            self.tls.check()
+        self.triton_ports = Ports(free_port(), free_port(), self.ports.metrics)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.front = Front(
+            nginx_config(
+                host=self.host, http_port=self.ports.http, grpc_port=self.ports.grpc,
+                triton_http=self.triton_ports.http, triton_grpc=self.triton_ports.grpc,
+                workdir=self.log_path.parent / "front", tls=self.tls,
+                max_inflight=self.max_inflight,
+            ),
+            self.log_path.parent / "front",
+        )  # fmt: skip
+        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=_environment(libs),
+            self._triton_command(home), stdout=log, stderr=subprocess.STDOUT,
+            env=_environment(libs),
             start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly
         )  # fmt: skip
         log.close()
+        try:
+            self.front.start()
+        except FrontError as e:
+            self.stop()
+            raise ServerError(str(e)) from None
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
+        """Triton says every model is ready, and the front is up."""
+        if self.front is None or not self.front.alive():
             return False
+        return self.control.ready_server()
+
+    def _on_ready(self) -> None:
+        if self.supervisor is not None:
+            return
+        assert self.process is not None
+        metrics = Metrics()
+        self._metrics_server = metrics.serve(self.host, self.ports.supervisor)
+        self.supervisor = Supervisor(self.process.pid, self.control, log=self.log, metrics=metrics)
+        self.supervisor.start()
 
     def wait_ready(self, timeout: float = 600.0, stop: threading.Event | None = None) -> bool:
         """Wait until every model is loaded: True. False when ``stop`` was set first;
@@ -195,7 +308,11 @@ class TritonServer:
                     f"tritonserver exited with code {self.process.returncode} while loading "
                     f"(log: {self.log_path}):\n{detail}"
                 )
+            if self.front is not None and self.front.process is not None and not self.front.alive():
+                self.stop()
+                raise ServerError(f"the front (nginx) exited: see {self.front.log_path}")
             if self.is_ready():
+                self._on_ready()
                 return True
             time.sleep(0.25)
         self.stop()
@@ -216,7 +333,26 @@ class TritonServer:
         except OSError:
             return "(no log)"
 
+    def pids(self) -> list[int]:
+        """Every process of this run: Triton, its workers, the front and its workers."""
+        roots = [p.pid for p in (self.process, self.front and self.front.process) if p]
+        found = []
+        for pid in roots:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                found += [pid, *(c.pid for c in root.children(recursive=True))]
+        return found
+
     def stop(self, timeout: float = 30.0) -> int | None:
+        """Drain and stop: the supervisor, then the front (it finishes the requests in
+        flight and takes no new ones), then Triton. Returns Triton's exit code."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server = None
+        if self.front is not None:
+            self.front.stop()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
@@ -266,20 +402,25 @@ def create_server(
     target: str = "cpu",
     gpus: tuple[int, ...] = (0, 1, 2, 3),
     load: tuple[str, ...] = (),
+    api_key_file: Path | None = None,
+    tls: Tls | None = None,
+    max_inflight: int = MAX_INFLIGHT,
 ) -> TritonServer:
     """A server ready to start: the models file read and checked, its repository
     written. ``ports=None`` takes free ports; ``workdir`` holds the repository and the
-    log (default ``build/``); ``load`` limits the models loaded (ensembles bring their
-    steps). See :func:`running_server`."""
+    logs (default ``build/``); ``load`` limits the models loaded (ensembles bring their
+    steps); ``api_key_file`` and ``tls``: see :func:`resolve_api_key` and ``Tls``.
+    See :func:`running_server`."""
     registry = models if isinstance(models, Registry) else load_models(models)
     if ports is None:
-        ports = Ports(free_port(host), free_port(host), free_port(host))
+        ports = Ports(*(free_port(host) for _ in range(4)))
     root = Path(workdir) if workdir else REPO_ROOT / "build"
     out = root / "repository" / target
     log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
-    server = TritonServer(out, host, ports, log_path, load)
+    server = TritonServer(out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight)
     # Before the repository is rewritten: it may be the one a running server serves.
     server.check_ports()
+    server.api_key = resolve_api_key(host, api_key_file, root)
     server.repository = prepare_repository(registry, target, out, gpus)
     return server
 
@@ -320,10 +461,18 @@ def serve_until_stopped(
             print("stopped while loading", flush=True)
             return 0
         print(
-            f"ready: gRPC {server.grpc_url}, HTTP {server.http_url}, metrics "
-            f"http://{server.host}:{server.ports.metrics}/metrics (Ctrl-C stops)",
+            f"ready: gRPC {server.grpc_url}{' (TLS)' if server.tls else ''}, HTTP "
+            f"{server.http_url}, metrics http://{server.host}:{server.ports.metrics}/metrics, "
+            f"supervisor metrics http://{server.host}:{server.ports.supervisor}/metrics "
+            "(Ctrl-C stops)",
             flush=True,
         )
+        if server.api_key:
+            print(
+                f"restricted APIs ({', '.join(RESTRICTED_APIS)}) need the header "
+                f"{API_KEY_HEADER}; the key: {key_source(server)}",
+                flush=True,
+            )
         undo = on_ready(server) if on_ready else None
         while not stop.wait(0.5):
             if server.process is not None and server.process.poll() is not None:
@@ -344,12 +493,46 @@ def serve_until_stopped(
         print(f"Triton stopped (exit code {code})", flush=True)
 
 
+def key_source(server: TritonServer) -> str:
+    written = server.log_path.parent / "api-key"
+    if os.environ.get(API_KEY_ENV, "").strip():
+        return f"${API_KEY_ENV}"
+    return str(written) if written.is_file() else "the --api-key-file given"
+
+
 def add_server_arguments(ap: argparse.ArgumentParser) -> None:
     """The options every command that starts Triton takes."""
     ap.add_argument("--models", type=Path, help="models file to serve (default: models.toml)")
     ap.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP port")
     ap.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port")
     ap.add_argument("--metrics-port", type=int, default=8002, help="Triton's metrics port")
+    ap.add_argument(
+        "--supervisor-port", type=int, default=8003,
+        help="the supervisor's crash/recovery counters (Prometheus /metrics)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--api-key-file", type=Path,
+        help=f"key for the restricted APIs (default: ${API_KEY_ENV}; beyond localhost "
+        "without either, a new key is written to build/api-key)",
+    )  # fmt: skip
+    ap.add_argument("--tls-cert", type=Path, help="PEM certificate: TLS on gRPC and HTTP")
+    ap.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    ap.add_argument(
+        "--max-inflight", type=int, default=MAX_INFLIGHT,
+        help=f"inference requests at once; more are refused as busy (default {MAX_INFLIGHT})",
+    )  # fmt: skip
+
+
+def server_options(args: argparse.Namespace) -> dict:
+    """create_server's keyword arguments from :func:`add_server_arguments`' options."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("give both --tls-cert and --tls-key, or neither")
+    return {
+        "ports": Ports(args.http_port, args.grpc_port, args.metrics_port, args.supervisor_port),
+        "api_key_file": args.api_key_file,
+        "tls": Tls(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        "max_inflight": args.max_inflight,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         gpus = configgen.parse_gpus(args.gpus)
         server = create_server(
             args.models, host=args.host, target=args.target, gpus=gpus,
-            ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
+            **server_options(args),
         )  # fmt: skip
     except (ModelsFileError, ServerError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -168,26 +168,41 @@ def postprocess_step(d: Detector) -> PythonStep:
     )
 
 
+def fused_inputs(d: Detector) -> tuple[Tensor, Tensor]:
+    """The fusion step's inputs for one detector: its detections and their count, under
+    names private to the server (``<name>_detections``, ``<name>_num_detections``)."""
+    return (
+        Tensor(f"{d.name}_detections", DETECTIONS_OUT.dtype, DETECTIONS_OUT.dims),
+        Tensor(f"{d.name}_num_detections", NUM_OUT.dtype, NUM_OUT.dims),
+    )
+
+
+def passed_through(d: Detector) -> tuple[Tensor, Tensor]:
+    """``detect_all``'s outputs of one detector's detections and count, which the fusion
+    step passes through unchanged (see :func:`all_ensemble` for why)."""
+    dets, num, _ = contract.detector_outputs(d.name)
+    return (
+        Tensor(dets, DETECTIONS_OUT.dtype, DETECTIONS_OUT.dims),
+        Tensor(num, NUM_OUT.dtype, NUM_OUT.dims),
+    )
+
+
 def fuse_step(registry: Registry) -> PythonStep:
-    inputs: list[Tensor] = []
-    for d in registry.fused:
-        dets, num, _ = contract.detector_outputs(d.name)
-        inputs += [Tensor(dets, DETECTIONS_OUT.dtype, DETECTIONS_OUT.dims),
-                   Tensor(num, NUM_OUT.dtype, NUM_OUT.dims)]  # fmt: skip
+    inputs = [t for d in registry.fused for t in fused_inputs(d)]
+    passed = [t for d in registry.fused for t in passed_through(d)]
     members = [{"name": d.name, "labels": list(d.labels)} for d in registry.fused]
     return PythonStep(
         name="fuse_detections",
         adapter="ensemble.adapters.Fuse",
         inputs=(*inputs, DECODED, SIZE, SCORE_IN, IOU_IN),
-        outputs=RESULT,
+        outputs=(*RESULT, *passed),
         parameters={
             "detectors": parameters_json(members),
             "labels": parameters_json(list(registry.fused_labels())),
             **DRAWING,
         },
         role="fuse",
-        doc="Weighted box fusion of the fused detectors' results by label, drawn on the "
-        "original image.",
+        doc="Weighted box fusion of the detectors' results by label, drawn; theirs passed on.",
     )
 
 
@@ -205,7 +220,7 @@ def _detector_chain(d: Detector, results: tuple[str, str, str]) -> tuple[Step, .
     live side by side in ``detect_all``; ``results`` names its three outputs.
     """
     pre, post = preprocess_step(d), postprocess_step(d)
-    raw = {t.name: f"{d.name}_{t.name}" for t in d.outputs}
+    raw = {t.name: f"{d.name}_raw_{t.name}" for t in d.outputs}
     model_input = f"{d.name}_preprocessed"
     dets, num, annotated = results
     return (
@@ -242,14 +257,25 @@ def single_ensemble(d: Detector) -> Ensemble:
 
 
 def all_ensemble(registry: Registry) -> Ensemble:
+    """Decode once, every fused detector's chain in parallel, then the fusion.
+
+    No tensor is both an output of ``detect_all`` and an input of a later step. Triton
+    2.51 prunes the steps whose outputs a client did not request, and counts such a
+    tensor as unrequested even though the fusion needs it. It would then prune a
+    detector's postprocessing and wait forever for the fusion's input ("unexpected
+    deadlock"). So each postprocessing hands its detections to the fusion under
+    private names, and the fusion passes them through as ``<NAME>_DETECTIONS`` and
+    ``<NAME>_NUM_DETECTIONS``; only ``<NAME>_ANNOTATED_IMAGE`` comes from the chain.
+    """
     steps: list[Step] = [_decode_step()]
     outputs: list[Tensor] = list(RESULT)
     for d in registry.fused:
         names = contract.detector_outputs(d.name)
-        steps += _detector_chain(d, names)
+        dets, num = (t.name for t in fused_inputs(d))
+        steps += _detector_chain(d, (dets, num, names[2]))
         outputs += [Tensor(n, t.dtype, t.dims) for n, t in zip(names, RESULT, strict=True)]
     fuse = fuse_step(registry)
-    steps.append(Step(fuse.name, _identity(*fuse.inputs), _identity(*RESULT)))
+    steps.append(Step(fuse.name, _identity(*fuse.inputs), _identity(*fuse.outputs)))
     return Ensemble(
         name=contract.DETECT_ALL,
         inputs=(IMAGE_IN, SCORE_IN, IOU_IN),

@@ -63,16 +63,24 @@ def require_models() -> None:
 
 
 @pytest.fixture(scope="session")
-def triton_url(tmp_path_factory) -> str:
-    """gRPC address of a ready server with every model of ``models.toml`` loaded."""
+def triton_server(tmp_path_factory):
+    """The session's ready server (``ensemble.server.TritonServer``: its processes,
+    ports, log) with every model of ``models.toml`` loaded; None when the tests run
+    against ``$DETECTOR_TEST_URL``, a server this session did not start."""
     if os.environ.get(TEST_URL_ENV):
-        yield os.environ[TEST_URL_ENV]
+        yield None
         return
     from ensemble.server import running_server
 
     require_models()
     with running_server(workdir=tmp_path_factory.mktemp("triton")) as server:
-        yield server.grpc_url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def triton_url(triton_server) -> str:
+    """gRPC address of the session's server (see ``triton_server``)."""
+    return triton_server.grpc_url if triton_server else os.environ[TEST_URL_ENV]
 
 
 @pytest.fixture(scope="session")

@@ -254,7 +254,7 @@ def fuse_request(size: tuple[int, int], rows: dict[str, list[list[float]]]) -> d
         spec.DECODED_IMAGE: np.zeros((1, *size, 3), np.uint8),
     }
     for name, own in rows.items():
-        dets, num, _ = contract.detector_outputs(name)
+        dets, num = f"{name}_detections", f"{name}_num_detections"
         request[dets] = np.zeros((1, 100, 6), np.float32)
         if own:
             request[dets][0, : len(own)] = own
@@ -276,6 +276,20 @@ def test_fuse_drops_what_falls_below_the_threshold_after_fusion(adapters):
     np.testing.assert_allclose(
         out[contract.DETECTIONS][0, 0], [10, 10, 200, 200, 0.9, 0], atol=1e-4
     )
+
+
+def test_fuse_passes_each_detectors_own_detections_through_unchanged(adapters):
+    fuse = make(adapters, "Fuse", spec.fuse_step(COMMITTED))
+    names = [d.name for d in COMMITTED.fused]
+    rows = {name: [[10, 10, 200, 200, 0.9, 0]] for name in names}
+    rows[names[1]].append([250, 250, 390, 390, 0.6, 41])
+    request = fuse_request((400, 400), rows)
+    (response,) = fuse.execute([request])
+    out = response.outputs()
+    for name in names:
+        dets, num, _ = contract.detector_outputs(name)
+        assert int(out[num][0, 0]) == len(rows[name])
+        np.testing.assert_array_equal(out[dets], request[f"{name}_detections"])
 
 
 def test_fuse_fuses_by_label_name_across_detectors_of_different_label_lists(adapters, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import time
+import tracemalloc
 import zlib
 
 import cv2
@@ -118,6 +119,32 @@ def test_gray_with_alpha_png_is_composited_on_white():
     np.testing.assert_array_equal(decoded[0], [[50, 50, 50], [255, 255, 255]])
 
 
+def test_alpha_is_composited_exactly_for_every_colour_and_alpha():
+    colour, alpha = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    rgba = np.stack([colour, 255 - colour, colour // 2, alpha], axis=2).astype(np.uint8)
+    decoded = decode_image(encode_with_pillow(rgba, "PNG"))
+    coverage = (alpha / 255)[..., None]
+    over_white = 255 * (1 - coverage) + rgba[..., :3] * coverage
+    np.testing.assert_array_equal(decoded, np.rint(over_white).astype(np.uint8))
+
+
+def test_compositing_a_large_rgba_image_takes_little_more_memory_than_the_result():
+    # Found by tests/test_fuzz_images.py: float math over the whole image took 56 bytes
+    # a pixel (2 GB and 10-25 s for a forged 40 Mpx header); now about 10.
+    height, width = 1000, 2000
+    y, x = np.mgrid[0:height, 0:width]
+    rgba = np.stack([x % 256, y % 256, (x + y) % 256, (7 * x + y) % 256], axis=2)
+    data = encode_with_pillow(rgba.astype(np.uint8), "PNG", compress_level=1)
+    tracemalloc.start()  # numpy's and OpenCV's arrays are allocated where it sees them
+    try:
+        decode_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The decoded RGBA (4 bytes a pixel), the result (3) and the bands' scratch.
+    assert peak / (height * width) < 16
+
+
 def test_palette_png_with_transparent_index_is_composited_on_white():
     palette_image = Image.new("P", (2, 1))
     palette_image.putpalette([0, 0, 0, 10, 200, 30] + [0] * (256 * 3 - 6))
@@ -217,6 +244,69 @@ def test_max_pixels_bounds_are_inclusive():
 def test_zero_width_header_is_rejected():
     with pytest.raises(ImageError):
         decode_image(forged_png(0, 5))
+
+
+def test_a_side_longer_than_a_jpeg_holds_is_rejected_though_under_the_pixel_limit():
+    # Found by tests/test_fuzz_images.py: a 65501x1 TIFF decoded, then the server failed
+    # to encode the annotated JPEG (INTERNAL) instead of refusing the image up front.
+    longest = imaging.MAX_IMAGE_SIDE
+    for shape in ((1, longest + 1, 3), (longest + 1, 1, 3)):
+        with pytest.raises(ImageError, match=f"at most {longest} pixels"):
+            decode_image(encode_with_pillow(np.zeros(shape, np.uint8), "TIFF"))
+    image = decode_image(encode_with_pillow(np.zeros((1, longest, 3), np.uint8), "TIFF"))
+    assert imaging.encode_jpeg(image)  # the longest side accepted can be annotated
+
+
+@pytest.mark.parametrize("where", ["IDAT", "after the pixels"])
+def test_png_chunk_claiming_more_bytes_than_the_file_holds_is_rejected_unread(monkeypatch, where):
+    # Found by tests/test_fuzz_images.py: OpenCV's PNG reader (IDAT) and libpng (a text
+    # chunk after the pixels) allocated and zero-filled the declared 2 GiB, for seconds.
+    # Pillow's header reader catches such chunks before the pixels by itself.
+    data = encode_with_pillow(np.zeros((8, 8, 3), np.uint8), "PNG")
+    idat, iend = data.index(b"IDAT") - 4, data.index(b"IEND") - 4
+    if where == "IDAT":
+        kind, forged = "IDAT", data[:idat] + struct.pack(">I", 2**31 - 1) + data[idat + 4 :]
+    else:
+        cut_short = struct.pack(">I4s", 2**31 - 1, b"zTXt") + b"comment\0\0"
+        kind, forged = "zTXt", data[:iend] + cut_short + data[iend:]
+    monkeypatch.setattr(imaging.cv2, "imdecode", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(ImageError, match=f"chunk '{kind}' .* claims 2147483647 bytes"):
+        decode_image(forged)
+
+
+def _flood(fmt: str, count: int) -> bytes:
+    """A small image with ``count`` empty pieces before its pixels: PNG chunks, JPEG
+    comment segments or fill bytes, GIF comment extensions."""
+    data = encode_with_pillow(np.zeros((8, 8, 3), np.uint8), fmt.split()[0])
+    if fmt == "PNG":
+        idat = data.index(b"IDAT") - 4
+        return data[:idat] + png_chunk(b"tEXt", b"a\0b") * count + data[idat:]
+    if fmt == "JPEG":
+        return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
+    if fmt == "JPEG fill":
+        return data[:2] + b"\xff" * count + data[2:]
+    first_block = 13 + 3 * 2 ** ((data[10] & 7) + 1)  # after the global colour table
+    return data[:first_block] + b"\x21\xfe\x00" * count + data[first_block:]
+
+
+@pytest.mark.parametrize(
+    "fmt, piece_bytes, message",
+    [
+        ("PNG", 15, "more than 65536 PNG chunks"),
+        ("JPEG", 4, "more than 4096 segments and fill bytes"),
+        ("JPEG fill", 1, "more than 4096 segments and fill bytes"),
+        ("GIF", 3, "more than 4096 extension blocks"),
+    ],
+)
+def test_a_flood_of_empty_header_pieces_is_rejected_in_a_blink(fmt, piece_bytes, message):
+    # Found by tests/test_fuzz_images.py: Pillow walks these in Python before the pixels,
+    # GIF comments in quadratic time; 8 MiB of them took it 3 s to minutes.
+    assert decode_image(_flood(fmt, 1000)).shape == (8, 8, 3)  # real files have a few
+    flood = _flood(fmt, 8 * 2**20 // piece_bytes)
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match=message):
+        decode_image(flood)
+    assert time.perf_counter() - start < 1.0
 
 
 # --- resize and encode ----------------------------------------------------------

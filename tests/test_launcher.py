@@ -65,7 +65,7 @@ def small_repository(tmp_path_factory) -> Path:
 
 
 def free_ports() -> Ports:
-    return Ports(free_port(), free_port(), free_port())
+    return Ports(free_port(), free_port(), free_port(), free_port())
 
 
 def port_arguments(ports: Ports) -> list[str]:
@@ -122,7 +122,7 @@ def test_busy_port_is_reported_by_name_before_anything_starts(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        ports = Ports(free_port(), busy, free_port())
+        ports = Ports(free_port(), busy, free_port(), free_port())
         refused = pytest.raises(ServerError, match=f"port {busy} \\(gRPC\\).*already in use")
         with refused, running_server(ports=ports, workdir=tmp_path):
             pytest.fail("running_server yielded a server on a busy port")
@@ -135,7 +135,7 @@ def test_server_command_reports_a_busy_port_by_name_and_exits_2(small_repository
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        ports = Ports(busy, free_port(), free_port())
+        ports = Ports(busy, free_port(), free_port(), free_port())
         proc = start_main(small_repository, tmp_path, *port_arguments(ports))
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, out

@@ -364,7 +364,7 @@ class CustomServer:
 
         self.models_file = models_file
         self.workdir = workdir
-        self.ports = Ports(free_port(), free_port(), free_port())
+        self.ports = Ports(free_port(), free_port(), free_port(), free_port())
         self.grpc_url = f"127.0.0.1:{self.ports.grpc}"
         self._stack = stack
         self._server = None

@@ -50,6 +50,8 @@ from client.api import (
     DetectorInfo,
     ModelInfo,
     ModelNotReady,
+    RequestTooLarge,
+    ServerBusy,
     detection_ensembles,
     first_line,
 )
@@ -327,8 +329,16 @@ def _threshold(value: Any, what: str) -> float:
     return number
 
 
+# A busy server (its queues full) is well: the person only needs to wait.
+BUSY_MESSAGE = "The server is busy right now; try again in a moment."
+
+
 def _describe(error: DetectorError, name: str) -> str:
     """The client's one-line message, naming the user's file rather than a temp path."""
+    if isinstance(error, ServerBusy):
+        return BUSY_MESSAGE
+    if isinstance(error, RequestTooLarge):
+        return RequestTooLarge.describe(name, error.size, error.limit, error.reason)
     if isinstance(error, InvalidImage):
         return type(error).describe(name, error.reason)
     return str(error)

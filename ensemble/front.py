@@ -1,0 +1,230 @@
+"""The server's front: nginx between the clients and Triton's HTTP and gRPC ports.
+
+Triton 2.51 has no limit on the size of a request: it reads a 300 MB body in full
+before the decode step refuses it. It also has no way to stop taking new requests
+while it finishes the accepted ones. nginx does both at the protocol layer. It refuses
+a body over ``contract.MAX_REQUEST_BYTES`` as soon as its size is known: HTTP 413, or
+gRPC RESOURCE_EXHAUSTED. On SIGQUIT it closes its ports and finishes the requests in
+flight. It is also where TLS ends, for gRPC and HTTP. Triton itself listens on
+loopback ports only the front and the launcher use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ensemble import contract
+
+# How long a stopping front waits for requests in flight before it closes them.
+DRAIN_SECONDS = 20
+# Requests in flight at once, over HTTP and gRPC together; one more is refused as busy
+# at once. On the 2-core CPU host 32 requests are one to two seconds of work, so a
+# request is answered or refused within seconds however many clients there are.
+MAX_INFLIGHT = 32
+
+
+class FrontError(RuntimeError):
+    """nginx is missing or would not start; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A certificate (PEM, may hold the chain) and its private key (PEM)."""
+
+    cert: Path
+    key: Path
+
+    def check(self) -> None:
+        for what, path in (("certificate", self.cert), ("key", self.key)):
+            if not Path(path).is_file():
+                raise FrontError(f"TLS {what} {path} is not a file")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
+def nginx_config(
+    *,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    triton_http: int,
+    triton_grpc: int,
+    workdir: Path,
+    tls: Tls | None = None,
+    max_body: int = contract.MAX_REQUEST_BYTES,
+    max_inflight: int = MAX_INFLIGHT,
+) -> str:
+    """nginx.conf for the front: ``host:http_port`` -> Triton's HTTP on loopback
+    ``triton_http``, ``host:grpc_port`` (HTTP/2) -> Triton's gRPC ``triton_grpc``;
+    at most ``max_body`` bytes per request and ``max_inflight`` requests at once."""
+    limit = _mib(max_body)
+    busy = f"{contract.BUSY_MESSAGES[0]} (the limit is {max_inflight}); try again shortly"
+    ssl = " ssl" if tls else ""
+    tls_lines = (
+        f"    ssl_certificate {Path(tls.cert).resolve()};\n"
+        f"    ssl_certificate_key {Path(tls.key).resolve()};\n"
+        "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+        if tls
+        else ""
+    )
+    http_host = f"[{host}]" if ":" in host else host
+    return f"""# Written by ensemble/front.py for one run; see its docstring.
+daemon off;
+worker_processes 1;
+# A stopping front finishes the requests in flight for at most this long.
+worker_shutdown_timeout {DRAIN_SECONDS}s;
+pid {workdir / "nginx.pid"};
+error_log {workdir / "front.log"} warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  server_tokens off;
+  client_body_temp_path {workdir / "body"};
+  proxy_temp_path {workdir / "proxy"};
+  fastcgi_temp_path {workdir / "fastcgi"};
+  uwsgi_temp_path {workdir / "uwsgi"};
+  scgi_temp_path {workdir / "scgi"};
+  # The documented limit: checked against Content-Length at once, else as it arrives.
+  client_max_body_size {max_body};
+  client_body_buffer_size 1m;
+  # Long-lived client connections (gRPC channels) are never recycled under load.
+  keepalive_requests 1000000;
+  keepalive_timeout 1h;
+  # Inference requests in flight, both ports together (nginx counts each HTTP/2
+  # stream). Health, metadata and the rest stay unlimited: a load balancer's probe is
+  # never refused as busy.
+  map $server_addr $front {{ default all; }}
+  limit_conn_zone $front zone=inflight:1m;
+  limit_conn_status 503;
+  limit_conn_log_level info;
+  upstream triton_http {{ server 127.0.0.1:{triton_http}; keepalive 32; }}
+  upstream triton_grpc {{ server 127.0.0.1:{triton_grpc}; keepalive 32; }}
+
+  server {{
+    listen {http_host}:{http_port}{ssl};
+{tls_lines}    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_request_buffering off;
+    proxy_read_timeout 300s;
+    proxy_send_timeout 300s;
+    location / {{ proxy_pass http://triton_http; }}
+    location ~ ^/v2/models/[^/]+(/versions/[^/]+)?/infer$ {{
+      limit_conn inflight {max_inflight};
+      proxy_pass http://triton_http;
+    }}
+    error_page 503 = @busy;
+    location @busy {{
+      default_type application/json;
+      add_header Retry-After 1 always;
+      return 503 '{{"error":"{busy}"}}\\n';
+    }}
+    error_page 413 = @too_large;
+    location @too_large {{
+      default_type application/json;
+      return 413 '{{"error":"request larger than the server\\'s limit of {limit}"}}\\n';
+    }}
+    error_page 502 504 = @unavailable;
+    location @unavailable {{
+      default_type application/json;
+      return 503 '{{"error":"the server is starting or stopping"}}\\n';
+    }}
+  }}
+
+  server {{
+    listen {http_host}:{grpc_port}{ssl} http2;
+{tls_lines}    http2_max_concurrent_streams 256;
+    grpc_read_timeout 300s;
+    grpc_send_timeout 300s;
+    location / {{
+      grpc_pass grpc://triton_grpc;
+      error_page 413 = @too_large;
+      error_page 502 504 = @unavailable;
+    }}
+    location ~ ^/inference\\.GRPCInferenceService/Model(Stream)?Infer$ {{
+      limit_conn inflight {max_inflight};
+      grpc_pass grpc://triton_grpc;
+      error_page 413 = @too_large;
+      error_page 502 504 = @unavailable;
+      error_page 503 = @busy;
+    }}
+    # gRPC errors travel as trailers-only responses with a grpc-status.
+    location @too_large {{
+      default_type application/grpc;
+      add_header grpc-status 8 always;  # RESOURCE_EXHAUSTED
+      add_header grpc-message "request larger than the server's limit of {limit}" always;
+      return 204;
+    }}
+    location @busy {{
+      default_type application/grpc;
+      add_header grpc-status 14 always;  # UNAVAILABLE
+      add_header grpc-message "{busy}" always;
+      return 204;
+    }}
+    location @unavailable {{
+      default_type application/grpc;
+      add_header grpc-status 14 always;  # UNAVAILABLE
+      add_header grpc-message "the server is starting or stopping" always;
+      return 204;
+    }}
+  }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()), None
+    )
+    if not found:
+        raise FrontError("nginx is not installed (the server's front): run `make setup`")
+    return found
+
+
+@dataclass
+class Front:
+    """The nginx process of one server run."""
+
+    config: str
+    workdir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "front.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(self.config)
+        nginx = nginx_binary()
+        test = subprocess.run(
+            [nginx, "-t", "-q", "-c", str(conf), "-e", str(self.log_path)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if test.returncode != 0:
+            raise FrontError(f"nginx refused its config {conf}: {test.stderr.strip()}")
+        self.process = subprocess.Popen(
+            [nginx, "-c", str(conf), "-e", str(self.log_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = DRAIN_SECONDS + 5) -> None:
+        """Stop taking new requests, finish those in flight (SIGQUIT), then exit."""
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGQUIT)
+        try:
+            self.process.wait(timeout)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            self.process.kill()
+            self.process.wait()

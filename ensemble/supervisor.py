@@ -1,0 +1,242 @@
+"""Bring a model back when one of its Python-backend workers dies.
+
+Each instance of a Python-backend model runs in its own process, the stub
+(``triton_python_backend_stub``). What the backend of Triton 2.51 (r24.10) does when a
+stub dies, read in python_backend's ``src/python_be.cc`` and seen here: it answers each
+request sent to that instance "Stub process '<instance>' is not healthy". It does not
+restart the stub (the restart was removed in 24.07), and the model, its ensembles and
+``/v2/health/ready`` stay READY. A load balancer keeps sending traffic to a server
+that fails it.
+
+The supervisor does only what the backend does not. Every 0.2 s it checks that the
+stubs it knows still live (a new model's stubs are found by a full scan every few
+seconds). When one of a READY model's stubs is gone, it:
+
+1. logs one line and counts the crash;
+2. unloads the model. The model and every ensemble that uses it turn UNAVAILABLE,
+   and with ``--strict-readiness`` so does ``/v2/health/ready``;
+3. loads the model again. Triton starts new stubs and brings back the ensembles that
+   use it;
+4. logs one line and counts the recovery with its duration.
+
+The counters are served in Prometheus' format on the launcher's metrics port.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ensemble.contract import API_KEY_HEADER
+
+STUB = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class Control:
+    """Triton's model-control API on its loopback HTTP port, with the restricted-API
+    key when there is one."""
+
+    url: str  # http://127.0.0.1:PORT
+    api_key: str | None = None
+
+    def _call(self, path: str, body: dict | None = None, timeout: float = 120.0) -> int:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method="POST" if
+                                         body is not None else "GET")  # fmt: skip
+        if self.api_key:
+            request.add_header(API_KEY_HEADER, self.api_key)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def ready(self, model: str) -> bool:
+        try:
+            return self._call(f"/v2/models/{model}/ready", timeout=5) == 200
+        except OSError:
+            return False
+
+    def ready_server(self) -> bool:
+        try:
+            return self._call("/v2/health/ready", timeout=2) == 200
+        except OSError:
+            return False
+
+    def unload(self, model: str) -> bool:
+        # Only this model: its ensembles turn UNAVAILABLE by themselves and come back
+        # when it loads again; its other steps keep their workers.
+        body = {"parameters": {"unload_dependents": False}}
+        return self._call(f"/v2/repository/models/{model}/unload", body) == 200
+
+    def load(self, model: str) -> bool:
+        return self._call(f"/v2/repository/models/{model}/load", {}) == 200
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (Triton does not reap a dead stub)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def workers(server_pid: int) -> dict[int, str]:
+    """{pid: model} of the live Python-backend stubs under ``server_pid``.
+
+    A stub's command line is ``<stub> <repository>/<model>/<version>/model.py ...``; a
+    dead one is gone or a zombie (Triton does not reap it)."""
+    found: dict[int, str] = {}
+    try:
+        children = psutil.Process(server_pid).children()
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = child.cmdline()
+        except psutil.Error:
+            continue
+        if len(cmdline) > 1 and cmdline[0].endswith(STUB):
+            found[child.pid] = Path(cmdline[1]).parent.parent.name
+    return found
+
+
+class Metrics:
+    """The supervisor's counters, in their own registry (not the process-global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.crashes = Counter(
+            "triton_worker_crashes", "Python-backend workers found dead, by model",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.recoveries = Counter(
+            "triton_model_recoveries", "Models reloaded after a worker died, by model",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.failed = Counter(
+            "triton_model_recovery_failures", "Reload attempts that failed, by model",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.down = Gauge(
+            "triton_model_down", "1 while a model is being brought back after a crash",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.recovery_seconds = Histogram(
+            "triton_model_recovery_seconds", "From a worker's death to its model READY",
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120), registry=self.registry,
+        )  # fmt: skip
+
+    def serve(self, host: str, port: int):
+        """Serve /metrics on ``host:port``; returns the HTTP server (``shutdown()``)."""
+        server, _thread = start_http_server(port, host, registry=self.registry)
+        return server
+
+
+class Supervisor:
+    """Watches the stubs of one tritonserver process; see the module docstring."""
+
+    def __init__(
+        self,
+        server_pid: int,
+        control: Control,
+        *,
+        log: Callable[[str], None] = print,
+        interval: float = 0.2,
+        rescan: float = 5.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.server_pid = server_pid
+        self.control = control
+        self.log = log
+        self.interval = interval
+        self.rescan = rescan
+        self._scanned = 0.0
+        self.metrics = metrics or Metrics()
+        self.known: dict[int, str] = {}
+        self.broken: set[str] = set()  # models with a dead worker, not yet back
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.known = workers(self.server_pid)
+        self._scanned = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching. A model still broken is unloaded, so that Triton's own stop
+        does not wait on its dead workers."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for model in sorted(self.broken):
+            self.control.unload(model)
+
+    def check(self) -> list[str]:
+        """One look: the models that lost a worker since the last look (and recover
+        them). Only the known stubs are looked at, cheaply; every ``rescan`` seconds
+        the process tree is listed again to learn the stubs of models loaded since."""
+        if time.monotonic() - self._scanned > self.rescan:
+            current = workers(self.server_pid)
+            self._scanned = time.monotonic()
+        else:
+            current = {pid: m for pid, m in self.known.items() if alive(pid)}
+        lost: dict[str, list[int]] = {}
+        for pid, model in self.known.items():
+            if pid not in current:
+                lost.setdefault(model, []).append(pid)
+        self.known = current
+        crashed = []
+        for model, pids in sorted(lost.items()):
+            # A model someone unloads or reloads loses its workers too: only a READY
+            # model with a dead worker has crashed.
+            if self.control.ready(model):
+                crashed.append(model)
+                self._recover(model, pids)
+        return crashed
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception as e:  # the watch must outlive any surprise
+                self.log(f"supervisor: {type(e).__name__}: {e}")
+
+    def _recover(self, model: str, pids: list[int]) -> None:
+        started = time.monotonic()
+        total = len(pids) + sum(1 for m in self.known.values() if m == model)
+        self.metrics.crashes.labels(model).inc(len(pids))
+        self.metrics.down.labels(model).set(1)
+        self.broken.add(model)
+        self.log(
+            f"worker crash: model {model!r} lost {len(pids)} of {total} worker(s) "
+            f"(pid {', '.join(map(str, pids))}); reloading it"
+        )
+        delay = 1.0
+        while not (self.control.unload(model) and self.control.load(model)):
+            self.metrics.failed.labels(model).inc()
+            self.log(f"recovery of model {model!r} failed; trying again in {delay:.0f} s")
+            if self._stop.wait(delay):
+                return  # stopping: stop() unloads it
+            delay = min(delay * 2, 30.0)
+        seconds = time.monotonic() - started
+        self.broken.discard(model)
+        self.metrics.down.labels(model).set(0)
+        self.metrics.recoveries.labels(model).inc()
+        self.metrics.recovery_seconds.observe(seconds)
+        self.known = workers(self.server_pid)
+        self._scanned = time.monotonic()
+        self.log(f"recovered: model {model!r} serves again, {seconds:.1f} s after the crash")
