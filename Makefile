@@ -24,8 +24,12 @@ demo: setup       ## start Triton and the web demo together; prints the demo's U
 models: setup     ## (re)build the bundled detectors; FORCE=1 rebuilds from nothing
 	$(PY) -m ensemble.build $(if $(FORCE),--force)
 
-serve: setup      ## start Triton on the CPU (gRPC 8001, HTTP 8000, metrics 8002)
-	$(PY) -m ensemble.server --models $(MODELS) --host $(HOST)
+# Beyond localhost: API_KEY_FILE=key.txt (else $$TRITON_API_KEY, else a new build/api-key),
+# TLS_CERT=cert.pem TLS_KEY=key.pem for TLS on gRPC and HTTP.
+serve: setup      ## start Triton on the CPU (gRPC 8001, HTTP 8000, metrics 8002, supervisor 8003)
+	$(PY) -m ensemble.server --models $(MODELS) --host $(HOST) \
+		$(if $(API_KEY_FILE),--api-key-file $(API_KEY_FILE)) \
+		$(if $(TLS_CERT),--tls-cert $(TLS_CERT) --tls-key $(TLS_KEY))
 
 ui: setup         ## the web demo alone, on any Triton: make ui TRITON_URL=gpu-host:8001
 	$(PY) -m ui --host $(HOST) $(if $(TRITON_URL),--url $(TRITON_URL))

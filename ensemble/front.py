@@ -63,6 +63,7 @@ def nginx_config(
     """nginx.conf for the front: ``host:http_port`` -> Triton's HTTP on loopback
     ``triton_http``, ``host:grpc_port`` (HTTP/2) -> Triton's gRPC ``triton_grpc``;
     at most ``max_body`` bytes per request and ``max_inflight`` requests at once."""
+    workdir = Path(workdir).resolve()  # nginx reads relative paths from its own prefix
     limit = _mib(max_body)
     busy = f"{contract.BUSY_MESSAGES[0]} (the limit is {max_inflight}); try again shortly"
     ssl = " ssl" if tls else ""
@@ -199,6 +200,7 @@ class Front:
         return self.workdir / "front.log"
 
     def start(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "nginx.conf"
         conf.write_text(self.config)

@@ -170,7 +170,25 @@ def _environment(libs: Path) -> dict[str, str]:
     # pyvenv.cfg. PYTHONPATH alone is not enough: the stub then fails to import numpy.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["LD_LIBRARY_PATH"] = f"{libs}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}".rstrip(":")
+    jemalloc = _jemalloc()
+    if jemalloc and "LD_PRELOAD" not in env:
+        # glibc's malloc keeps per-thread arenas whose freed memory it rarely returns:
+        # under load every worker grew without bound (a TensorFlow worker from 1.8 to
+        # 2.3 GiB in 100 s; the server from 4.4 to 11.2 GiB PSS in a 10-minute soak at
+        # 16 clients). jemalloc, which Triton's documentation recommends for this,
+        # returns it. Triton and every worker it starts inherit the preload.
+        env["LD_PRELOAD"] = jemalloc
+        env.setdefault("MALLOC_CONF", "background_thread:true")
     return env
+
+
+JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                  "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")  # fmt: skip
+
+
+def _jemalloc() -> str | None:
+    """Debian's libjemalloc2 (``make setup`` installs it), when present."""
+    return next((p for p in JEMALLOC_PATHS if Path(p).is_file()), None)
 
 
 @dataclass
@@ -414,7 +432,7 @@ def create_server(
     registry = models if isinstance(models, Registry) else load_models(models)
     if ports is None:
         ports = Ports(*(free_port(host) for _ in range(4)))
-    root = Path(workdir) if workdir else REPO_ROOT / "build"
+    root = Path(workdir).resolve() if workdir else REPO_ROOT / "build"
     out = root / "repository" / target
     log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
     server = TritonServer(out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight)

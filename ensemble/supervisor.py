@@ -16,7 +16,10 @@ seconds). When one of a READY model's stubs is gone, it:
 2. unloads the model. The model and every ensemble that uses it turn UNAVAILABLE,
    and with ``--strict-readiness`` so does ``/v2/health/ready``;
 3. loads the model again. Triton starts new stubs and brings back the ensembles that
-   use it;
+   use it. Under load the new stubs compete for the CPU with every other model: a
+   TensorFlow detector took 52 s to load at 16 clients on 2 cores, 13 s alone. So,
+   where the launcher may (root, or CAP_SYS_NICE), the new stubs run at a higher
+   priority (nice -10) until the model is ready, then back at 0;
 4. logs one line and counts the recovery with its duration.
 
 The counters are served in Prometheus' format on the launcher's metrics port.
@@ -25,6 +28,7 @@ The counters are served in Prometheus' format on the launcher's metrics port.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -89,6 +93,27 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+# The nice value of a recovering model's new stubs while they load (see step 3).
+BOOST_NICE = -10
+
+
+def _set_nice(pid: int, nice: int) -> bool:
+    """Set one process's (or thread's) nice value; False when not allowed or gone."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        return True
+    except OSError:
+        return False
+
+
+def _threads(pid: int) -> list[int]:
+    """The thread ids of ``pid`` (on Linux a nice value belongs to each thread)."""
+    try:
+        return [t.id for t in psutil.Process(pid).threads()]
+    except psutil.Error:
+        return []
 
 
 def workers(server_pid: int) -> dict[int, str]:
@@ -215,9 +240,37 @@ class Supervisor:
             except Exception as e:  # the watch must outlive any surprise
                 self.log(f"supervisor: {type(e).__name__}: {e}")
 
+    def _load_first(self, model: str) -> bool:
+        """Load ``model`` with its new stubs ahead of the other models for the CPU."""
+        loaded = threading.Event()
+        boosted: set[int] = set()
+
+        def boost() -> None:
+            while not loaded.wait(0.05):
+                for pid, m in workers(self.server_pid).items():
+                    # Early, before the stub starts its threads: they inherit the nice.
+                    if m == model and pid not in boosted and _set_nice(pid, BOOST_NICE):
+                        boosted.add(pid)
+
+        watcher = threading.Thread(target=boost, name=f"boost-{model}", daemon=True)
+        watcher.start()
+        try:
+            return self.control.load(model)
+        finally:
+            loaded.set()
+            watcher.join()
+            for pid in boosted:
+                for thread in _threads(pid):
+                    _set_nice(thread, 0)  # raising the nice value needs no privilege
+
     def _recover(self, model: str, pids: list[int]) -> None:
         started = time.monotonic()
-        total = len(pids) + sum(1 for m in self.known.values() if m == model)
+        # An out-of-memory kill or a `kill` of every worker ends them a moment apart:
+        # wait one look more, so that one crash line counts them all.
+        time.sleep(self.interval)
+        siblings = [pid for pid, m in self.known.items() if m == model]
+        pids = pids + [pid for pid in siblings if not alive(pid)]
+        total = len(pids) + sum(1 for pid in siblings if alive(pid))
         self.metrics.crashes.labels(model).inc(len(pids))
         self.metrics.down.labels(model).set(1)
         self.broken.add(model)
@@ -226,7 +279,7 @@ class Supervisor:
             f"(pid {', '.join(map(str, pids))}); reloading it"
         )
         delay = 1.0
-        while not (self.control.unload(model) and self.control.load(model)):
+        while not (self.control.unload(model) and self._load_first(model)):
             self.metrics.failed.labels(model).inc()
             self.log(f"recovery of model {model!r} failed; trying again in {delay:.0f} s")
             if self._stop.wait(delay):

@@ -16,13 +16,15 @@ log() { printf '[setup] %s\n' "$*"; }
 # 1. System packages: the Triton Python-backend stub links Debian's libpython3.11;
 #    the browser tests drive Debian's chromium (Playwright cannot download its own);
 #    NVIDIA's perf_analyzer (make bench) links libb64; nginx is the server's front
-#    (request size limit, TLS, draining stop).
+#    (request size limit, TLS, draining stop); jemalloc is the server's allocator
+#    (glibc's let every worker grow without bound under load).
 need=()
 if [ "$ONLY" = venv ]; then :; else
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
 command -v chromium >/dev/null || need+=(chromium)
 ldconfig -p | grep -q 'libb64.so.0d' || need+=(libb64-0d)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+ldconfig -p | grep -q 'libjemalloc.so.2' || need+=(libjemalloc2)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

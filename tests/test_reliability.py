@@ -27,8 +27,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from ensemble import contract
+from ensemble.front import Tls, nginx_binary
 from ensemble.server import Ports, free_port, running_server
 from ensemble.supervisor import workers
+from tests.test_front import config as front_config
 from tests.tls import make_self_signed
 
 pytestmark = pytest.mark.server
@@ -287,6 +289,19 @@ def test_a_server_stops_cleanly_right_after_a_crash(own_server):
 # --- restricted APIs and TLS ----------------------------------------------------------
 
 
+def test_nginx_accepts_the_front_config_with_and_without_tls(tmp_path):
+    nginx = nginx_binary()
+    cert, key = make_self_signed(tmp_path / "tls")
+    for tls in (None, Tls(cert, key)):
+        path = tmp_path / "nginx.conf"
+        path.write_text(front_config(tmp_path, tls))
+        checked = subprocess.run(
+            [nginx, "-t", "-c", str(path), "-e", str(tmp_path / "e.log")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+
+
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A server with restricted APIs (a key file) and TLS (a certificate made here)."""
@@ -294,8 +309,6 @@ def guarded(tmp_path_factory):
     cert, key = make_self_signed(folder / "tls")
     key_file = folder / "api-key"
     key_file.write_text("test-key-123\n")
-    from ensemble.front import Tls
-
     with running_server(
         workdir=folder, load=("detect_pytorch",), api_key_file=key_file, tls=Tls(cert, key)
     ) as server:
