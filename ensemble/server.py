@@ -175,7 +175,7 @@ def _environment(libs: Path) -> dict[str, str]:
         # glibc's malloc keeps per-thread arenas whose freed memory it rarely returns:
         # under load every worker grew without bound (a TensorFlow worker from 1.8 to
         # 2.3 GiB in 100 s; the server from 4.4 to 11.2 GiB PSS in a 10-minute soak at
-        # 16 clients). jemalloc, which Triton's documentation recommends for this,
+        # 16 clients). jemalloc, which NVIDIA's Triton release notes recommend for this,
         # returns it. Triton and every worker it starts inherit the preload.
         env["LD_PRELOAD"] = jemalloc
         env.setdefault("MALLOC_CONF", "background_thread:true")
