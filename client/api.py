@@ -28,7 +28,6 @@ Reliability and security (the server's side is ``ensemble.server``):
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -70,6 +69,7 @@ from ensemble.contract import (
     TITLE_PARAMETER,
     detector_outputs,
 )
+from ensemble.contract import is_loopback as contract_is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -787,13 +787,7 @@ def read_ca_certificate(path: Path) -> bytes:
 
 def is_loopback(url: str) -> bool:
     """Whether ``url`` (host:port) names this machine."""
-    host = url.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return contract_is_loopback(url.rsplit(":", 1)[0])
 
 
 def channel_args() -> list[tuple[str, int]]:

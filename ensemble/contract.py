@@ -87,6 +87,26 @@ BUSY_MESSAGES = (
     "Request timeout expired",
 )
 
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to listen on or connect to, without its port) is
+    reachable only from this machine: the rule for what "beyond localhost" means to the
+    server (restricted APIs), the demo (its login) and the client (a key without TLS).
+    Names other than ``localhost`` are not resolved: they count as not."""
+    import ipaddress
+
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    # ::ffff:127.0.0.1 is IPv4's loopback seen from an IPv6 socket.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 # The header that carries the key of a server's restricted APIs (model repository and
 # control, statistics, logging, trace, shared memory) over HTTP. Triton's gRPC endpoint
 # checks the same name prefixed with "triton-grpc-protocol-" (seen on Triton 2.51: a

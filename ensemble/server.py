@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import os
 import re
 import secrets
@@ -48,7 +47,7 @@ from pathlib import Path
 import psutil
 
 from ensemble import configgen
-from ensemble.contract import API_KEY_HEADER
+from ensemble.contract import API_KEY_HEADER, is_loopback
 from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
 from ensemble.registry import ModelsFileError, Registry, load_models
 from ensemble.supervisor import Control, Metrics, Supervisor
@@ -80,15 +79,6 @@ RESTRICTED_APIS = ("model-repository", "statistics", "logging", "trace", "shared
 API_KEY_ENV = "TRITON_API_KEY"
 # Triton's own stop waits this long for requests in flight (the front drained first).
 EXIT_TIMEOUT_S = 10
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | None:

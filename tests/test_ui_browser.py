@@ -20,16 +20,15 @@ from pathlib import Path
 
 import pytest
 from conftest import require_models
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from ui_helpers import (
     ARTIFACTS_DIR,
-    VIEWPORT,
     choose_model,
     click_detect,
     expect_gallery_loaded,
+    fresh_browser,
     gallery_captions,
     gradio_error_badges,
-    launch_chromium,
     model_choices,
     number,
     outputs_signature,
@@ -110,14 +109,8 @@ def app_url(triton_url):
 @pytest.fixture(scope="module")
 def browser_context():
     """One browser profile for the module (its HTTP cache makes later pages quick)."""
-    for old in ARTIFACTS_DIR.glob("*.png"):
-        old.unlink()
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        context = browser.new_context(viewport=VIEWPORT)
+    with fresh_browser(ARTIFACTS_DIR) as context:
         yield context
-        context.close()
-        browser.close()
 
 
 @pytest.fixture

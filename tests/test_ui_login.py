@@ -29,12 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from ui_helpers import (
     ARTIFACTS_DIR,
-    VIEWPORT,
     click_detect,
-    launch_chromium,
+    fresh_browser,
     read_table,
     upload,
 )
@@ -143,14 +142,8 @@ def demo(triton_url, accounts, tmp_path_factory) -> Iterator[tuple[str, Launcher
 
 @pytest.fixture(scope="module")
 def browser_context():
-    for old in SHOTS_DIR.glob("*.png"):
-        old.unlink()
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        context = browser.new_context(viewport=VIEWPORT)
+    with fresh_browser(SHOTS_DIR) as context:
         yield context
-        context.close()
-        browser.close()
 
 
 def http_status(url: str, data: dict[str, str] | None = None) -> int:

@@ -7,11 +7,13 @@ renders; nothing reaches into the app's Python objects.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 # Debian's chromium (scripts/setup.sh installs it); Playwright's own browser download
@@ -43,6 +45,20 @@ def launch_chromium(playwright: Playwright) -> Browser:
             pytrace=False,
         )
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+
+
+@contextlib.contextmanager
+def fresh_browser(shots: Path) -> Iterator[BrowserContext]:
+    """A headless Chromium profile for one test module; the module's old screenshots in
+    ``shots`` are removed first, so that the folder shows only this run."""
+    for old in shots.glob("*.png"):
+        old.unlink()
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        context = browser.new_context(viewport=VIEWPORT)
+        yield context
+        context.close()
+        browser.close()
 
 
 def save_screenshot(page: Page, name: str) -> Path:

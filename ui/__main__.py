@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ensemble.contract import is_loopback
+
 USERNAME_ENV = "DEMO_USERNAME"
 PASSWORD_ENV = "DEMO_PASSWORD"
 AUTH_FILE_ENV = "DEMO_AUTH_FILE"
@@ -75,23 +77,6 @@ class Access:
     def gradio_auth(self) -> list[tuple[str, str]] | None:
         """``launch(auth=...)``'s form: a list of (user, password), or None for no login."""
         return [(a.user, a.password) for a in self.accounts] or None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (the address the page listens on) is reachable only from this
-    machine. Names other than ``localhost`` are not resolved: they count as not."""
-    import ipaddress
-
-    host = host.strip().removeprefix("[").removesuffix("]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    # ::ffff:127.0.0.1 is IPv4's loopback seen from an IPv6 socket.
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def parse_auth_lines(text: str, source: str) -> tuple[Account, ...]:
