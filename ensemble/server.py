@@ -47,7 +47,7 @@ from pathlib import Path
 import psutil
 
 from ensemble import configgen
-from ensemble.contract import API_KEY_HEADER, is_loopback
+from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, is_loopback
 from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
 from ensemble.registry import ModelsFileError, Registry, load_models
 from ensemble.supervisor import Control, Metrics, Supervisor
@@ -193,6 +193,7 @@ class TritonServer:
     models: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     api_key: str | None = None  # the restricted APIs' key; None: nothing restricted
+    api_key_source: str = ""  # where the key is: the file given, $TRITON_API_KEY, or written
     tls: Tls | None = None  # the front's certificate and key; None: plain text
     max_inflight: int = MAX_INFLIGHT  # inference requests at once; more: refused as busy
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
@@ -429,6 +430,12 @@ def create_server(
     # Before the repository is rewritten: it may be the one a running server serves.
     server.check_ports()
     server.api_key = resolve_api_key(host, api_key_file, root)
+    if api_key_file is not None:
+        server.api_key_source = str(api_key_file)
+    elif server.api_key and os.environ.get(API_KEY_ENV, "").strip():
+        server.api_key_source = f"${API_KEY_ENV}"
+    elif server.api_key:
+        server.api_key_source = f"written to {root / 'api-key'}"
     server.repository = prepare_repository(registry, target, out, gpus)
     return server
 
@@ -478,7 +485,8 @@ def serve_until_stopped(
         if server.api_key:
             print(
                 f"restricted APIs ({', '.join(RESTRICTED_APIS)}) need the header "
-                f"{API_KEY_HEADER}; the key: {key_source(server)}",
+                f"{API_KEY_HEADER} (gRPC: {GRPC_API_KEY_HEADER}); the key: "
+                f"{server.api_key_source}",
                 flush=True,
             )
         undo = on_ready(server) if on_ready else None
@@ -499,13 +507,6 @@ def serve_until_stopped(
             undo()
         code = server.stop()
         print(f"Triton stopped (exit code {code})", flush=True)
-
-
-def key_source(server: TritonServer) -> str:
-    written = server.log_path.parent / "api-key"
-    if os.environ.get(API_KEY_ENV, "").strip():
-        return f"${API_KEY_ENV}"
-    return str(written) if written.is_file() else "the --api-key-file given"
 
 
 def add_server_arguments(ap: argparse.ArgumentParser) -> None:
