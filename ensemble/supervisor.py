@@ -87,12 +87,19 @@ class Control:
         return self._call(f"/v2/repository/models/{model}/load", {}) == 200
 
 
+PF_EXITING = 0x4  # the kernel's flag for a process that is being torn down
+
+
 def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (Triton does not reap a dead stub)."""
+    """The process exists, is not a zombie (Triton does not reap a dead stub) and is not
+    exiting (a killed worker holding gigabytes takes a while to be torn down)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return False
+    state, flags = fields[0], int(fields[6])
+    return state not in ("Z", "X") and not flags & PF_EXITING
 
 
 # The nice value of a recovering model's new stubs while they load (see step 3).
