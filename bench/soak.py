@@ -49,11 +49,10 @@ import numpy as np
 
 from bench import served
 from bench.photos import photo_files
-from client.api import DetectorError, build_inputs, first_line
-from ensemble import contract
+from client.api import DetectorError, build_inputs, first_line, is_busy
+from ensemble.supervisor import stub_model
 
 REPO = Path(__file__).resolve().parents[1]
-STUB = "triton_python_backend_stub"  # the Python backend's worker executable
 OUTCOMES = ("answered", "refused", "failed")
 MEMORY_EVERY_S = 2.0
 READY_EVERY_S = 0.1
@@ -65,23 +64,6 @@ GIB = 2**30
 
 
 # --- pure parts --------------------------------------------------------------------
-
-
-def outcome(status: str | None, message: str) -> str:
-    """``"refused"`` for gRPC UNAVAILABLE (``status`` as tritonclient spells it,
-    ``"StatusCode.UNAVAILABLE"``) carrying one of ``contract.BUSY_MESSAGES``;
-    ``"failed"`` for anything else."""
-    busy = any(m in message for m in contract.BUSY_MESSAGES)
-    return "refused" if status == "StatusCode.UNAVAILABLE" and busy else "failed"
-
-
-def is_stub_of(cmdline: Sequence[str], model: str) -> bool:
-    """Whether ``cmdline`` is a Python-backend worker of ``model``: the stub executable
-    with the model's ``<repository>/<model>/<version>/model.py`` as first argument."""
-    if len(cmdline) < 2 or not cmdline[0].endswith(STUB):
-        return False
-    script = Path(cmdline[1])
-    return script.name == "model.py" and script.parent.parent.name == model
 
 
 def percentile_ms(seconds: Sequence[float], q: float) -> float | None:
@@ -137,7 +119,7 @@ def kill_workers(pids: Sequence[int], model: str) -> list[int]:
     killed = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            if is_stub_of(psutil.Process(pid).cmdline(), model):
+            if stub_model(psutil.Process(pid).cmdline()) == model:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
     return killed
@@ -279,7 +261,7 @@ def soak(
                 try:
                     infer(client, ensemble, photo)
                 except InferenceServerException as e:
-                    result = outcome(e.status(), e.message() or "")
+                    result = "refused" if is_busy(e) else "failed"
                     tally.add(ensemble, result, sent, time.perf_counter(), first_line(str(e)))
                     time.sleep(PAUSE_AFTER_ERROR_S)
                     continue

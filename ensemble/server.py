@@ -262,14 +262,14 @@ class TritonServer:
             self.tls.check()
         self.triton_ports = Ports(free_port(), free_port(), self.ports.metrics)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        front_dir = self.log_path.parent / "front"
         self.front = Front(
             nginx_config(
                 host=self.host, http_port=self.ports.http, grpc_port=self.ports.grpc,
                 triton_http=self.triton_ports.http, triton_grpc=self.triton_ports.grpc,
-                workdir=self.log_path.parent / "front", tls=self.tls,
-                max_inflight=self.max_inflight,
+                workdir=front_dir, tls=self.tls, max_inflight=self.max_inflight,
             ),
-            self.log_path.parent / "front",
+            front_dir,
         )  # fmt: skip
         log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(

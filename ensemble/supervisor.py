@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +123,18 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
-def workers(server_pid: int) -> dict[int, str]:
-    """{pid: model} of the live Python-backend stubs under ``server_pid``.
+def stub_model(cmdline: Sequence[str]) -> str | None:
+    """The model whose Python-backend worker ``cmdline`` is, or None when it is not one:
+    the stub executable with ``<repository>/<model>/<version>/model.py`` first."""
+    if len(cmdline) < 2 or not cmdline[0].endswith(STUB):
+        return None
+    script = Path(cmdline[1])
+    return script.parent.parent.name if script.name == "model.py" else None
 
-    A stub's command line is ``<stub> <repository>/<model>/<version>/model.py ...``; a
-    dead one is gone or a zombie (Triton does not reap it)."""
+
+def workers(server_pid: int) -> dict[int, str]:
+    """{pid: model} of the live Python-backend stubs under ``server_pid`` (a dead one is
+    gone, a zombie or exiting: see :func:`alive`)."""
     found: dict[int, str] = {}
     try:
         children = psutil.Process(server_pid).children()
@@ -135,13 +142,11 @@ def workers(server_pid: int) -> dict[int, str]:
         return found
     for child in children:
         try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-            cmdline = child.cmdline()
+            model = stub_model(child.cmdline())
         except psutil.Error:
             continue
-        if len(cmdline) > 1 and cmdline[0].endswith(STUB):
-            found[child.pid] = Path(cmdline[1]).parent.parent.name
+        if model is not None and alive(child.pid):
+            found[child.pid] = model
     return found
 
 

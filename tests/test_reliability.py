@@ -26,6 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from client.api import is_busy
 from ensemble import contract
 from ensemble.front import Tls, nginx_binary
 from ensemble.server import Ports, free_port, running_server
@@ -161,10 +162,7 @@ def test_64_concurrent_clients_are_each_answered_or_told_the_server_is_busy(trit
                 client.infer(ensembles[(i + k) % 4], [image_input(image)])
                 outcome = "answered"
             except InferenceServerException as e:
-                busy = e.status() == "StatusCode.UNAVAILABLE" and any(
-                    m in e.message() for m in contract.BUSY_MESSAGES
-                )
-                outcome = "busy" if busy else f"failed: {e}"
+                outcome = "busy" if is_busy(e) else f"failed: {e}"
             with lock:
                 outcomes.append((outcome, time.monotonic() - started))
         client.close()

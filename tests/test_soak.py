@@ -7,29 +7,35 @@ The kill and the recovery are not soaked here: the launcher's crash test covers 
 from __future__ import annotations
 
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from bench import soak
+from client.api import is_busy
+from ensemble.supervisor import stub_model
 
 
 @pytest.mark.unit
 def test_busy_unavailable_is_refused_and_everything_else_failed():
+    def refused(status: str | None, message: str) -> bool:  # what the soak counts
+        return is_busy(InferenceServerException(message, status))
+
     for message in ("Exceeds maximum queue size", "Request timeout expired"):
-        assert soak.outcome("StatusCode.UNAVAILABLE", f"[x] {message} for model") == "refused"
+        assert refused("StatusCode.UNAVAILABLE", f"[x] {message} for model")
     # UNAVAILABLE without a busy message is a server that is down, not busy.
-    assert soak.outcome("StatusCode.UNAVAILABLE", "failed to connect to all addresses") == "failed"
-    assert soak.outcome("StatusCode.INTERNAL", "Exceeds maximum queue size") == "failed"
-    assert soak.outcome(None, "Stub process 'pytorch_0_0' is not healthy.") == "failed"
+    assert not refused("StatusCode.UNAVAILABLE", "failed to connect to all addresses")
+    assert not refused("StatusCode.INTERNAL", "Exceeds maximum queue size")
+    assert not refused(None, "Stub process 'pytorch_0_0' is not healthy.")
 
 
 @pytest.mark.unit
 def test_a_worker_is_the_stub_running_that_models_script():
     stub = "/x/backends/python/triton_python_backend_stub"
     args = ["/tmp/repo/pytorch/1/model.py", "pytorch_0_0", "1048576"]
-    assert soak.is_stub_of([stub, *args], "pytorch")
-    assert not soak.is_stub_of([stub, *args], "preprocess_pytorch")
-    assert not soak.is_stub_of([stub, "/tmp/repo/preprocess_pytorch/1/model.py"], "pytorch")
-    assert not soak.is_stub_of(["/usr/bin/python3", *args], "pytorch")
-    assert not soak.is_stub_of([stub], "pytorch")
+    assert stub_model([stub, *args]) == "pytorch"
+    assert stub_model([stub, *args]) != "preprocess_pytorch"
+    assert stub_model([stub, "/tmp/repo/preprocess_pytorch/1/model.py"]) != "pytorch"
+    assert stub_model(["/usr/bin/python3", *args]) is None
+    assert stub_model([stub]) is None
 
 
 @pytest.mark.unit

@@ -29,6 +29,7 @@ from ui_helpers import (
     fresh_browser,
     gallery_captions,
     gradio_error_badges,
+    loaded_page,
     model_choices,
     number,
     outputs_signature,
@@ -67,7 +68,6 @@ ROUND_TRIP = re.compile(r"round.?trip", re.IGNORECASE)
 SCORE_TOLERANCE = 0.006  # the table may round scores to two decimals
 BOX_TOLERANCE = 0.51  # ...and pixels to whole ones
 IOU = 0.5
-LOAD_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +116,8 @@ def browser_context():
 @pytest.fixture
 def page(browser_context, app_url, request):
     """A freshly loaded page: a new Gradio session with nothing uploaded."""
-    page = browser_context.new_page()
-    failed_before = request.session.testsfailed
-    page.goto(app_url)
-    expect(page.locator("#status-line")).to_contain_text("up", timeout=LOAD_TIMEOUT_MS)
-    yield page
-    if request.session.testsfailed > failed_before:
-        save_screenshot(page, f"failed-{request.node.name}")
-    page.close()
+    with loaded_page(browser_context, app_url, request, "up") as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
@@ -394,14 +388,8 @@ def custom_app_url(custom_server):
 
 @pytest.fixture
 def custom_page(browser_context, custom_app_url, request):
-    page = browser_context.new_page()
-    failed_before = request.session.testsfailed
-    page.goto(custom_app_url)
-    expect(page.locator("#status-line")).to_contain_text("Server:", timeout=LOAD_TIMEOUT_MS)
-    yield page
-    if request.session.testsfailed > failed_before:
-        save_screenshot(page, f"failed-{request.node.name}")
-    page.close()
+    with loaded_page(browser_context, custom_app_url, request, "Server:") as page:
+        yield page
 
 
 def expect_custom_choices(page: Page) -> None:

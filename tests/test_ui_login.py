@@ -32,6 +32,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from ui_helpers import (
     ARTIFACTS_DIR,
+    LOAD_TIMEOUT_MS,
     click_detect,
     fresh_browser,
     read_table,
@@ -47,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS_DIR = ARTIFACTS_DIR / "login"
 START_TIMEOUT_S = 120  # imports, Gradio's start and the first look at Triton on 2 cores
 REFUSAL_TIMEOUT_S = 30  # far below Triton's start (it loads every model first)
-LOAD_TIMEOUT_MS = 60_000
 DEMO_LINE = "demo: http://"
 
 

@@ -28,6 +28,7 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+LOAD_TIMEOUT_MS = 60_000  # a page (or its login form) loads, and the server answers
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"
 # Tall enough that the gallery is on screen: its thumbnails load lazily.
 VIEWPORT = {"width": 1400, "height": 1400}
@@ -59,6 +60,20 @@ def fresh_browser(shots: Path) -> Iterator[BrowserContext]:
         yield context
         context.close()
         browser.close()
+
+
+@contextlib.contextmanager
+def loaded_page(context: BrowserContext, url: str, request, ready: str) -> Iterator[Page]:
+    """A new page on ``url`` once its status line reads ``ready``; closed afterwards,
+    with a screenshot when the test (``request``, pytest's) failed."""
+    page = context.new_page()
+    failed_before = request.session.testsfailed
+    page.goto(url)
+    expect(page.locator("#status-line")).to_contain_text(ready, timeout=LOAD_TIMEOUT_MS)
+    yield page
+    if request.session.testsfailed > failed_before:
+        save_screenshot(page, f"failed-{request.node.name}")
+    page.close()
 
 
 def save_screenshot(page: Page, name: str) -> Path:
