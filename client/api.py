@@ -48,6 +48,7 @@ from tritonclient.utils import InferenceServerException
 
 from ensemble.contract import (
     ANNOTATED_IMAGE,
+    ANNOTATED_MAX_SIDE,
     API_KEY_HEADER,
     BUSY_MESSAGES,
     COCO80_LABELS,
@@ -63,6 +64,7 @@ from ensemble.contract import (
     IOU_THRESHOLD,
     LABELS_PARAMETER,
     MAX_BATCH_SIZE,
+    MAX_IMAGE_SIDE,
     MAX_REQUEST_BYTES,
     NUM_DETECTIONS,
     SCORE_THRESHOLD,
@@ -712,8 +714,10 @@ def build_inputs(
     payloads: Sequence[bytes],
     score_threshold: float | None = None,
     iou_threshold: float | None = None,
+    annotated_max_side: int | None = None,
 ) -> list[grpcclient.InferInput]:
-    """The request tensors for one batch; thresholds are sent only when given."""
+    """The request tensors for one batch; thresholds and the annotated image's longest
+    side (pixels) are sent only when given."""
     images = np.empty((len(payloads), 1), dtype=object)
     images[:, 0] = list(payloads)
     image = grpcclient.InferInput(IMAGE, list(images.shape), DTYPES[IMAGE])
@@ -723,6 +727,16 @@ def build_inputs(
         inputs.append(_fp32_column(score_threshold, len(payloads), SCORE_THRESHOLD))
     if iou_threshold is not None:
         inputs.append(_fp32_column(iou_threshold, len(payloads), IOU_THRESHOLD))
+    if annotated_max_side is not None:
+        if not 0 <= annotated_max_side <= MAX_IMAGE_SIDE:
+            raise ValueError(
+                f"annotated_max_side must be 0 (full size) to {MAX_IMAGE_SIDE} pixels, "
+                f"got {annotated_max_side}"
+            )
+        shape = [len(payloads), 1]
+        side = grpcclient.InferInput(ANNOTATED_MAX_SIDE, shape, DTYPES[ANNOTATED_MAX_SIDE])
+        side.set_data_from_numpy(np.full((len(payloads), 1), annotated_max_side, np.int32))
+        inputs.append(side)
     return inputs
 
 
@@ -987,6 +1001,7 @@ class DetectorClient:
         timeout: float | None = None,
         *,
         batch_size: int = MAX_BATCH_SIZE,
+        annotated_max_side: int | None = None,
     ) -> list[ImageResult]:
         """Detect objects in each image; one result per image, in order.
 
@@ -994,14 +1009,23 @@ class DetectorClient:
         most ``batch_size`` (<= MAX_BATCH_SIZE), one request per batch, fewer images when
         they would make a request over ``MAX_REQUEST_BYTES``; ``timeout`` is in seconds
         per request and per try. Thresholds are sent only when given, otherwise the
-        server's defaults apply. Raises ``InvalidImage`` naming the first image the
+        server's defaults apply. ``annotated_max_side`` (pixels) asks for annotated images
+        no larger than that on their longest side, which makes large photos much cheaper
+        to serve (the server may decode them reduced); detections stay in pixels of the
+        original photos. Raises ``InvalidImage`` naming the first image the
         server refused (or ``ImageNotReadable`` for a file that cannot be read,
         ``RequestTooLarge`` for an image too large to send), ``ServerBusy`` when the
         server stayed busy through every try of ``retry``.
         """
         results: list[ImageResult] = []
         for outcomes in self.iter_detect(
-            images, model, score_threshold, iou_threshold, timeout, batch_size=batch_size
+            images,
+            model,
+            score_threshold,
+            iou_threshold,
+            timeout,
+            batch_size=batch_size,
+            annotated_max_side=annotated_max_side,
         ):
             for outcome in outcomes:
                 if isinstance(outcome, DetectorError):
@@ -1018,6 +1042,7 @@ class DetectorClient:
         timeout: float | None = None,
         *,
         batch_size: int = MAX_BATCH_SIZE,
+        annotated_max_side: int | None = None,
     ) -> Iterator[list[Outcome]]:
         """Like ``detect`` but yields each batch's outcomes as it completes.
 
@@ -1042,7 +1067,12 @@ class DetectorClient:
                     outcomes[i] = e
             sources = {i: image_source(images[i], i) for i in batch}
             run = partial(
-                self._infer, payloads, sources, model, score_threshold, iou_threshold, timeout
+                self._infer,
+                payloads,
+                sources,
+                model,
+                (score_threshold, iou_threshold, annotated_max_side),
+                timeout,
             )
             ids = list(payloads)
             for group in pack_requests([len(payloads[i]) for i in ids]):
@@ -1054,13 +1084,13 @@ class DetectorClient:
         payloads: Mapping[int, bytes],
         sources: Mapping[int, str],
         model: str,
-        score_threshold: float | None,
-        iou_threshold: float | None,
+        options: tuple[float | None, float | None, int | None],
         timeout: float | None,
         ids: Sequence[int],
     ) -> list[ImageResult]:
         """One request carrying the images ``ids`` (indices into the caller's sequence),
-        sent again while the server is busy (``self.retry``)."""
+        with ``options`` (score threshold, IoU threshold, annotated image's longest
+        side; None: not sent), sent again while the server is busy (``self.retry``)."""
         # Only a one-image request tells which image the server objected to.
         one = len(ids) == 1
         source, index = (sources[ids[0]], ids[0]) if one else (None, None)
@@ -1068,7 +1098,7 @@ class DetectorClient:
         if size > MAX_REQUEST_BYTES:  # the server would refuse it after the upload
             raise RequestTooLarge(size, MAX_REQUEST_BYTES, source, index)
         info = self.model_info(model)
-        inputs = build_inputs([payloads[i] for i in ids], score_threshold, iou_threshold)
+        inputs = build_inputs([payloads[i] for i in ids], *options)
         names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         start = time.perf_counter()

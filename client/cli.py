@@ -40,6 +40,7 @@ from client.api import (
 from ensemble.contract import (
     DETECT_ALL,
     MAX_BATCH_SIZE,
+    MAX_IMAGE_SIDE,
     ensemble_name,
 )
 
@@ -156,6 +157,13 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _max_side(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_IMAGE_SIDE} pixels, got {value}")
+    return value
+
+
 def _batch_size(text: str) -> int:
     value = int(text)
     if not 1 <= value <= MAX_BATCH_SIZE:
@@ -212,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--iou-threshold", type=_unit_interval, metavar="F", help="server default if unset"
     )
     parser.add_argument(
+        "--annotated-max-side",
+        type=_max_side,
+        metavar="PX",
+        help="annotated images at most this many pixels on their longest side (default: the "
+        "photo's own size); large photos are then much cheaper to serve, boxes in the "
+        "results file stay in the photo's pixels",
+    )
+    parser.add_argument(
         "--batch-size",
         type=_batch_size,
         metavar="N",
@@ -263,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.score_threshold,
                 args.iou_threshold,
                 batch_size=args.batch_size,
+                annotated_max_side=args.annotated_max_side,
             )
             done = 0
             for batch in outcomes:

@@ -18,7 +18,7 @@ from ensemble import contract, spec
 from ensemble.boxes import pack_detections, weighted_box_fusion
 from ensemble.cpu_share import SiblingInstances, intra_op_threads
 from ensemble.families import Family, make_options, resolve
-from ensemble.imaging import ImageError, decode_image, draw_detections, encode_jpeg
+from ensemble.imaging import ImageError, decode_scaled, draw_detections, encode_jpeg, fit_within
 
 Arrays = dict[str, np.ndarray]
 
@@ -61,11 +61,14 @@ class _Adapter:
                 inputs[name] = tensor.as_numpy()
         return inputs
 
-    def _response(self, outputs: Arrays):
+    def _response(self, outputs: Arrays, requested: list[str] | None = None):
+        """The response with ``outputs`` that were ``requested`` (None: all), each in
+        its config dtype (no copy where it already is)."""
         return pb_utils.InferenceResponse(
             output_tensors=[
-                pb_utils.Tensor(name, np.asarray(value).astype(self.output_dtypes[name]))
+                pb_utils.Tensor(name, np.asarray(value, dtype=self.output_dtypes[name]))
                 for name, value in outputs.items()
+                if requested is None or name in requested
             ]
         )
 
@@ -73,7 +76,13 @@ class _Adapter:
         responses = []
         for request in requests:
             try:
-                responses.append(self._response(self.process(self._inputs(request))))
+                # Only what the ensemble maps: a step of two ensembles is asked for less
+                # in one (preprocessing's pixels in detect_all), and each output costs a
+                # copy into shared memory.
+                names = getattr(request, "requested_output_names", None)
+                requested = names() if names is not None else None
+                outputs = self.process(self._inputs(request))
+                responses.append(self._response(outputs, requested))
             except (ImageError, RequestError) as e:
                 # INVALID_ARG tells the client the request was wrong, not the server.
                 error = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
@@ -92,24 +101,65 @@ def _which(i: int, n: int) -> str:
     return f"image {i + 1} of {n}: " if n > 1 else ""
 
 
-class Decode(_Adapter):
-    """IMAGE bytes [B, 1] -> DECODED_IMAGE [B, Hmax, Wmax, 3] (zero-padded) + IMAGE_SIZE."""
+def _max_sides(inputs: Arrays, batch: int) -> np.ndarray:
+    """Per-image ANNOTATED_MAX_SIDE from the optional [B, 1] input (0: full size)."""
+    name = contract.ANNOTATED_MAX_SIDE
+    if name not in inputs:
+        return np.zeros(batch, np.int64)
+    values = inputs[name].reshape(-1).astype(np.int64)
+    if values.shape[0] != batch:
+        raise RequestError(f"{name} has {values.shape[0]} values for {batch} images")
+    if np.any((values < 0) | (values > contract.MAX_IMAGE_SIDE)):
+        raise RequestError(
+            f"{name} must lie in [0, {contract.MAX_IMAGE_SIDE}] pixels (0: full size), "
+            f"got {values.tolist()}"
+        )
+    return values
 
-    def process(self, inputs: Arrays) -> Arrays:
+
+class _Decoding(_Adapter):
+    """Decodes photo files: each only as large as its request needs (contract
+    ANNOTATED_MAX_SIDE: a reduced JPEG decode when a smaller annotated image is asked
+    for, never below what the detectors need, ``decode_min_side``)."""
+
+    def setup(self, args: dict) -> None:
+        self.min_side = int(self.parameters.get("decode_min_side", "0"))
+
+    def decode(self, inputs: Arrays) -> Arrays:
+        """IMAGE [B, 1] -> DECODED_IMAGE [B, Hmax, Wmax, 3] (zero-padded), IMAGE_SIZE
+        and ORIGINAL_SIZE [B, 2] (height, width)."""
         encoded = inputs[contract.IMAGE].reshape(-1)
-        images = []
+        max_sides = _max_sides(inputs, len(encoded))
+        images, originals = [], []
         for i, data in enumerate(encoded):
+            min_side = max(int(max_sides[i]), self.min_side) if max_sides[i] > 0 else 0
             try:
-                images.append(decode_image(bytes(data)))
+                image, original = decode_scaled(bytes(data), min_side)
             except ImageError as e:
                 raise ImageError(_which(i, len(encoded)) + str(e)) from None
-        height = max(im.shape[0] for im in images)
-        width = max(im.shape[1] for im in images)
-        batch = np.zeros((len(images), height, width, 3), np.uint8)
-        for i, im in enumerate(images):
-            batch[i, : im.shape[0], : im.shape[1]] = im
-        sizes = np.array([im.shape[:2] for im in images], np.int32)
-        return {spec.DECODED_IMAGE: batch, spec.IMAGE_SIZE: sizes}
+            images.append(image)
+            originals.append(original)
+        if len(images) == 1:
+            batch = images[0][None]  # nothing to pad: no copy
+        else:
+            height = max(im.shape[0] for im in images)
+            width = max(im.shape[1] for im in images)
+            batch = np.zeros((len(images), height, width, 3), np.uint8)
+            for i, im in enumerate(images):
+                batch[i, : im.shape[0], : im.shape[1]] = im
+        return {
+            spec.DECODED_IMAGE: batch,
+            spec.IMAGE_SIZE: np.array([im.shape[:2] for im in images], np.int32),
+            spec.ORIGINAL_SIZE: np.array(originals, np.int32),
+        }
+
+
+class Decode(_Decoding):
+    """IMAGE bytes [B, 1] -> DECODED_IMAGE [B, Hmax, Wmax, 3] (zero-padded), IMAGE_SIZE,
+    ORIGINAL_SIZE."""
+
+    def process(self, inputs: Arrays) -> Arrays:
+        return self.decode(inputs)
 
 
 def _originals(inputs: Arrays):
@@ -131,14 +181,25 @@ def family_from_parameters(parameters: dict[str, str]) -> Family:
     return cls(options, json.loads(parameters["labels"]))
 
 
-class Preprocess(_Adapter):
+class Preprocess(_Decoding):
+    """The photo file (then it decodes it, and hands the pixels on too) or the decoded
+    pixels -> the detector's input, PREPROCESSED."""
+
     def setup(self, args: dict) -> None:
+        super().setup(args)
         self.family = family_from_parameters(self.parameters)
 
     def process(self, inputs: Arrays) -> Arrays:
-        return {
-            spec.PREPROCESSED: np.stack([self.family.preprocess(im) for im in _originals(inputs)])
-        }
+        if contract.IMAGE in inputs:
+            inputs = {**inputs, **self.decode(inputs)}
+        elif spec.DECODED_IMAGE not in inputs:
+            raise RequestError(f"{self.model_name} needs {contract.IMAGE} or decoded pixels")
+        outputs = {k: inputs[k] for k in (spec.DECODED_IMAGE, spec.IMAGE_SIZE, spec.ORIGINAL_SIZE)
+                   if k in inputs}  # fmt: skip
+        outputs[spec.PREPROCESSED] = np.stack(
+            [self.family.preprocess(im) for im in _originals(inputs)]
+        )
+        return outputs
 
 
 def _threshold(inputs: Arrays, name: str, default: float, batch: int) -> np.ndarray:
@@ -169,10 +230,15 @@ class _Drawing(_Adapter):
         self.labels = json.loads(self.parameters["labels"])
 
     def _results(self, inputs: Arrays, per_image: list[np.ndarray]) -> Arrays:
+        """``per_image`` detections, in pixels of the original photos, packed and drawn:
+        on the decoded pixels, scaled down to ANNOTATED_MAX_SIDE where one is asked for."""
         packed = [pack_detections(d) for d in per_image]
+        max_sides = _max_sides(inputs, len(packed))
+        originals = inputs[spec.ORIGINAL_SIZE]
         jpegs = []
-        for image, (rows, count) in zip(_originals(inputs), packed, strict=True):
-            drawn = draw_detections(image, rows[:count], self.labels)
+        for i, (image, (rows, count)) in enumerate(zip(_originals(inputs), packed, strict=True)):
+            image = fit_within(image, int(max_sides[i]), tuple(originals[i]))
+            drawn = draw_detections(image, _scaled(rows[:count], originals[i], image), self.labels)
             jpegs.append([encode_jpeg(drawn, self.quality)])
         return {
             contract.DETECTIONS: np.stack([p[0] for p in packed]),
@@ -181,21 +247,40 @@ class _Drawing(_Adapter):
         }
 
 
+def _scaled(rows: np.ndarray, original: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Detection rows in pixels of a photo of size ``original`` (height, width) ->
+    in pixels of ``image``, the same photo at another size."""
+    height, width = image.shape[:2]
+    if (height, width) == tuple(original):
+        return rows
+    rows = rows.copy()
+    rows[:, [0, 2]] *= width / original[1]
+    rows[:, [1, 3]] *= height / original[0]
+    return rows
+
+
 class Postprocess(_Drawing):
     def setup(self, args: dict) -> None:
         super().setup(args)
         self.family = family_from_parameters(self.parameters)
         self.raw_names = [n for n in self.input_names if n not in {
-            spec.DECODED_IMAGE, spec.IMAGE_SIZE, contract.SCORE_THRESHOLD,
-            contract.IOU_THRESHOLD}]  # fmt: skip
+            spec.DECODED_IMAGE, spec.IMAGE_SIZE, spec.ORIGINAL_SIZE, contract.SCORE_THRESHOLD,
+            contract.IOU_THRESHOLD, contract.ANNOTATED_MAX_SIDE}]  # fmt: skip
 
     def process(self, inputs: Arrays) -> Arrays:
-        sizes = inputs[spec.IMAGE_SIZE]
+        sizes, originals = inputs[spec.IMAGE_SIZE], inputs[spec.ORIGINAL_SIZE]
         scores, ious = _thresholds(inputs, len(sizes))
         results = []
         for i, (h, w) in enumerate(sizes):
             raw = {name: inputs[name][i] for name in self.raw_names}
-            results.append(self.family.postprocess(raw, (int(h), int(w)), scores[i], ious[i]))
+            # Boxes in pixels of the decoded image, then of the original photo.
+            rows = self.family.postprocess(raw, (int(h), int(w)), scores[i], ious[i])
+            height, width = (int(n) for n in originals[i])
+            if (height, width) != (h, w):
+                rows = np.array(rows, np.float32, copy=True)
+                rows[:, [0, 2]] *= width / w
+                rows[:, [1, 3]] *= height / h
+            results.append(rows)
         return self._results(inputs, results)
 
 

@@ -46,6 +46,12 @@ def detector_outputs(detector: str) -> tuple[str, str, str]:
 IMAGE = "IMAGE"  # TYPE_STRING (BYTES): the bytes of one encoded image file
 SCORE_THRESHOLD = "SCORE_THRESHOLD"  # TYPE_FP32, optional: keep detections scoring >= this
 IOU_THRESHOLD = "IOU_THRESHOLD"  # TYPE_FP32, optional: NMS / fusion IoU threshold
+# TYPE_INT32, optional: the longest side, in pixels, of the annotated image the client
+# wants back. The boxes are drawn on a copy of the photo scaled down to fit (never up),
+# and a JPEG photo larger than needed is decoded at 1/2, 1/4 or 1/8 of its size, which
+# makes large photos much cheaper. Absent or 0: the annotated image has the photo's own
+# size. DETECTIONS stay in pixels of the original photo either way.
+ANNOTATED_MAX_SIDE = "ANNOTATED_MAX_SIDE"
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_IOU_THRESHOLD = 0.5
@@ -134,6 +140,7 @@ DTYPES = {
     IMAGE: "BYTES",
     SCORE_THRESHOLD: "FP32",
     IOU_THRESHOLD: "FP32",
+    ANNOTATED_MAX_SIDE: "INT32",
     DETECTIONS: "FP32",
     NUM_DETECTIONS: "INT32",
     ANNOTATED_IMAGE: "BYTES",
@@ -144,6 +151,7 @@ SHAPES = {
     IMAGE: (1,),
     SCORE_THRESHOLD: (1,),
     IOU_THRESHOLD: (1,),
+    ANNOTATED_MAX_SIDE: (1,),
     DETECTIONS: (MAX_DETECTIONS, len(DETECTION_FIELDS)),
     NUM_DETECTIONS: (1,),
     ANNOTATED_IMAGE: (1,),

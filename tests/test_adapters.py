@@ -129,7 +129,7 @@ def test_the_config_json_carries_parameters_as_triton_writes_them():
 
 
 def test_decode_pads_a_batch_to_its_largest_image_and_reports_true_sizes(adapters):
-    decode = make(adapters, "Decode", spec.DECODE)
+    decode = make(adapters, "Decode", spec.decode_step(COMMITTED))
     request = {contract.IMAGE: np.array([[png(20, 30)], [png(40, 10)]], dtype=np.object_)}
     (response,) = decode.execute([request])
     out = response.outputs()
@@ -140,13 +140,40 @@ def test_decode_pads_a_batch_to_its_largest_image_and_reports_true_sizes(adapter
 
 
 def test_a_bad_image_fails_only_its_own_request_as_invalid_argument(adapters):
-    decode = make(adapters, "Decode", spec.DECODE)
+    decode = make(adapters, "Decode", spec.decode_step(COMMITTED))
     bad = {contract.IMAGE: np.array([[png(5, 5)], [b"junk"]], dtype=np.object_)}
     good = {contract.IMAGE: np.array([[png(8, 8)]], dtype=np.object_)}
     first, second = decode.execute([bad, good])
     assert first.error.code == FakeError.INVALID_ARG
     assert first.error.message.startswith("image 2 of 2:")
     assert second.error is None and second.outputs()[spec.IMAGE_SIZE].tolist() == [[8, 8]]
+
+
+def jpeg(h, w) -> bytes:
+    y, x = np.mgrid[0:h, 0:w]
+    image = np.stack([x * 255 // w, y * 255 // h, np.full((h, w), 90)], axis=2)
+    return cv2.imencode(".jpg", image.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
+def test_decode_reduces_a_large_jpeg_only_when_a_smaller_annotated_image_is_asked_for(adapters):
+    decode = make(adapters, "Decode", spec.decode_step(COMMITTED))
+    assert decode.min_side == 1024  # twice the largest input (512), at least 1024
+    photo = np.array([[jpeg(3000, 4800)], [jpeg(3000, 4800)]], dtype=np.object_)
+    asked = np.array([[800], [0]], np.int32)  # the second image: full size
+    (response,) = decode.execute([{contract.IMAGE: photo, contract.ANNOTATED_MAX_SIDE: asked}])
+    out = response.outputs()
+    # 800 asked, but the detectors need 1024: 4800 / 4 = 1200 is the least that serves both
+    assert out[spec.IMAGE_SIZE].tolist() == [[750, 1200], [3000, 4800]]
+    assert out[spec.ORIGINAL_SIZE].tolist() == [[3000, 4800], [3000, 4800]]
+
+
+def test_an_annotated_max_side_out_of_range_is_refused_as_invalid_argument(adapters):
+    decode = make(adapters, "Decode", spec.decode_step(COMMITTED))
+    request = {contract.IMAGE: np.array([[png(8, 8)]], dtype=np.object_),
+               contract.ANNOTATED_MAX_SIDE: np.array([[-5]], np.int32)}  # fmt: skip
+    (response,) = decode.execute([request])
+    assert response.error.code == FakeError.INVALID_ARG
+    assert "ANNOTATED_MAX_SIDE must lie in [0, 65500]" in response.error.message
 
 
 # --- preprocess and postprocess --------------------------------------------------
@@ -180,10 +207,60 @@ def test_preprocess_cuts_each_image_to_its_real_size_before_resizing(adapters):
     assert (x[1] == 200).all(), "the padding is not part of the image"
 
 
+def test_preprocess_decodes_the_photo_file_itself_and_hands_the_pixels_on(adapters):
+    pre = make(adapters, "Preprocess", spec.preprocess_step(COMMITTED["onnxruntime"]))
+    request = {contract.IMAGE: np.array([[png(60, 80, value=200)]], dtype=np.object_)}
+    (response,) = pre.execute([request])
+    out = response.outputs()
+    assert out[spec.PREPROCESSED].shape == (1, 512, 512, 3)
+    assert (out[spec.PREPROCESSED] == 200).all()
+    assert out[spec.DECODED_IMAGE].shape == (1, 60, 80, 3)
+    assert out[spec.IMAGE_SIZE].tolist() == [[60, 80]]
+    assert out[spec.ORIGINAL_SIZE].tolist() == [[60, 80]]
+
+
+class Request(dict):
+    """A request that, like Triton's, says which outputs the ensemble asked for."""
+
+    def __init__(self, inputs, requested):
+        super().__init__(inputs)
+        self.requested = requested
+
+    def requested_output_names(self):
+        return self.requested
+
+
+def test_a_step_sends_only_the_outputs_the_ensemble_asked_for(adapters):
+    pre = make(adapters, "Preprocess", spec.preprocess_step(COMMITTED["onnxruntime"]))
+    request = Request({contract.IMAGE: np.array([[png(60, 80)]], dtype=np.object_)},
+                      [spec.PREPROCESSED])  # fmt: skip
+    (response,) = pre.execute([request])
+    assert list(response.outputs()) == [spec.PREPROCESSED]
+
+
+def test_postprocess_maps_boxes_found_on_a_reduced_decode_to_the_original_photo(adapters):
+    post = postprocess_centernet(adapters)
+    request = postprocess_request()
+    # The photo is 2048 x 2048; it was decoded at 1/4, 512 x 512, and the annotated
+    # image asked for is at most 256 pixels.
+    request[spec.ORIGINAL_SIZE] = np.array([[2048, 2048]], np.int32)
+    request[contract.ANNOTATED_MAX_SIDE] = np.array([[256]], np.int32)
+    (response,) = post.execute([request])
+    out = response.outputs()
+    assert out[contract.NUM_DETECTIONS].tolist() == [[1]]
+    # (100, 100, 300, 400) in the 512-pixel decode is 4x that in the photo
+    np.testing.assert_allclose(out[contract.DETECTIONS][0, 0], [400, 400, 1200, 1600, 0.8, 0])
+    drawn = cv2.imdecode(np.frombuffer(out[contract.ANNOTATED_IMAGE][0, 0], np.uint8), 1)
+    assert drawn.shape[:2] == (256, 256)
+    # the box is drawn at half the decode's coordinates: its left edge at x = 50
+    assert drawn[100, 48:53].max() > 100 and drawn[100, 60:70].max() < 10
+
+
 def postprocess_request(score=None):
     request = {
         "detections": np.zeros((1, 100, 6), np.float32),
         spec.IMAGE_SIZE: np.array([[512, 512]], np.int32),
+        spec.ORIGINAL_SIZE: np.array([[512, 512]], np.int32),
         spec.DECODED_IMAGE: np.zeros((1, 512, 512, 3), np.uint8),
     }
     request["detections"][0, 0] = [100, 100, 300, 400, 0.8, 0]  # 512-pixel input space
@@ -233,6 +310,7 @@ def test_postprocess_draws_one_jpeg_per_image_at_the_original_size(adapters):
         "detections": dets,
         spec.DECODED_IMAGE: np.zeros((2, 50, 60, 3), np.uint8),
         spec.IMAGE_SIZE: np.array([[50, 60], [20, 25]], np.int32),
+        spec.ORIGINAL_SIZE: np.array([[50, 60], [20, 25]], np.int32),
     }
     (response,) = post.execute([request])
     out = response.outputs()
@@ -251,6 +329,7 @@ def fuse_request(size: tuple[int, int], rows: dict[str, list[list[float]]]) -> d
     """A fuse step's request for one image: each detector's rows, padded to 100."""
     request = {
         spec.IMAGE_SIZE: np.array([size], np.int32),
+        spec.ORIGINAL_SIZE: np.array([size], np.int32),
         spec.DECODED_IMAGE: np.zeros((1, *size, 3), np.uint8),
     }
     for name, own in rows.items():

@@ -232,9 +232,7 @@ def test_model_info_of_one_detector_names_it_and_returns_no_per_detector_outputs
         ),
     )
     assert info.per_detector_outputs == ()
-    assert info.steps == (
-        "image_decode", "preprocess_onnxruntime", "onnxruntime", "postprocess_onnxruntime"
-    )  # fmt: skip
+    assert info.steps == ("preprocess_onnxruntime", "onnxruntime", "postprocess_onnxruntime")
 
 
 def test_model_info_reads_title_labels_and_detectors_from_the_parameters():
@@ -340,6 +338,15 @@ def test_threshold_tensors_are_sent_only_when_given():
 
     with pytest.raises(ValueError, match="between 0 and 1"):
         api.build_inputs([b"a"], score_threshold=1.5)
+
+
+def test_the_annotated_images_longest_side_is_sent_only_when_given():
+    inputs = api.build_inputs([b"a", b"b", b"c"], annotated_max_side=1280)
+    side = inputs[-1]
+    assert (side.name(), side.datatype(), side.shape()) == ("ANNOTATED_MAX_SIDE", "INT32", [3, 1])
+    assert [t.name() for t in api.build_inputs([b"a"])] == [IMAGE]
+    with pytest.raises(ValueError, match="0 \\(full size\\) to 65500 pixels, got -1"):
+        api.build_inputs([b"a"], annotated_max_side=-1)
 
 
 def test_detect_all_requests_every_fused_detector_output():

@@ -60,7 +60,8 @@ def test_client_learns_each_detector_and_its_steps_from_the_server(client):
         assert info.title == models[name].title
         assert [d.name for d in info.detectors] == [name]
         assert info.per_detector_outputs == ()
-        assert info.steps == ("image_decode", f"preprocess_{name}", name, f"postprocess_{name}")
+        # The first step decodes the photo itself (one round trip less than a decode step).
+        assert info.steps == (f"preprocess_{name}", name, f"postprocess_{name}")
 
 
 def test_detect_all_returns_typed_fused_and_per_detector_results(client, photos):
@@ -72,6 +73,33 @@ def test_detect_all_returns_typed_fused_and_per_detector_results(client, photos)
         assert any(d.label == "motorcycle" for d in per.detections)
         image = cv2.imdecode(np.frombuffer(per.annotated_jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (500, 741, 3)
+
+
+def large_jpeg(photo: bytes, scale: int) -> bytes:
+    """The photo enlarged ``scale`` times, as a camera-sized JPEG."""
+    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+@pytest.mark.parametrize("model", [contract.ensemble_name("tensorflow"), contract.DETECT_ALL])
+def test_a_smaller_annotated_image_keeps_the_boxes_in_the_photos_own_pixels(
+    client, photos, model
+):
+    photo = large_jpeg(photos["motorcycle_left"], 6)  # 4446 x 3000
+    (full,) = client.detect([photo], model=model)
+    (small,) = client.detect([photo], model=model, annotated_max_side=1000)
+    image = cv2.imdecode(np.frombuffer(small.annotated_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (675, 1000, 3)  # 3000 * 1000 / 4446 = 674.8
+    image = cv2.imdecode(np.frombuffer(full.annotated_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (3000, 4446, 3)
+    # The detector saw the photo decoded at 1/4 instead of whole: the same motorcycle,
+    # its box in the photo's pixels within a few pixels of the full decode's.
+    big = [d for d in full.detections if d.label == "motorcycle"][0]
+    seen = [d for d in small.detections if d.label == "motorcycle"][0]
+    corners = [(d.x1, d.y1, d.x2, d.y2) for d in (big, seen)]
+    np.testing.assert_allclose(corners[1], corners[0], atol=0.01 * 4446)
+    assert big.x2 > 2000, "boxes in the photo's own pixels, not the decode's"
 
 
 def test_client_sends_more_than_one_batch_when_asked_for_many_images(client, photos_dir):

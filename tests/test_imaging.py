@@ -418,3 +418,99 @@ def test_line_width_and_text_grow_with_the_image():
     assert 1 <= small_line <= 2 and large_line >= 8
     # the label is readable on the small image: it spans several pixel rows
     assert small[:16, 16:].any(axis=1).sum() >= 5
+
+
+# --- decoding only as large as needed ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "min_side", "factor"),
+    [
+        (6000, 4000, 0, 1),  # 0: full size asked for
+        (6000, 4000, 1024, 4),  # 1500 >= 1024, 750 is not
+        (6000, 4000, 750, 8),
+        (6000, 4000, 751, 4),  # ceil(6000 / 8) = 750 < 751
+        (4000, 6000, 1500, 4),  # the longest side counts, portrait too
+        (1000, 800, 1024, 1),  # already smaller than asked: full size
+    ],
+)
+def test_reduction_keeps_the_longest_side_at_least_min_side(width, height, min_side, factor):
+    assert imaging.reduction(width, height, min_side) == factor
+
+
+def test_reduction_rounds_the_reduced_side_up():
+    assert imaging.reduction(2049, 100, 1025) == 2  # ceil(2049 / 2) = 1025
+
+
+def gradient_photo(height: int, width: int) -> np.ndarray:
+    """A smooth RGB picture (so JPEG and area averaging agree closely)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)],
+                    axis=2).astype(np.uint8)  # fmt: skip
+
+
+def test_a_large_jpeg_decodes_reduced_and_reports_its_full_size():
+    photo = gradient_photo(1200, 2000)
+    data = encode_with_pillow(photo, "JPEG", quality=95)
+    pixels, original = imaging.decode_scaled(data, 500)
+    assert original == (1200, 2000)
+    assert pixels.shape == (300, 500, 3)  # 1/4: 500 >= 500, 1/8 would be 250
+    expected = cv2.resize(photo, (500, 300), interpolation=cv2.INTER_AREA)
+    assert np.abs(pixels.astype(int) - expected.astype(int)).mean() < 3
+    full, original = imaging.decode_scaled(data, 0)
+    assert full.shape == (1200, 2000, 3) and original == (1200, 2000)
+
+
+def test_a_large_png_is_shrunk_after_decoding_to_the_same_size_a_jpeg_would_have():
+    photo = gradient_photo(1001, 2001)
+    pixels, original = imaging.decode_scaled(encode_with_pillow(photo, "PNG"), 250)
+    assert original == (1001, 2001)
+    assert pixels.shape == (126, 251, 3)  # 1/8: ceil(1001 / 8), ceil(2001 / 8) >= 250
+    expected = cv2.resize(photo, (251, 126), interpolation=cv2.INTER_AREA)
+    assert np.abs(pixels.astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_a_reduced_decode_applies_the_exif_orientation_and_reports_the_upright_size(
+    orientation,
+):
+    blocks = np.kron(PATTERN[:, :2], np.ones((400, 800, 1), np.uint8))  # 800 x 1600
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(blocks).save(buffer, "JPEG", quality=95, exif=exif)
+    data = buffer.getvalue()
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    pixels, original = imaging.decode_scaled(data, 400)  # 1/4
+    assert original == upright.shape[:2]
+    assert pixels.shape[:2] == (upright.shape[0] // 4, upright.shape[1] // 4)
+    expected = cv2.resize(upright, pixels.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(pixels.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_a_reduced_decode_still_refuses_what_a_full_one_refuses():
+    with pytest.raises(ImageError, match="megapixels"):
+        imaging.decode_scaled(forged_png(10_000, 10_000), 1024)
+    with pytest.raises(ImageError, match="not an image"):
+        imaging.decode_scaled(b"junk" * 100, 1024)
+
+
+@pytest.mark.parametrize(
+    ("shape", "max_side", "expected"),
+    [
+        ((4000, 6000), 1280, (853, 1280)),  # 4000 * 1280 / 6000 = 853.3
+        ((6000, 4000), 1280, (1280, 853)),
+        ((300, 200), 1280, (300, 200)),  # never enlarged
+        ((4000, 6000), 0, (4000, 6000)),  # 0: as it is
+    ],
+)
+def test_fit_within_scales_down_to_the_longest_side_keeping_the_aspect(shape, max_side, expected):
+    image = np.zeros((*shape, 3), np.uint8)
+    assert imaging.fit_within(image, max_side).shape[:2] == expected
+
+
+def test_fit_within_gives_a_reduced_decode_the_size_the_photo_itself_would_get():
+    # a 4446 x 3000 photo decoded at 1/4 is 1112 x 750 (sides rounded up)
+    reduced = np.zeros((750, 1112, 3), np.uint8)
+    assert imaging.fit_within(reduced, 1000).shape[:2] == (674, 1000)  # its own aspect
+    assert imaging.fit_within(reduced, 1000, (3000, 4446)).shape[:2] == (675, 1000)

@@ -235,7 +235,7 @@ def watch_until_served(server, image: bytes, seconds: float):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["pytorch", "image_decode"])
+@pytest.mark.parametrize("model", ["pytorch", "preprocess_pytorch"])
 def test_a_model_whose_workers_all_die_serves_again_and_is_not_ready_meanwhile(
     own_server, photos, model
 ):

@@ -465,7 +465,6 @@ def test_detect_all_shows_only_the_fused_detector_and_the_other_runs_on_its_own(
         assert_timings_shown(custom_page, oracle, "detect_cars_tf")
         _, timing_rows = read_table(custom_page, "timings-table")
         assert [r["step"] for r in timing_rows][2:] == [
-            "image_decode",
             "preprocess_cars_tf",
             "cars_tf",
             "postprocess_cars_tf",

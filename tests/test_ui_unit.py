@@ -347,6 +347,7 @@ class FakeClient:
         self.listed = None
         self.down = down
         self.requests = []
+        self.max_sides = []
         self.stats_calls = 0
         self.ready_calls = 0
         self.index_calls = 0
@@ -366,8 +367,11 @@ class FakeClient:
             raise ModelNotReady(model, self.url, "not found")
         return self.infos[model]
 
-    def detect(self, images, model, score_threshold, iou_threshold, timeout=None):
+    def detect(
+        self, images, model, score_threshold, iou_threshold, timeout=None, annotated_max_side=None
+    ):
         self.requests.append((images, model, score_threshold, iou_threshold))
+        self.max_sides.append(annotated_max_side)
         if self.error:
             raise self.error
         self.result.latency_s = 0.25
@@ -399,6 +403,8 @@ def test_a_detection_sends_the_upload_unchanged_with_the_chosen_thresholds(tmp_p
     client = FakeClient(result=_detect_all_result())
     outcome = app.Detector(client)(_upload(tmp_path, data=b"raw bytes"), "detect_all", 0.4, 0.6)
     assert client.requests == [([b"raw bytes"], "detect_all", 0.4, 0.6)]
+    # annotated images sized for a screen, whatever the photo's size
+    assert client.max_sides == [2048]
     assert outcome.message.startswith("1 object after fusion: person 0.72")
     assert len(outcome.views) == 4 and len(outcome.detections) == 4
     assert outcome.timings[0] == ["round trip (client)", 250.0]

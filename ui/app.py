@@ -150,6 +150,10 @@ EXAMPLE_PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left", "chelsea")
 CONCURRENCY = 4  # detections running at once; the rest wait in Gradio's queue
 QUEUE_SIZE = 64  # waiting requests beyond this are refused with "queue full"
 INFER_TIMEOUT_S = 120.0  # per request: a cold CPU server takes a few seconds
+# The annotated images are for a screen: at most this many pixels on their longest side.
+# A 24-megapixel photo is then decoded at 1/2 and its drawing and JPEG cost a tenth;
+# the detections table keeps the photo's own pixels.
+DISPLAY_MAX_SIDE = 2048
 STATUS_EVERY_S = 5.0  # the status line refreshes this often on every open page
 STATUS_TTL_S = 2.0  # ...but asks the server at most this often for all pages together
 UPLOAD_MAX_AGE_S = 600  # uploads older than this are deleted (a re-run needs a re-upload)
@@ -473,7 +477,14 @@ class Detector:
     ) -> Outcome:
         model = info.name
         before = self._snapshot()
-        (result,) = self.client.detect([upload.data], model, score, iou, timeout=INFER_TIMEOUT_S)
+        (result,) = self.client.detect(
+            [upload.data],
+            model,
+            score,
+            iou,
+            timeout=INFER_TIMEOUT_S,
+            annotated_max_side=DISPLAY_MAX_SIDE,
+        )
         after = self._snapshot() if before is not None else None
         # A step's counters are updated as it finishes, which can come a moment after
         # the reply; wait briefly for the last ones rather than show a hole.
