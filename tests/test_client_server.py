@@ -83,9 +83,7 @@ def large_jpeg(photo: bytes, scale: int) -> bytes:
 
 
 @pytest.mark.parametrize("model", [contract.ensemble_name("tensorflow"), contract.DETECT_ALL])
-def test_a_smaller_annotated_image_keeps_the_boxes_in_the_photos_own_pixels(
-    client, photos, model
-):
+def test_a_smaller_annotated_image_keeps_the_boxes_in_the_photos_own_pixels(client, photos, model):
     photo = large_jpeg(photos["motorcycle_left"], 6)  # 4446 x 3000
     (full,) = client.detect([photo], model=model)
     (small,) = client.detect([photo], model=model, annotated_max_side=1000)
