@@ -1,13 +1,19 @@
 """One command for every benchmark: `python -m bench [--quick] [--url HOST:PORT]`.
 
-Runs, model by model and one after the other so they never share the CPU:
+First, when it started the server itself, the memory of the server's processes
+(``bench.memory``: PSS per model idle, then under a closed loop at concurrency 8 over
+the ensembles). Then, model by model and one after the other so they never share the
+CPU:
 1. perf_analyzer (NVIDIA's) over gRPC against the model's ensemble, concurrency 1..16;
    then c=1 latency through Triton and in process in alternating rounds (``bench.paired``);
 2. the old design (one Flask server per model, arrays as base64 JSON) at the same
-   concurrencies with the same photos;
+   concurrencies with the same photos, twice: the post's design (the annotated image
+   back as float64), then the fairer old design (as uint8), see ``bench.old_design``;
 3. the limit: the same pipeline in one process with no server, batch 1 and best;
-then ``detect_all`` with perf_analyzer, and writes CSV files, PNG plots and a Markdown
-report under ``results/bench/``, and checks their shape (``bench.check``).
+then ``detect_all`` with perf_analyzer; last, the size sweep (``bench.sweep``: photos of
+0.3 to 24 megapixels through each detector's ensemble, with and without a smaller
+annotated image). It writes CSV files, PNG plots and a Markdown report under
+``results/bench/``, and checks their shape (``bench.check``).
 
 The ensembles measured are every one the server serves (``--ensembles`` picks some);
 what each is called and which detector it runs, the server says (``bench.served``).
@@ -29,9 +35,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import loadgen, perf_analyzer, served
+from bench import loadgen, memory, perf_analyzer, served, sweep
 from bench.check import check
 from bench.limit import limit
+from bench.old_design import FAIR, POST, WIRES
 from bench.paired import paired_latency
 from bench.photos import FORMATS, photo_files
 from bench.pipeline import Pipeline
@@ -101,22 +108,23 @@ def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> di
 
 
 @contextlib.contextmanager
-def triton_url(args, registry: Registry, out: Path) -> Iterator[str]:
-    """The gRPC URL to measure: ``--url``, or an embedded Triton serving ``registry``
+def triton_url(args, registry: Registry, out: Path) -> Iterator[tuple[str, object]]:
+    """``(gRPC URL to measure, the TritonServer or None)``: ``--url`` (None: its
+    processes are not ours to see), or an embedded Triton serving ``registry``
     (``--models``) with the ``--target`` repository on free ports, its repository and
     log under ``out`` (only the ensembles asked for are loaded; all without
     ``--ensembles``)."""
     from ensemble.server import running_server
 
     if args.url is not None:
-        yield args.url
+        yield args.url, None
         return
     with running_server(
         registry, workdir=out, target=args.target, gpus=args.gpus,
         load=tuple(args.ensembles or ()),
     ) as server:  # fmt: skip
         log(f"started Triton at {server.grpc_url}")
-        yield server.grpc_url
+        yield server.grpc_url, server
 
 
 def learn_ensembles(args, url: str, registry: Registry) -> tuple[list[str], dict, dict]:
@@ -160,19 +168,34 @@ def run_triton(args, url: str, ensemble: str, out: Path, photos: list[bytes]) ->
     )
 
 
-def run_old_design(args, detector: Detector, photos: list[bytes], models: Path) -> list[dict]:
+def run_old_design(
+    args, detector: Detector, photos: list[bytes], models: Path, wire: str
+) -> list[dict]:
+    """The old design's Flask server for ``detector`` in the ``wire`` format, at each
+    concurrency: loadgen's rows, with ``model``."""
     from ensemble.server import free_port
 
     rows = []
     model = detector.name
     duration = 4.0 if args.quick else 15.0
-    server = loadgen.old_design_server(model, free_port(), device=args.device, models=models)
+    port = free_port()
+    server = loadgen.old_design_server(model, port, device=args.device, models=models, wire=wire)
     with server as url:
         for c in args.concurrency:
-            log(f"old design: {model} at concurrency {c}")
-            row = loadgen.run(url, photos, c, duration_s=duration)
+            log(f"{WIRES[wire]}: {model} at concurrency {c}")
+            row = loadgen.run(url, photos, c, duration_s=duration, wire=wire)
             rows.append({"model": model, **row})
     return rows
+
+
+def run_memory(args, server, url: str, ensembles: list[str], photos: list[bytes]) -> dict | None:
+    """``bench.memory``'s figures for the server the bench started (None with ``--url``:
+    it cannot see that server's processes)."""
+    if server is None:
+        log("memory: not measured (--url: the server's processes are not visible from here)")
+        return None
+    duration = memory.QUICK_LOAD_SECONDS if args.quick else memory.LOAD_SECONDS
+    return memory.measure(server, url, ensembles, photos, duration, log=log)
 
 
 def run_limit(args, detector: Detector, pipeline: Pipeline) -> list[dict]:
@@ -193,17 +216,20 @@ def run_paired(args, url: str, ensemble: str, pipeline: Pipeline, photos) -> dic
 
 
 def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
-    """Model by model: Triton's sweep of its ensemble, then the old design's, then the
-    limit, so the figures compared with each other are taken minutes apart, not a
-    quarter of an hour (a shared 2-core VM drifts). Only one side runs at a time: an
-    idle Triton or Flask server takes no CPU. Returns the rows by raw.json's keys
-    (``triton``, ``wire``, ``old``, ``limit``, ``paired``) and what was measured
-    (``ensembles``, ``served``, ``detector_settings``: see ``bench.served``)."""
-    triton, old, lim, paired = [], [], [], []
-    with triton_url(args, registry, out) as url:
+    """The server's memory first (while it has served nothing but the warm-up), then
+    model by model: Triton's sweep of its ensemble, then the post's design's, the
+    fairer old design's, then the limit, so the figures compared with each other are
+    taken minutes apart, not a quarter of an hour (a shared 2-core VM drifts). Only one
+    side runs at a time: an idle Triton or Flask server takes no CPU. Returns the rows
+    by raw.json's keys (``triton``, ``wire``, ``post``, ``old`` (the fairer old
+    design), ``limit``, ``paired``, ``memory``) and what was measured (``ensembles``,
+    ``served``, ``detector_settings``: see ``bench.served``)."""
+    triton, post, old, lim, paired = [], [], [], [], []
+    with triton_url(args, registry, out) as (url, server):
         ensembles, described, settings = learn_ensembles(args, url, registry)
         log(f"ensembles: {', '.join(ensembles)}")
         perf_analyzer.ensure_perf_analyzer()
+        mem = run_memory(args, server, url, ensembles, photos)
         for ensemble in ensembles:
             triton += run_triton(args, url, ensemble, out, photos)
             name = served.baseline(described, ensemble)
@@ -211,12 +237,17 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
                 detector = baseline_detector(registry, ensemble, name)
                 pipeline = Pipeline(detector, device=args.device)
                 paired.append(run_paired(args, url, ensemble, pipeline, photos))
-                old += run_old_design(args, detector, photos, registry.source)
+                post += run_old_design(args, detector, photos, registry.source, POST)
+                old += run_old_design(args, detector, photos, registry.source, FAIR)
                 lim += run_limit(args, detector, pipeline)
                 del pipeline
         wire = triton_wire_bytes(url, photos, ensembles)
-    return {"triton": triton, "wire": wire, "old": old, "limit": lim, "paired": paired,
-            "ensembles": ensembles, "served": described, "detector_settings": settings}  # fmt: skip
+        singles = [e for e in ensembles if served.baseline(described, e) is not None]
+        log(f"size sweep: {', '.join(singles)}")
+        sweep.run_sweep(url, singles, out, quick=args.quick, say=log)
+    return {"triton": triton, "wire": wire, "post": post, "old": old, "limit": lim,
+            "paired": paired, "memory": mem, "ensembles": ensembles, "served": described,
+            "detector_settings": settings}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,13 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     run = run_all(args, out, photos, registry)
-    triton, wire, old, lim, paired = (run[k] for k in ("triton", "wire", "old", "limit", "paired"))
+    keys = ("triton", "wire", "post", "old", "limit", "paired", "memory")
+    triton, wire, post, old, lim, paired, mem = (run[k] for k in keys)
     write_csv(out / "triton.csv", triton)
+    write_csv(out / "post_design.csv", post)
     write_csv(out / "old_design.csv", old)
     write_csv(out / "limit.csv", lim)
     meta = {
         "quick": args.quick,
         "url": args.url or f"embedded {args.target} target",
+        "embedded": args.url is None,
         "target": args.target,
         "gpus": list(args.gpus),
         "photo_format": args.photo_format,
@@ -283,20 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         "detector_settings": run["detector_settings"],
         "seconds": round(time.monotonic() - started),
     }
-    (out / "raw.json").write_text(
-        json.dumps(
-            {
-                "meta": meta,
-                "triton": triton,
-                "wire": wire,
-                "old": old,
-                "limit": lim,
-                "paired": paired,
-            },
-            indent=1,
-        )
-    )
-    report = write_report(out, triton, wire, old, lim, meta, paired)
+    raw = {"meta": meta, "triton": triton, "wire": wire, "post": post, "old": old,
+           "limit": lim, "paired": paired, "memory": mem}  # fmt: skip
+    (out / "raw.json").write_text(json.dumps(raw, indent=1))
+    report = write_report(out, triton, wire, old, lim, meta, paired, post, mem)
     log(f"report: {report} ({meta['seconds']} s)")
     problems = check(out)
     for problem in problems:

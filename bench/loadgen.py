@@ -8,14 +8,16 @@ next request as soon as the previous answer is fully read. The run stops at
 
 Each request is what the old design's client did with a photo file: decode it to an
 array, base64 it into the JSON body, POST, then parse the JSON answer and turn the
-base64 result back into an image array. That client work is inside the timed latency
-(Triton's clients send the file as it is and get a JPEG back, and the server does the
-decoding and encoding, inside perf_analyzer's latency).
+base64 result back into an image array: float64 for the post's design, uint8 for the
+fairer old design (``wire``, see :data:`bench.old_design.WIRES`). That client work is
+inside the timed latency (Triton's clients send the file as it is and get a JPEG back,
+and the server does the decoding and encoding, inside perf_analyzer's latency).
 
-``python -m bench.loadgen --model pytorch --port 18901 --concurrency 1 2 4 8 16``
-starts that detector's Flask server (a detector of ``--models``, default models.toml),
-waits for it, runs one closed loop per concurrency and prints a table (``--url`` instead
-of ``--model`` to use a server already running).
+``python -m bench.loadgen --model pytorch --wire post --concurrency 1 2 4 8 16``
+starts that detector's Flask server (a detector of ``--models``, default models.toml)
+in that wire format on ``--port`` (default 18901), waits for it, runs one closed loop
+per concurrency and prints a table (``--url`` instead of ``--model`` to use a server
+already running; its ``--wire`` must then be the server's).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bench.old_design import ANSWER_DTYPES, FAIR, WIRES
 from bench.photos import FORMATS, photo_files
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -49,19 +52,20 @@ def request_body(photo: bytes) -> bytes:
     return json.dumps(encode_array(decode_image(photo))).encode()
 
 
-def read_answer(content: bytes) -> tuple[np.ndarray, np.ndarray]:
+def read_answer(content: bytes, wire: str = FAIR) -> tuple[np.ndarray, np.ndarray]:
     """The old design's JSON answer as the client used it: (detections ``[N, 6]``, the
-    annotated image array)."""
+    annotated image array, of the ``wire`` format's dtype: float64 for the post's
+    design, uint8 for the fairer one)."""
     from bench.old_design import decode_array
 
     answer = json.loads(content)
     detections = np.asarray(answer["detections"], dtype=np.float32).reshape(-1, 6)
-    return detections, decode_array(answer)
+    return detections, decode_array(answer, ANSWER_DTYPES[wire])
 
 
-def check_answer(url: str, photo: bytes) -> int:
-    """Send one photo and check the answer is the old design's JSON; returns the number
-    of detections (raises on anything else)."""
+def check_answer(url: str, photo: bytes, wire: str = FAIR) -> int:
+    """Send one photo and check the answer is the old design's JSON in the ``wire``
+    format; returns the number of detections (raises on anything else)."""
     import requests as http
 
     from ensemble.imaging import decode_image
@@ -69,7 +73,7 @@ def check_answer(url: str, photo: bytes) -> int:
     headers = {"Content-Type": "application/json"}
     response = http.post(url, data=request_body(photo), headers=headers, timeout=120)
     response.raise_for_status()
-    detections, drawn = read_answer(response.content)
+    detections, drawn = read_answer(response.content, wire)
     if drawn.shape != decode_image(photo).shape:
         raise RuntimeError(f"annotated image is {drawn.shape}, not the photo's size")
     return len(detections)
@@ -88,10 +92,12 @@ def run(
     requests: int | None = None,
     warmup_requests: int = 2,
     timeout_s: float = 120.0,
+    wire: str = FAIR,
 ) -> dict:
-    """One closed-loop run against ``url`` (the ``/predict`` endpoint).
+    """One closed-loop run against ``url`` (the ``/predict`` endpoint), whose answers
+    are in the ``wire`` format (:data:`bench.old_design.WIRES`).
 
-    Returns ``concurrency``, ``requests`` (answered OK), ``errors``, ``duration_s``,
+    Returns ``wire``, ``concurrency``, ``requests`` (answered OK), ``errors``, ``duration_s``,
     ``throughput`` (images per second: OK answers over the measured wall time),
     ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms`` (latency of OK answers, from sending
     the request to having read the whole answer), and per request on average
@@ -106,6 +112,8 @@ def run(
         raise ValueError(f"load is only sent to this machine (127.0.0.1), not {host!r}")
     if duration_s is None and requests is None:
         raise ValueError("give duration_s or requests (or both): a run must be bounded")
+    if wire not in WIRES:
+        raise ValueError(f"wire format must be one of {list(WIRES)}, not {wire!r}")
     path = urlsplit(url).path or "/"
 
     lock = threading.Lock()
@@ -141,7 +149,7 @@ def run(
                     response = session.post(url, data=body, headers=headers, timeout=timeout_s)
                     content = response.content
                     if response.status_code == 200:
-                        read_answer(content)
+                        read_answer(content, wire)
                 except (http.RequestException, ValueError, KeyError) as e:
                     with lock:
                         errors.append(f"{type(e).__name__}: {e}")
@@ -172,6 +180,7 @@ def run(
     ms = np.array(latencies) * 1000.0 if latencies else np.array([np.nan])
     size = np.array(sizes, dtype=np.float64) if sizes else np.full((1, 3), np.nan)
     return {
+        "wire": wire,
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": len(errors),
@@ -209,13 +218,15 @@ def old_design_server(
     timeout_s: float = 120.0,
     device: str = "cpu",
     models: Path | str | None = None,
+    wire: str = FAIR,
 ) -> Iterator[str]:
     """Start ``python -m bench.old_design`` for the detector ``model`` of the models file
-    ``models`` (default: models.toml) on 127.0.0.1:``port`` (the model on ``device``);
-    yield the ``/predict`` URL; stop that process (SIGTERM, then SIGKILL) on exit."""
+    ``models`` (default: models.toml) on 127.0.0.1:``port`` (the model on ``device``),
+    answering in the ``wire`` format; yield the ``/predict`` URL; stop that process
+    (SIGTERM, then SIGKILL) on exit."""
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]
-    command += ["--device", device]
+    command += ["--device", device, "--wire", wire]
     if models is not None:
         command += ["--models", str(Path(models).resolve())]
     process = subprocess.Popen(
@@ -268,6 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--duration", type=float, default=12.0, help="seconds per run")
     parser.add_argument("--requests", type=int, default=None, help="at most this many per run")
+    parser.add_argument(
+        "--wire",
+        choices=list(WIRES),
+        default=FAIR,
+        help="post: the annotated image back as float64 (the post's design); "
+        "fair: as uint8 (the fairer old design, default)",
+    )
     parser.add_argument("--photo-format", choices=FORMATS, default="jpeg")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -279,15 +297,15 @@ def main(argv: list[str] | None = None) -> None:
     photos = photo_files(args.photo_format)
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(
-            old_design_server(args.model, args.port, models=args.models)
+            old_design_server(args.model, args.port, models=args.models, wire=args.wire)
         )
-        found = check_answer(url, photos[0])
+        found = check_answer(url, photos[0], args.wire)
         print(f"{url}: answers OK ({found} detections on the first photo)", flush=True)
         rows = []
         for c in args.concurrency:
-            rows.append(run(url, photos, c, args.duration, args.requests))
+            rows.append(run(url, photos, c, args.duration, args.requests, wire=args.wire))
             print(format_table(rows[-1:], "").splitlines()[-1], flush=True)
-    print(format_table(rows, f"old design, {args.model or url}"))
+    print(format_table(rows, f"{WIRES[args.wire]}, {args.model or url}"))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -1,4 +1,4 @@
-"""The old design, rebuilt as a fair baseline: one Flask REST server per model.
+"""The old design, rebuilt as a baseline in two wire formats: one Flask REST server per model.
 
 This is how the old blog post served its detectors, kept only so the benchmark can
 compare it with the Triton ensembles on the same machine and the same models:
@@ -12,8 +12,18 @@ compare it with the Triton ensembles on the same machine and the same models:
 - the server runs the same preprocess -> model -> postprocess -> draw as the ensemble
   (the project's own functions, the same ``threads=2`` as the Triton detectors) and
   answers JSON ``{"detections": [[x1, y1, x2, y2, score, class_id], ...],
-  "image": base64 of the raw annotated RGB bytes, "shape": [h, w, 3]}``, boxes in
-  pixels of the original image.
+  "image": base64 of the raw annotated image, "shape": [h, w, 3]}``, boxes in pixels
+  of the original image.
+
+The annotated image comes back in one of two wire formats (``--wire``, :data:`WIRES`):
+
+- ``post``, **the post's design** as published: the drawn image as a float64 array
+  (pixel values 0-255, 8 bytes each), eight times the bytes of the photo's pixels: a
+  768x576 photo is 10.6 MB of float64, 14.2 MB as base64, and the request's uint8
+  array 1.8 MB more;
+- ``fair``, **the fairer old design**: the drawn image as uint8 (1 byte each), the
+  same bytes as the request's array. The benchmark kept this kinder variant first; it
+  now measures both, one after the other.
 
 The old design also saved each result to disk; this one writes nothing.
 
@@ -43,35 +53,49 @@ from bench.pipeline import THREADS, Pipeline, detectors_from_arguments
 from ensemble import contract
 from ensemble.registry import Detector
 
+# The wire formats (``--wire``) and what the benchmark and its report call each.
+POST = "post"
+FAIR = "fair"
+WIRES = {POST: "the post's design", FAIR: "the fairer old design"}
+# dtype of the annotated image in the answer, per wire format (the request is uint8 in both).
+ANSWER_DTYPES = {POST: np.dtype(np.float64), FAIR: np.dtype(np.uint8)}
 
-def encode_array(image: np.ndarray) -> dict:
-    """A ``uint8 (h, w, 3)`` array as the old JSON fields ``image`` (base64) and ``shape``."""
-    image = np.ascontiguousarray(image, dtype=np.uint8)
+
+def encode_array(image: np.ndarray, dtype: np.dtype | type = np.uint8) -> dict:
+    """An ``(h, w, 3)`` image as the old JSON fields ``image`` (base64 of its raw bytes
+    as ``dtype``, native byte order, C order) and ``shape``; pixel values unchanged
+    (0-255 also as float64)."""
+    image = np.ascontiguousarray(image, dtype=dtype)
     return {"image": base64.b64encode(image.tobytes()).decode("ascii"), "shape": list(image.shape)}
 
 
-def decode_array(fields: dict) -> np.ndarray:
-    """The old JSON fields ``image`` and ``shape`` back into a ``uint8`` array."""
+def decode_array(fields: dict, dtype: np.dtype | type = np.uint8) -> np.ndarray:
+    """The old JSON fields ``image`` and ``shape`` back into an ``(h, w, 3)`` array of
+    ``dtype`` (read-only: it views the decoded bytes)."""
+    dtype = np.dtype(dtype)
     shape = tuple(int(n) for n in fields["shape"])
     if len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
         raise ValueError(f"shape must be [h, w, 3], got {list(shape)}")
     if shape[0] * shape[1] > contract.MAX_IMAGE_PIXELS:
         raise ValueError(f"image of {shape[1]}x{shape[0]} pixels is over the limit")
     raw = base64.b64decode(fields["image"], validate=True)
-    if len(raw) != shape[0] * shape[1] * 3:
-        raise ValueError(f"{len(raw)} bytes do not make an array of shape {list(shape)}")
-    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    if len(raw) != shape[0] * shape[1] * 3 * dtype.itemsize:
+        raise ValueError(f"{len(raw)} bytes do not make a {dtype} array of shape {list(shape)}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def create_app(detector: Detector, threads: int = THREADS, device: str = "cpu"):
+def create_app(detector: Detector, threads: int = THREADS, device: str = "cpu", wire: str = FAIR):
+    """The Flask app of one detector; ``wire`` (:data:`WIRES`) picks the annotated
+    image's dtype in the answer."""
     from flask import Flask, jsonify, request
 
+    answer_dtype = ANSWER_DTYPES[wire]
     pipeline = Pipeline(detector, threads, device)
     app = Flask(f"old_design.{detector.name}")
 
     @app.get("/health")
     def health():
-        return jsonify(model=detector.name, ready=True)
+        return jsonify(model=detector.name, wire=wire, ready=True)
 
     @app.post("/predict")
     def predict():
@@ -83,7 +107,7 @@ def create_app(detector: Detector, threads: int = THREADS, device: str = "cpu"):
         except (TypeError, KeyError, ValueError, binascii.Error) as e:
             return jsonify(error=f"bad request: {e}"), 400
         ((detections, drawn),) = pipeline.detect_batch([image], score, iou)
-        return jsonify(detections=detections.tolist(), **encode_array(drawn))
+        return jsonify(detections=detections.tolist(), **encode_array(drawn, answer_dtype))
 
     return app
 
@@ -96,10 +120,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
+    parser.add_argument(
+        "--wire",
+        choices=list(WIRES),
+        default=FAIR,
+        help="annotated image in the answer: post = float64 (the post's design), "
+        "fair = uint8 (the fairer old design, default)",
+    )
     args = parser.parse_args(argv)
     (detector,) = detectors_from_arguments(parser, args.model, args.models)
-    app = create_app(detector, args.threads, args.device)
-    print(f"old design: {args.model} on http://{args.host}:{args.port}/predict", flush=True)
+    app = create_app(detector, args.threads, args.device, args.wire)
+    print(
+        f"old design ({WIRES[args.wire]}): {args.model} on http://{args.host}:{args.port}/predict",
+        flush=True,
+    )
     app.run(host=args.host, port=args.port)  # Flask's own server, defaults (threaded=True)
 
 
