@@ -124,14 +124,15 @@ def _gpu_groups(config: mc.ModelConfig, target: Target, count: int) -> None:
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=count, gpus=[gpu])
 
 
-# The queue in front of every ensemble's first step (image_decode) is bounded: beyond
-# this many requests waiting, or after waiting this long, a request is refused as busy.
+# The queue in front of detect_all's first step (image_decode) is bounded: beyond this
+# many requests waiting, or after waiting this long, a request is refused as busy.
 # Only that step's: Triton 2.51's ensemble scheduler never answers a detect_all request
 # when one of its parallel steps refuses it at enqueue while a sibling step runs
 # (ScheduleSteps records the error and waits for the siblings, and their completion
 # skips the error path), and it leaks the request when a parallel step refuses it
-# later. Found by the 64-client test; the front's in-flight limit (ensemble.front)
-# keeps the queues behind this step short instead.
+# later. Found by the 64-client test. detect_<name>'s first step (its preprocessing) is
+# such a parallel step of detect_all, so it has no bound of its own: the front's
+# in-flight limit (ensemble.front, 32) keeps every queue shorter than this anyway.
 ENTRY_QUEUE_SIZE = 8 * contract.MAX_BATCH_SIZE
 ENTRY_QUEUE_TIMEOUT_MS = 10_000
 

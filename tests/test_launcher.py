@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ensemble import configgen, spec
+from ensemble.registry import load_models
 from ensemble.server import (
     REPO_ROOT,
     Ports,
@@ -54,12 +55,13 @@ sys.exit(server.main(argv))
 def small_repository(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small") / "repository"
     target = configgen.make_target("cpu")
-    (root / spec.DECODE.name / "1").mkdir(parents=True)
-    (root / spec.DECODE.name / "config.pbtxt").write_text(
-        configgen.to_text(configgen.python_step_config(spec.DECODE, target), spec.DECODE.doc)
+    decode = spec.decode_step(load_models())
+    (root / decode.name / "1").mkdir(parents=True)
+    (root / decode.name / "config.pbtxt").write_text(
+        configgen.to_text(configgen.python_step_config(decode, target), decode.doc)
     )
-    (root / spec.DECODE.name / "1" / "model.py").write_text(
-        configgen.model_py(spec.DECODE.adapter, spec.DECODE.doc)
+    (root / decode.name / "1" / "model.py").write_text(
+        configgen.model_py(decode.adapter, decode.doc)
     )
     return root
 

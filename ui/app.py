@@ -151,8 +151,8 @@ CONCURRENCY = 4  # detections running at once; the rest wait in Gradio's queue
 QUEUE_SIZE = 64  # waiting requests beyond this are refused with "queue full"
 INFER_TIMEOUT_S = 120.0  # per request: a cold CPU server takes a few seconds
 # The annotated images are for a screen: at most this many pixels on their longest side.
-# A 24-megapixel photo is then decoded at 1/2 and its drawing and JPEG cost a tenth;
-# the detections table keeps the photo's own pixels.
+# A 24-megapixel photo is then decoded at 1/2, and drawn and encoded at an eighth of its
+# pixels; the detections table keeps the photo's own pixels.
 DISPLAY_MAX_SIDE = 2048
 STATUS_EVERY_S = 5.0  # the status line refreshes this often on every open page
 STATUS_TTL_S = 2.0  # ...but asks the server at most this often for all pages together
