@@ -228,10 +228,11 @@ def _onnx(names: TensorNames, path: Path, device: Device, threads: int) -> Runne
 
 # The most images one ONNX Runtime run takes on the CPU. Its arena keeps the memory of
 # the largest run it has seen for good: CenterNet's two instances held 0.4-0.6 GB each
-# after a batch of 8, against about 0.13 GB after batches of 2; and a CPU gains nothing
-# from larger batches (in process, 2 threads: 16.0, 16.7, 15.7 and 16.7 images/s at
-# batch 1, 2, 4 and 8).
-ONNX_CPU_RUN_BATCH = 2
+# after a batch of 8, 216 MB each after load in runs of 2, 175 MB in runs of 1; and a
+# CPU gains nothing from batches (in process, 2 threads: 19.2, 20.1, 19.2 and 20.2
+# images/s at batch 1, 2, 4 and 8; at c=8 side by side, 21.1 images/s in runs of 1
+# against 20.0 in runs of 2).
+ONNX_CPU_RUN_BATCH = 1
 
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
                 "tensor(float16)": np.float16, "tensor(int32)": np.int32}  # fmt: skip
