@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import loadgen, memory, perf_analyzer, served, sweep
+from bench import loadgen, machine, memory, perf_analyzer, served, sweep
 from bench.check import check
 from bench.limit import limit
 from bench.old_design import FAIR, POST, WIRES
@@ -61,28 +61,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-
-
-def machine(target: str) -> str:
-    """This machine in words: CPU model and cores, and with ``target`` gpu the GPUs."""
-    import os
-    import subprocess
-
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    words = f"{cpu}, {os.cpu_count()} cores"
-    if target == "gpu":
-        try:
-            query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
-            gpus = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout
-            words += "; GPU: " + "; ".join(g.strip() for g in gpus.splitlines() if g.strip())
-        except (OSError, subprocess.SubprocessError) as e:
-            words += f"; GPU: unknown ({e})"
-    return words
 
 
 def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> dict[str, float]:

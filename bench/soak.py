@@ -103,13 +103,9 @@ def process_tree(roots: Sequence[int]) -> list[int]:
 
 def pss_bytes(pids: Sequence[int]) -> int:
     """PSS of ``pids`` summed, in bytes; a process that ended meanwhile counts 0."""
-    import psutil
+    from bench.memory import pss_of
 
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            total += psutil.Process(pid).memory_full_info().pss
-    return total
+    return sum(pss_of(pids).values())
 
 
 def kill_workers(pids: Sequence[int], model: str) -> list[int]:

@@ -35,8 +35,6 @@ import argparse
 import csv
 import io
 import json
-import os
-import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import served
+from bench import machine, served
 from bench.photos import JPEG_QUALITY, NOISE_SEED, NOISE_SIGMA, PHOTO_NAMES, sized_photos
 from ensemble import contract
 
@@ -319,20 +317,6 @@ def default_ensembles(url: str, include_all: bool = False) -> list[str]:
         e for e in ready
         if served.baseline(described, e) is not None or (include_all and e == contract.DETECT_ALL)
     ]  # fmt: skip
-
-
-def machine() -> str:
-    """This machine in words: its CPU model and how many CPUs it has."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                model,
-            )
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def photo_summary(megapixels: float, photos: Sequence[bytes]) -> dict:

@@ -238,7 +238,8 @@ class _Drawing(_Adapter):
         jpegs = []
         for i, (image, (rows, count)) in enumerate(zip(_originals(inputs), packed, strict=True)):
             image = fit_within(image, int(max_sides[i]), tuple(originals[i]))
-            drawn = draw_detections(image, _scaled(rows[:count], originals[i], image), self.labels)
+            shown = _rescaled(rows[:count], originals[i], image.shape[:2])
+            drawn = draw_detections(image, shown, self.labels)
             jpegs.append([encode_jpeg(drawn, self.quality)])
         return {
             contract.DETECTIONS: np.stack([p[0] for p in packed]),
@@ -247,15 +248,15 @@ class _Drawing(_Adapter):
         }
 
 
-def _scaled(rows: np.ndarray, original: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """Detection rows in pixels of a photo of size ``original`` (height, width) ->
-    in pixels of ``image``, the same photo at another size."""
-    height, width = image.shape[:2]
-    if (height, width) == tuple(original):
+def _rescaled(rows: np.ndarray, source: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+    """Detection rows in pixels of an image of size ``source`` (height, width) -> in
+    pixels of the same image at size ``target``; the rows themselves when equal."""
+    (source_h, source_w), (target_h, target_w) = (tuple(map(int, source)), tuple(map(int, target)))
+    if (source_h, source_w) == (target_h, target_w):
         return rows
-    rows = rows.copy()
-    rows[:, [0, 2]] *= width / original[1]
-    rows[:, [1, 3]] *= height / original[0]
+    rows = np.array(rows, np.float32, copy=True)
+    rows[:, [0, 2]] *= target_w / source_w
+    rows[:, [1, 3]] *= target_h / source_h
     return rows
 
 
@@ -275,12 +276,7 @@ class Postprocess(_Drawing):
             raw = {name: inputs[name][i] for name in self.raw_names}
             # Boxes in pixels of the decoded image, then of the original photo.
             rows = self.family.postprocess(raw, (int(h), int(w)), scores[i], ious[i])
-            height, width = (int(n) for n in originals[i])
-            if (height, width) != (h, w):
-                rows = np.array(rows, np.float32, copy=True)
-                rows[:, [0, 2]] *= width / w
-                rows[:, [1, 3]] *= height / h
-            results.append(rows)
+            results.append(_rescaled(rows, (h, w), originals[i]))
         return self._results(inputs, results)
 
 

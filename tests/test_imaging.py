@@ -178,17 +178,23 @@ def test_one_pixel_image_decodes():
     np.testing.assert_array_equal(decode_image(encode_with_pillow(pixel, "PNG")), pixel)
 
 
+def oriented_jpeg(pixels: np.ndarray, orientation: int, quality: int) -> tuple[bytes, np.ndarray]:
+    """``pixels`` as a JPEG with an EXIF orientation tag, and the upright image Pillow
+    shows for it (``exif_transpose``)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, exif=exif)
+    data = buffer.getvalue()
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    return data, np.asarray(upright)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_like_pillow_exif_transpose(orientation):
     # Large flat blocks so JPEG loss stays small; 16x32 so a rotation changes the shape.
     blocks = np.kron(PATTERN[:, :2], np.ones((8, 16, 1), np.uint8))
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    Image.fromarray(blocks).save(buffer, "JPEG", quality=98, exif=exif)
-    data = buffer.getvalue()
-
-    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    data, expected = oriented_jpeg(blocks, orientation, quality=98)
     decoded = decode_image(data)
     assert decoded.shape == expected.shape
     assert np.abs(decoded.astype(int) - expected.astype(int)).mean() < 3
@@ -475,12 +481,7 @@ def test_a_reduced_decode_applies_the_exif_orientation_and_reports_the_upright_s
     orientation,
 ):
     blocks = np.kron(PATTERN[:, :2], np.ones((400, 800, 1), np.uint8))  # 800 x 1600
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    Image.fromarray(blocks).save(buffer, "JPEG", quality=95, exif=exif)
-    data = buffer.getvalue()
-    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    data, upright = oriented_jpeg(blocks, orientation, quality=95)
     pixels, original = imaging.decode_scaled(data, 400)  # 1/4
     assert original == upright.shape[:2]
     assert pixels.shape[:2] == (upright.shape[0] // 4, upright.shape[1] // 4)
