@@ -7,7 +7,8 @@ GPUS ?= 0,1,2,3
 # The models file to serve: make serve MODELS=my-models.toml
 MODELS ?= models.toml
 
-.PHONY: setup venv demo models serve ui test test-unit bench soak lint configs repository
+.PHONY: setup venv demo models serve ui test test-unit bench soak lint configs repository \
+	image chart cluster
 
 setup:            ## install everything (apt + .venv) and build the bundled models
 	@scripts/setup.sh
@@ -61,3 +62,14 @@ configs: venv     ## regenerate model_repository/ from models.toml
 
 repository: setup ## write a deployable repository: make repository TARGET=gpu GPUS=0,1,2,3 [MODELS=...]
 	$(PY) -m ensemble.configgen --models $(MODELS) --target $(TARGET) --gpus $(GPUS) --link-artifacts
+
+# Scaling out (README "Scaling out"): container images, the Helm chart, a local cluster.
+image: setup      ## a container image: make image TARGET=cpu (podman, built here) or TARGET=ngc
+	scripts/image.sh $(if $(filter command line environment,$(origin TARGET)),$(TARGET),cpu)
+
+chart: venv       ## render the Helm chart with each value set; validate it (Kubernetes 1.29-1.33)
+	$(PY) -m cluster.chart
+
+REPLICAS ?= 3
+cluster: setup    ## replicas behind HAProxy + Prometheus, as the chart runs them: make cluster [REPLICAS=3] [QUICK=1]
+	$(PY) -m cluster --replicas $(REPLICAS) $(if $(QUICK),--quick)

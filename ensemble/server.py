@@ -103,6 +103,14 @@ def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | No
     return key
 
 
+def _missing(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return True
+    return False
+
+
 def _pytriton_dirs() -> tuple[Path, Path]:
     try:
         dist = metadata.distribution("nvidia-pytriton")
@@ -112,13 +120,27 @@ def _pytriton_dirs() -> tuple[Path, Path]:
     return site / "pytriton" / "tritonserver", site / "nvidia_pytriton.libs"
 
 
-def triton_home() -> tuple[Path, Path]:
-    """The runnable server tree and its bundled libraries, prepared once.
+# A Triton installed as NVIDIA's images have it (bin/tritonserver, backends/): the ngc
+# image's server, with its native PyTorch and TensorFlow backends.
+TRITON_HOME_ENV = "TRITON_SERVER_HOME"
+NGC_TRITON_HOME = Path("/opt/tritonserver")
 
-    The wheel keeps one Python-backend stub per Python version; the backend looks
-    for ``triton_python_backend_stub`` next to ``libtriton_python.so``, so a copy
-    of the tree gets this interpreter's stub put in place.
+
+def triton_home() -> tuple[Path, Path | None]:
+    """The runnable server tree and the libraries it needs on ``LD_LIBRARY_PATH``.
+
+    ``$TRITON_SERVER_HOME``, else the wheel's build when nvidia-pytriton is installed,
+    else NVIDIA's ``/opt/tritonserver`` (its own libraries: None). The wheel keeps one
+    Python-backend stub per Python version; the backend looks for
+    ``triton_python_backend_stub`` next to ``libtriton_python.so``, so a copy of the
+    tree, prepared once, gets this interpreter's stub put in place.
     """
+    given = os.environ.get(TRITON_HOME_ENV, "").strip()
+    if given or (_missing("nvidia-pytriton") and (NGC_TRITON_HOME / "bin").is_dir()):
+        home = Path(given) if given else NGC_TRITON_HOME
+        if not (home / "bin" / "tritonserver").is_file():
+            raise ServerError(f"no bin/tritonserver under {home} (${TRITON_HOME_ENV})")
+        return home, None
     tree, libs = _pytriton_dirs()
     version = metadata.version("nvidia-pytriton")
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -153,13 +175,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _environment(libs: Path) -> dict[str, str]:
+def _environment(libs: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     # The stub embeds the system libpython; it finds this virtual environment's
     # packages (numpy, torch, ...) through the `python3` first on PATH and its
     # pyvenv.cfg. PYTHONPATH alone is not enough: the stub then fails to import numpy.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["LD_LIBRARY_PATH"] = f"{libs}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}".rstrip(":")
+    if libs is not None:
+        path = f"{libs}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}"
+        env["LD_LIBRARY_PATH"] = path.rstrip(os.pathsep)
     jemalloc = _jemalloc()
     if jemalloc and "LD_PRELOAD" not in env:
         # glibc's malloc keeps per-thread arenas whose freed memory it rarely returns:
@@ -544,21 +568,34 @@ def server_options(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Start Triton on a models file's detectors.")
+def argument_parser() -> argparse.ArgumentParser:
+    """The launcher's command line (a container's arguments are checked against it)."""
+    ap = argparse.ArgumentParser(
+        prog="python -m ensemble.server", description="Start Triton on a models file's detectors."
+    )
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     add_server_arguments(ap)
     ap.add_argument(
-        "--target", choices=("cpu", "gpu"), default="cpu",
-        help="cpu (default), or gpu: each detector's instances on the GPUs of --gpus",
+        "--target", choices=configgen.TARGETS, default="cpu",
+        help="cpu (default); gpu: each detector's instances on the GPUs of --gpus; ngc: "
+        "gpu with NVIDIA's image's native PyTorch and TensorFlow backends",
     )  # fmt: skip
-    ap.add_argument("--gpus", default="0,1,2,3", help="GPU ids for --target gpu")
-    args = ap.parse_args(argv)
+    ap.add_argument("--gpus", default="0,1,2,3", help="GPU ids for --target gpu or ngc")
+    ap.add_argument(
+        "--workdir", type=Path,
+        help="a writable folder for the repository, the logs and a written API key "
+        "(default: build/; a container gives it its own volume)",
+    )  # fmt: skip
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     try:
         gpus = configgen.parse_gpus(args.gpus)
         server = create_server(
             args.models, host=args.host, target=args.target, gpus=gpus,
-            **server_options(args),
+            workdir=args.workdir, **server_options(args),
         )  # fmt: skip
     except (ModelsFileError, ServerError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,7 +17,9 @@ log() { printf '[setup] %s\n' "$*"; }
 #    the browser tests drive Debian's chromium (Playwright cannot download its own);
 #    NVIDIA's perf_analyzer (make bench) links libb64; nginx is the server's front
 #    (request size limit, TLS, draining stop); jemalloc is the server's allocator
-#    (glibc's let every worker grow without bound under load).
+#    (glibc's let every worker grow without bound under load); haproxy and prometheus
+#    are the local multi-replica run's load balancer and metrics (make cluster), and
+#    promtool checks the chart's recording rules.
 need=()
 if [ "$ONLY" = venv ]; then :; else
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
@@ -25,6 +27,8 @@ command -v chromium >/dev/null || need+=(chromium)
 ldconfig -p | grep -q 'libb64.so.0d' || need+=(libb64-0d)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 ldconfig -p | grep -q 'libjemalloc.so.2' || need+=(libjemalloc2)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v prometheus >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
