@@ -11,6 +11,11 @@ Usage::
 A server on another host: ``DetectorClient("gpu-host:8001", tls="ca.pem",
 api_key=key)``, or $DETECTOR_TLS_CA and $DETECTOR_API_KEY. A busy server's refusals
 are retried (``RetryPolicy``), then raised as ``ServerBusy``.
+
+Several replicas: ``DetectorClient("a:8001,b:8001")`` (or a list, or $TRITON_URL)
+spreads requests over them round robin and sends a request that found one gone to the
+next (``FailoverPolicy``); one load-balanced address (``"lb:8001"``,
+``"dns:///triton-headless:8001"``) is retried with backoff. Inference is idempotent.
 """
 
 from client.api import (
@@ -25,6 +30,8 @@ from client.api import (
     DetectorClient,
     DetectorError,
     DetectorInfo,
+    EndpointStats,
+    FailoverPolicy,
     ImageNotReadable,
     ImageResult,
     InferenceFailed,
@@ -53,6 +60,8 @@ __all__ = [
     "DetectorClient",
     "DetectorError",
     "DetectorInfo",
+    "EndpointStats",
+    "FailoverPolicy",
     "ImageNotReadable",
     "ImageResult",
     "InferenceFailed",

@@ -5,19 +5,23 @@ contract says: ``(x1, y1, x2, y2)`` with x to the right and y down, origin at th
 top-left corner of the top-left pixel. ``Detection.box_xywh`` gives the COCO form
 ``(x, y, width, height)``.
 
-Thread safety: one ``DetectorClient`` (and the one ``tritonclient.grpc``
-``InferenceServerClient`` inside it) may be shared by several threads. tritonclient
-documents its gRPC client as thread-safe except for the streaming calls
+Thread safety: one ``DetectorClient`` (and the ``tritonclient.grpc``
+``InferenceServerClient`` inside it, one per endpoint) may be shared by several threads.
+tritonclient documents its gRPC client as thread-safe except for the streaming calls
 (``start_stream``, ``stop_stream``, ``async_stream_infer``), which this module never
-uses; the gRPC channel underneath is thread-safe. The only state of our own, the
-label cache, is guarded by a lock. ``close()`` while other threads are still
-calling makes their calls fail.
+uses; the gRPC channel underneath is thread-safe. The state of our own, the label cache
+and the endpoints' rotation, cooldowns and counts (``EndpointPool``), is guarded by
+locks. ``close()`` while other threads are still calling makes their calls fail.
 
 Reliability and security (the server's side is ``ensemble.server``):
 
 - A server whose queues are full refuses a request with one of
   ``contract.BUSY_MESSAGES``; the client retries it with exponential backoff and full
   jitter (``RetryPolicy``), then raises ``ServerBusy``.
+- Several endpoints, or one load-balanced address: a request that finds nothing
+  answering (UNAVAILABLE) is sent again, to the next endpoint, with backoff between
+  rounds (``FailoverPolicy``, ``send_failing_over``), then ``ServerUnavailable``
+  names every endpoint tried. Inference is idempotent, so sending it twice is safe.
 - A request larger than ``contract.MAX_REQUEST_BYTES`` is refused here, before anything
   is sent (``RequestTooLarge``): the server would refuse it anyway.
 - TLS: ``tls=True`` trusts the system's roots, ``tls=PATH`` the CA certificate in that
@@ -134,12 +138,28 @@ class DetectorError(Exception):
 
 
 class ServerUnavailable(DetectorError):
-    """Nothing answers at the server address, or no TLS connection could be made."""
+    """Nothing answers at the server address, or no TLS connection could be made.
 
-    def __init__(self, url: str, reason: str = ""):
+    With several endpoints: none of them answered through every round of the client's
+    ``FailoverPolicy``. ``endpoints`` are those tried, in the order first tried,
+    ``attempts`` the tries in all, ``url`` the last endpoint tried and ``reason`` what
+    gRPC said of it.
+    """
+
+    def __init__(
+        self, url: str, reason: str = "", *, endpoints: Sequence[str] = (), attempts: int = 1
+    ):
         self.url = url
         self.reason = reason  # gRPC's own words, for logs; left out of the message
-        super().__init__(self.describe(url, reason))
+        self.endpoints = tuple(endpoints) or (url,)
+        self.attempts = attempts
+        message = self.describe(url, reason)
+        if len(self.endpoints) > 1:
+            message = (
+                f"none of the Triton servers at {', '.join(self.endpoints)} is reachable "
+                f"({attempts} tries); the last: {message}"
+            )
+        super().__init__(message)
 
     @staticmethod
     def describe(url: str, reason: str) -> str:
@@ -649,6 +669,225 @@ def retry_busy(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+# --- endpoints and failover ------------------------------------------------------------
+
+# gRPC target schemes whose address part is itself a comma-separated list of addresses
+# ("ipv4:10.0.0.1:8001,10.0.0.2:8001"): such a string is one target, not several.
+_LIST_TARGET_SCHEMES = ("ipv4:", "ipv6:")
+
+
+def parse_endpoints(url: str | Sequence[str]) -> tuple[str, ...]:
+    """The endpoints in ``url``: one gRPC address, several separated by commas
+    (``"a:8001, b:8001"``), or a sequence of them; blanks around each are dropped, and so
+    is a ``grpc://`` scheme.
+
+    Any other gRPC target is kept whole: ``dns:///name:8001`` (gRPC resolves the name
+    and balances over its addresses), ``ipv4:a:8001,b:8001``. ``ValueError`` saying why
+    for no endpoint, an empty entry or an endpoint given twice.
+    """
+    entries = [url] if isinstance(url, str) else list(url)
+    if not entries:
+        raise ValueError("no Triton endpoint given: pass host:port, or several separated by ,")
+    found: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise ValueError(f"a Triton endpoint is a string host:port, got {entry!r}")
+        text = entry.strip()
+        parts = [text] if text.startswith(_LIST_TARGET_SCHEMES) else text.split(",")
+        for part in parts:
+            endpoint = part.strip().removeprefix("grpc://")
+            if not endpoint:
+                raise ValueError(
+                    f"empty Triton endpoint in {entry!r}: give host:port, several "
+                    f"separated by a comma"
+                )
+            if any(c.isspace() for c in endpoint):
+                raise ValueError(f"blank inside the Triton endpoint {endpoint!r}")
+            if endpoint in found:
+                raise ValueError(f"Triton endpoint {endpoint} given twice")
+            found.append(endpoint)
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class FailoverPolicy:
+    """How a request goes on when an endpoint does not answer (gRPC UNAVAILABLE, not
+    busy: connection refused or reset, a server gone or draining).
+
+    The request is sent to the next endpoint at once; when every endpoint of a round
+    failed, the client waits before the next round, with the backoff and full jitter of
+    ``RetryPolicy`` (``first_delay_s`` doubling up to ``max_delay_s``), and gives up
+    after ``rounds`` rounds: at most ``rounds`` tries per endpoint. With one endpoint a
+    round is one try. An endpoint that failed is left out of the rounds of every request
+    for ``cooldown_s`` seconds, unless every endpoint is cooling down.
+    """
+
+    rounds: int = 4
+    first_delay_s: float = 0.1
+    max_delay_s: float = 2.0
+    cooldown_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        if self.cooldown_s < 0:
+            raise ValueError(f"cooldown_s must be at least 0, got {self.cooldown_s}")
+        self.backoff  # noqa: B018 - checks the delays
+
+    @property
+    def backoff(self) -> RetryPolicy:
+        """The waits between rounds, as a ``RetryPolicy`` (see ``backoff_delays``)."""
+        return RetryPolicy(self.rounds, self.first_delay_s, self.max_delay_s)
+
+
+@dataclass
+class EndpointStats:
+    """What one endpoint did for a client: ``sent`` tries, of which ``unreachable`` found
+    nothing answering (the rest got a reply, a result or an error)."""
+
+    sent: int = 0
+    unreachable: int = 0
+
+    @property
+    def answered(self) -> int:
+        return self.sent - self.unreachable
+
+
+class EndpointPool:
+    """The rotation over endpoints and their cooldowns; safe to share between threads.
+
+    ``next_round()`` is the order in which one request tries them: the healthy ones (not
+    cooling down), starting one further along at each call (round robin), or all of
+    them when every one is cooling down. ``failed(e)`` starts ``e``'s cooldown of
+    ``cooldown_s`` seconds (``clock`` is in seconds), ``answered(e)`` ends it.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        cooldown_s: float = FailoverPolicy.cooldown_s,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not endpoints:
+            raise ValueError("an endpoint pool needs at least one endpoint")
+        self.endpoints = tuple(endpoints)
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._turn = 0
+        self._cool_until: dict[str, float] = {}
+        self._stats = {e: EndpointStats() for e in self.endpoints}
+
+    def next_round(self) -> list[str]:
+        with self._lock:
+            now = self._clock()
+            healthy = [e for e in self.endpoints if self._cool_until.get(e, now) <= now]
+            order = healthy or list(self.endpoints)
+            start = self._turn % len(order)
+            self._turn += 1
+        return order[start:] + order[:start]
+
+    def cooling(self) -> list[str]:
+        """The endpoints cooling down now."""
+        with self._lock:
+            now = self._clock()
+            return [e for e in self.endpoints if self._cool_until.get(e, now) > now]
+
+    def sent(self, endpoint: str) -> None:
+        with self._lock:
+            self._stats[endpoint].sent += 1
+
+    def failed(self, endpoint: str) -> None:
+        with self._lock:
+            self._stats[endpoint].unreachable += 1
+            self._cool_until[endpoint] = self._clock() + self.cooldown_s
+
+    def answered(self, endpoint: str) -> None:
+        with self._lock:
+            self._cool_until.pop(endpoint, None)
+
+    def stats(self) -> dict[str, EndpointStats]:
+        """A copy of each endpoint's counts, by endpoint."""
+        with self._lock:
+            return {e: EndpointStats(s.sent, s.unreachable) for e, s in self._stats.items()}
+
+
+def is_unreachable(exc: InferenceServerException) -> bool:
+    """Whether ``exc`` says that nothing answered at the endpoint (gRPC UNAVAILABLE that
+    is neither a busy refusal, see ``is_busy``, nor a refused API key): worth sending
+    the same request to another endpoint."""
+    reason = exc.message() or str(exc)
+    return exc.status() == _UNAVAILABLE and not is_busy(exc) and _RESTRICTED not in reason
+
+
+def send_failing_over(
+    call: Callable[[str], T],
+    pool: EndpointPool,
+    *,
+    failover: FailoverPolicy = FailoverPolicy(),  # noqa: B008 - frozen
+    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen
+    error: Callable[[InferenceServerException, str, int], DetectorError] | None = None,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+    what: str = "request",
+) -> T:
+    """``call(endpoint)`` on the endpoints of ``pool`` until one answers.
+
+    Only for calls that may be sent twice: an endpoint may have done the work before
+    its connection broke. Unreachable (``is_unreachable``): the next endpoint of the
+    round, then a new round after a backoff (``failover``); when its rounds are spent,
+    ``ServerUnavailable`` naming every endpoint tried and the last reason. Busy
+    (``is_busy``): a new round, so the next endpoint, after ``retry``'s backoff; after
+    ``retry.attempts`` busy refusals, ``error(exc, endpoint, refusals)``. Any other
+    refusal is the request's own (a bad image, a missing key, an unknown model) and is
+    raised at once as ``error(exc, endpoint, 1)``, never sent elsewhere. ``error``
+    defaults to ``map_server_error``.
+    """
+    if error is None:
+
+        def error(exc: InferenceServerException, endpoint: str, attempts: int) -> DetectorError:
+            return map_server_error(exc, url=endpoint, attempts=attempts)
+
+    rng = rng or random.Random()
+    round_waits = backoff_delays(failover.backoff, rng)
+    busy_waits = backoff_delays(retry, rng)
+    tried: dict[str, None] = {}  # insertion-ordered set
+    tries = busy = unreachable_rounds = 0
+    while True:
+        for endpoint in pool.next_round():
+            pool.sent(endpoint)
+            tries += 1
+            try:
+                result = call(endpoint)
+            except InferenceServerException as e:
+                if is_unreachable(e):
+                    pool.failed(endpoint)
+                    tried[endpoint] = None
+                    last, last_reason = endpoint, e.message() or str(e)
+                    log.info("%s: %s unreachable (%s)", what, endpoint, first_line(last_reason))
+                    continue
+                pool.answered(endpoint)
+                if not is_busy(e):
+                    raise error(e, endpoint, busy + 1) from None
+                busy += 1
+                if busy >= retry.attempts:
+                    raise error(e, endpoint, busy) from None
+                log.info(
+                    "%s refused, %s busy (%s); try %d of %d in %.2f s",
+                    what, endpoint, first_line(e.message() or str(e)), busy + 1,
+                    retry.attempts, busy_waits[busy - 1],
+                )  # fmt: skip
+                sleep(busy_waits[busy - 1])
+                break  # a new round: the next endpoint
+            pool.answered(endpoint)
+            return result
+        else:  # every endpoint of the round was unreachable
+            unreachable_rounds += 1
+            if unreachable_rounds >= failover.rounds:
+                raise ServerUnavailable(last, last_reason, endpoints=list(tried), attempts=tries)
+            sleep(round_waits[unreachable_rounds - 1])
+
+
 def image_source(image: ImageInput, index: int) -> str:
     """How an image is named in messages: its path, or its position for raw bytes."""
     return str(image) if isinstance(image, (str, Path)) else f"image #{index}"
@@ -755,10 +994,16 @@ def detection_ensembles(names: Iterable[str]) -> list[str]:
     return sorted(found, key=lambda n: n != DETECT_ALL)
 
 
-def resolve_url(url: str | None = None) -> str:
-    """``url``, else $TRITON_URL, else localhost:8001; a ``grpc://`` scheme is dropped."""
-    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    return url.removeprefix("grpc://")
+def resolve_endpoints(url: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The endpoints of ``url``, else of $TRITON_URL, else localhost:8001 (see
+    ``parse_endpoints``: one address, or several separated by commas)."""
+    return parse_endpoints(url or os.environ.get(URL_ENV) or DEFAULT_URL)
+
+
+def resolve_url(url: str | Sequence[str] | None = None) -> str:
+    """``url``, else $TRITON_URL, else localhost:8001, as one string: its endpoints
+    separated by commas, each without a ``grpc://`` scheme."""
+    return ",".join(resolve_endpoints(url))
 
 
 TlsOption = bool | str | os.PathLike
@@ -800,15 +1045,30 @@ def read_ca_certificate(path: Path) -> bytes:
 
 
 def is_loopback(url: str) -> bool:
-    """Whether ``url`` (host:port) names this machine."""
+    """Whether ``url`` (host:port, or a gRPC target ``dns:///host:port``,
+    ``ipv4:a:port,b:port``) names this machine."""
+    if url.startswith(_LIST_TARGET_SCHEMES):
+        scheme, _, addresses = url.partition(":")
+        return all(is_loopback(a) for a in addresses.split(","))
+    if url.startswith("dns:"):
+        url = url.rsplit("/", 1)[-1]
     return contract_is_loopback(url.rsplit(":", 1)[0])
 
 
-def channel_args() -> list[tuple[str, int]]:
-    """The gRPC channel's options: message size limits to match the server's, and
-    tritonclient's default keepalive (which it leaves out when given options)."""
+# A channel that lost its server waits up to this long before connecting again (gRPC's
+# default grows to 120 s): a replica back from a restart is seen within this.
+MAX_RECONNECT_BACKOFF_MS = 10_000
+
+
+def channel_args() -> list[tuple[str, int | str]]:
+    """The gRPC channel's options: message size limits to match the server's,
+    tritonclient's default keepalive (which it leaves out when given options), and
+    round robin over every address the target resolves to (a headless Service's name
+    or ``dns:///name:8001``: gRPC's default, pick_first, would send everything to one)."""
     keepalive = KeepAliveOptions()
     return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
@@ -853,14 +1113,31 @@ _PER_IMAGE_ERRORS = (InvalidImage, InferenceFailed, RequestTooLarge)
 
 
 class DetectorClient:
-    """Sends images to the detection ensembles of one Triton server.
+    """Sends images to the detection ensembles of one Triton server, or of several
+    replicas of it.
 
-    ``url`` is host:port of its gRPC endpoint (default $TRITON_URL, else
-    localhost:8001). ``tls``: False, True (trust the system's root certificates), or
-    the path of a PEM CA certificate to trust; default $DETECTOR_TLS_CA when set (a
-    path), else no TLS. ``api_key``: the key of the server's restricted APIs (the
-    repository index, the statistics), default $DETECTOR_API_KEY; "" sends none.
-    ``retry``: how busy refusals are retried (``NO_RETRY`` never retries).
+    ``url``: the gRPC endpoint host:port (default $TRITON_URL, else localhost:8001), or
+    several, as one string separated by commas (``"a:8001,b:8001"``, in $TRITON_URL
+    too) or as a sequence. One endpoint may be a load balancer, or a name gRPC resolves
+    to several addresses (``dns:///triton-headless:8001``): the channel balances each
+    request over them (round robin). Several endpoints: requests go round robin over
+    those that answer, each with a gRPC channel of its own.
+
+    Failover: inference is idempotent (a request's result depends only on the request),
+    so a request that found nothing answering (UNAVAILABLE: connection refused or
+    reset, a server gone or draining) is sent again, to the next endpoint, then after a
+    backoff once every endpoint failed in a round, as ``failover`` says; a failed
+    endpoint is left out for ``failover.cooldown_s``. With one endpoint, the same
+    request is sent to it again after the backoff (a load balancer then picks a live
+    replica). When the rounds are spent: ``ServerUnavailable`` naming every endpoint
+    tried. A busy refusal is retried as ``retry`` says (``NO_RETRY``: never), on the
+    next endpoint. Errors that are the request's own (a bad image, a request too
+    large, a missing API key, an unknown model) are never sent again.
+
+    ``tls``: False, True (trust the system's root certificates), or the path of a PEM
+    CA certificate to trust; default $DETECTOR_TLS_CA when set (a path), else no TLS.
+    ``api_key``: the key of the server's restricted APIs (the repository index, the
+    statistics), default $DETECTOR_API_KEY; "" sends none. Both apply to every endpoint.
 
     Safe to share between threads (see the module docstring). Use as a context
     manager, or call ``close()``.
@@ -868,44 +1145,85 @@ class DetectorClient:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         verbose: bool = False,
         tls: TlsOption | None = None,
         api_key: str | None = None,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so shared safely
+        failover: FailoverPolicy = FailoverPolicy(),  # noqa: B008 - frozen
     ):
-        self.url = resolve_url(url)
+        self.endpoints = resolve_endpoints(url)
+        self.url = ",".join(self.endpoints)  # for messages
         self.tls = resolve_tls(tls)
         self.retry = retry
+        self.failover = failover
         key = resolve_api_key(api_key)
         self._headers = api_key_headers(key)  # sent on every call: cheap, and simpler
-        if key and not self.tls and not is_loopback(self.url):
-            log.warning("sending the API key to %s without TLS: the path can read it", self.url)
+        for endpoint in self.endpoints:
+            if key and not self.tls and not is_loopback(endpoint):
+                log.warning("sending the API key to %s without TLS: the path can read it", endpoint)
         security: dict = {}
         if isinstance(self.tls, Path):
             pem = read_ca_certificate(self.tls)
             security["creds"] = grpc.ssl_channel_credentials(root_certificates=pem)
         elif self.tls:
             security["ssl"] = True  # grpc's default roots
-        self._client = grpcclient.InferenceServerClient(
-            self.url, verbose=verbose, channel_args=channel_args(), **security
-        )
+        # One client (one channel) per endpoint; made here, never changed after, so
+        # threads share the dict without a lock. Channels connect on first use.
+        self._clients = {
+            endpoint: grpcclient.InferenceServerClient(
+                endpoint, verbose=verbose, channel_args=channel_args(), **security
+            )
+            for endpoint in self.endpoints
+        }
+        self._client = self._clients[self.endpoints[0]]  # the first endpoint's
+        self._pool = EndpointPool(self.endpoints, failover.cooldown_s)
         self._rng = random.Random()  # backoff jitter; its methods are thread-safe
         self._infos: dict[str, ModelInfo] = {}
         self._infos_lock = threading.Lock()
 
-    def _error(self, exc: InferenceServerException, **where: object) -> DetectorError:
-        """``map_server_error`` with what this client knows (its url, whether it sent a key)."""
+    def _error(
+        self, exc: InferenceServerException, url: str | None = None, **where: object
+    ) -> DetectorError:
+        """``map_server_error`` with what this client knows (the endpoint, else all of
+        them, whether it sent a key)."""
         return map_server_error(
             exc,
-            url=self.url,
+            url=url or self.url,
             api_key_given=self._headers is not None,
             **where,  # type: ignore[arg-type]
         )
 
+    def _send(
+        self,
+        call: Callable[[grpcclient.InferenceServerClient], T],
+        what: str,
+        **where: object,
+    ) -> T:
+        """``call(client)`` with the client of one endpoint after another, failing over
+        and retrying as ``send_failing_over`` says; its errors as ``DetectorError``
+        (``where``: the model and image, for ``map_server_error``)."""
+        return send_failing_over(
+            lambda endpoint: call(self._clients[endpoint]),
+            self._pool,
+            failover=self.failover,
+            retry=self.retry,
+            error=lambda exc, endpoint, attempts: self._error(
+                exc, endpoint, attempts=attempts, **where
+            ),
+            rng=self._rng,
+            what=what,
+        )
+
+    def endpoint_stats(self) -> dict[str, EndpointStats]:
+        """How many tries this client sent to each endpoint, and how many of them found
+        nothing answering; a copy, by endpoint."""
+        return self._pool.stats()
+
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients.values():
+            client.close()
 
     def __enter__(self) -> DetectorClient:
         return self
@@ -916,26 +1234,36 @@ class DetectorClient:
     # -- server state --
 
     def is_ready(self) -> bool:
-        """Whether the server is up and ready; False (no exception) when unreachable."""
-        try:
-            return bool(
-                self._client.is_server_ready(headers=self._headers, client_timeout=PROBE_TIMEOUT_S)
-            )
-        except InferenceServerException:
-            return False
+        """Whether the server is up and ready (with several endpoints: one of them, tried
+        once each); False (no exception) when unreachable."""
+        for endpoint in self._pool.next_round():
+            self._pool.sent(endpoint)
+            try:
+                ready = self._clients[endpoint].is_server_ready(
+                    headers=self._headers, client_timeout=PROBE_TIMEOUT_S
+                )
+            except InferenceServerException as e:
+                if is_unreachable(e):
+                    self._pool.failed(endpoint)
+                continue
+            self._pool.answered(endpoint)
+            if ready:
+                return True
+        return False
 
     def ready_models(self) -> dict[str, bool]:
-        """Readiness of every model in the server's repository, by name.
+        """Readiness of every model in the server's repository, by name (with several
+        endpoints: the first that answers; replicas serve the same models).
 
         Raises ``ServerUnavailable`` when nothing answers, ``ApiKeyRequired`` when the
         server restricts its repository index and this client has not its key.
         """
-        try:
-            index = self._client.get_model_repository_index(
+        index = self._send(
+            lambda c: c.get_model_repository_index(
                 headers=self._headers, as_json=True, client_timeout=PROBE_TIMEOUT_S
-            )
-        except InferenceServerException as e:
-            raise self._error(e) from None
+            ),
+            "repository index",
+        )
         ready: dict[str, bool] = {}
         for model in index.get("models", []):
             name = model["name"]
@@ -954,12 +1282,13 @@ class DetectorClient:
             cached = self._infos.get(model)
         if cached is not None:
             return cached
-        try:
-            config = self._client.get_model_config(
+        config = self._send(
+            lambda c: c.get_model_config(
                 model, headers=self._headers, as_json=True, client_timeout=PROBE_TIMEOUT_S
-            )
-        except InferenceServerException as e:
-            raise self._error(e, model=model) from None
+            ),
+            f"config of {model}",
+            model=model,
+        )
         info = ModelInfo.from_config(config, model)
         with self._infos_lock:
             self._infos[model] = info
@@ -976,19 +1305,21 @@ class DetectorClient:
         "inference_count", "execution_count", "inference_stats": {"success", "queue",
         "compute_input", "compute_infer", "compute_output", ...: {"count", "ns"}}}]}``,
         counted since the model was loaded. Durations are nanoseconds; 64-bit numbers
-        arrive as strings and a field that never counted is ``{}``. Raises
+        arrive as strings and a field that never counted is ``{}``. With several
+        endpoints: those of the first that answers, one replica's. Raises
         ``ServerUnavailable`` (or ``ModelNotReady`` for an unknown ``model``), and
         ``ApiKeyRequired`` when the server restricts its statistics.
         """
-        try:
-            return self._client.get_inference_statistics(
+        return self._send(
+            lambda c: c.get_inference_statistics(
                 model_name=model,
                 headers=self._headers,
                 as_json=True,
                 client_timeout=PROBE_TIMEOUT_S,
-            )
-        except InferenceServerException as e:
-            raise self._error(e, model=model or None) from None
+            ),
+            "statistics",
+            model=model or None,
+        )
 
     # -- inference --
 
@@ -1090,7 +1421,8 @@ class DetectorClient:
     ) -> list[ImageResult]:
         """One request carrying the images ``ids`` (indices into the caller's sequence),
         with ``options`` (score threshold, IoU threshold, annotated image's longest
-        side; None: not sent), sent again while the server is busy (``self.retry``)."""
+        side; None: not sent), sent again while the server is busy (``self.retry``) or
+        unreachable (``self.failover``)."""
         # Only a one-image request tells which image the server objected to.
         one = len(ids) == 1
         source, index = (sources[ids[0]], ids[0]) if one else (None, None)
@@ -1102,24 +1434,15 @@ class DetectorClient:
         names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         start = time.perf_counter()
-        try:
-            reply = retry_busy(
-                partial(
-                    self._client.infer,
-                    model,
-                    inputs,
-                    outputs=outputs,
-                    headers=self._headers,
-                    client_timeout=timeout,
-                ),
-                self.retry,
-                rng=self._rng,
-                what=f"request to {model}",
-            )
-        except InferenceServerException as e:
-            raise self._error(
-                e, model=model, source=source, index=index, attempts=self.retry.attempts
-            ) from None
+        reply = self._send(
+            lambda c: c.infer(
+                model, inputs, outputs=outputs, headers=self._headers, client_timeout=timeout
+            ),
+            f"request to {model}",
+            model=model,
+            source=source,
+            index=index,
+        )
         latency = time.perf_counter() - start
         arrays = {n: reply.as_numpy(n) for n in names}
         return parse_image_results(
@@ -1164,6 +1487,9 @@ __all__ = [
     "DetectorClient",
     "DetectorInfo",
     "DetectorError",
+    "EndpointPool",
+    "EndpointStats",
+    "FailoverPolicy",
     "ImageNotReadable",
     "ImageResult",
     "InferenceFailed",
@@ -1178,14 +1504,18 @@ __all__ = [
     "backoff_delays",
     "build_inputs",
     "is_busy",
+    "is_unreachable",
     "labels_from_config",
     "load_image",
     "map_server_error",
     "pack_requests",
+    "parse_endpoints",
     "parse_image_results",
     "request_bytes",
+    "resolve_endpoints",
     "retry_busy",
     "run_isolating",
+    "send_failing_over",
     "sniff_image_format",
     "split_batches",
     "to_coco_results",

@@ -9,6 +9,10 @@ prints one line per image ("astronaut.png: person 0.92, cup 0.41"), writes
     detect photos/ --url gpu-host:8001 --tls-ca ca.pem --api-key-file triton.key
 
 connects with TLS, trusting ``ca.pem``, and sends the server's API key.
+
+    detect photos/ --url triton-a:8001,triton-b:8001
+
+spreads the requests over two replicas and goes on with one when the other is gone.
 """
 
 from __future__ import annotations
@@ -179,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"exit status: {EXIT_OK} all done, {EXIT_SKIPPED} some images skipped, "
             f"{EXIT_USAGE} bad usage, {EXIT_UNAVAILABLE} server or model unavailable, "
             f"{EXIT_BUSY} server busy (its queues stayed full through every retry). "
-            f"environment: ${URL_ENV} (server address), ${TLS_CA_ENV} (CA file: use TLS), "
+            f"environment: ${URL_ENV} (server address, or several separated by commas), "
+            f"${TLS_CA_ENV} (CA file: use TLS), "
             f"${API_KEY_ENV} (the server's API key); the options win over them."
         ),
     )
@@ -189,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DETECT_ALL,
         help="ensemble to run: detect_all or detect_<name> (the server lists its own)",
     )
-    parser.add_argument("--url", help="Triton gRPC address (default $TRITON_URL or localhost:8001)")
+    parser.add_argument(
+        "--url",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="Triton gRPC address, or several replicas' separated by commas (requests go "
+        "round robin, and to the next one when one is gone); one load balancer or "
+        "dns:///NAME:PORT works too (default $TRITON_URL or localhost:8001)",
+    )
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument(
         "--tls-ca",

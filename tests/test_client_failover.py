@@ -1,0 +1,451 @@
+"""The client's failover over several endpoints, and its retries on one load-balanced
+address: the pure parts (endpoint lists, the rotation, cooldowns, the bounded
+backoff), real sockets on ports nothing listens on, the real server, and two real
+servers of which one stops mid-run.
+
+A dead endpoint here is a loopback port taken from the kernel and released, so that
+nothing listens on it: the connection is refused at once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from client import api, cli
+from client.api import (
+    DetectorClient,
+    EndpointPool,
+    FailoverPolicy,
+    InvalidImage,
+    RetryPolicy,
+    ServerBusy,
+    ServerUnavailable,
+)
+from ensemble.contract import BUSY_MESSAGES
+from ensemble.server import free_port
+
+MODEL = "detect_pytorch"  # one detector: the cheapest ensemble to serve
+REFUSED = (  # what grpcio says when nothing listens
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+    "Failed to connect to remote host: Connection refused"
+)
+
+
+def dead() -> str:
+    """A loopback endpoint nothing listens on."""
+    return f"127.0.0.1:{free_port()}"
+
+
+def grpc_error(code: grpc.StatusCode, msg: str) -> InferenceServerException:
+    # as tritonclient.grpc builds it from a grpc.RpcError
+    return InferenceServerException(msg=msg, status=str(code), debug_details="")
+
+
+class Clock:
+    """A clock the test moves by hand, and a sleep that records instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_endpoints_are_split_on_commas_with_blanks_and_grpc_schemes_dropped():
+    assert api.parse_endpoints("a:8001") == ("a:8001",)
+    assert api.parse_endpoints(" a:8001 ,grpc://b:8002,\tc:8003\n") == (
+        "a:8001",
+        "b:8002",
+        "c:8003",
+    )
+
+
+@pytest.mark.unit
+def test_a_sequence_of_endpoints_is_taken_in_its_order():
+    assert api.parse_endpoints(["b:2", " a:1 "]) == ("b:2", "a:1")
+    assert api.parse_endpoints(("a:1", "b:2,c:3")) == ("a:1", "b:2", "c:3")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("a:1,,b:2", "empty Triton endpoint in 'a:1,,b:2'"),
+        ("a:1,", "empty Triton endpoint"),
+        (" , ", "empty Triton endpoint"),
+        (["a:1", " "], "empty Triton endpoint in ' '"),
+        ([], "no Triton endpoint given"),
+        ("a:1,b:2,a:1", "a:1 given twice"),
+        ("a :1", "blank inside the Triton endpoint 'a :1'"),
+        (["a:1", 8001], "a string host:port, got 8001"),
+    ],
+)
+def test_bad_endpoint_lists_are_refused_saying_why(url, words):
+    with pytest.raises(ValueError, match=words):
+        api.parse_endpoints(url)
+
+
+@pytest.mark.unit
+def test_grpc_targets_that_resolve_to_many_addresses_are_kept_whole():
+    assert api.parse_endpoints("dns:///triton-headless:8001") == ("dns:///triton-headless:8001",)
+    assert api.parse_endpoints("dns:///a:1, b:2") == ("dns:///a:1", "b:2")
+    # gRPC's ipv4: scheme takes a list of its own, separated by commas too
+    target = "ipv4:10.0.0.1:8001,10.0.0.2:8001"
+    assert api.parse_endpoints(target) == (target,)
+
+
+@pytest.mark.unit
+def test_several_endpoints_come_from_the_environment_too(monkeypatch):
+    monkeypatch.setenv(api.URL_ENV, "a:1, b:2")
+    assert api.resolve_endpoints() == ("a:1", "b:2")
+    assert api.resolve_url() == "a:1,b:2"
+    assert api.resolve_endpoints("c:3") == ("c:3",)  # the argument wins
+    with DetectorClient() as client:
+        assert client.endpoints == ("a:1", "b:2") and client.url == "a:1,b:2"
+
+
+@pytest.mark.unit
+def test_loopback_is_told_for_grpc_targets_too():
+    assert api.is_loopback("dns:///localhost:8001")
+    assert not api.is_loopback("dns:///triton-headless:8001")
+    assert api.is_loopback("ipv4:127.0.0.1:1,127.0.0.1:2")
+    assert not api.is_loopback("ipv4:127.0.0.1:1,10.0.0.2:2")
+
+
+@pytest.mark.unit
+def test_the_channel_balances_over_every_address_of_a_name():
+    assert dict(api.channel_args())["grpc.lb_policy_name"] == "round_robin"
+
+
+@pytest.mark.unit
+def test_cli_refuses_an_empty_endpoint_as_bad_usage(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    code = cli.main([str(image), "--url", "127.0.0.1:1,", "--out", str(tmp_path / "out")])
+    assert code == cli.EXIT_USAGE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "detect: empty Triton endpoint in '127.0.0.1:1,': give host:port, several separated "
+        "by a comma"
+    )
+    assert "several" in cli.build_parser().format_help()
+
+
+# --- rotation, cooldown, backoff ---------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_rounds_start_one_endpoint_further_each_time():
+    pool = EndpointPool(["a", "b", "c"])
+    rounds = [pool.next_round() for _ in range(4)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+@pytest.mark.unit
+def test_a_failed_endpoint_is_skipped_until_its_cooldown_is_over():
+    clock = Clock()
+    pool = EndpointPool(["a", "b", "c"], cooldown_s=5.0, clock=clock)
+    pool.failed("b")
+    assert pool.cooling() == ["b"]
+    # round robin over the others, evenly
+    assert [pool.next_round() for _ in range(4)] == [["a", "c"], ["c", "a"]] * 2
+    clock.now += 4.9
+    assert "b" not in pool.next_round()
+    clock.now += 0.2
+    assert "b" in pool.next_round() and pool.cooling() == []
+
+
+@pytest.mark.unit
+def test_an_answer_ends_the_cooldown_and_all_cooling_means_all_are_tried():
+    clock = Clock()
+    pool = EndpointPool(["a", "b"], cooldown_s=5.0, clock=clock)
+    pool.failed("a")
+    pool.failed("b")
+    assert sorted(pool.next_round()) == ["a", "b"]  # never give up without trying
+    pool.answered("a")
+    assert pool.next_round() == ["a"]
+
+
+@pytest.mark.unit
+def test_the_failover_backoff_doubles_and_is_capped_and_bounded():
+    policy = FailoverPolicy(rounds=6, first_delay_s=0.1, max_delay_s=0.5)
+    assert api.backoff_ceilings(policy.backoff) == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
+    rng = random.Random(3)
+    for _ in range(200):
+        waits = api.backoff_delays(policy.backoff, rng)
+        assert len(waits) == policy.rounds - 1
+        assert all(0 <= w <= c for w, c in zip(waits, [0.1, 0.2, 0.4, 0.5, 0.5], strict=True))
+    assert api.backoff_delays(FailoverPolicy(rounds=1).backoff, rng) == []
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"rounds": 0}, "rounds must be at least 1"),
+        ({"cooldown_s": -1}, "cooldown_s must be at least 0"),
+        ({"first_delay_s": 3.0, "max_delay_s": 2.0}, "first_delay_s <= max_delay_s"),
+    ],
+)
+def test_a_bad_failover_policy_is_refused(options, words):
+    with pytest.raises(ValueError, match=words):
+        FailoverPolicy(**options)
+
+
+@pytest.mark.unit
+def test_only_a_plain_unavailable_is_unreachable():
+    assert api.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED))
+    assert api.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    busy = grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])
+    assert not api.is_unreachable(busy)
+    key = "This protocol is restricted, expecting header 'triton-grpc-protocol-triton-api-key'"
+    assert not api.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, key))
+    assert not api.is_unreachable(grpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad image"))
+    assert not api.is_unreachable(grpc_error(grpc.StatusCode.NOT_FOUND, "unknown model"))
+
+
+class Endpoints:
+    """Stands in for the endpoints of one request: each raises what it is given, in
+    turn (the last for ever), or answers with its name when given nothing."""
+
+    def __init__(self, **errors: list[InferenceServerException]):
+        self.errors = errors
+        self.calls: list[str] = []
+
+    def __call__(self, endpoint: str) -> str:
+        self.calls.append(endpoint)
+        queue = self.errors.get(endpoint, [])
+        if queue:
+            raise queue.pop(0) if len(queue) > 1 else queue[0]
+        return endpoint
+
+
+@pytest.mark.unit
+def test_an_unreachable_endpoint_passes_the_request_to_the_next_without_waiting():
+    clock = Clock()
+    pool = EndpointPool(["a", "b"], clock=clock)
+    call = Endpoints(a=[grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED)])
+    assert api.send_failing_over(call, pool, sleep=clock.sleep) == "b"
+    assert call.calls == ["a", "b"] and clock.waits == []
+    assert pool.cooling() == ["a"]
+    assert api.send_failing_over(call, pool, sleep=clock.sleep) == "b"  # a is skipped
+    assert call.calls == ["a", "b", "b"]
+
+
+@pytest.mark.unit
+def test_the_retries_end_after_the_rounds_with_every_endpoint_named():
+    clock = Clock()
+    pool = EndpointPool(["a", "b", "c"], clock=clock)
+    refused = [grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED)]
+    call = Endpoints(a=refused, b=refused, c=refused)
+    policy = FailoverPolicy(rounds=3, first_delay_s=0.1, max_delay_s=0.15)
+    with pytest.raises(ServerUnavailable) as raised:
+        api.send_failing_over(call, pool, failover=policy, sleep=clock.sleep)
+    error = raised.value
+    assert len(call.calls) == error.attempts == 9  # rounds x endpoints
+    assert sorted(error.endpoints) == ["a", "b", "c"] and error.url == call.calls[-1]
+    assert len(clock.waits) == 2  # between rounds only
+    assert all(0 <= w <= c for w, c in zip(clock.waits, [0.1, 0.15], strict=True))
+    assert str(error).startswith("none of the Triton servers at ")
+    assert all(e in str(error) for e in "abc") and "9 tries" in str(error)
+    assert {e: s.unreachable for e, s in pool.stats().items()} == {"a": 3, "b": 3, "c": 3}
+
+
+@pytest.mark.unit
+def test_a_busy_refusal_is_retried_on_the_next_endpoint_after_a_wait():
+    clock = Clock()
+    pool = EndpointPool(["a", "b"], clock=clock)
+    busy = grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])
+    call = Endpoints(a=[busy, busy])
+    assert api.send_failing_over(call, pool, sleep=clock.sleep) == "b"
+    assert call.calls == ["a", "b"] and len(clock.waits) == 1
+    assert pool.cooling() == []  # a busy server is up: no cooldown
+
+
+@pytest.mark.unit
+def test_a_server_busy_through_every_retry_is_server_busy():
+    clock = Clock()
+    pool = EndpointPool(["a", "b"], clock=clock)
+    busy = [grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])]
+    call = Endpoints(a=busy, b=busy)
+    with pytest.raises(ServerBusy) as raised:
+        api.send_failing_over(call, pool, retry=RetryPolicy(attempts=3), sleep=clock.sleep)
+    assert raised.value.attempts == 3 and len(call.calls) == 3 and len(clock.waits) == 2
+    assert raised.value.url == call.calls[-1]  # the endpoint that refused last
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "code, msg",
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, "image 0: cannot decode"),
+        (grpc.StatusCode.NOT_FOUND, "Request for unknown model"),
+        (grpc.StatusCode.UNAVAILABLE, "This protocol is restricted, expecting header 'x'"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
+    ],
+)
+def test_the_requests_own_errors_are_never_sent_elsewhere(code, msg):
+    clock = Clock()
+    pool = EndpointPool(["a", "b"], clock=clock)
+    call = Endpoints(a=[grpc_error(code, msg)])
+    with pytest.raises(api.DetectorError):
+        api.send_failing_over(call, pool, sleep=clock.sleep)
+    assert call.calls == ["a"] and clock.waits == []
+
+
+# --- real sockets, nothing listening ---------------------------------------------------
+
+
+@pytest.mark.unit
+def test_a_client_of_dead_endpoints_raises_naming_them_all_after_its_rounds():
+    endpoints = [dead(), dead()]
+    with DetectorClient(endpoints) as client:
+        assert client.is_ready() is False
+        with pytest.raises(ServerUnavailable) as raised:
+            client.detect([b"\x89PNG\r\n\x1a\n"], model=MODEL)
+        stats = client.endpoint_stats()
+    error = raised.value
+    rounds = FailoverPolicy().rounds
+    assert error.attempts == rounds * len(endpoints)
+    assert sorted(error.endpoints) == sorted(endpoints)
+    assert all(e in str(error) for e in endpoints) and "\n" not in str(error)
+    # is_ready's one try each, then every round of the request
+    assert {e: (s.sent, s.unreachable) for e, s in stats.items()} == {
+        e: (rounds + 1, rounds + 1) for e in endpoints
+    }
+
+
+@pytest.mark.unit
+def test_one_dead_address_is_retried_with_backoff_and_keeps_its_message():
+    url = dead()
+    with DetectorClient(url, failover=FailoverPolicy(rounds=3)) as client:
+        with pytest.raises(ServerUnavailable) as raised:
+            client.ready_models()
+        assert client.endpoint_stats()[url].unreachable == 3
+    assert raised.value.attempts == 3 and raised.value.endpoints == (url,)
+    assert str(raised.value) == (
+        f"Triton server at {url} is not reachable: is it running? "
+        f"start it with `{api.SERVE_COMMAND}`"
+    )
+
+
+# --- the real server ---------------------------------------------------------------------
+
+
+def boxes(results) -> list[list[tuple]]:
+    return [
+        [(d.label, round(d.score, 4), *(round(v, 1) for v in (d.x1, d.y1, d.x2, d.y2)))
+         for d in r.detections]
+        for r in results
+    ]  # fmt: skip
+
+
+@pytest.mark.server
+def test_a_dead_endpoint_first_costs_no_request(triton_url, photos):
+    names = ["astronaut", "coffee", "horse", "motorcycle_left", "chelsea"] * 2
+    gone = dead()
+    with DetectorClient(triton_url) as alone:
+        expected = [boxes(alone.detect([photos[n]], model=MODEL)) for n in names]
+    with DetectorClient([gone, triton_url]) as client:
+        assert client.is_ready()
+        assert MODEL in client.ensembles() and client.labels(MODEL)
+        got = [boxes(client.detect([photos[n]], model=MODEL)) for n in names]
+        stats = client.endpoint_stats()
+    assert got == expected and any(expected)
+    assert stats[gone].sent == stats[gone].unreachable >= 1  # tried, never answered
+    assert stats[gone].unreachable <= 2  # then left out for its cooldown
+    assert stats[triton_url].unreachable == 0
+    assert stats[triton_url].answered >= len(names)
+
+
+@pytest.mark.server
+def test_an_invalid_image_is_sent_once(triton_url):
+    port = triton_url.rsplit(":", 1)[1]
+    # two names of the one server: a second try anywhere would be counted
+    with DetectorClient([f"127.0.0.1:{port}", f"localhost:{port}"]) as client:
+        client.model_info(MODEL)
+        before = sum(s.sent for s in client.endpoint_stats().values())
+        with pytest.raises(InvalidImage):
+            client.detect([b"definitely not an image"], model=MODEL)
+        after = sum(s.sent for s in client.endpoint_stats().values())
+    assert after - before == 1
+
+
+@pytest.mark.server
+def test_a_name_grpc_resolves_is_served_round_robin(triton_url, photos):
+    port = triton_url.rsplit(":", 1)[1]
+    with DetectorClient(f"dns:///localhost:{port}") as client:
+        (result,) = client.detect([photos["coffee"]], model=MODEL)
+    assert "cup" in result.summary()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_replica_stopping_mid_run_loses_no_request(triton_url, photos, tmp_path: Path):
+    """Two real servers behind one client, driven from two threads; one server stops
+    (drains, then exits) mid-run. Every request is answered, by both servers before
+    the stop, and the stopped one is tried again and failed over."""
+    from ensemble.server import running_server
+
+    with DetectorClient(triton_url) as alone:
+        (reference,) = boxes(alone.detect([photos["coffee"]], model=MODEL))
+    failures: list[BaseException] = []
+    answers: list[list[tuple]] = []
+    done = threading.Event()
+    with running_server(load=(MODEL,), workdir=tmp_path) as second:
+        client = DetectorClient([second.grpc_url, triton_url])
+
+        def drive() -> None:
+            while not done.is_set():
+                try:
+                    (result,) = boxes(client.detect([photos["coffee"]], model=MODEL))
+                except Exception as e:  # noqa: BLE001 - every failure is counted
+                    failures.append(e)
+                else:
+                    answers.append(result)
+
+        def wait_for(condition, what: str) -> None:
+            limit = time.monotonic() + 120  # against a hang, not a speed check
+            while not condition():
+                assert time.monotonic() < limit, what
+                time.sleep(0.05)
+
+        drivers = [threading.Thread(target=drive) for _ in range(2)]
+        for t in drivers:
+            t.start()
+        try:
+            stats = client.endpoint_stats
+            wait_for(
+                lambda: min(s.answered for s in stats().values()) >= 3 or failures,
+                "both servers to answer",
+            )
+            before = stats()
+            second.stop()
+            after_stop = len(answers)
+            wait_for(lambda: len(answers) >= after_stop + 20 or failures, "answers after")
+        finally:
+            done.set()
+            for t in drivers:
+                t.join()
+            client.close()
+    final = stats()
+    print(f"answered {len(answers)}; before the stop {before}; at the end {final}")
+    assert failures == []
+    assert before[second.grpc_url].answered > 0 and before[triton_url].answered > 0
+    assert final[second.grpc_url].unreachable > 0  # it was tried after the stop
+    assert final[triton_url].unreachable == 0
+    assert all(a == reference for a in answers)
