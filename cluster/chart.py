@@ -1,0 +1,513 @@
+"""The Helm chart (``deploy/helm/triton-detectors``) rendered and checked offline.
+
+``python -m cluster.chart`` (``make chart``) renders the chart with each of
+:data:`VALUE_SETS`, writes the documents to ``build/chart/<set>.yaml``, and checks them:
+
+- every document against the Kubernetes 1.29-1.33 schemas in strict mode
+  (``kubernetes-validate``); a built-in kind without a schema is a failure (that is how
+  an ``autoscaling/v2beta2`` HPA shows on 1.26+), a custom resource (the Prometheus
+  Operator's, KServe's) has none and is skipped;
+- the chart's own consistency (:func:`check_consistency`): selectors, port names, the
+  HPA's target and metric, the launcher's arguments, the stopping sequence.
+
+Rendering needs no cluster and no ``helm`` binary: ``helm-python-sdk`` is Helm v4 as a
+library. ``lookup`` returns nothing offline (the generated API key is new each time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import yaml
+from helm_python import _native
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHART_DIR = REPO_ROOT / "deploy" / "helm" / "triton-detectors"
+CPU_VALUES = CHART_DIR / "values-cpu.yaml"
+GPU_VALUES = CHART_DIR / "values-gpu.yaml"
+# Loaded by the chart with .Files.Get, and as they are by the local run and compose.
+RECORDING_RULES = CHART_DIR / "files" / "recording-rules.yaml"
+DASHBOARD = CHART_DIR / "files" / "dashboard.json"
+ADAPTER_VALUES = REPO_ROOT / "deploy" / "prometheus-adapter" / "values.yaml"
+OUT_DIR = REPO_ROOT / "build" / "chart"
+
+RELEASE = "detectors"
+NAMESPACE = "default"
+MONITORING_API = "monitoring.coreos.com/v1"
+KUBERNETES_VERSIONS = ("1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0")
+# API groups of custom resources: no schema in kubernetes-validate, and that is fine.
+CUSTOM_GROUPS = ("monitoring.coreos.com", "serving.kserve.io")
+# The launcher's module, as the container's command names it.
+LAUNCHER = "ensemble.server"
+# Margin on top of preStop + the launcher's drain in terminationGracePeriodSeconds.
+GRACE_MARGIN_S = 5
+
+
+class ChartError(RuntimeError):
+    """The chart could not be rendered; the message is Helm's."""
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """One way to install the chart: ``-f`` files, ``--set`` values, the cluster's APIs."""
+
+    files: tuple[Path, ...]
+    values: dict = field(default_factory=dict)
+    api_versions: tuple[str, ...] = ()
+
+    def render(self) -> list[dict]:
+        return render(list(self.files), self.values, self.api_versions)
+
+
+VALUE_SETS: dict[str, ValueSet] = {
+    "cpu": ValueSet((CPU_VALUES,)),
+    "gpu": ValueSet((GPU_VALUES,)),
+    "cpu-fixed": ValueSet((CPU_VALUES,), {"autoscaling": {"enabled": False}}),
+    "gpu-autoscaling": ValueSet((GPU_VALUES,), {"autoscaling": {"enabled": True}}),
+    "cpu-monitoring": ValueSet((CPU_VALUES,), api_versions=(MONITORING_API,)),
+    # Everything that is off by default: models from a PVC, the gRPC Ingress, a key
+    # from an existing Secret, the Prometheus Operator's objects.
+    "gpu-volume-ingress": ValueSet(
+        (GPU_VALUES,),
+        {
+            "models": {
+                "source": "volume",
+                "modelsFile": "models.toml",
+                "volume": {"persistentVolumeClaim": {"claimName": "detector-models"}},
+            },
+            "ingress": {"enabled": True, "tlsSecretName": "detectors-tls"},
+            "apiKey": {"existingSecret": "my-detectors-key"},
+            "autoscaling": {"enabled": True},
+        },
+        (MONITORING_API,),
+    ),
+}
+
+
+def metrics_rules_path() -> Path:
+    """The Prometheus recording-rule file (plain rule-file format, ``groups:``)."""
+    return RECORDING_RULES
+
+
+def dashboard_path() -> Path:
+    """The Grafana dashboard JSON the chart ships in a ConfigMap."""
+    return DASHBOARD
+
+
+def adapter_rules() -> list[dict]:
+    """prometheus-adapter's custom rules (``rules.custom`` of its values file)."""
+    values = yaml.safe_load(ADAPTER_VALUES.read_text())
+    return list(values.get("rules", {}).get("custom", []))
+
+
+def merge_values(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base`` as Helm layers ``-f`` files: maps merge key by
+    key, anything else (lists included) is replaced. Neither argument is changed."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def render(
+    value_files: list[Path] | None = None,
+    values: dict | None = None,
+    api_versions: tuple[str, ...] = (),
+) -> list[dict]:
+    """The chart's documents, rendered offline as ``helm template -f FILE... --set ...
+    --api-versions ...`` would, parsed (empty documents dropped, NOTES.txt left out).
+
+    ``value_files`` are layered in order, then ``values`` on top; ``api_versions`` are
+    the extra APIs the cluster is said to serve (``.Capabilities.APIVersions``).
+    """
+    merged: dict = {}
+    for path in value_files or []:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ChartError(f"{path}: a values file is a YAML map")
+        merged = merge_values(merged, loaded)
+    merged = merge_values(merged, values or {})
+    options = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "is_install": True,
+        "api_versions": list(api_versions),
+    }
+    try:
+        chart = helm_python.Chart.load(CHART_DIR)
+        try:
+            # Chart.render (0.2.2) does not pass api_versions on, though the library's
+            # render options take them: call the same native function with them.
+            rendered = _native.call_string(
+                "helm_render", chart._raw(), json.dumps(merged), json.dumps(options)
+            )
+        finally:
+            chart.close()
+    except helm_python.HelmError as e:
+        raise ChartError(f"helm could not render {CHART_DIR.name}: {e}") from e
+    docs = []
+    for template, text in sorted(json.loads(rendered).items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d is not None)
+    return docs
+
+
+def _name(doc: dict) -> str:
+    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+def _is_custom(doc: dict) -> bool:
+    return str(doc.get("apiVersion", "")).split("/")[0] in CUSTOM_GROUPS
+
+
+def validate(docs: list[dict], versions: tuple[str, ...] = KUBERNETES_VERSIONS) -> list[str]:
+    """Problems found by validating each document against each Kubernetes version's
+    schema in strict mode (unknown fields fail). Empty: all valid."""
+    problems = []
+    for doc in docs:
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                if not _is_custom(doc):
+                    problems.append(
+                        f"{_name(doc)}: Kubernetes {version} has no {doc.get('apiVersion')} "
+                        f"{doc.get('kind')}"
+                    )
+            except kubernetes_validate.ValidationError as e:
+                where = ".".join(str(p) for p in e.absolute_path) or "(document)"
+                problems.append(f"{_name(doc)} on Kubernetes {version}: {where}: {e.message}")
+    return problems
+
+
+def schema_checked(docs: list[dict]) -> list[dict]:
+    """The documents :func:`validate` checks against a schema (built-in kinds)."""
+    return [d for d in docs if not _is_custom(d)]
+
+
+def _of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def _deployment(docs: list[dict]) -> dict:
+    deployments = _of_kind(docs, "Deployment")
+    if len(deployments) != 1:
+        raise ValueError(f"the chart renders {len(deployments)} Deployments, not one")
+    return deployments[0]
+
+
+def _main_container(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return next((c for c in containers if c.get("name") == "triton"), containers[0])
+
+
+def container_args(docs: list[dict]) -> list[str]:
+    """The launcher's arguments (what follows ``python -m ensemble.server``) of the
+    Deployment's main container, as strings."""
+    container = _main_container(_deployment(docs))
+    command = [str(c) for c in container.get("command", [])]
+    for i in range(len(command) - 1):
+        if command[i] == "-m" and command[i + 1] == LAUNCHER:
+            return command[i + 2 :] + [str(a) for a in container.get("args", [])]
+    raise ValueError(f"the container's command {command} is not python -m {LAUNCHER}")
+
+
+def _selects(selector: dict | None, labels: dict) -> bool:
+    """A non-empty label selector (matchLabels only, or a Service's plain map) that
+    matches ``labels``."""
+    if not selector:
+        return False
+    if "matchExpressions" in selector:
+        return False  # the chart has none; a checker that ignored them would lie
+    match = selector.get("matchLabels", selector)
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def _parse_launcher(args: list[str]) -> tuple[argparse.Namespace | None, str]:
+    """The launcher's parse of ``args``, or None and argparse's complaint."""
+    from ensemble.server import argument_parser
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parsed, unknown = argument_parser().parse_known_args(args)
+    except SystemExit:
+        return None, err.getvalue().strip().splitlines()[-1] if err.getvalue() else "rejected"
+    if unknown:
+        return None, f"unknown arguments {unknown}"
+    return parsed, ""
+
+
+def _check_launcher(container: dict, ports: dict[str, int], docs: list[dict]) -> list[str]:
+    from ensemble import configgen
+
+    try:
+        args = container_args(docs)
+    except ValueError as e:
+        return [str(e)]
+    parsed, why = _parse_launcher(args)
+    if parsed is None:
+        return [f"the launcher rejects the container's arguments {args}: {why}"]
+    problems = []
+    if parsed.host in ("127.0.0.1", "localhost", "::1"):
+        problems.append(f"--host {parsed.host}: the pod would listen on loopback only")
+    for port_name, value in (("http", parsed.http_port), ("grpc", parsed.grpc_port),
+                             ("metrics", parsed.metrics_port),
+                             ("supervisor", parsed.supervisor_port)):  # fmt: skip
+        if port_name in ports and ports[port_name] != value:
+            problems.append(
+                f"--{port_name}-port {value} but the container port {port_name} is "
+                f"{ports[port_name]}"
+            )
+        elif port_name not in ports and port_name != "supervisor":
+            problems.append(f"the container has no port named {port_name}")
+    gpu_limit = int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+    if parsed.target == "cpu":
+        if gpu_limit:
+            problems.append(f"--target cpu but the pod asks for {gpu_limit} nvidia.com/gpu")
+    else:
+        gpus = configgen.parse_gpus(parsed.gpus)
+        if len(gpus) != gpu_limit:
+            problems.append(
+                f"--target {parsed.target} --gpus {parsed.gpus} ({len(gpus)} GPUs) but the "
+                f"pod asks for {gpu_limit} nvidia.com/gpu"
+            )
+    mounts = {m["mountPath"].rstrip("/"): m for m in container.get("volumeMounts", [])}
+    workdir = str(parsed.workdir).rstrip("/") if parsed.workdir else None
+    if workdir is None:
+        problems.append("no --workdir: the launcher would write into the image")
+    elif workdir not in mounts or mounts[workdir].get("readOnly"):
+        problems.append(f"--workdir {workdir} is not a writable volume of the container")
+    if "/dev/shm" not in mounts:
+        problems.append("no /dev/shm volume: the Python backend's tensors need shared memory")
+    return problems
+
+
+def _check_probes(container: dict, ports: dict[str, int]) -> list[str]:
+    problems = []
+    for probe, path in (("startupProbe", "/v2/health/ready"),
+                        ("readinessProbe", "/v2/health/ready"),
+                        ("livenessProbe", "/v2/health/live")):  # fmt: skip
+        get = container.get(probe, {}).get("httpGet")
+        if get is None:
+            problems.append(f"the container has no HTTP {probe}")
+            continue
+        port = get.get("port")
+        if port not in ports and port not in ports.values():
+            problems.append(f"{probe} uses port {port!r}, which the container does not have")
+        if get.get("path") != path:
+            problems.append(f"{probe} asks {get.get('path')}, not {path}")
+    return problems
+
+
+def _check_stopping(pod: dict, container: dict) -> list[str]:
+    from ensemble.front import DRAIN_SECONDS
+    from ensemble.server import EXIT_TIMEOUT_S
+
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    if not command or command[0] != "sleep" or len(command) != 2:
+        return ["no preStop `sleep N`: a stopping pod would still get new requests"]
+    try:
+        pause = float(command[1])
+    except ValueError:
+        return [f"preStop sleeps {command[1]!r}, not a number of seconds"]
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    needed = pause + DRAIN_SECONDS + EXIT_TIMEOUT_S + GRACE_MARGIN_S
+    if grace < needed:
+        return [
+            f"terminationGracePeriodSeconds {grace} < preStop {pause:g} + front drain "
+            f"{DRAIN_SECONDS} + Triton exit {EXIT_TIMEOUT_S} + margin {GRACE_MARGIN_S} s"
+        ]
+    return []
+
+
+def _check_services(docs: list[dict], pod_labels: dict, ports: dict[str, int]) -> list[str]:
+    problems = []
+    services = {d["metadata"]["name"]: d for d in _of_kind(docs, "Service")}
+    if not services:
+        problems.append("no Service")
+    for name, svc in services.items():
+        if not _selects(svc["spec"].get("selector"), pod_labels):
+            problems.append(f"Service/{name} selects {svc['spec'].get('selector')}, not the pods")
+        for p in svc["spec"].get("ports", []):
+            target = p.get("targetPort", p.get("port"))
+            if target not in ports and target not in ports.values():
+                problems.append(
+                    f"Service/{name} port {p.get('name')} targets {target!r}, which the "
+                    "container does not have"
+                )
+    for ing in _of_kind(docs, "Ingress"):
+        for rule in ing["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"]["service"]
+                svc = services.get(backend["name"])
+                port = backend.get("port", {})
+                if svc is None:
+                    problems.append(f"{_name(ing)} routes to a missing Service {backend['name']}")
+                elif not any(port.get("name") == p.get("name") or port.get("number") == p["port"]
+                             for p in svc["spec"]["ports"]):  # fmt: skip
+                    problems.append(f"{_name(ing)} routes to a port {port} that "
+                                    f"Service/{backend['name']} lacks")  # fmt: skip
+    return problems
+
+
+def _check_autoscaling(docs: list[dict], deployment: dict) -> list[str]:
+    hpas = _of_kind(docs, "HorizontalPodAutoscaler")
+    problems = []
+    if hpas and "replicas" in deployment["spec"]:
+        problems.append("the Deployment sets replicas while an HPA scales it")
+    served = {r.get("name", {}).get("as") for r in adapter_rules()}
+    for hpa in hpas:
+        ref = hpa["spec"].get("scaleTargetRef", {})
+        wanted = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "name": deployment["metadata"]["name"]}  # fmt: skip
+        if {k: ref.get(k) for k in wanted} != wanted:
+            problems.append(f"{_name(hpa)} scales {ref}, not the Deployment {wanted['name']}")
+        for metric in hpa["spec"].get("metrics", []):
+            if metric.get("type") == "Pods":
+                name = metric["pods"]["metric"]["name"]
+                if name not in served:
+                    problems.append(
+                        f"{_name(hpa)} scales on {name}, which the prometheus-adapter rules "
+                        f"({ADAPTER_VALUES.relative_to(REPO_ROOT)}) do not serve"
+                    )
+    return problems
+
+
+def _check_selectors(docs: list[dict], pod_labels: dict, ports: dict[str, int]) -> list[str]:
+    problems = []
+    for pdb in _of_kind(docs, "PodDisruptionBudget"):
+        if not _selects(pdb["spec"].get("selector"), pod_labels):
+            problems.append(f"{_name(pdb)} selects {pdb['spec'].get('selector')}, not the pods")
+    for monitor in _of_kind(docs, "PodMonitor"):
+        if not _selects(monitor["spec"].get("selector"), pod_labels):
+            problems.append(f"{_name(monitor)} selects {monitor['spec'].get('selector')}")
+        for endpoint in monitor["spec"].get("podMetricsEndpoints", []):
+            if endpoint.get("port") not in ports:
+                problems.append(f"{_name(monitor)} scrapes a missing port {endpoint.get('port')}")
+    return problems
+
+
+def _check_secret(docs: list[dict], container: dict) -> list[str]:
+    from ensemble.server import API_KEY_ENV
+
+    env = {e["name"]: e for e in container.get("env", [])}
+    ref = env.get(API_KEY_ENV, {}).get("valueFrom", {}).get("secretKeyRef")
+    if ref is None:
+        return [f"no {API_KEY_ENV} from a Secret: the restricted APIs get a key nobody knows"]
+    secrets = {d["metadata"]["name"]: d for d in _of_kind(docs, "Secret")}
+    secret = secrets.get(ref["name"])
+    if secret is not None and ref["key"] not in secret.get("data", {}):
+        return [f"Secret/{ref['name']} has no key {ref['key']} for {API_KEY_ENV}"]
+    return []  # absent: an existing Secret the chart was pointed at
+
+
+def check_consistency(docs: list[dict]) -> list[str]:
+    """Problems in how the chart's documents fit together. Empty: consistent.
+
+    Selectors (Deployment, Services, PDB, PodMonitor) match the pod labels; probes,
+    Service and Ingress ports name ports that exist; the HPA targets the Deployment and
+    scales on a metric prometheus-adapter serves; the container runs the launcher with
+    arguments it accepts, on the container's ports and GPUs; the pod runs as non-root;
+    preStop + the launcher's drain fit in the termination grace period.
+    """
+    try:
+        deployment = _deployment(docs)
+    except ValueError as e:
+        return [str(e)]
+    pod = deployment["spec"]["template"]["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+    container = _main_container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+    problems = []
+    if not _selects(deployment["spec"].get("selector"), pod_labels):
+        problems.append("the Deployment's selector does not match its pod labels")
+    if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+        problems.append("the pod does not set runAsNonRoot")
+    if container.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+        problems.append("the container allows privilege escalation")
+    problems += _check_launcher(container, ports, docs)
+    problems += _check_probes(container, ports)
+    problems += _check_stopping(pod, container)
+    problems += _check_services(docs, pod_labels, ports)
+    problems += _check_selectors(docs, pod_labels, ports)
+    problems += _check_autoscaling(docs, deployment)
+    problems += _check_secret(docs, container)
+    return problems
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the dashboard's JSON) as YAML blocks, readable in the files."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
+def dump(docs: list[dict]) -> str:
+    """``docs`` as one multi-document YAML text, in the chart's key order."""
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+def kinds(docs: list[dict]) -> str:
+    """``"ConfigMap 1, Deployment 1, ..."``: the documents' kinds and counts."""
+    counts = Counter(d.get("kind") for d in docs)
+    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m cluster.chart",
+        description="Render the Helm chart with each value set; validate it (Kubernetes "
+        f"{KUBERNETES_VERSIONS[0]}-{KUBERNETES_VERSIONS[-1]}, strict) and check it.",
+    )
+    ap.add_argument("--out", type=Path, default=OUT_DIR, help="where <set>.yaml are written")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = {}
+    total = 0
+    for name, value_set in VALUE_SETS.items():
+        try:
+            docs = value_set.render()
+        except ChartError as e:
+            failed[name] = [str(e)]
+            print(f"{name}: render failed")
+            continue
+        (args.out / f"{name}.yaml").write_text(dump(docs))
+        problems = validate(docs) + check_consistency(docs)
+        checked = len(schema_checked(docs)) * len(KUBERNETES_VERSIONS)
+        total += checked
+        verdict = f"{len(problems)} problems" if problems else "valid, consistent"
+        print(f"{name}: {len(docs)} documents ({kinds(docs)}); {checked} schema checks; {verdict}")
+        if problems:
+            failed[name] = problems
+    versions = f"{KUBERNETES_VERSIONS[0]}-{KUBERNETES_VERSIONS[-1]}"
+    print(f"{total} document x version schema checks on Kubernetes {versions}; "
+          f"rendered to {args.out}")  # fmt: skip
+    for name, problems in failed.items():
+        print(f"\n{name}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
