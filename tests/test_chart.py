@@ -1,0 +1,504 @@
+"""The Helm chart rendered offline (helm-python-sdk), validated against the Kubernetes
+1.29-1.33 schemas, checked for consistency; its recording rules, dashboard and
+prometheus-adapter rule checked with Prometheus's own promtool."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster import chart
+from ensemble.server import argument_parser
+
+pytestmark = pytest.mark.unit
+
+PROMTOOL = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
+# Triton's metrics the rules and the dashboard read (Triton 2.51's names).
+TRITON_METRICS = {
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: value_set.render() for name, value_set in chart.VALUE_SETS.items()}
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def deployment(docs: list[dict]) -> dict:
+    (d,) = of_kind(docs, "Deployment")
+    return d
+
+
+def container(docs: list[dict]) -> dict:
+    (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def recorded_names() -> set[str]:
+    rules = yaml.safe_load(chart.RECORDING_RULES.read_text())
+    return {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(chart.DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    if PROMTOOL is None:
+        pytest.skip("promtool is not installed (make setup installs Debian's prometheus)")
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+# --- rendering and validation -----------------------------------------------------
+
+
+def test_value_sets_cover_cpu_gpu_autoscaling_and_monitoring():
+    names = set(chart.VALUE_SETS)
+    assert {"cpu", "gpu", "cpu-fixed", "gpu-autoscaling", "cpu-monitoring"} <= names
+
+
+@pytest.mark.parametrize("name", list(chart.VALUE_SETS))
+def test_every_value_set_is_valid_on_kubernetes_1_29_to_1_33(rendered, name):
+    docs = rendered[name]
+    assert {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap"} <= {
+        d["kind"] for d in docs
+    }
+    assert chart.KUBERNETES_VERSIONS == ("1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0")
+    assert chart.validate(docs) == []
+
+
+@pytest.mark.parametrize("name", list(chart.VALUE_SETS))
+def test_every_value_set_is_consistent(rendered, name):
+    assert chart.check_consistency(rendered[name]) == []
+
+
+def test_hpa_is_autoscaling_v2_and_only_there_when_autoscaling_is_on(rendered):
+    for name, on in (("cpu", True), ("cpu-fixed", False), ("gpu", False),
+                     ("gpu-autoscaling", True)):  # fmt: skip
+        docs = rendered[name]
+        hpas = of_kind(docs, "HorizontalPodAutoscaler")
+        assert len(hpas) == (1 if on else 0), name
+        # The HPA owns the count: a replicas field would reset it on every upgrade.
+        assert ("replicas" in deployment(docs)["spec"]) is not on, name
+        for hpa in hpas:
+            assert hpa["apiVersion"] == "autoscaling/v2"
+            (metric,) = hpa["spec"]["metrics"]
+            assert metric["type"] == "Pods"
+            assert metric["pods"]["metric"]["name"] == "triton_queue_us_per_request"
+            assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
+
+
+def test_monitoring_objects_only_with_the_monitoring_api(rendered):
+    for name in ("cpu", "gpu", "cpu-fixed"):
+        kinds = {d["kind"] for d in rendered[name]}
+        assert not kinds & {"PodMonitor", "PrometheusRule", "ServiceMonitor"}, name
+    kinds = {d["kind"] for d in rendered["cpu-monitoring"]}
+    assert {"PodMonitor", "PrometheusRule"} <= kinds
+    off = chart.render([chart.CPU_VALUES], {"metrics": {"podMonitor": {"enabled": False}}},
+                       (chart.MONITORING_API,))  # fmt: skip
+    assert [d["kind"] for d in off if d["kind"] in ("PodMonitor", "PrometheusRule")] == [
+        "PrometheusRule"
+    ]
+
+
+def test_prometheus_rule_and_dashboard_carry_the_shipped_files(rendered):
+    docs = rendered["cpu-monitoring"]
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(chart.RECORDING_RULES.read_text())
+    (dashboard,) = of_kind(docs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = dashboard["data"].values()
+    assert json.loads(text) == json.loads(chart.DASHBOARD.read_text())
+
+
+def test_pods_scrape_annotations_name_the_metrics_port(rendered):
+    pod = deployment(rendered["cpu"])["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in container(rendered["cpu"])["ports"]}
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+
+
+def test_container_runs_the_launcher_on_all_interfaces_as_non_root(rendered):
+    docs = rendered["cpu"]
+    c = container(docs)
+    assert c["command"] == ["python", "-m", "ensemble.server"]
+    args = chart.container_args(docs)
+    parsed = argument_parser().parse_args(args)
+    assert (parsed.host, parsed.target, str(parsed.workdir)) == ("0.0.0.0", "cpu", "/work")
+    assert (parsed.http_port, parsed.grpc_port, parsed.metrics_port) == (8000, 8001, 8002)
+    assert parsed.supervisor_port == 8003
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 8000, "grpc": 8001, "metrics": 8002, "supervisor": 8003,
+    }  # fmt: skip
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+    }  # fmt: skip
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert "emptyDir" in volumes[mounts["/work"]]
+    (env,) = (e for e in c["env"] if e["name"] == "TRITON_API_KEY")
+    assert env["valueFrom"]["secretKeyRef"]["key"] == "api-key"
+
+
+def test_probes_ask_triton_health_on_the_http_port(rendered):
+    c = container(rendered["cpu"])
+    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # slow model loads
+
+
+def test_a_pod_leaves_the_endpoints_before_triton_stops(rendered):
+    pod = deployment(rendered["cpu"])["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+    # preStop 10 s + the front's drain 20 s + Triton's exit 10 s, with margin.
+    assert pod["terminationGracePeriodSeconds"] > 40
+
+
+def test_gpu_values_give_four_gpus_and_the_ngc_target(rendered):
+    docs = rendered["gpu"]
+    parsed = argument_parser().parse_args(chart.container_args(docs))
+    assert (parsed.target, parsed.gpus) == ("ngc", "0,1,2,3")
+    c = container(docs)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert c["image"].endswith(":ngc")
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert pod["nodeSelector"]
+    cpu = container(rendered["cpu"])
+    assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {})
+    assert "--gpus" not in chart.container_args(rendered["cpu"])
+
+
+def test_gpu_ids_follow_the_gpu_count_when_not_given():
+    docs = chart.render([chart.GPU_VALUES], {"server": {"gpus": ""}, "gpu": {"count": 2}})
+    parsed = argument_parser().parse_args(chart.container_args(docs))
+    assert parsed.gpus == "0,1"
+    assert container(docs)["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_models_from_a_volume_are_mounted_read_only(rendered):
+    docs = rendered["gpu-volume-ingress"]
+    parsed = argument_parser().parse_args(chart.container_args(docs))
+    assert str(parsed.models) == "/models/models.toml"
+    (mount,) = (m for m in container(docs)["volumeMounts"] if m["mountPath"] == "/models")
+    assert mount["readOnly"] is True
+    volumes = deployment(docs)["spec"]["template"]["spec"]["volumes"]
+    (volume,) = (v for v in volumes if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"] == {"claimName": "detector-models"}
+    # The image's own models file otherwise: no --models at all.
+    assert "--models" not in chart.container_args(rendered["cpu"])
+
+
+def test_secret_from_a_value_an_existing_secret_or_generated(rendered):
+    (generated,) = of_kind(rendered["cpu"], "Secret")
+    assert len(generated["data"]["api-key"]) > 40  # base64 of 40 random characters
+    assert of_kind(rendered["gpu-volume-ingress"], "Secret") == []  # existingSecret
+    (env,) = (e for e in container(rendered["gpu-volume-ingress"])["env"]
+              if e["name"] == "TRITON_API_KEY")  # fmt: skip
+    assert env["valueFrom"]["secretKeyRef"]["name"] == "my-detectors-key"
+    docs = chart.render([chart.CPU_VALUES], {"apiKey": {"value": "sesame"}})
+    (given,) = of_kind(docs, "Secret")
+    assert given["data"]["api-key"] == "c2VzYW1l"  # base64 of "sesame"
+
+
+def test_services_headless_and_ingress_for_per_request_grpc(rendered):
+    docs = rendered["cpu"]
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    (plain,) = (s for n, s in services.items() if not n.endswith("-headless"))
+    (headless,) = (s for n, s in services.items() if n.endswith("-headless"))
+    assert plain["spec"]["type"] == "ClusterIP"
+    assert {p["name"]: p["port"] for p in plain["spec"]["ports"]} == {
+        "http": 8000, "grpc": 8001, "metrics": 8002, "supervisor": 8003,
+    }  # fmt: skip
+    assert headless["spec"]["clusterIP"] == "None"
+    assert of_kind(docs, "Ingress") == []  # off by default
+    (ingress,) = of_kind(rendered["gpu-volume-ingress"], "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"]["port"] == {"name": "grpc"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"models": {"source": "bucket"}}, "models.source must be image or volume"),
+        ({"models": {"source": "volume"}}, "models.source=volume needs models.volume"),
+        ({"server": {"target": "gpu", "gpus": ""}, "gpu": {"count": 0}}, "needs GPUs"),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(values, message):
+    with pytest.raises(chart.ChartError, match=re.escape(message)):
+        chart.render([chart.CPU_VALUES], values)
+
+
+# --- the checker catches broken documents ------------------------------------------
+
+
+def broken(docs: list[dict], change) -> list[dict]:
+    """A copy of ``docs`` with ``change(copy)`` applied."""
+    docs = copy.deepcopy(docs)
+    change(docs)
+    return docs
+
+
+def _service_selector(docs):
+    of_kind(docs, "Service")[0]["spec"]["selector"]["app.kubernetes.io/name"] = "other"
+
+
+def _probe_port(docs):
+    container(docs)["readinessProbe"]["httpGet"]["port"] = "health"
+
+
+def _hpa_target(docs):
+    of_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]["scaleTargetRef"]["name"] = "triton"
+
+
+def _launcher_argument(docs):
+    container(docs)["args"].append("--batch-size")
+
+
+def _launcher_value(docs):
+    args = container(docs)["args"]
+    args[args.index("--target") + 1] = "tpu"
+
+
+def _http_port(docs):
+    args = container(docs)["args"]
+    args[args.index("--http-port") + 1] = "9000"
+
+
+def _service_target_port(docs):
+    of_kind(docs, "Service")[0]["spec"]["ports"][0]["targetPort"] = "web"
+
+
+def _grace(docs):
+    deployment(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+
+
+def _no_pre_stop(docs):
+    del container(docs)["lifecycle"]
+
+
+def _pdb_selector(docs):
+    of_kind(docs, "PodDisruptionBudget")[0]["spec"]["selector"]["matchLabels"] = {"a": "b"}
+
+
+def _replicas_with_hpa(docs):
+    deployment(docs)["spec"]["replicas"] = 3
+
+
+def _unserved_metric(docs):
+    hpa = of_kind(docs, "HorizontalPodAutoscaler")[0]
+    hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] = "avg_time_queue_us"
+
+
+def _gpu_count(docs):
+    container(docs)["resources"]["limits"]["nvidia.com/gpu"] = 2
+
+
+def _loopback(docs):
+    args = container(docs)["args"]
+    args[args.index("--host") + 1] = "127.0.0.1"
+
+
+def _root(docs):
+    deployment(docs)["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
+
+
+@pytest.mark.parametrize(
+    ("value_set", "change", "expected"),
+    [
+        ("cpu", _service_selector, "selects"),
+        ("cpu", _probe_port, "readinessProbe uses port 'health'"),
+        ("cpu", _hpa_target, "not the Deployment"),
+        ("cpu", _launcher_argument, "unknown arguments ['--batch-size']"),
+        ("cpu", _launcher_value, "invalid choice: 'tpu'"),
+        ("cpu", _http_port, "--http-port 9000 but the container port http is 8000"),
+        ("cpu", _service_target_port, "targets 'web'"),
+        ("cpu", _grace, "terminationGracePeriodSeconds 30"),
+        ("cpu", _no_pre_stop, "no preStop"),
+        ("cpu", _pdb_selector, "PodDisruptionBudget"),
+        ("cpu", _replicas_with_hpa, "sets replicas while an HPA scales it"),
+        ("cpu", _unserved_metric, "avg_time_queue_us, which the prometheus-adapter"),
+        ("gpu", _gpu_count, "(4 GPUs) but the pod asks for 2 nvidia.com/gpu"),
+        ("cpu", _loopback, "loopback only"),
+        ("cpu", _root, "runAsNonRoot"),
+    ],
+)
+def test_consistency_check_catches(rendered, value_set, change, expected):
+    problems = chart.check_consistency(broken(rendered[value_set], change))
+    assert any(expected in p for p in problems), problems
+
+
+def test_validation_rejects_a_v2beta2_hpa_on_every_version(rendered):
+    def v2beta2(docs):
+        of_kind(docs, "HorizontalPodAutoscaler")[0]["apiVersion"] = "autoscaling/v2beta2"
+
+    problems = chart.validate(broken(rendered["cpu"], v2beta2))
+    assert len(problems) == len(chart.KUBERNETES_VERSIONS)
+    assert all("has no autoscaling/v2beta2 HorizontalPodAutoscaler" in p for p in problems)
+
+
+def test_validation_is_strict_about_unknown_fields(rendered):
+    def typo(docs):
+        container(docs)["readinessProbe"]["periodSecond"] = 5
+
+    problems = chart.validate(broken(rendered["cpu"], typo), versions=("1.31.0",))
+    assert len(problems) == 1 and "periodSecond" in problems[0], problems
+
+
+def test_validation_skips_only_custom_resources_without_a_schema():
+    custom = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+              "metadata": {"name": "m"}, "spec": {}}  # fmt: skip
+    made_up = {"apiVersion": "apps/v1", "kind": "Deploymnt", "metadata": {"name": "d"}}
+    assert chart.validate([custom]) == []
+    assert len(chart.validate([made_up])) == len(chart.KUBERNETES_VERSIONS)
+
+
+def test_make_chart_writes_every_set_and_passes(tmp_path, capsys):
+    assert chart.main(["--out", str(tmp_path)]) == 0
+    written = sorted(p.stem for p in tmp_path.glob("*.yaml"))
+    assert written == sorted(chart.VALUE_SETS)
+    docs = [d for d in yaml.safe_load_all((tmp_path / "cpu.yaml").read_text()) if d]
+    assert [d["kind"] for d in docs] == [d["kind"] for d in chart.VALUE_SETS["cpu"].render()]
+    out = capsys.readouterr().out
+    assert all(f"{name}: " in out for name in chart.VALUE_SETS)
+
+
+# --- recording rules, dashboard, prometheus-adapter --------------------------------
+
+
+def test_recording_rules_pass_promtool():
+    result = promtool("check", "rules", str(chart.RECORDING_RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_names_other_parts_query_are_recorded():
+    # cluster/local.py, the HPA's adapter rule and the dashboard ask for these by name.
+    assert {
+        "triton:ensemble_requests:rate1m",
+        "triton:queue_us_per_request:rate1m",
+        "triton:queue_compute_ratio:rate1m",
+    } <= recorded_names()
+
+
+def test_recording_rules_sum_queue_time_over_every_step_of_an_ensemble(tmp_path):
+    # Two pods. p0 answers one detect_all request per second; each request runs ten
+    # steps that each queue 5 ms and compute 10 ms; the ensemble model's own counters
+    # stay at 0 (as measured on Triton). p1 is idle. Per p0 request: 10 x 5 ms = 50000 us
+    # queued; queue/compute = 50 / 100 = 0.5. NVIDIA's chart's avg over models of
+    # queue/(1+success) would give (10 x 5000/2 + 0) / 11 = 2273.
+    step = 15  # seconds between samples
+    ok, queue, compute, failed = (
+        "nv_inference_request_success", "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us", "nv_inference_request_failure",
+    )  # fmt: skip
+    series = [(ok, "p0", "detect_all", 1), (queue, "p0", "detect_all", 0),
+              (compute, "p0", "detect_all", 0), (failed, "p0", "detect_all", 0)]  # fmt: skip
+    for i in range(10):
+        series += [(ok, "p0", f"step_{i}", 1), (queue, "p0", f"step_{i}", 5000),
+                   (compute, "p0", f"step_{i}", 10000)]  # fmt: skip
+    series += [(metric, "p1", "detect_all", 0) for metric in (ok, queue, compute, failed)]
+    inputs = [{"series": f'{m}{{namespace="ns",pod="{pod}",model="{model}"}}',
+               "values": f"0+{per_s * step}x40"} for m, pod, model, per_s in series]  # fmt: skip
+    inputs += [{"series": f'triton_model_recovery_seconds_count{{namespace="ns",pod="{p}"}}',
+                "values": "0x40"} for p in ("p0", "p1")]  # fmt: skip
+    # A worker of p1 dies at 3 min; p0's crash counter has no series at all (the
+    # supervisor's labelled counter appears on a pod's first crash): 0, not missing.
+    inputs.append({"series": 'triton_worker_crashes_total{namespace="ns",pod="p1",model="m"}',
+                   "values": "0x11 1x28"})  # fmt: skip
+
+    def per_pod(record: str, p0: float, p1: float) -> dict:
+        return {"expr": record, "eval_time": "5m", "exp_samples": [
+            {"labels": f'{record}{{namespace="ns",pod="p0"}}', "value": p0},
+            {"labels": f'{record}{{namespace="ns",pod="p1"}}', "value": p1}]}  # fmt: skip
+
+    test = {
+        "rule_files": [str(chart.RECORDING_RULES)],
+        "evaluation_interval": f"{step}s",
+        "tests": [{"interval": f"{step}s", "input_series": inputs, "promql_expr_test": [
+            per_pod("triton:ensemble_requests:rate1m", 1, 0),
+            per_pod("triton:queue_us_per_request:rate1m", 50000, 0),
+            per_pod("triton:queue_compute_ratio:rate1m", 0.5, 0),
+            per_pod("triton:ensemble_failures:rate1m", 0, 0),
+            per_pod("triton:worker_crashes:increase5m", 0, 1),
+            per_pod("triton:model_recoveries:increase5m", 0, 0),
+        ]}],
+    }  # fmt: skip
+    path = tmp_path / "rules-test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_panels_are_valid_promql_on_known_series(tmp_path):
+    dashboard = json.loads(chart.DASHBOARD.read_text())
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert len(titles) >= 6 and all(p["targets"] for p in dashboard["panels"])
+    exprs = dashboard_exprs()
+    # promtool parses each query as the expression of a recording rule.
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:panel_{i}", "expr": e} for i, e in enumerate(exprs)]}]}  # fmt: skip
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Valid PromQL can still ask for a series nobody records: every name must exist.
+    known = recorded_names() | TRITON_METRICS
+    for expr in exprs:
+        for name in re.findall(r"\b(?:triton:[\w:]+|nv_\w+)", expr):
+            assert name in known, (name, expr)
+
+
+def test_supervisor_series_the_rules_read_are_the_supervisors():
+    from ensemble.supervisor import Metrics
+
+    exposed = set()
+    metrics = Metrics()
+    metrics.crashes.labels("m").inc()  # a labelled counter has no sample before its first use
+    for family in metrics.registry.collect():
+        exposed |= {s.name for s in family.samples}
+    groups = yaml.safe_load(chart.RECORDING_RULES.read_text())["groups"]
+    exprs = " ".join(r["expr"] for g in groups for r in g["rules"])
+    read = set(re.findall(r"\btriton_\w+", exprs))
+    assert read and read <= exposed, read - exposed
+
+
+def test_prometheus_adapter_serves_the_hpa_metric_from_a_recorded_series(rendered):
+    (hpa,) = of_kind(rendered["cpu"], "HorizontalPodAutoscaler")
+    wanted = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    (rule,) = (r for r in chart.adapter_rules() if r["name"]["as"] == wanted)
+    series = re.match(r"[\w:]+", rule["seriesQuery"])[0]
+    assert series == "triton:queue_us_per_request:rate1m"
+    assert series in recorded_names()
+    assert re.fullmatch(rule["name"]["matches"], series)
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"},
+    }  # fmt: skip
+    values = yaml.safe_load(Path(chart.ADAPTER_VALUES).read_text())
+    assert values["rules"]["default"] is False
+    for other in chart.adapter_rules():
+        assert re.match(r"[\w:]+", other["seriesQuery"])[0] in recorded_names()
