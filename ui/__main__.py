@@ -187,7 +187,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="The web demo, on any Triton or on one it starts itself.",
     )
     ap.add_argument(
-        "--url", help=f"Triton gRPC address host:port (default ${URL_ENV} or localhost:8001)"
+        "--url",
+        help=f"Triton gRPC address host:port, or several replicas' separated by commas "
+        f"(default ${URL_ENV} or localhost:8001)",
     )
     ap.add_argument("--host", default="127.0.0.1", help="address the page listens on")
     ap.add_argument("--port", type=int, default=7860, help="port of the page")
@@ -212,6 +214,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--url points at a running Triton, --serve starts one: give one of them")
     if args.models and not args.serve:
         ap.error("--models is for --serve: a running Triton already serves its own")
+    if args.url is not None:
+        from client.api import parse_endpoints
+
+        try:
+            parse_endpoints(args.url)
+        except ValueError as e:
+            ap.error(str(e))
     return args
 
 
