@@ -39,6 +39,9 @@ GPU_VALUES = CHART_DIR / "values-gpu.yaml"
 RECORDING_RULES = CHART_DIR / "files" / "recording-rules.yaml"
 DASHBOARD = CHART_DIR / "files" / "dashboard.json"
 ADAPTER_VALUES = REPO_ROOT / "deploy" / "prometheus-adapter" / "values.yaml"
+KSERVE_RUNTIME = REPO_ROOT / "deploy" / "kserve" / "servingruntime.yaml"
+# The port Knative routes when a KServe container declares none.
+KSERVE_DEFAULT_PORT = 8080
 OUT_DIR = REPO_ROOT / "build" / "chart"
 
 RELEASE = "detectors"
@@ -467,6 +470,45 @@ def dump(docs: list[dict]) -> str:
     return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
+def kserve_documents() -> list[dict]:
+    """The KServe example's documents (a ServingRuntime and an InferenceService)."""
+    return [d for d in yaml.safe_load_all(KSERVE_RUNTIME.read_text()) if d is not None]
+
+
+def check_kserve(docs: list[dict]) -> list[str]:
+    """Problems in the KServe example: each ServingRuntime container that runs the
+    launcher has arguments it accepts, on all interfaces, and the port Knative routes
+    (the declared one, else 8080) is the launcher's HTTP or gRPC port."""
+    problems = []
+    runtimes = _of_kind(docs, "ServingRuntime")
+    if not runtimes:
+        problems.append(f"{KSERVE_RUNTIME.name} has no ServingRuntime")
+    for runtime in runtimes:
+        for c in runtime["spec"].get("containers", []):
+            command = [str(a) for a in c.get("command", [])]
+            if LAUNCHER not in command:
+                problems.append(f"{_name(runtime)}: {c.get('name')} does not run the launcher")
+                continue
+            args = command[command.index(LAUNCHER) + 1 :] + [str(a) for a in c.get("args", [])]
+            parsed, why = _parse_launcher(args)
+            if parsed is None:
+                problems.append(f"{_name(runtime)}: the launcher rejects {args}: {why}")
+                continue
+            if parsed.host in ("127.0.0.1", "localhost", "::1"):
+                problems.append(f"{_name(runtime)}: --host {parsed.host} is loopback only")
+            routed = [p["containerPort"] for p in c.get("ports", [])] or [KSERVE_DEFAULT_PORT]
+            if any(port not in (parsed.http_port, parsed.grpc_port) for port in routed):
+                problems.append(
+                    f"{_name(runtime)}: Knative routes port {routed}, the launcher listens "
+                    f"on HTTP {parsed.http_port} and gRPC {parsed.grpc_port}"
+                )
+    for service in _of_kind(docs, "InferenceService"):
+        model = service["spec"].get("predictor", {}).get("model", {})
+        if model.get("runtime") not in {r["metadata"]["name"] for r in runtimes}:
+            problems.append(f"{_name(service)} names runtime {model.get('runtime')!r}")
+    return problems
+
+
 def kinds(docs: list[dict]) -> str:
     """``"ConfigMap 1, Deployment 1, ..."``: the documents' kinds and counts."""
     counts = Counter(d.get("kind") for d in docs)
@@ -499,6 +541,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(docs)} documents ({kinds(docs)}); {checked} schema checks; {verdict}")
         if problems:
             failed[name] = problems
+    kserve = kserve_documents()
+    problems = validate(kserve) + check_kserve(kserve)
+    verdict = f"{len(problems)} problems" if problems else "consistent (no schema: CRDs)"
+    print(f"kserve example: {len(kserve)} documents ({kinds(kserve)}); {verdict}")
+    if problems:
+        failed["kserve"] = problems
     versions = f"{KUBERNETES_VERSIONS[0]}-{KUBERNETES_VERSIONS[-1]}"
     print(f"{total} document x version schema checks on Kubernetes {versions}; "
           f"rendered to {args.out}")  # fmt: skip

@@ -502,3 +502,32 @@ def test_prometheus_adapter_serves_the_hpa_metric_from_a_recorded_series(rendere
     assert values["rules"]["default"] is False
     for other in chart.adapter_rules():
         assert re.match(r"[\w:]+", other["seriesQuery"])[0] in recorded_names()
+
+
+# --- the KServe example ------------------------------------------------------------
+
+
+def test_kserve_runtime_runs_the_launcher_on_knatives_port():
+    docs = chart.kserve_documents()
+    assert {d["kind"] for d in docs} == {"ServingRuntime", "InferenceService"}
+    assert chart.validate(docs) == []  # KServe's custom resources: no schema, no problem
+    assert chart.check_kserve(docs) == []
+    (runtime,) = (d for d in docs if d["kind"] == "ServingRuntime")
+    (c,) = runtime["spec"]["containers"]
+    parsed = argument_parser().parse_args(c["args"])
+    assert (parsed.host, parsed.http_port, str(parsed.models)) == (
+        "0.0.0.0", 8080, "/mnt/models/models.toml",
+    )  # fmt: skip
+
+
+def test_kserve_check_catches_a_bad_argument_and_a_port_knative_would_miss():
+    docs = chart.kserve_documents()
+    (runtime,) = (d for d in docs if d["kind"] == "ServingRuntime")
+    (c,) = runtime["spec"]["containers"]
+    c["args"] = [*c["args"], "--model-store=/mnt/models"]
+    c["ports"] = [{"name": "h2c", "containerPort": 9001}]
+    problems = chart.check_kserve(docs)
+    assert any("unknown arguments ['--model-store=/mnt/models']" in p for p in problems)
+    c["args"] = c["args"][:-1]
+    problems = chart.check_kserve(docs)
+    assert len(problems) == 1 and "routes port [9001]" in problems[0], problems
