@@ -218,15 +218,20 @@ def _main_container(deployment: dict) -> dict:
     return next((c for c in containers if c.get("name") == "triton"), containers[0])
 
 
+def launcher_arguments(container: dict) -> list[str]:
+    """What follows ``python -m ensemble.server`` in a container's command and args
+    (the chart puts the launcher in args, keeping the image's ENTRYPOINT)."""
+    line = [str(a) for a in (*container.get("command", []), *container.get("args", []))]
+    for i in range(len(line) - 1):
+        if line[i] == "-m" and line[i + 1] == LAUNCHER:
+            return line[i + 2 :]
+    raise ValueError(f"the container {container.get('name')} does not run python -m {LAUNCHER}")
+
+
 def container_args(docs: list[dict]) -> list[str]:
     """The launcher's arguments (what follows ``python -m ensemble.server``) of the
     Deployment's main container, as strings."""
-    container = _main_container(_deployment(docs))
-    command = [str(c) for c in container.get("command", [])]
-    for i in range(len(command) - 1):
-        if command[i] == "-m" and command[i + 1] == LAUNCHER:
-            return command[i + 2 :] + [str(a) for a in container.get("args", [])]
-    raise ValueError(f"the container's command {command} is not python -m {LAUNCHER}")
+    return launcher_arguments(_main_container(_deployment(docs)))
 
 
 def _selects(selector: dict | None, labels: dict) -> bool:
@@ -485,11 +490,11 @@ def check_kserve(docs: list[dict]) -> list[str]:
         problems.append(f"{KSERVE_RUNTIME.name} has no ServingRuntime")
     for runtime in runtimes:
         for c in runtime["spec"].get("containers", []):
-            command = [str(a) for a in c.get("command", [])]
-            if LAUNCHER not in command:
-                problems.append(f"{_name(runtime)}: {c.get('name')} does not run the launcher")
+            try:
+                args = launcher_arguments(c)
+            except ValueError as e:
+                problems.append(f"{_name(runtime)}: {e}")
                 continue
-            args = command[command.index(LAUNCHER) + 1 :] + [str(a) for a in c.get("args", [])]
             parsed, why = _parse_launcher(args)
             if parsed is None:
                 problems.append(f"{_name(runtime)}: the launcher rejects {args}: {why}")

@@ -136,8 +136,11 @@ def test_pods_scrape_annotations_name_the_metrics_port(rendered):
 def test_container_runs_the_launcher_on_all_interfaces_as_non_root(rendered):
     docs = rendered["cpu"]
     c = container(docs)
-    assert c["command"] == ["python", "-m", "ensemble.server"]
+    # The image's ENTRYPOINT (tini) stays: no command, the launcher leads the args.
+    assert "command" not in c
+    assert c["args"][:3] == ["python", "-m", "ensemble.server"]
     args = chart.container_args(docs)
+    assert args == c["args"][3:]
     parsed = argument_parser().parse_args(args)
     assert (parsed.host, parsed.target, str(parsed.workdir)) == ("0.0.0.0", "cpu", "/work")
     assert (parsed.http_port, parsed.grpc_port, parsed.metrics_port) == (8000, 8001, 8002)
@@ -276,6 +279,10 @@ def _hpa_target(docs):
     of_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]["scaleTargetRef"]["name"] = "triton"
 
 
+def _not_the_launcher(docs):
+    container(docs)["args"][2] = "ensemble.ui"
+
+
 def _launcher_argument(docs):
     container(docs)["args"].append("--batch-size")
 
@@ -334,6 +341,7 @@ def _root(docs):
         ("cpu", _service_selector, "selects"),
         ("cpu", _probe_port, "readinessProbe uses port 'health'"),
         ("cpu", _hpa_target, "not the Deployment"),
+        ("cpu", _not_the_launcher, "does not run python -m ensemble.server"),
         ("cpu", _launcher_argument, "unknown arguments ['--batch-size']"),
         ("cpu", _launcher_value, "invalid choice: 'tpu'"),
         ("cpu", _http_port, "--http-port 9000 but the container port http is 8000"),
@@ -514,7 +522,7 @@ def test_kserve_runtime_runs_the_launcher_on_knatives_port():
     assert chart.check_kserve(docs) == []
     (runtime,) = (d for d in docs if d["kind"] == "ServingRuntime")
     (c,) = runtime["spec"]["containers"]
-    parsed = argument_parser().parse_args(c["args"])
+    parsed = argument_parser().parse_args(c["args"][3:])
     assert (parsed.host, parsed.http_port, str(parsed.models)) == (
         "0.0.0.0", 8080, "/mnt/models/models.toml",
     )  # fmt: skip
