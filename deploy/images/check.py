@@ -1,0 +1,229 @@
+"""Run the cpu image and check that it answers the contract (``scripts/image.sh check``).
+
+Starts the image with podman on free loopback ports (host networking: no container
+network is created), the restricted APIs behind a fresh ``$TRITON_API_KEY``, then:
+
+- waits for ``/v2/health/ready`` (every model loaded) and reports how long it took;
+- runs the project's client (``python -m client``) on a photo with ``detect_all`` and
+  with each ``detect_<name>`` of ``models.toml``: it must exit 0, find objects, and
+  write annotated JPEGs (``detect_all``: one per fused detector too);
+- checks that the restricted APIs refuse a request without the key and take one with it;
+- checks that every process in the container runs as a non-root user;
+- stops the container with SIGTERM and reports the launcher's exit code and what it
+  logged while stopping.
+
+Run with the project's venv: ``.venv/bin/python deploy/images/check.py [IMAGE]``.
+Exit status 0 when every check passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from ensemble.contract import API_KEY_HEADER  # noqa: E402
+from ensemble.registry import load_models  # noqa: E402
+from ensemble.server import free_port  # noqa: E402
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 600
+STOP_TIMEOUT_S = 60  # the front drains for up to 20 s, then Triton's exit timeout is 10 s
+
+
+def podman(
+    *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, check=check, timeout=timeout, env=env
+    )
+
+
+def http_status(url: str, method: str = "GET", headers: dict | None = None) -> int:
+    request = urllib.request.Request(url, method=method, headers=headers or {}, data=None)
+    if method == "POST":
+        request.data = b"{}"
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def photo() -> Path:
+    """A photo with people and objects from the test photos (make setup fetches them)."""
+    photos = sorted((REPO / ".cache" / "photos").glob("astronaut-*.jpg"), key=os.path.getsize)
+    if not photos:
+        sys.exit("no photo in .cache/photos: run make setup")
+    return photos[0]
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def expect(self, ok: bool, what: str, detail: str = "") -> bool:
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}{f': {detail}' if detail else ''}", flush=True)
+        if not ok:
+            self.failed.append(what)
+        return ok
+
+
+def run_client(grpc_url: str, model: str, image: Path, out: Path) -> tuple[int, str, float]:
+    start = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "--url",
+            grpc_url,
+            "--model",
+            model,
+            "--out",
+            str(out),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    return done.returncode, (done.stdout + done.stderr).strip(), time.monotonic() - start
+
+
+def check_answers(checks: Checks, grpc_url: str, image: Path, work: Path) -> None:
+    detectors = list(load_models().detectors)
+    fused = [d.name for d in detectors if d.fuse]
+    for model in ["detect_all", *(d.ensemble for d in detectors)]:
+        out = work / model
+        code, text, seconds = run_client(grpc_url, model, image, out)
+        last = text.splitlines()[-1] if text else ""
+        if not checks.expect(code == 0, f"{model} answered", f"{seconds:.1f} s, {last}"):
+            print(text)
+            continue
+        results = json.loads((out / "results.json").read_text())
+        checks.expect(len(results) > 0, f"{model} found objects", f"{len(results)} detections")
+        drawn = [out / f"{image.stem}.jpg"]
+        if model == "detect_all":
+            drawn += [out / f"{image.stem}.{name}.jpg" for name in fused]
+        for path in drawn:
+            ok = path.is_file() and path.read_bytes()[:3] == b"\xff\xd8\xff"
+            checks.expect(ok, f"{model} drew {path.name}", "a JPEG" if ok else "missing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("image", nargs="?", default="localhost/triton-detectors:cpu")
+    args = ap.parse_args(argv)
+    if shutil.which("podman") is None:
+        sys.exit("podman is not installed: scripts/image.sh cpu installs it")
+    if podman("image", "exists", args.image, check=False).returncode != 0:
+        sys.exit(f"no image {args.image}: build it with make image TARGET=cpu")
+
+    size = int(podman("image", "inspect", "-f", "{{.Size}}", args.image).stdout)
+    ports = {name: free_port(HOST) for name in ("http", "grpc", "metrics", "supervisor")}
+    key = secrets.token_urlsafe(24)
+    name = f"triton-detectors-check-{os.getpid()}"
+    print(f"{args.image} ({size / 2**30:.2f} GiB): starting as {name} on {HOST} {ports}")
+    launcher = [
+        "python",
+        "-m",
+        "ensemble.server",
+        "--host",
+        HOST,
+        "--workdir",
+        "/work",
+        *(f"--{p}-port={n}" for p, n in ports.items()),
+    ]
+    started = time.monotonic()
+    # -e NAME takes the value from podman's environment: the key is not on a command line.
+    podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network=host",
+        "--shm-size=1g",
+        "-e",
+        "TRITON_API_KEY",
+        args.image,
+        *launcher,
+        timeout=300,
+        env={**os.environ, "TRITON_API_KEY": key},
+    )
+    checks = Checks()
+    http = f"http://{HOST}:{ports['http']}"
+    try:
+        ready = None
+        while time.monotonic() - started < READY_TIMEOUT_S:
+            if http_status(f"{http}/v2/health/ready") == 200:
+                ready = time.monotonic() - started
+                break
+            state = podman("inspect", "-f", "{{.State.Status}}", name).stdout.strip()
+            if state != "running":
+                break
+            time.sleep(0.5)
+        if ready is None:
+            logs = podman("logs", name, check=False)
+            checks.expect(False, "ready", (logs.stdout + logs.stderr)[-3000:])
+            return 1
+        checks.expect(True, "ready", f"{ready:.1f} s after podman run")
+
+        with tempfile.TemporaryDirectory(prefix="image-check-") as work:
+            check_answers(checks, f"{HOST}:{ports['grpc']}", photo(), Path(work))
+
+        index = f"{http}/v2/repository/index"
+        without = http_status(index, "POST")
+        with_key = http_status(index, "POST", {API_KEY_HEADER: key})
+        checks.expect(
+            without in (401, 403) and with_key == 200,
+            "restricted API needs the key",
+            f"{without} without, {with_key} with",
+        )
+
+        top = podman("top", name, "user", "huser", "pid", "comm").stdout.splitlines()[1:]
+        inside = sorted({line.split()[0] for line in top})  # names in the image
+        on_host = sorted({line.split()[1] for line in top})  # the same uids, host's names
+        uid = podman("exec", name, "id", "-u").stdout.strip()
+        checks.expect(
+            "root" not in inside + on_host and uid == "1000",
+            "non-root",
+            f"{len(top)} processes as {inside} (on the host: {on_host}), exec id -u = {uid}",
+        )
+    finally:
+        stop_start = time.monotonic()
+        podman("stop", "-t", str(STOP_TIMEOUT_S), name, check=False, timeout=STOP_TIMEOUT_S + 30)
+        stopped = time.monotonic() - stop_start
+        code = podman("inspect", "-f", "{{.State.ExitCode}}", name, check=False).stdout.strip()
+        logs = podman("logs", name, check=False)
+        tail = [line for line in (logs.stdout + logs.stderr).splitlines() if "stop" in line.lower()]
+        checks.expect(
+            code == "0",
+            "SIGTERM: clean exit",
+            f"exit {code} after {stopped:.1f} s; {' | '.join(tail[-3:])}",
+        )
+        podman("rm", "-f", name, check=False)
+    if checks.failed:
+        print(f"FAILED: {', '.join(checks.failed)}")
+        return 1
+    print("the image answers the contract")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
