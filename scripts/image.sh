@@ -8,6 +8,8 @@
 #                                   project (needs nvcr.io: docker or podman)
 #   scripts/image.sh check [IMAGE]  run the cpu image on loopback ports and check that it
 #                                   answers the contract (deploy/images/check.py)
+#   scripts/image.sh kube [IMAGE]   the same checks on the chart's Deployment (cpu values)
+#                                   started by podman kube play
 #
 # Both images start the project's one launcher (python -m ensemble.server) as uid 1000.
 # Host networking only: builds and runs use --network=host; no container network is
@@ -223,10 +225,10 @@ build_ngc() {
 case "$WHAT" in
     cpu) build_cpu ;;
     ngc) build_ngc ;;
-    check)
+    check|kube)
         podman_setup
         [ -x "$PY" ] || die "no .venv: run make setup"
-        "$PY" deploy/images/check.py "${2:-localhost/$NAME:cpu}"
+        "$PY" deploy/images/check.py $([ "$WHAT" = kube ] && echo --kube) "${2:-localhost/$NAME:cpu}"
         ;;
-    *) die "unknown target '$WHAT': cpu, ngc or check" ;;
+    *) die "unknown target '$WHAT': cpu, ngc, check or kube" ;;
 esac

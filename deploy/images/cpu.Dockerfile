@@ -16,10 +16,11 @@ FROM debian:bookworm-slim
 # python3.11 + libpython3.11: the venv's interpreter, and the library the wheel's
 # Python-backend stub links; nginx: the launcher's front; libjemalloc2: Triton's and its
 # workers' allocator (the launcher preloads it); tini: PID 1, which passes SIGTERM on to
-# the launcher (it drains, then stops Triton) and reaps what Triton's workers leave.
+# the launcher (it drains, then stops Triton) and reaps what Triton's workers leave;
+# curl: podman kube play turns the chart's HTTP probes into `curl -f` health checks.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3.11 python3.11-venv libpython3.11 nginx libjemalloc2 tini ca-certificates \
+        python3.11 python3.11-venv libpython3.11 nginx libjemalloc2 tini ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 
 # The run-time packages at the .venv's versions, from the wheelhouse scripts/image.sh

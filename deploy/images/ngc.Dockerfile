@@ -13,11 +13,14 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.02-py3
 FROM ${TRITON_IMAGE}
 
 # nginx: the launcher's front; libjemalloc2: Triton's allocator (the launcher preloads
-# it); tini: PID 1, which passes SIGTERM on to the launcher and reaps orphans.
+# it); tini: PID 1, which passes SIGTERM on to the launcher and reaps orphans; `python`
+# as the chart's launcher names it (the cpu image's venv has one); curl for health
+# checks made from the chart's HTTP probes (podman kube play).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        nginx libjemalloc2 tini \
-    && rm -rf /var/lib/apt/lists/*
+        nginx libjemalloc2 tini curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && { command -v python >/dev/null || ln -s python3 /usr/bin/python; }
 
 # What the launcher and the Python-backend models import, into the image's Python 3.12
 # (the one its Python-backend stub embeds). Ubuntu 24.04 marks that Python as
