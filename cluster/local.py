@@ -143,6 +143,10 @@ defaults
   option httpchk GET /v2/health/ready
   # A check answered within 2 s passes: a replica at full load is slow, not gone.
   timeout check 2s
+  # A request whose connection to a replica is refused (a replica that died and is not
+  # yet out of rotation) is sent to another one: nothing was sent, nothing is lost.
+  option redispatch 1
+  retries 2
   default-server inter {CHECK_INTERVAL_MS}ms fall 2 rise 2
 
 frontend grpc

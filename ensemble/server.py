@@ -77,8 +77,10 @@ class Ports:
 # change or reveal what it serves. Inference, health, metadata, model-config stay open.
 RESTRICTED_APIS = ("model-repository", "statistics", "logging", "trace", "shared-memory")
 API_KEY_ENV = "TRITON_API_KEY"
-# Triton's own stop waits this long for requests in flight (the front drained first).
-EXIT_TIMEOUT_S = 10
+# Triton's own stop waits this long for requests in flight (the front drained first)
+# and for its models to unload: ten workers' unloading took over 10 s on a loaded
+# 2-core machine (Triton then exits 1). A pod's grace period covers it (the chart).
+EXIT_TIMEOUT_S = 20
 
 
 def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | None:
