@@ -64,7 +64,7 @@ repository: setup ## write a deployable repository: make repository TARGET=gpu G
 	$(PY) -m ensemble.configgen --models $(MODELS) --target $(TARGET) --gpus $(GPUS) --link-artifacts
 
 # Scaling out (README "Scaling out"): container images, the Helm chart, a local cluster.
-image: setup      ## a container image: make image TARGET=cpu (podman, built here) or TARGET=ngc
+image: setup      ## container images: make image TARGET=cpu (podman) | ngc; TARGET=check | kube runs the cpu one
 	scripts/image.sh $(if $(filter command line environment,$(origin TARGET)),$(TARGET),cpu)
 
 chart: venv       ## render the Helm chart with each value set; validate it (Kubernetes 1.29-1.33)
