@@ -413,10 +413,9 @@ def test_committed_model_repository_matches_the_spec():
 
 def test_docker_compose_pins_an_image_that_has_the_tensorflow_backend():
     compose = (configgen.REPO_ROOT / "docker-compose.yml").read_text()
-    assert (
-        configgen.NGC_IMAGE.split(":")[1]
-        in (configgen.REPO_ROOT / "scripts" / "ngc.Dockerfile").read_text()
-    )
+    dockerfile = (configgen.REPO_ROOT / "deploy" / "images" / "ngc.Dockerfile").read_text()
+    assert f"ARG TRITON_IMAGE={configgen.NGC_IMAGE}\n" in dockerfile
+    assert "dockerfile: deploy/images/ngc.Dockerfile" in compose
     assert "count: 4" in compose or "device_ids" in compose
 
 
