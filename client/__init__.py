@@ -7,6 +7,9 @@ Usage::
         [result] = c.detect(["astronaut.png"], model="detect_all")
         for d in result.detections:  # boxes in original-image pixels, xyxy
             print(d.label, d.score, d.box_xywh)
+        clip = probe_clip("clip.mp4")  # frames of a video, batched, results in order:
+        for frame in c.detect_frames(read_clip_frames(clip), model="detect_all"):
+            print(frame.index, frame.result.summary())
 
 A server on another host: ``DetectorClient("gpu-host:8001", tls="ca.pem",
 api_key=key)``, or $DETECTOR_TLS_CA and $DETECTOR_API_KEY. A busy server's refusals
@@ -47,8 +50,26 @@ from client.api import (
     split_batches,
     to_coco_results,
 )
+from client.video import (
+    MAX_CLIP_FRAMES,
+    ClipInfo,
+    ClipTooLong,
+    FrameResult,
+    VideoNotReadable,
+    detect_frames,
+    probe_clip,
+    read_clip_frames,
+)
 
 __all__ = [
+    "read_clip_frames",
+    "probe_clip",
+    "detect_frames",
+    "VideoNotReadable",
+    "FrameResult",
+    "ClipTooLong",
+    "ClipInfo",
+    "MAX_CLIP_FRAMES",
     "API_KEY_ENV",
     "DEFAULT_URL",
     "NO_RETRY",

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import numpy as np
@@ -76,6 +76,9 @@ from ensemble.contract import (
     detector_outputs,
 )
 from ensemble.contract import is_loopback as contract_is_loopback
+
+if TYPE_CHECKING:
+    from client.video import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +438,8 @@ class ModelInfo:
     labels: tuple[str, ...]
     detectors: tuple[DetectorInfo, ...]  # whose results it returns
     steps: tuple[str, ...]  # its step models, in the config's order
+    # Images per request the server accepts (the config's max_batch_size).
+    max_batch_size: int = MAX_BATCH_SIZE
 
     @property
     def per_detector_outputs(self) -> tuple[DetectorInfo, ...]:
@@ -465,6 +470,7 @@ class ModelInfo:
             labels=tuple(labels_from_config(config, model)),
             detectors=detectors,
             steps=steps,
+            max_batch_size=int(config.get("max_batch_size") or MAX_BATCH_SIZE),
         )
 
 
@@ -1409,6 +1415,25 @@ class DetectorClient:
             for group in pack_requests([len(payloads[i]) for i in ids]):
                 outcomes.update(run_isolating([ids[k] for k in group], run))
             yield [outcomes[i] for i in batch]
+
+    def detect_frames(
+        self,
+        frames: Iterable[np.ndarray | bytes],
+        model: str = DETECT_ALL,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        timeout: float | None = None,
+        **options: int | None,
+    ) -> Iterator[FrameResult]:
+        """Detect objects in a stream of video frames, one ``FrameResult`` per frame in
+        order, batched and with bounded requests in flight: ``client.video.detect_frames``
+        (options ``batch_size``, ``max_in_flight``, ``annotated_max_side``,
+        ``jpeg_quality``)."""
+        from client.video import detect_frames  # it builds on this module
+
+        return detect_frames(
+            self, frames, model, score_threshold, iou_threshold, timeout, **options
+        )
 
     def _infer(
         self,

@@ -13,6 +13,13 @@ connects with TLS, trusting ``ca.pem``, and sends the server's API key.
     detect photos/ --url triton-a:8001,triton-b:8001
 
 spreads the requests over two replicas and goes on with one when the other is gone.
+
+    detect clip.mp4 --model detect_all --out DIR
+
+runs every frame of a clip (MP4, WebM, MOV, MKV) through the ensemble, in batches of its
+``max_batch_size``, and writes ``<out>/<stem>.annotated.webm`` (VP8, at the clip's frame
+rate) and ``<out>/<stem>.detections.json`` (COCO results with a ``frame_index``). Clips
+over ``--max-frames`` frames are refused.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 from tqdm import tqdm
@@ -40,6 +49,18 @@ from client.api import (
     ServerBusy,
     sniff_image_format,
     to_coco_results,
+)
+from client.video import (
+    CLIP_SUFFIX,
+    MAX_CLIP_FRAMES,
+    VIDEO_EXTENSIONS,
+    ClipTooLong,
+    ClipWriter,
+    VideoNotReadable,
+    clip_document,
+    frame_coco_results,
+    probe_clip,
+    read_clip_frames,
 )
 from ensemble.contract import (
     DETECT_ALL,
@@ -175,6 +196,13 @@ def _batch_size(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detect",
@@ -188,7 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
             f"${API_KEY_ENV} (the server's API key); the options win over them."
         ),
     )
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files or directories")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMG",
+        help="image files or directories, or video clips ("
+        + ", ".join(sorted(VIDEO_EXTENSIONS))
+        + ")",
+    )
     parser.add_argument(
         "--model",
         default=DETECT_ALL,
@@ -242,8 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=_batch_size,
         metavar="N",
-        default=MAX_BATCH_SIZE,
-        help="images per request (default %(default)s)",
+        help=f"images per request (default {MAX_BATCH_SIZE}; for a clip the model's "
+        "max_batch_size)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=_positive,
+        metavar="N",
+        default=MAX_CLIP_FRAMES,
+        help="refuse clips of more frames than this (default %(default)s)",
     )
     return parser
 
@@ -256,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths:
         print(f"detect: no images found in {', '.join(args.images)}", file=err)
         return EXIT_USAGE
+    clips = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
+    if clips:
+        if len(clips) != len(paths):
+            print("detect: give either images or video clips, not both", file=err)
+            return EXIT_USAGE
+        return detect_clips(clips, args)
     to_send: list[Path] = []
     skipped = 0
     for p in paths:
@@ -289,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.model,
                 args.score_threshold,
                 args.iou_threshold,
-                batch_size=args.batch_size,
+                batch_size=args.batch_size or MAX_BATCH_SIZE,
                 annotated_max_side=args.annotated_max_side,
             )
             done = 0
@@ -328,6 +376,89 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=err,
         )
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def connect(args: argparse.Namespace) -> DetectorClient:
+    """The client the options ask for; ``ValueError`` or ``DetectorError`` for a bad
+    key or CA file."""
+    api_key = read_api_key(args.api_key_file) if args.api_key_file else None
+    return DetectorClient(args.url, tls=args.tls_ca or args.tls or None, api_key=api_key)
+
+
+def clip_outputs(out: Path, clip: Path) -> tuple[Path, Path]:
+    """Where a clip's annotated video and detections file go."""
+    return out / f"{clip.stem}.annotated{CLIP_SUFFIX}", out / f"{clip.stem}.detections.json"
+
+
+def detect_clips(clips: Sequence[Path], args: argparse.Namespace) -> int:
+    """Each clip through the model: its annotated clip and detections file, or a line
+    saying why not. A clip that is not a video, is damaged or is too long is skipped
+    (``EXIT_SKIPPED``) and leaves no partial output."""
+    err = sys.stderr
+    skipped = 0
+    try:
+        client = connect(args)
+    except (ValueError, DetectorError) as e:
+        print(f"detect: {e}", file=err)
+        return EXIT_USAGE
+    with client:
+        for clip in clips:
+            try:
+                detect_clip(client, clip, args)
+            except (VideoNotReadable, ClipTooLong) as e:
+                print(f"detect: {e}", file=err)
+                skipped += 1
+            except ServerBusy as e:
+                print(f"detect: {busy_message(e)}", file=err)
+                return EXIT_BUSY
+            except DetectorError as e:
+                print(f"detect: {e}", file=err)
+                return EXIT_UNAVAILABLE
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def detect_clip(client: DetectorClient, clip: Path, args: argparse.Namespace) -> None:
+    """One clip through ``args.model``; outputs written under temporary names and renamed
+    once the whole clip is done, removed on any error."""
+    info = probe_clip(clip, args.max_frames)
+    video_path, json_path = clip_outputs(args.out, clip)
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial_video = video_path.with_name(f"{clip.stem}.annotated.part{CLIP_SUFFIX}")
+    entries: list[dict] = []
+    start = time.perf_counter()
+    try:
+        with (
+            ClipWriter(partial_video, info.fps) as writer,
+            tqdm(total=info.frame_count or None, unit="frame", desc=clip.name) as bar,
+            closing(
+                client.detect_frames(
+                    read_clip_frames(info, args.max_frames),
+                    args.model,
+                    args.score_threshold,
+                    args.iou_threshold,
+                    batch_size=args.batch_size,
+                    annotated_max_side=args.annotated_max_side,
+                )
+            ) as frames,  # its requests end with the clip, error or not
+        ):
+            for frame in frames:
+                writer.write_jpeg(frame.result.annotated_jpeg)
+                entries += frame_coco_results(frame, file_name=clip.name, model=args.model)
+                bar.update(1)
+        document = clip_document(info, args.model, writer.frames, entries, output=video_path.name)
+        head = json.dumps({k: v for k, v in document.items() if k != "results"})
+        lines = ",\n".join(json.dumps(e) for e in entries)  # one detection per line
+        json_path.write_text(f'{head[:-1]}, "results": [\n{lines}\n]}}\n')
+        partial_video.replace(video_path)
+    finally:
+        partial_video.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - start
+    print(
+        f"{clip}: {writer.frames} frames, {len(entries)} detections, "
+        f"{writer.frames / elapsed:.1f} frames/s; wrote {video_path.name} and "
+        f"{json_path.name} to {args.out}/",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,354 @@
+"""Video clips through the detection ensembles: read frames, send them in batches, write
+the annotated clip and the per-frame detections.
+
+    from client import DetectorClient
+    from client.video import read_clip_frames, probe_clip
+    with DetectorClient() as c:
+        info = probe_clip("clip.mp4")
+        for fr in c.detect_frames(read_clip_frames("clip.mp4", info), model="detect_all"):
+            print(fr.index, fr.result.summary())
+
+Frames are decoded here with OpenCV (its bundled FFmpeg reads MP4, WebM, MOV, MKV) and
+sent as JPEGs, which is what the server takes. The annotated clip is written as VP8 in
+WebM: of the codecs this OpenCV build can write, it is the one every browser plays
+(its FFmpeg has no H.264 encoder; MPEG-4 Part 2 in MP4 plays in no browser).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from client.api import (
+    SNIFF_BYTES,
+    DetectorError,
+    ImageResult,
+    sniff_image_format,
+    to_coco_results,
+)
+from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE, ensemble_name
+
+if TYPE_CHECKING:
+    from client.api import DetectorClient
+
+# Clips longer than this are refused before any frame is sent: about a minute at 30 fps,
+# as much as a demo needs and a bounded amount of work per clip.
+MAX_CLIP_FRAMES = 1800
+VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi"})
+FRAME_JPEG_QUALITY = 90  # frames are sent as JPEGs of this quality (0..100)
+DEFAULT_FPS = 25.0  # for a clip that does not say its frame rate
+DEFAULT_MAX_IN_FLIGHT = 2  # requests of frames awaiting their answer at once
+CLIP_FOURCC = "VP80"  # VP8: the browser-playable codec this OpenCV build writes
+CLIP_SUFFIX = ".webm"
+
+Frame = np.ndarray | bytes  # a decoded BGR frame (H x W x 3, uint8), or an encoded image
+
+
+class VideoNotReadable(DetectorError):
+    """A file that is not a video, or whose stream is damaged."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"not a readable video: {source} ({reason})")
+
+
+class ClipTooLong(DetectorError):
+    """A clip over the frame limit."""
+
+    def __init__(self, source: str, frames: int, limit: int):
+        self.source = source
+        self.frames = frames
+        self.limit = limit
+        super().__init__(
+            f"clip too long: {source} has {'more than ' if frames > limit else ''}"
+            f"{frames} frames, the limit is {limit}; cut it shorter"
+        )
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What a clip's container says: frame size in pixels, frames per second, and the
+    frame count (0 when the container does not say)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+
+
+@dataclass
+class FrameResult:
+    """The server's answer for one frame; ``index`` counts frames from 0."""
+
+    index: int
+    result: ImageResult
+
+
+def probe_clip(path: str | Path, max_frames: int = MAX_CLIP_FRAMES) -> ClipInfo:
+    """Open ``path`` as a video and read what its container says.
+
+    Raises ``VideoNotReadable`` for a missing file, an image, or anything FFmpeg cannot
+    open or decode a first frame of, and ``ClipTooLong`` when the container declares
+    more than ``max_frames`` frames.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except FileNotFoundError:
+        raise VideoNotReadable(str(path), "no such file") from None
+    except OSError as e:
+        raise VideoNotReadable(str(path), e.strerror or str(e)) from None
+    if not head:
+        raise VideoNotReadable(str(path), "empty file")
+    image = sniff_image_format(head)
+    if image:  # FFmpeg would open it as a one-frame video
+        raise VideoNotReadable(str(path), f"it is a {image} image")
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            raise VideoNotReadable(str(path), "no video stream FFmpeg can open")
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise VideoNotReadable(str(path), "its first frame cannot be decoded")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    info = ClipInfo(
+        path=path,
+        width=frame.shape[1],
+        height=frame.shape[0],
+        fps=fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS,
+        frame_count=max(count, 0),
+    )
+    if info.frame_count > max_frames:
+        raise ClipTooLong(str(path), info.frame_count, max_frames)
+    return info
+
+
+def read_clip_frames(info: ClipInfo, max_frames: int = MAX_CLIP_FRAMES) -> Iterator[np.ndarray]:
+    """The clip's frames in order, BGR ``uint8`` arrays, read one at a time.
+
+    Raises ``ClipTooLong`` on reaching frame ``max_frames + 1`` (for containers that do
+    not declare their length), and ``VideoNotReadable`` when the stream ends before the
+    frame count its container declares (a truncated or damaged file).
+    """
+    cap = cv2.VideoCapture(str(info.path), cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            raise VideoNotReadable(str(info.path), "no video stream FFmpeg can open")
+        n = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            if n >= max_frames:
+                raise ClipTooLong(str(info.path), n + 1, max_frames)
+            n += 1
+            yield frame
+    finally:
+        cap.release()
+    if n == 0:
+        raise VideoNotReadable(str(info.path), "no frame can be decoded")
+    if info.frame_count and n < info.frame_count:
+        raise VideoNotReadable(
+            str(info.path),
+            f"the stream ends after {n} of the {info.frame_count} frames its container "
+            "declares: truncated or damaged",
+        )
+
+
+def encode_frame(frame: Frame, quality: int = FRAME_JPEG_QUALITY) -> bytes:
+    """An encoded image for the server: ``bytes`` as they are, a BGR array as JPEG."""
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return bytes(frame)
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"cannot encode a frame of shape {np.shape(frame)} as JPEG")
+    return jpeg.tobytes()
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def detect_frames(
+    client: DetectorClient,
+    frames: Iterable[Frame],
+    model: str = DETECT_ALL,
+    score_threshold: float | None = None,
+    iou_threshold: float | None = None,
+    timeout: float | None = None,
+    *,
+    batch_size: int | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    annotated_max_side: int | None = None,
+    jpeg_quality: int = FRAME_JPEG_QUALITY,
+) -> Iterator[FrameResult]:
+    """Detect objects in a stream of frames; one ``FrameResult`` per frame, in order.
+
+    ``frames`` are BGR arrays (encoded as JPEG of ``jpeg_quality`` here) or encoded
+    images as bytes; they are read lazily, ``batch_size`` at a time (default: the
+    model's ``max_batch_size``), and at most ``max_in_flight`` requests wait for their
+    answer at once, so at most ``batch_size * (max_in_flight + 1)`` frames are held
+    whatever the clip's length. Detections are in the frame's pixels, xyxy. Errors are
+    ``DetectorClient.detect``'s; stopping the iteration early drops the pending requests.
+    """
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    if batch_size is None:
+        batch_size = min(client.model_info(model).max_batch_size, MAX_BATCH_SIZE)
+
+    def run(batch: list[Frame]) -> list[ImageResult]:
+        payloads = [encode_frame(f, jpeg_quality) for f in batch]  # cv2 frees the GIL
+        return client.detect(
+            payloads,
+            model,
+            score_threshold,
+            iou_threshold,
+            timeout,
+            batch_size=batch_size,
+            annotated_max_side=annotated_max_side,
+        )
+
+    pending: deque[Future[list[ImageResult]]] = deque()
+    index = 0
+    pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="frames")
+    try:
+        for batch in batched(frames, batch_size):
+            if len(pending) >= max_in_flight:
+                for result in pending.popleft().result():
+                    yield FrameResult(index, result)
+                    index += 1
+            pending.append(pool.submit(run, batch))
+        while pending:
+            for result in pending.popleft().result():
+                yield FrameResult(index, result)
+                index += 1
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
+def frame_coco_results(
+    frame: FrameResult, *, file_name: str, model: str, per_detector: bool = True
+) -> list[dict]:
+    """One frame's detections as COCO results dicts (``to_coco_results``) with
+    ``frame_index`` (from 0) added and ``image_id`` = ``frame_index + 1`` (COCO ids
+    start at 1); bbox ``[x, y, width, height]`` in frame pixels. With detect_all and
+    ``per_detector``, each detector's own detections follow, ``model`` naming it."""
+    image_id = frame.index + 1
+    entries = to_coco_results(frame.result, image_id=image_id, file_name=file_name, model=model)
+    if per_detector:
+        for name, own in frame.result.per_detector.items():
+            entries += to_coco_results(
+                own, image_id=image_id, file_name=file_name, model=ensemble_name(name)
+            )
+    for entry in entries:
+        entry["frame_index"] = frame.index
+    return entries
+
+
+def clip_document(
+    info: ClipInfo, model: str, frames: int, results: list[dict], *, output: str = ""
+) -> dict:
+    """The per-frame detections file of a clip: ``video`` (the source's name, size in
+    pixels, fps), ``images`` (one per frame: ``id``, ``frame_index``, ``time_s``) and
+    ``results`` (COCO results with ``frame_index``, as ``frame_coco_results`` makes)."""
+    return {
+        "video": {
+            "file_name": info.path.name,
+            "width": info.width,
+            "height": info.height,
+            "fps": info.fps,
+            "frame_count": frames,
+            "model": model,
+            "annotated": output,
+        },
+        "images": [
+            {"id": i + 1, "frame_index": i, "time_s": round(i / info.fps, 4)} for i in range(frames)
+        ],
+        "results": results,
+    }
+
+
+class ClipWriter:
+    """Writes annotated frames (JPEG bytes) as a VP8 WebM clip at ``fps``; every frame
+    is scaled to the first one's size."""
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
+        self.fps = fps
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write_jpeg(self, jpeg: bytes) -> None:
+        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise DetectorError(f"the server's annotated frame {self.frames} is not a JPEG")
+        self.write(frame)
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            self._size = (frame.shape[1], frame.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*CLIP_FOURCC)
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
+            if not self._writer.isOpened():
+                raise OSError(f"cannot write a {CLIP_FOURCC} clip to {self.path}")
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> ClipWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "CLIP_SUFFIX",
+    "MAX_CLIP_FRAMES",
+    "VIDEO_EXTENSIONS",
+    "ClipInfo",
+    "ClipTooLong",
+    "ClipWriter",
+    "FrameResult",
+    "VideoNotReadable",
+    "batched",
+    "clip_document",
+    "detect_frames",
+    "encode_frame",
+    "frame_coco_results",
+    "probe_clip",
+    "read_clip_frames",
+]

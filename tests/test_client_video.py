@@ -1,0 +1,249 @@
+"""Video clips through the client: the frames API, the ``detect`` CLI on a clip, and the
+clip-level errors (not a video, a damaged stream, a clip over the limit).
+
+The clips are made here from scikit-image's bundled photos: each photo held for a few
+frames, so that a frame's detections say which photo, and so which position, it was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from client import DetectorClient, ImageResult
+from client.api import Detection
+from client.video import (
+    ClipInfo,
+    ClipTooLong,
+    ClipWriter,
+    FrameResult,
+    VideoNotReadable,
+    batched,
+    clip_document,
+    encode_frame,
+    frame_coco_results,
+    probe_clip,
+)
+
+# Photo and the COCO label it warrants (as the server tests find them).
+SCENES = (("astronaut", "person"), ("coffee", "cup"), ("motorcycle_left", "motorcycle"))
+FRAMES_PER_SCENE = 4
+CLIP_FPS = 6.0
+CLIP_SIZE = (480, 336)  # width, height in pixels: near the photos' own shapes
+
+
+def scene_frames(photos_dir: Path, order: list[int]) -> list[np.ndarray]:
+    """BGR frames of CLIP_SIZE, the photo ``SCENES[k]`` for each ``k`` in ``order``."""
+    pictures = [
+        cv2.resize(cv2.imread(str(photos_dir / f"{name}.png")), CLIP_SIZE) for name, _ in SCENES
+    ]
+    return [pictures[k] for k in order]
+
+
+def scene_order() -> list[int]:
+    return [k for k in range(len(SCENES)) for _ in range(FRAMES_PER_SCENE)]
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fourcc: str) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), CLIP_FPS, CLIP_SIZE)
+    assert writer.isOpened(), f"this OpenCV cannot write {fourcc}"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def count_frames(path: Path) -> int:
+    """Frames decoded from ``path`` (counted, not the container's claim)."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.fixture(scope="module")
+def clip(photos_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clips")
+    return write_clip(folder / "scenes.mp4", scene_frames(photos_dir, scene_order()), "mp4v")
+
+
+def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "client", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+# --- unit: pure helpers --------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_batched_keeps_order_and_reads_lazily():
+    pulled = []
+
+    def items():
+        for i in range(7):
+            pulled.append(i)
+            yield i
+
+    batches = batched(items(), 3)
+    assert next(batches) == [0, 1, 2]
+    assert pulled == [0, 1, 2]  # nothing read ahead of the batch
+    assert list(batches) == [[3, 4, 5], [6]]
+    with pytest.raises(ValueError):
+        next(batched([1], 0))
+
+
+@pytest.mark.unit
+def test_frame_coco_results_carry_the_frame_index_and_each_detectors_own():
+    own = ImageResult([Detection(1, 2, 11, 22, 0.5, 0, "person")], b"")
+    result = ImageResult(
+        [Detection(10, 20, 40, 60, 0.9, 41, "cup")], b"", per_detector={"onnxruntime": own}
+    )
+    entries = frame_coco_results(FrameResult(7, result), file_name="c.mp4", model="detect_all")
+    assert [e["frame_index"] for e in entries] == [7, 7]
+    assert [e["image_id"] for e in entries] == [8, 8]
+    fused, single = entries
+    assert fused["category_id"] == 47 and fused["bbox"] == [10, 20, 30, 40]
+    assert fused["model"] == "detect_all" and single["model"] == "detect_onnxruntime"
+    assert single["category_name"] == "person" and single["file_name"] == "c.mp4"
+
+
+@pytest.mark.unit
+def test_clip_document_lists_every_frame_with_its_time():
+    info = ClipInfo(Path("x/c.mp4"), 64, 48, 4.0, 6)
+    doc = clip_document(info, "detect_all", 6, [])
+    assert [im["frame_index"] for im in doc["images"]] == [0, 1, 2, 3, 4, 5]
+    assert doc["images"][5] == {"id": 6, "frame_index": 5, "time_s": 1.25}
+    assert doc["video"]["file_name"] == "c.mp4" and doc["video"]["fps"] == 4.0
+
+
+@pytest.mark.unit
+def test_encode_frame_makes_a_jpeg_and_passes_bytes_through():
+    frame = np.zeros((48, 64, 3), np.uint8)
+    jpeg = encode_frame(frame)
+    assert jpeg[:3] == b"\xff\xd8\xff"
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+    assert encode_frame(b"\x89PNG...") == b"\x89PNG..."
+
+
+@pytest.mark.unit
+def test_clip_writer_writes_a_webm_with_every_frame_at_the_fps(tmp_path, photos_dir):
+    frames = scene_frames(photos_dir, [0, 1, 2, 0, 1])
+    with ClipWriter(tmp_path / "a.webm", 5.0) as writer:
+        for f in frames:
+            writer.write_jpeg(encode_frame(f))
+        writer.write(cv2.resize(frames[0], (100, 80)))  # another size: scaled to the first
+    assert count_frames(tmp_path / "a.webm") == 6
+    info = probe_clip(tmp_path / "a.webm")
+    assert (info.width, info.height, info.fps) == (*CLIP_SIZE, 5.0)
+
+
+@pytest.mark.unit
+def test_probe_refuses_what_is_not_a_video_and_clips_over_the_limit(tmp_path, photos_dir, clip):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+    for path, reason in (
+        (text, "no video stream"),
+        (photos_dir / "coffee.png", "PNG image"),
+        (tmp_path / "missing.mp4", "no such file"),
+    ):
+        with pytest.raises(VideoNotReadable, match=reason):
+            probe_clip(path)
+    with pytest.raises(ClipTooLong, match="12 frames, the limit is 5"):
+        probe_clip(clip, max_frames=5)
+    assert probe_clip(clip).frame_count == 12
+
+
+@pytest.mark.unit
+def test_cli_refuses_a_non_video_a_truncated_mp4_and_a_long_clip_without_traceback(tmp_path, clip):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+    cut = tmp_path / "cut.mp4"  # an MP4 cut short has lost its index (written last)
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    url = "127.0.0.1:1"  # never reached: the clips are refused before any request
+    for path, message, extra in (
+        (text, "not a readable video", ()),
+        (cut, "not a readable video", ()),
+        (clip, "clip too long", ("--max-frames", "5")),
+    ):
+        proc = run_cli("--url", url, "--out", out, *extra, path, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr  # 1: the input was skipped, as for images
+        assert message in proc.stderr and path.name in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+# --- server: the frames API and the CLI against the real server --------------------
+
+
+@pytest.mark.server
+def test_detect_frames_returns_each_frames_result_in_order_and_reads_lazily(triton_url, photos_dir):
+    order = [0, 1, 2, 2, 0, 1, 1, 0, 2, 0, 2]  # interleaved: a mix-up shows
+    frames = scene_frames(photos_dir, order)
+    pulled: list[int] = []
+    seen_at_first_result: list[int] = []
+
+    def source():
+        for i, f in enumerate(frames):
+            pulled.append(i)
+            yield f if i % 2 else encode_frame(f)  # arrays and encoded bytes alike
+
+    with DetectorClient(triton_url) as c:
+        results = []
+        for fr in c.detect_frames(source(), "detect_onnxruntime", batch_size=2, max_in_flight=2):
+            if not results:
+                seen_at_first_result.append(len(pulled))
+            results.append(fr)
+    assert [fr.index for fr in results] == list(range(len(order)))
+    # Bounded: at most batch_size * (max_in_flight + 1) frames read before the first answer.
+    assert seen_at_first_result[0] <= 2 * 3
+    for fr, k in zip(results, order, strict=True):
+        labels = {d.label for d in fr.result.detections}
+        assert SCENES[k][1] in labels, (fr.index, SCENES[k], labels)
+
+
+@pytest.mark.server
+def test_cli_writes_the_annotated_clip_and_per_frame_detections(triton_url, tmp_path, clip):
+    out = tmp_path / "out"
+    proc = run_cli("--url", triton_url, "--model", "detect_all", "--out", out, clip, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "frame" in proc.stderr  # the progress bar and the summary line
+    video = out / "scenes.annotated.webm"
+    assert count_frames(video) == 12
+    info = probe_clip(video)
+    assert info.fps == CLIP_FPS and (info.width, info.height) == CLIP_SIZE
+    doc = json.loads((out / "scenes.detections.json").read_text())
+    assert [im["frame_index"] for im in doc["images"]] == list(range(12))
+    fused = [r for r in doc["results"] if r["model"] == "detect_all"]
+    for i, k in enumerate(scene_order()):
+        labels = {r["category_name"] for r in fused if r["frame_index"] == i}
+        assert SCENES[k][1] in labels, (i, labels)
+    assert {r["model"] for r in doc["results"]} > {"detect_all"}  # each detector's own too
+    assert not list(out.glob("*.part*"))
+
+
+@pytest.mark.server
+def test_cli_reports_a_damaged_stream_and_leaves_no_partial_output(
+    triton_url, tmp_path, photos_dir
+):
+    frames = scene_frames(photos_dir, scene_order())
+    whole = write_clip(tmp_path / "whole.webm", frames, "VP80")
+    cut = tmp_path / "cut.webm"  # WebM keeps its duration up front: the stream ends early
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    proc = run_cli("--url", triton_url, "--model", "detect_onnxruntime", "--out", out, cut,
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "truncated or damaged" in proc.stderr and "cut.webm" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(out.glob("cut.*"))
