@@ -14,6 +14,7 @@ the page must offer exactly those, by their titles, and come up before that serv
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from conftest import require_models
 from playwright.sync_api import Page, expect
 from ui_helpers import (
     ARTIFACTS_DIR,
+    RESULT_TIMEOUT_MS,
     choose_model,
     click_detect,
     expect_gallery_loaded,
@@ -470,3 +472,62 @@ def test_detect_all_shows_only_the_fused_detector_and_the_other_runs_on_its_own(
             "postprocess_cars_tf",
         ]
         save_screenshot(custom_page, "23-lab-cars-tf")
+
+
+# --- timings as a picture, and downloads ----------------------------------------------
+
+
+def test_detect_all_draws_its_steps_as_a_waterfall_and_offers_images_and_coco_json(
+    page, astronaut, detector
+):
+    upload(page, astronaut)
+    set_slider(page, "score-threshold", 0.3)
+    set_slider(page, "iou-threshold", IOU)
+    detect(page, ALL_CHOICE)
+    expect_gallery_loaded(page, 4)
+
+    # A bar for every step the ensemble's config names, in its order.
+    steps = detector.model_info(contract.DETECT_ALL).steps
+    bars = page.locator("#timings-waterfall svg rect.waterfall-bar")
+    expect(bars).to_have_count(len(steps), timeout=RESULT_TIMEOUT_MS)
+    drawn = bars.evaluate_all(
+        "els => els.map(e => [e.dataset.step, +e.dataset.startMs, +e.dataset.endMs])"
+    )
+    assert [d[0] for d in drawn] == list(steps)
+    at = {step: (start, end) for step, start, end in drawn}
+    assert all(end >= start >= 0 for start, end in at.values()), at
+    # The detector chains run side by side: each starts when decoding ends, and fusion
+    # waits for the last of them.
+    decoded = at["image_decode"][1]
+    for name in DETECTOR_CHOICES.values():
+        assert at[f"preprocess_{name}"][0] == decoded, (name, at)
+        assert at[name][0] == at[f"preprocess_{name}"][1], (name, at)
+        assert at[f"postprocess_{name}"][0] == at[name][1], (name, at)
+    last = max(at[f"postprocess_{name}"][1] for name in DETECTOR_CHOICES.values())
+    assert at["fuse_detections"][0] == last, at
+    expect(page.locator("#timings-waterfall svg")).to_contain_text("round trip")
+
+    # The files: each gallery image as a JPEG, and the table's rows as COCO results.
+    links = page.locator("#downloads a[href]")
+    expect(links).to_have_count(5, timeout=RESULT_TIMEOUT_MS)
+    files = {}
+    for href in links.evaluate_all("els => els.map(e => e.href)"):
+        reply = page.request.get(href)
+        assert reply.ok, (href, reply.status)
+        files[href.rsplit("/", 1)[-1]] = reply.body()
+    jpegs = [name for name in files if name.endswith(".jpg")]
+    (coco,) = [name for name in files if name.endswith(".json")]
+    assert len(jpegs) == 4 and all(files[n].startswith(b"\xff\xd8") for n in jpegs), jpegs
+    entries = json.loads(files[coco])
+    rows = detection_rows(page)
+    assert len(entries) == len(rows)
+    got = sorted((e["model"], e["category_name"], e["score"]) for e in entries)
+    shown = sorted((r["model"], r["label"], number(r["score"])) for r in rows)
+    assert [g[:2] for g in got] == [s[:2] for s in shown]
+    for g, s in zip(got, shown, strict=True):
+        assert abs(g[2] - s[2]) <= SCORE_TOLERANCE, (g, s)
+    for e in entries:
+        x, y, w, h = e["bbox"]
+        assert x >= 0 and y >= 0 and w > 0 and h > 0, e
+        assert e["file_name"] == astronaut.name, e
+    save_screenshot(page, "20-waterfall-and-downloads")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -615,3 +616,39 @@ def test_success_message_names_the_five_best_and_counts_the_rest():
     assert text.startswith(f"{names[7]} 0.37, {names[6]} 0.36")
     assert text.count(",") == 4 and text.endswith("(+3 more)")
     assert app.short_summary(_result()) == "nothing found"
+
+
+# --- downloads ----------------------------------------------------------------------
+
+
+def test_downloads_are_each_views_jpeg_and_one_coco_json_of_every_table_row(tmp_path):
+    views = app.result_views(_detect_all_result(), INFOS["detect_all"], CAPTIONS)
+    files = app.Downloads(tmp_path).write("my photo.png", views, "detect_all")
+    jpegs, (coco,) = files[:-1], files[-1:]
+    assert [p.read_bytes() for p in jpegs] == [b"fused", b"pt", b"tf", b"ort"]
+    assert len({p.parent for p in files}) == 1 and files[0].parent.parent == tmp_path
+    entries = json.loads(coco.read_text())
+    # Every row of the detections table, as (model, label, score, x1, y1): bbox is xywh.
+    rows = app.detection_rows(views)
+    got = sorted((e["model"], e["category_name"], e["score"], *e["bbox"][:2]) for e in entries)
+    shown = sorted(tuple(r[:5]) for r in rows)
+    assert [g[:2] for g in got] == [r[:2] for r in shown]
+    for g, r in zip(got, shown, strict=True):  # the table rounds: 3 decimals, 0.1 px
+        assert g[2:] == pytest.approx(r[2:], abs=0.051)
+    person = next(e for e in entries if e["model"] == "Fused (WBF)")
+    assert person["bbox"] == [11.24, 11.2, 356.47, 498.6] and person["category_id"] == 1
+    assert {e["file_name"] for e in entries} == {"my photo.png"}
+
+
+def test_download_folders_stay_bounded_and_emptied_ones_go(tmp_path):
+    views = [("x", _result(("cup", 0.5, (1, 2, 3, 4))))]
+    downloads = app.Downloads(tmp_path, max_folders=3)
+    written = [downloads.write(f"p{i}.png", views, "detect_x") for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        files[0].parent.name for files in written[-3:]
+    )
+    for path in written[-1]:  # what the cache sweep does to an old result's files
+        path.unlink()
+    downloads.write("p5.png", views, "detect_x")
+    assert written[-1][0].parent not in set(tmp_path.iterdir())
+    assert len(list(tmp_path.iterdir())) == 3

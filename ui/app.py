@@ -30,10 +30,14 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
+import json
 import logging
 import math
+import re
+import shutil
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,9 +58,10 @@ from client.api import (
     ServerBusy,
     detection_ensembles,
     first_line,
+    to_coco_results,
 )
 from ensemble import contract
-from ui import timings
+from ui import timings, waterfall
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +163,8 @@ STATUS_EVERY_S = 5.0  # the status line refreshes this often on every open page
 STATUS_TTL_S = 2.0  # ...but asks the server at most this often for all pages together
 UPLOAD_MAX_AGE_S = 600  # uploads older than this are deleted (a re-run needs a re-upload)
 CACHE_SWEEP = (60, UPLOAD_MAX_AGE_S)  # gr.Blocks(delete_cache=(every s, older than s))
+DOWNLOAD_MAX_FOLDERS = 200  # results whose download files are kept at most (one folder each)
+GRAPH_TIMEOUT_S = 5.0  # asking an ensemble's config for its step graph
 LAUNCH_OPTIONS: dict[str, Any] = {
     # Gradio keeps every session's last outputs (here the annotated JPEGs) in memory,
     # 10000 sessions by default; the oldest beyond this many are dropped. This app's
@@ -359,6 +366,97 @@ class Outcome:
     detections: list[list] = field(default_factory=list)
     timings: list[list] = field(default_factory=list)
     message: str = ""
+    waterfall: str = ""  # inline SVG of the steps over time; "" when unknown
+    downloads: list[Path] = field(default_factory=list)  # annotated JPEGs, COCO JSON
+
+
+class Downloads:
+    """The files a result offers for download, written inside Gradio's cache folder.
+
+    Gradio serves a file already in its cache as it is and counts it among the app's
+    files, so the Blocks' ``delete_cache`` sweep deletes it after ``UPLOAD_MAX_AGE_S``
+    like an upload, and ``python -m ui`` removes the whole folder at exit. Each result
+    gets a folder of its own (two users' files never collide); folders the sweep has
+    emptied go on the next write, and beyond ``max_folders`` the oldest go too, so the
+    folder stays bounded even under a burst.
+    """
+
+    def __init__(self, root: Path, max_folders: int = DOWNLOAD_MAX_FOLDERS):
+        self.root = Path(root)
+        self.max_folders = max_folders
+        self._lock = threading.Lock()
+
+    def write(self, source: str, views: list[tuple[str, ImageResult]], model: str) -> list[Path]:
+        """One JPEG per view (the server's annotated image) and one COCO-results JSON
+        of every view's detections (``model`` in each entry is the view's caption, as
+        the detections table names it; ``bbox`` is x, y, width, height in
+        original-image pixels)."""
+        stem = _file_slug(Path(source).stem)
+        folder = self.root / uuid.uuid4().hex
+        with self._lock:
+            self._prune()
+            folder.mkdir(parents=True)
+        files = []
+        for caption, result in views:
+            path = folder / f"{stem}-{_file_slug(caption)}.jpg"
+            path.write_bytes(result.annotated_jpeg)
+            files.append(path)
+        entries = [
+            entry
+            for caption, result in views
+            for entry in to_coco_results(result, image_id=1, file_name=source, model=caption)
+        ]
+        coco = folder / f"{stem}-{_file_slug(model)}-coco.json"
+        coco.write_text(json.dumps(entries, indent=1))
+        return [*files, coco]
+
+    def _prune(self) -> None:
+        if not self.root.is_dir():
+            return
+        folders = []
+        for folder in (p for p in self.root.iterdir() if p.is_dir()):
+            if any(folder.iterdir()):
+                folders.append(folder)
+            else:
+                folder.rmdir()
+        folders.sort(key=lambda p: p.stat().st_mtime)
+        # Room for the one about to be written.
+        for folder in folders[: max(len(folders) - self.max_folders + 1, 0)]:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _file_slug(text: str) -> str:
+    return re.sub(r"-+", "-", _slug(text))
+
+
+def file_value(paths: Sequence[Path]) -> list[dict]:
+    """A multiple-file ``gr.File``'s wire value for ``paths``."""
+    return [
+        {
+            "path": str(p),
+            "orig_name": p.name,
+            "size": p.stat().st_size,
+            "mime_type": "application/json" if p.suffix == ".json" else "image/jpeg",
+            "meta": {"_type": "gradio.FileData"},
+        }
+        for p in paths
+    ]
+
+
+def ensemble_graph(client: DetectorClient, model: str) -> list[waterfall.Step]:
+    """The step graph of ``model`` from its config (one gRPC call).
+
+    ``ModelInfo`` keeps only the steps' model names, not their input and output maps,
+    so the config is asked again here through the client's failover (and API key).
+    """
+    config = client._send(
+        lambda c: c.get_model_config(
+            model, headers=client._headers, as_json=True, client_timeout=GRAPH_TIMEOUT_S
+        ),
+        f"config of {model}",
+        model=model,
+    )
+    return waterfall.step_graph(config)
 
 
 class ServerModels:
@@ -413,10 +511,14 @@ class Detector:
         client: DetectorClient,
         stats_retries: int = 5,
         models: ServerModels | None = None,
+        downloads: Downloads | None = None,
     ):
         self.client = client
         self.stats_retries = stats_retries
         self.models = models or ServerModels(client)
+        self.downloads = downloads  # None: no files offered
+        self._graphs: dict[str, list[waterfall.Step]] = {}
+        self._graphs_lock = threading.Lock()
 
     def __call__(
         self,
@@ -505,7 +607,39 @@ class Detector:
             message += " · server step times unavailable"
         log.info("%s %s: %s", model, upload.name, message)
         steps = timings.timing_rows(result.latency_s, model, info.steps, before, after)
-        return Outcome(views, rows, steps, message)
+        picture = self._waterfall(info, result.latency_s, before, after)
+        files = self.downloads.write(upload.name, views, model) if self.downloads else []
+        return Outcome(views, rows, steps, message, picture, files)
+
+    def _waterfall(
+        self,
+        info: ModelInfo,
+        round_trip_s: float,
+        before: timings.Snapshot | None,
+        after: timings.Snapshot | None,
+    ) -> str:
+        """The steps over time as inline SVG; "" without statistics or step graph."""
+        if before is None or after is None:
+            return ""
+        try:
+            graph = self._graph(info.name)
+        except Exception as e:  # the picture is a bonus: the table still has the numbers
+            log.warning("no step graph for %s: %s", info.name, first_line(str(e)))
+            return ""
+        if not graph:
+            return ""
+        bars = waterfall.layout(graph, timings.step_durations(before, after, info.steps))
+        chains = [d.name for d in info.detectors]
+        return waterfall.svg(bars, round_trip_s * 1000, chains, f"Steps of {info.name}")
+
+    def _graph(self, model: str) -> list[waterfall.Step]:
+        with self._graphs_lock:
+            cached = self._graphs.get(model)
+        if cached is None:
+            cached = ensemble_graph(self.client, model)
+            with self._graphs_lock:
+                self._graphs[model] = cached
+        return cached
 
     def _snapshot(self) -> timings.Snapshot | None:
         """All models' counters now; None when the statistics API fails (never fatal)."""
@@ -579,7 +713,10 @@ def build_app(client: DetectorClient) -> gr.Blocks:
     plainly in tests.
     """
     models = ServerModels(client)
-    detector = Detector(client, models=models)
+    # Gradio's cache folder as the page is built (GRADIO_TEMP_DIR, which ``python -m ui``
+    # points at a folder of its own); files written there are swept like uploads.
+    downloads = Downloads(Path(gr.utils.get_upload_folder()) / "downloads")
+    detector = Detector(client, models=models, downloads=downloads)
     status = StatusLine(client, models=models)
     photos = example_photos()
     # The server may be down now: the page comes up without choices and gets them from
@@ -659,6 +796,19 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                     label="Detections (boxes in original-image pixels, x1 y1 top-left)",
                     elem_id="detections-table",
                 )
+                download_files = gr.File(
+                    label="Downloads: the annotated images and the detections (COCO JSON)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
+                # Above the table: the same numbers, laid out in time (the column is
+                # too narrow for both side by side).
+                waterfall_view = gr.HTML(
+                    label="Steps over time",
+                    elem_id="timings-waterfall",
+                    padding=False,
+                )
                 timings_table = gr.Dataframe(
                     headers=TIMING_HEADERS,
                     datatype=["str", "number"],
@@ -668,7 +818,10 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                     elem_id="timings-table",
                 )
 
-        outputs = [gallery, detections, timings_table, message]
+        # The waterfall and the files come in a second event, so that the /detect API
+        # keeps its four outputs (a State is no output of the API).
+        extras = gr.State()
+        outputs = [gallery, detections, timings_table, message, extras]
 
         def render(outcome: Outcome) -> tuple:
             # postprocess=False: these are the components' wire values, built here.
@@ -677,12 +830,19 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                 table_value(DETECTION_HEADERS, outcome.detections),
                 table_value(TIMING_HEADERS, outcome.timings),
                 outcome.message,
+                (outcome.waterfall, file_value(outcome.downloads)),
             )
+
+        def show_extras(value: tuple[str, list[dict]] | None) -> tuple:
+            picture, files = value or ("", [])
+            return picture, files or None
 
         def detect(image, model, score_threshold, iou_threshold, file=None):
             return render(detector(image, model, score_threshold, iou_threshold, file))
 
         raw = {"preprocess": False, "postprocess": False}
+        quiet = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+        then_extras = {"inputs": extras, "outputs": [waterfall_view, download_files]}
         button.click(
             detect,
             inputs=[image, model, score, iou, file],
@@ -691,7 +851,7 @@ def build_app(client: DetectorClient) -> gr.Blocks:
             api_description=API_DESCRIPTION,
             concurrency_id="detect",
             **raw,
-        )
+        ).then(show_extras, **then_extras, **raw, **quiet)
         if examples is not None:
 
             def detect_example(image, model, score_threshold, iou_threshold):
@@ -704,11 +864,10 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                 api_visibility="private",
                 concurrency_id="detect",
                 **raw,
-            )
+            ).then(show_extras, **then_extras, **raw, **quiet)
 
         # The image and the file input are alternatives: giving one clears the other,
         # so Detect always sends what was given last.
-        quiet = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         image.change(_clear_if_set, image, file, **raw, **quiet)
         file.change(_clear_if_set, file, image, **raw, **quiet)
 
@@ -738,6 +897,7 @@ __all__ = [
     "LAUNCH_OPTIONS",
     "Catalog",
     "Detector",
+    "Downloads",
     "Outcome",
     "ServerModels",
     "StatusLine",

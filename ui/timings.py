@@ -129,3 +129,15 @@ def timing_rows(
     rows.append([f"server total ({ensemble})", ms(ensemble, TOTAL_FIELDS)])
     rows += [[step.label, ms(step.model, STEP_FIELDS)] for step in ensemble_steps(steps)]
     return rows
+
+
+def step_durations(
+    before: Snapshot | None, after: Snapshot | None, steps: Sequence[str]
+) -> dict[str, float | None]:
+    """Mean milliseconds per run of each distinct step model between the snapshots
+    (None for a step without a run, or for all when a snapshot is missing): the
+    durations ``ui.waterfall.layout`` lays out."""
+    models = [s.model for s in ensemble_steps(steps)]
+    if before is None or after is None:
+        return dict.fromkeys(models)
+    return {m: mean_ms(before, after, m, STEP_FIELDS) for m in models}
