@@ -16,9 +16,11 @@ How it stays flat under many requests:
 - The detect event runs with ``preprocess=False`` and ``postprocess=False``. Uploaded
   files go to the server byte for byte (the server's own validation names a bad file,
   Gradio never decodes it), and the server's JPEGs go to the browser as ``data:`` URLs
-  in the gallery's value, so no result file is written per request.
+  in the gallery's value. The one set of files a result writes is its downloads (the
+  JPEGs again, and a COCO JSON), inside Gradio's cache folder (``Downloads``).
 - What Gradio does write, the uploads themselves, lands in ``GRADIO_TEMP_DIR``; the
-  Blocks' ``delete_cache`` sweep removes uploads older than ``UPLOAD_MAX_AGE_S``
+  Blocks' ``delete_cache`` sweep removes uploads (and downloads) older than
+  ``UPLOAD_MAX_AGE_S``
   (``python -m ui`` points that variable at a directory of its own and deletes it at
   exit).
 - Gradio keeps each session's last values in memory; ``LAUNCH_OPTIONS`` caps how many
