@@ -430,6 +430,40 @@ class DetectorInfo:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One step of an ensemble's schedule: its model and the ensemble tensors it reads
+    and writes (the values of its input and output maps)."""
+
+    model: str
+    inputs: frozenset[str]
+    outputs: frozenset[str]
+
+
+def _map_values(mapping: object) -> frozenset[str]:
+    # JSON configs give a map as {key: value}; some writers give [{"key", "value"}].
+    if isinstance(mapping, Mapping):
+        return frozenset(str(v) for v in mapping.values())
+    if isinstance(mapping, list):
+        return frozenset(str(e["value"]) for e in mapping if isinstance(e, Mapping))
+    return frozenset()
+
+
+def ensemble_steps(config: Mapping) -> tuple[EnsembleStep, ...]:
+    """The steps of an ensemble from its config (``get_model_config(as_json=True)``,
+    with or without the outer ``"config"`` key), in the config's order; empty for a
+    model that is not an ensemble."""
+    config = config.get("config", config)
+    return tuple(
+        EnsembleStep(
+            str(s["model_name"]),
+            _map_values(s.get("input_map", {})),
+            _map_values(s.get("output_map", {})),
+        )
+        for s in config.get("ensemble_scheduling", {}).get("step", [])
+    )
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the server says about one ensemble, read from its config."""
 
@@ -440,6 +474,8 @@ class ModelInfo:
     steps: tuple[str, ...]  # its step models, in the config's order
     # Images per request the server accepts (the config's max_batch_size).
     max_batch_size: int = MAX_BATCH_SIZE
+    # Which step feeds which: each step's input and output tensors.
+    graph: tuple[EnsembleStep, ...] = ()
 
     @property
     def per_detector_outputs(self) -> tuple[DetectorInfo, ...]:
@@ -471,6 +507,7 @@ class ModelInfo:
             detectors=detectors,
             steps=steps,
             max_batch_size=int(config.get("max_batch_size") or MAX_BATCH_SIZE),
+            graph=ensemble_steps(config),
         )
 
 

@@ -166,7 +166,6 @@ STATUS_TTL_S = 2.0  # ...but asks the server at most this often for all pages to
 UPLOAD_MAX_AGE_S = 600  # uploads older than this are deleted (a re-run needs a re-upload)
 CACHE_SWEEP = (60, UPLOAD_MAX_AGE_S)  # gr.Blocks(delete_cache=(every s, older than s))
 DOWNLOAD_MAX_FOLDERS = 200  # results whose download files are kept at most (one folder each)
-GRAPH_TIMEOUT_S = 5.0  # asking an ensemble's config for its step graph
 LAUNCH_OPTIONS: dict[str, Any] = {
     # Gradio keeps every session's last outputs (here the annotated JPEGs) in memory,
     # 10000 sessions by default; the oldest beyond this many are dropped. This app's
@@ -445,22 +444,6 @@ def file_value(paths: Sequence[Path]) -> list[dict]:
     ]
 
 
-def ensemble_graph(client: DetectorClient, model: str) -> list[waterfall.Step]:
-    """The step graph of ``model`` from its config (one gRPC call).
-
-    ``ModelInfo`` keeps only the steps' model names, not their input and output maps,
-    so the config is asked again here through the client's failover (and API key).
-    """
-    config = client._send(
-        lambda c: c.get_model_config(
-            model, headers=client._headers, as_json=True, client_timeout=GRAPH_TIMEOUT_S
-        ),
-        f"config of {model}",
-        model=model,
-    )
-    return waterfall.step_graph(config)
-
-
 class ServerModels:
     """The server's ``Catalog``, asked of it at most once per ``ttl_s`` for all pages.
 
@@ -519,8 +502,6 @@ class Detector:
         self.stats_retries = stats_retries
         self.models = models or ServerModels(client)
         self.downloads = downloads  # None: no files offered
-        self._graphs: dict[str, list[waterfall.Step]] = {}
-        self._graphs_lock = threading.Lock()
 
     def __call__(
         self,
@@ -623,25 +604,11 @@ class Detector:
         """The steps over time as inline SVG; "" without statistics or step graph."""
         if before is None or after is None:
             return ""
-        try:
-            graph = self._graph(info.name)
-        except Exception as e:  # the picture is a bonus: the table still has the numbers
-            log.warning("no step graph for %s: %s", info.name, first_line(str(e)))
+        if not info.graph:
             return ""
-        if not graph:
-            return ""
-        bars = waterfall.layout(graph, timings.step_durations(before, after, info.steps))
+        bars = waterfall.layout(info.graph, timings.step_durations(before, after, info.steps))
         chains = [d.name for d in info.detectors]
         return waterfall.svg(bars, round_trip_s * 1000, chains, f"Steps of {info.name}")
-
-    def _graph(self, model: str) -> list[waterfall.Step]:
-        with self._graphs_lock:
-            cached = self._graphs.get(model)
-        if cached is None:
-            cached = ensemble_graph(self.client, model)
-            with self._graphs_lock:
-                self._graphs[model] = cached
-        return cached
 
     def _snapshot(self) -> timings.Snapshot | None:
         """All models' counters now; None when the statistics API fails (never fatal)."""

@@ -15,41 +15,19 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from client.api import EnsembleStep, ensemble_steps
+
 # --- the step graph ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Step:
-    """One ``ensemble_scheduling.step``: its model and the ensemble tensors it reads and
-    writes (the values of its input and output maps)."""
-
-    model: str
-    inputs: frozenset[str]
-    outputs: frozenset[str]
-
-
-def _map_values(mapping: object) -> frozenset[str]:
-    # JSON configs give a map as {key: value}; some writers give [{"key", "value"}].
-    if isinstance(mapping, Mapping):
-        return frozenset(str(v) for v in mapping.values())
-    if isinstance(mapping, list):
-        return frozenset(str(e["value"]) for e in mapping if isinstance(e, Mapping))
-    return frozenset()
+# One step of the ensemble: its model, the tensors it reads and writes.
+Step = EnsembleStep
 
 
 def step_graph(config: Mapping) -> list[Step]:
-    """The steps of an ensemble from its config (``get_model_config(as_json=True)``, with
-    or without the outer ``"config"`` key), in the config's order; empty for a model
-    that is not an ensemble."""
-    config = config.get("config", config)
-    return [
-        Step(
-            str(s["model_name"]),
-            _map_values(s.get("input_map", {})),
-            _map_values(s.get("output_map", {})),
-        )
-        for s in config.get("ensemble_scheduling", {}).get("step", [])
-    ]
+    """The steps of an ensemble from its config, in the config's order (see
+    ``client.api.ensemble_steps``; ``ModelInfo.graph`` holds the same)."""
+    return list(ensemble_steps(config))
 
 
 # --- the layout -------------------------------------------------------------------
