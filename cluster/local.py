@@ -351,28 +351,39 @@ class Replica:
         """SIGTERM, as the kubelet sends after preStop; the launcher drains and stops."""
         if not self.alive():
             return None
+        tree = self.tree()
         self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+            code = None
+        self.kill(tree)  # anything it left behind (nothing, after a clean stop)
+        return code
 
-    def kill(self) -> None:
-        """SIGKILL to every process of the replica at once (Triton, its workers and the
-        front run in sessions of their own under the launcher)."""
+    def tree(self) -> list:
+        """The launcher and every process under it (``psutil.Process`` objects, which
+        remember their start time: a pid reused later is not signalled)."""
         import psutil
 
-        if self.process is None:
-            return
+        if not self.alive():
+            return []
         with contextlib.suppress(psutil.Error):
-            tree = [psutil.Process(self.process.pid)]
-            tree += tree[0].children(recursive=True)
-            for p in tree:
-                with contextlib.suppress(psutil.Error):
-                    p.send_signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(10)
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        return []
+
+    def kill(self, tree: list | None = None) -> None:
+        """SIGKILL to every process of the replica at once (Triton, its workers and the
+        front run in sessions of their own under the launcher): ``tree``, or the
+        processes under the launcher now."""
+        import psutil
+
+        for p in self.tree() if tree is None else tree:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
 
 
 class HAProxy:
@@ -691,13 +702,18 @@ class Cluster:
         return {r.name: r.answered() for r in self.replicas}
 
     def stop(self) -> None:
+        # One SIGTERM each (a second one makes the launcher give up its orderly stop),
+        # then whatever is left of the processes each had is killed: Triton runs in a
+        # session of its own and would outlive a launcher that died first.
+        trees = [r.tree() for r in self.replicas]
         for r in self.replicas:
             if r.alive():
                 r.process.send_signal(signal.SIGTERM)
-        for r in self.replicas:
-            with contextlib.suppress(Exception):
-                r.terminate()
-            r.kill()
+        for r, tree in zip(self.replicas, trees, strict=True):
+            if r.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    r.process.wait(60)
+            r.kill(tree)
         self.haproxy.stop()
         self.prometheus.stop()
 
