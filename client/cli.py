@@ -87,6 +87,16 @@ def busy_message(error: ServerBusy) -> str:
     return f"server busy: {error.detail}; try again later or lower the concurrency"
 
 
+def server_failure(error: DetectorError, err) -> int:
+    """Say why the server could not serve the run on ``err``; the exit code for it:
+    ``EXIT_BUSY`` when it stayed busy, else ``EXIT_UNAVAILABLE``."""
+    if isinstance(error, ServerBusy):
+        print(f"detect: {busy_message(error)}", file=err)
+        return EXIT_BUSY
+    print(f"detect: {error}", file=err)
+    return EXIT_UNAVAILABLE
+
+
 def read_api_key(path: Path) -> str:
     """The key in an API key file, surrounding blanks dropped; ``ValueError`` saying why
     when the file cannot be read or is empty."""
@@ -360,12 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     bar.write(f"{path}: {outcome.summary()}", file=sys.stdout)
                 bar.update(len(batch))
-    except ServerBusy as e:
-        print(f"detect: {busy_message(e)}", file=err)
-        return EXIT_BUSY
     except DetectorError as e:
-        print(f"detect: {e}", file=err)
-        return EXIT_UNAVAILABLE
+        return server_failure(e, err)
 
     if written:
         lines = ",\n".join(json.dumps(e) for e in entries)  # one detection per line
@@ -408,12 +414,8 @@ def detect_clips(clips: Sequence[Path], args: argparse.Namespace) -> int:
             except (VideoNotReadable, ClipTooLong) as e:
                 print(f"detect: {e}", file=err)
                 skipped += 1
-            except ServerBusy as e:
-                print(f"detect: {busy_message(e)}", file=err)
-                return EXIT_BUSY
             except DetectorError as e:
-                print(f"detect: {e}", file=err)
-                return EXIT_UNAVAILABLE
+                return server_failure(e, err)
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 

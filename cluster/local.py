@@ -338,7 +338,9 @@ class Replica:
         log.close()
 
     def ready(self) -> bool:
-        return _get(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", 1.0)[0] == 200
+        from bench.soak import is_ready
+
+        return is_ready(f"http://127.0.0.1:{self.ports.http}")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
