@@ -15,6 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from media import (
+    CLIP_FPS,
+    CLIP_SIZE,
+    SCENES,
+    count_frames,
+    scene_frames,
+    scene_order,
+    write_clip,
+)
 
 from client import DetectorClient, ImageResult
 from client.api import Detection
@@ -30,43 +39,6 @@ from client.video import (
     frame_coco_results,
     probe_clip,
 )
-
-# Photo and the COCO label it warrants (as the server tests find them).
-SCENES = (("astronaut", "person"), ("coffee", "cup"), ("motorcycle_left", "motorcycle"))
-FRAMES_PER_SCENE = 4
-CLIP_FPS = 6.0
-CLIP_SIZE = (480, 336)  # width, height in pixels: near the photos' own shapes
-
-
-def scene_frames(photos_dir: Path, order: list[int]) -> list[np.ndarray]:
-    """BGR frames of CLIP_SIZE, the photo ``SCENES[k]`` for each ``k`` in ``order``."""
-    pictures = [
-        cv2.resize(cv2.imread(str(photos_dir / f"{name}.png")), CLIP_SIZE) for name, _ in SCENES
-    ]
-    return [pictures[k] for k in order]
-
-
-def scene_order() -> list[int]:
-    return [k for k in range(len(SCENES)) for _ in range(FRAMES_PER_SCENE)]
-
-
-def write_clip(path: Path, frames: list[np.ndarray], fourcc: str) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), CLIP_FPS, CLIP_SIZE)
-    assert writer.isOpened(), f"this OpenCV cannot write {fourcc}"
-    for f in frames:
-        writer.write(f)
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    """Frames decoded from ``path`` (counted, not the container's claim)."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 @pytest.fixture(scope="module")
