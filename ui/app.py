@@ -63,7 +63,7 @@ from client.api import (
     to_coco_results,
 )
 from ensemble import contract
-from ui import timings, waterfall
+from ui import clips, live, timings, waterfall
 
 log = logging.getLogger(__name__)
 
@@ -695,40 +695,16 @@ def build_app(client: DetectorClient) -> gr.Blocks:
     with gr.Blocks(title=PAGE_TITLE, analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(INTRO)
         status_line = gr.Markdown(elem_id="status-line")
+        # The settings every tab uses: which ensemble, and its thresholds.
         with gr.Row(equal_height=False):
-            with gr.Column(scale=2):
-                image = gr.Image(
-                    label="Image: upload, webcam or paste",
-                    sources=["upload", "webcam", "clipboard"],
-                    type="filepath",
-                    elem_id="input-image",
-                )
-                file = gr.File(
-                    label="...or any file, sent to the server as it is",
-                    file_count="single",
-                    type="filepath",
-                    height=120,
-                    elem_id="input-file",
-                )
-                examples = (
-                    gr.Examples(
-                        [[str(p)] for p in photos],
-                        inputs=image,
-                        label="Example photos (scikit-image): one click detects",
-                        elem_id="example-photos",
-                        api_visibility="private",
-                    )
-                    if photos
-                    else None
-                )
-                model = gr.Radio(
-                    catalog.choices(),
-                    value=catalog.default,
-                    label="Model",
-                    elem_id="model-choice",
-                )
-                # The choices this session's radio shows, to update it only on a change.
-                shown_choices = gr.State(catalog.choices())
+            model = gr.Radio(
+                catalog.choices(),
+                value=catalog.default,
+                label="Model",
+                elem_id="model-choice",
+                scale=3,
+            )
+            with gr.Column(scale=2, min_width=240):
                 score = gr.Slider(
                     0.0,
                     1.0,
@@ -745,47 +721,83 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                     label="IoU threshold (NMS and fusion)",
                     elem_id="iou-threshold",
                 )
-                button = gr.Button("Detect", variant="primary", elem_id="detect-button")
-                message = gr.Markdown(elem_id="message")
-            with gr.Column(scale=3):
-                gr.Markdown("**Annotated by the server**")
-                gallery = gr.Gallery(
-                    label="Annotated by the server",
-                    show_label=False,  # a floating label would cover the first box's tag
-                    columns=2,
-                    object_fit="contain",
-                    height=720,
-                    elem_id="annotated-gallery",
-                )
-                detections = gr.Dataframe(
-                    headers=DETECTION_HEADERS,
-                    datatype=["str", "str"] + ["number"] * 5,
-                    column_widths=["36%", "14%", "10%", "10%", "10%", "10%", "10%"],
-                    interactive=False,
-                    label="Detections (boxes in original-image pixels, x1 y1 top-left)",
-                    elem_id="detections-table",
-                )
-                download_files = gr.File(
-                    label="Downloads: the annotated images and the detections (COCO JSON)",
-                    file_count="multiple",
-                    interactive=False,
-                    elem_id="downloads",
-                )
-                # Above the table: the same numbers, laid out in time (the column is
-                # too narrow for both side by side).
-                waterfall_view = gr.HTML(
-                    label="Steps over time",
-                    elem_id="timings-waterfall",
-                    padding=False,
-                )
-                timings_table = gr.Dataframe(
-                    headers=TIMING_HEADERS,
-                    datatype=["str", "number"],
-                    interactive=False,
-                    max_height=800,
-                    label=TIMINGS_LABEL,
-                    elem_id="timings-table",
-                )
+        # The choices this session's radio shows, to update it only on a change.
+        shown_choices = gr.State(catalog.choices())
+        with gr.Tabs(elem_id="input-tabs"):
+            with (
+                gr.Tab("Photo", id="photo-tab", elem_id="photo-tab"),
+                gr.Row(equal_height=False),
+            ):
+                with gr.Column(scale=2):
+                    image = gr.Image(
+                        label="Image: upload, webcam or paste",
+                        sources=["upload", "webcam", "clipboard"],
+                        type="filepath",
+                        elem_id="input-image",
+                    )
+                    file = gr.File(
+                        label="...or any file, sent to the server as it is",
+                        file_count="single",
+                        type="filepath",
+                        height=120,
+                        elem_id="input-file",
+                    )
+                    examples = (
+                        gr.Examples(
+                            [[str(p)] for p in photos],
+                            inputs=image,
+                            label="Example photos (scikit-image): one click detects",
+                            elem_id="example-photos",
+                            api_visibility="private",
+                        )
+                        if photos
+                        else None
+                    )
+                    button = gr.Button("Detect", variant="primary", elem_id="detect-button")
+                    message = gr.Markdown(elem_id="message")
+                with gr.Column(scale=3):
+                    gr.Markdown("**Annotated by the server**")
+                    gallery = gr.Gallery(
+                        label="Annotated by the server",
+                        show_label=False,  # a floating label would cover the first tag
+                        columns=2,
+                        object_fit="contain",
+                        height=720,
+                        elem_id="annotated-gallery",
+                    )
+                    detections = gr.Dataframe(
+                        headers=DETECTION_HEADERS,
+                        datatype=["str", "str"] + ["number"] * 5,
+                        column_widths=["36%", "14%", "10%", "10%", "10%", "10%", "10%"],
+                        interactive=False,
+                        label="Detections (boxes in original-image pixels, x1 y1 top-left)",
+                        elem_id="detections-table",
+                    )
+                    download_files = gr.File(
+                        label="Downloads: the annotated images and the detections (COCO JSON)",
+                        file_count="multiple",
+                        interactive=False,
+                        elem_id="downloads",
+                    )
+                    # Above the table: the same numbers, laid out in time (the column
+                    # is too narrow for both side by side).
+                    waterfall_view = gr.HTML(
+                        label="Steps over time",
+                        elem_id="timings-waterfall",
+                        padding=False,
+                    )
+                    timings_table = gr.Dataframe(
+                        headers=TIMING_HEADERS,
+                        datatype=["str", "number"],
+                        interactive=False,
+                        max_height=800,
+                        label=TIMINGS_LABEL,
+                        elem_id="timings-table",
+                    )
+            with gr.Tab("Video clip", id="video-tab", elem_id="video-tab"):
+                clips.build_tab(client, models, downloads.root, model, score, iou)
+            with gr.Tab("Webcam", id="webcam-tab", elem_id="webcam-tab"):
+                live.build_tab(client, models, model, score, iou)
 
         # The waterfall and the files come in a second event, so that the /detect API
         # keeps its four outputs (a State is no output of the API).
