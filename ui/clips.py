@@ -1,17 +1,779 @@
-"""The page's video-clip tab (being built: see build_tab)."""
+"""The page's video-clip tab: a clip in, every frame through the chosen ensemble, the
+annotated clip, its per-frame detections and its timings out.
+
+The work is ``client.video``'s: ``probe_clip`` refuses what is not a readable video or
+is over ``MAX_CLIP_FRAMES``; ``read_clip_frames`` decodes frames one at a time;
+``detect_frames`` sends them in batches of the ensemble's ``max_batch_size`` with a
+bounded number of requests in flight; ``ClipWriter`` writes the server's annotated
+frames as VP8 WebM, which the browser plays. Memory per clip is bounded by the batches
+in flight, not by the clip's length (the per-frame detections are kept: a few kB per
+frame).
+
+Files, and how they stay bounded:
+
+- The uploaded clip (in Gradio's upload folder) is deleted when its run ends, whatever
+  the outcome; the input is then cleared, so the page never offers a clip that is gone.
+- A result's files (the annotated clip and the per-frame JSON) go in a folder of their
+  own, ``clip-<hex>``, under the page's downloads folder in Gradio's cache (swept by
+  the Blocks' ``delete_cache`` like every upload). ``ClipFolders`` keeps one folder per
+  session (a session's next result replaces its last), deletes a session's folder when
+  its page is closed (``Blocks.unload``), and keeps at most ``MAX_CLIP_FOLDERS``
+  whatever happens (API clients never close a page).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import html
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from client import DetectorClient
+from client import DetectorClient, DetectorError
+from client.api import ModelInfo, ServerBusy, first_line
+from client.video import (
+    CLIP_SUFFIX,
+    MAX_CLIP_FRAMES,
+    ClipTooLong,
+    ClipWriter,
+    VideoNotReadable,
+    clip_document,
+    detect_frames,
+    frame_coco_results,
+    probe_clip,
+    read_clip_frames,
+)
+from ensemble import contract
+from ui import timings, waterfall
+
+log = logging.getLogger(__name__)
+
+MAX_CLIP_FOLDERS = 20  # clip results whose files are kept at most (one folder each)
+CLIP_FOLDER_PREFIX = "clip-"
+CLIP_CONCURRENCY = 1  # clips processed at once; one clip keeps the server's batcher busy
+CLIP_TIMEOUT_S = 120.0  # per request of frames: a cold CPU server takes a few seconds
+# Annotated frames are for a screen: at most this many pixels on their longest side
+# (the detections keep the clip's own pixels).
+CLIP_MAX_SIDE = 1280
+STATS_RETRIES = 5  # waits of 20 ms for a step's counters that lag behind the last reply
+
+TIMING_HEADERS = ["step", "ms per frame"]
+ROUND_TRIP_REQUEST = "round trip per request (client, mean)"
+ROUND_TRIP_FRAME = "round trip per frame (request's round trip / its frames)"
+WALL_FRAME = "wall time per frame (1 / frames per second)"
+
+
+class ClipInputError(ValueError):
+    """Input the page refuses before any frame is read (no clip, no model, a bad
+    threshold); the message is shown as it is."""
+
+
+# --- pure helpers -----------------------------------------------------------------
+
+
+@dataclass
+class ClipOutcome:
+    """Everything the tab shows after one clip."""
+
+    message: str = ""
+    clip: Path | None = None  # the annotated clip, VP8 WebM
+    files: list[Path] = field(default_factory=list)  # the clip, the per-frame JSON
+    timings: list[list] = field(default_factory=list)  # rows [step, ms per frame]
+    waterfall: str = ""  # inline SVG of the mean frame's steps; "" when unknown
+    latency_chart: str = ""  # inline SVG of each frame's round trip
+
+    @property
+    def failed(self) -> bool:
+        return self.clip is None
+
+
+def request_sizes(frames: int, batch_size: int) -> list[int]:
+    """Frames per request when ``frames`` are sent ``batch_size`` at a time, in order
+    (as ``client.video.detect_frames`` batches them)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    full, rest = divmod(frames, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])
+
+
+def request_latencies(latencies_s: Sequence[float], batch_size: int) -> list[float]:
+    """One round trip per request, in seconds: every frame of a request carries that
+    request's round trip, so the first frame of each batch gives it."""
+    return [latencies_s[i] for i in range(0, len(latencies_s), batch_size)]
+
+
+def clip_timing_rows(
+    latencies_s: Sequence[float],
+    wall_s: float,
+    batch_size: int,
+    ensemble: str,
+    steps: Sequence[str] = (),
+    before: timings.Snapshot | None = None,
+    after: timings.Snapshot | None = None,
+) -> list[list]:
+    """Rows ``[step, ms per frame]`` of the clip's timings table, in ms rounded to 0.1.
+
+    ``latencies_s`` is each frame's request round trip in seconds (frames in order,
+    ``batch_size`` per request), ``wall_s`` the whole run's wall time. First the mean
+    request's round trip (a whole request, not per frame), then that shared over its
+    frames, the wall time per frame; then (given both snapshots) the server's time per
+    frame: the ensemble's and each step's mean time per request between the snapshots,
+    divided by the mean frames per request. Requests in flight at once overlap, so the
+    round trip per frame can exceed the wall time per frame.
+    """
+    frames = len(latencies_s)
+    if frames == 0:
+        return []
+    sizes = request_sizes(frames, batch_size)
+    per_request = request_latencies(latencies_s, batch_size)
+    frames_per_request = frames / len(sizes)
+    rows: list[list] = [
+        [ROUND_TRIP_REQUEST, round(1000 * sum(per_request) / len(per_request), 1)],
+        [
+            ROUND_TRIP_FRAME,
+            round(1000 * sum(per_request) / frames, 1),  # each frame's share, averaged
+        ],
+        [WALL_FRAME, round(1000 * wall_s / frames, 1)],
+    ]
+    if before is None or after is None:
+        return rows
+
+    def per_frame(model: str, fields: Sequence[str]) -> float | None:
+        value = timings.mean_ms(before, after, model, fields)
+        return None if value is None else round(value / frames_per_request, 1)
+
+    rows.append([f"server total ({ensemble})", per_frame(ensemble, timings.TOTAL_FIELDS)])
+    rows += [
+        [step.label, per_frame(step.model, timings.STEP_FIELDS)]
+        for step in timings.ensemble_steps(steps)
+    ]
+    return rows
+
+
+def frame_durations(
+    before: timings.Snapshot | None,
+    after: timings.Snapshot | None,
+    steps: Sequence[str],
+    frames_per_request: float,
+) -> dict[str, float | None]:
+    """Each step's mean ms per request (``timings.step_durations``) shared over the
+    mean request's frames: the mean frame's step durations for ``waterfall.layout``."""
+    return {
+        model: None if ms is None else ms / frames_per_request
+        for model, ms in timings.step_durations(before, after, steps).items()
+    }
+
+
+def label_frames(results: Sequence[Mapping], model: str) -> Counter:
+    """How many frames each label was found in, from COCO results with ``frame_index``
+    and ``category_name``; only the entries of ``model`` (for detect_all the fused
+    result, not each detector's own)."""
+    seen = {(r["frame_index"], r["category_name"]) for r in results if r.get("model") == model}
+    return Counter(label for _, label in seen)
+
+
+def _tick(span: float, most: int = 6) -> float:
+    """The smallest round interval (1, 2 or 5 times a power of ten) giving at most
+    ``most`` intervals over ``span``."""
+    power = 10 ** math.floor(math.log10(max(span, 1e-9) / most))
+    while True:
+        for factor in (1, 2, 5):
+            if span / (factor * power) <= most:
+                return factor * power
+        power *= 10
+
+
+# Plot area of the latency chart, in SVG user units.
+CHART_W, CHART_H = 560, 150
+CHART_LEFT, CHART_TOP, CHART_BOTTOM = 52, 24, 40
+
+
+def latency_svg(latencies_ms: Sequence[float], title: str = "") -> str:
+    """Each frame's request round trip (ms) over the clip as one ``<svg>``: a line
+    (``polyline.latency-line``, one point per frame, frame index 0.. left to right,
+    ms up from 0) with its mean as a dashed line, axes with ticks, and labels
+    "frame" and "round trip (ms)". ``data-frames`` on the ``<svg>`` is the count."""
+    esc = html.escape
+    n = len(latencies_ms)
+    width = CHART_LEFT + CHART_W + 20
+    height = CHART_TOP + CHART_H + CHART_BOTTOM
+    top_ms = max(max(latencies_ms, default=0.0), 1.0)
+    y_tick = _tick(top_ms)
+    top_ms = math.ceil(top_ms / y_tick) * y_tick
+    x_span = max(n - 1, 1)
+
+    def x(i: float) -> float:
+        return CHART_LEFT + CHART_W * i / x_span
+
+    def y(ms: float) -> float:
+        return CHART_TOP + CHART_H * (1 - ms / top_ms)
+
+    mean = sum(latencies_ms) / n if n else 0.0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="latency-chart" data-frames="{n}" '
+        f'width="100%" style="max-width:{width}px" viewBox="0 0 {width} {height}" '
+        f'role="img" font-family="sans-serif" font-size="11">',
+        f"<title>{esc(title or 'Round trip per frame (ms)')}</title>",
+        f'<text x="{CHART_LEFT}" y="14" fill="#444">{esc(title)}</text>',
+    ]
+    # Axes, ticks and grid.
+    base = CHART_TOP + CHART_H
+    parts.append(
+        f'<line x1="{CHART_LEFT}" y1="{CHART_TOP}" x2="{CHART_LEFT}" y2="{base}" stroke="#888"/>'
+        f'<line x1="{CHART_LEFT}" y1="{base}" x2="{CHART_LEFT + CHART_W}" y2="{base}" '
+        'stroke="#888"/>'
+    )
+    k = 0
+    while k * y_tick <= top_ms + 1e-9:
+        ty = y(k * y_tick)
+        parts.append(
+            f'<line x1="{CHART_LEFT - 4}" y1="{ty:.1f}" x2="{CHART_LEFT + CHART_W}" '
+            f'y2="{ty:.1f}" stroke="#eee"/>'
+            f'<text x="{CHART_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{k * y_tick:g}</text>'
+        )
+        k += 1
+    x_tick = max(_tick(x_span), 1)
+    k = 0
+    while k * x_tick <= x_span + 1e-9 and n:
+        tx = x(k * x_tick)
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="{base}" x2="{tx:.1f}" y2="{base + 4}" stroke="#888"/>'
+            f'<text x="{tx:.1f}" y="{base + 15}" text-anchor="middle">{k * x_tick:g}</text>'
+        )
+        k += 1
+    parts.append(
+        f'<text class="latency-x-label" x="{CHART_LEFT + CHART_W / 2}" y="{base + 32}" '
+        'text-anchor="middle">frame</text>'
+        f'<text class="latency-y-label" x="12" y="{CHART_TOP + CHART_H / 2}" '
+        f'text-anchor="middle" transform="rotate(-90 12 {CHART_TOP + CHART_H / 2})">'
+        "round trip (ms)</text>"
+    )
+    if n:
+        points = " ".join(f"{x(i):.1f},{y(ms):.1f}" for i, ms in enumerate(latencies_ms))
+        if n == 1:  # a line needs two points: draw the one frame across
+            points = f"{x(0):.1f},{y(latencies_ms[0]):.1f} {x(1):.1f},{y(latencies_ms[0]):.1f}"
+        parts.append(
+            f'<polyline class="latency-line" points="{points}" fill="none" '
+            'stroke="#4e79a7" stroke-width="1.5"/>'
+            f'<line class="latency-mean" x1="{CHART_LEFT}" y1="{y(mean):.1f}" '
+            f'x2="{CHART_LEFT + CHART_W}" y2="{y(mean):.1f}" stroke="#d00" '
+            'stroke-dasharray="4 3"/>'
+            f'<text x="{CHART_LEFT + CHART_W}" y="{y(mean) - 4:.1f}" text-anchor="end" '
+            f'fill="#d00">mean {mean:.1f} ms</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _slug(text: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return slug or "clip"
+
+
+def upload_path(clip: Any) -> tuple[Path, str] | None:
+    """``(path, name shown)`` of a clip input: the path Gradio gives (a ``FileData``
+    dict with ``path`` and ``orig_name`` when preprocessing is off, or a plain path);
+    None when nothing was given."""
+    if clip is None or clip == "":
+        return None
+    if isinstance(clip, Mapping):
+        if "video" in clip and isinstance(clip["video"], Mapping):  # older Video payloads
+            clip = clip["video"]
+        path = clip.get("path")
+        if not path:
+            return None
+        return Path(path), str(clip.get("orig_name") or Path(path).name)
+    path = Path(str(clip))
+    return path, path.name
+
+
+def remove_upload(path: Path, upload_root: Path) -> bool:
+    """Delete an uploaded file and its folder when empty, only inside ``upload_root``
+    (Gradio's upload folder: a path a caller names elsewhere is never touched).
+    Returns whether the file was removed."""
+    try:
+        resolved = path.resolve()
+        root = upload_root.resolve()
+    except OSError:
+        return False
+    if root not in resolved.parents:
+        return False
+    try:
+        resolved.unlink()
+    except OSError:
+        return False
+    parent = resolved.parent
+    if parent != root:
+        with contextlib.suppress(OSError):  # not empty: another upload is in it
+            parent.rmdir()  # Gradio puts each upload in a folder of its own
+    return True
+
+
+def file_value(paths: Sequence[Path]) -> list[dict]:
+    """A multiple-file ``gr.File``'s wire value for ``paths``."""
+    return [video_value(p) for p in paths]
+
+
+def video_value(path: Path) -> dict:
+    """The wire value of a file in Gradio's cache (a ``gr.Video`` takes the same)."""
+    mime = {".json": "application/json", CLIP_SUFFIX: "video/webm"}.get(path.suffix)
+    return {
+        "path": str(path),
+        "orig_name": path.name,
+        "size": path.stat().st_size,
+        "mime_type": mime or "application/octet-stream",
+        "meta": {"_type": "gradio.FileData"},
+    }
+
+
+def table_value(headers: list[str], rows: list[list]) -> dict:
+    """A Dataframe's wire value (what its postprocess makes of a list of rows)."""
+    return {"headers": list(headers), "data": rows, "metadata": None}
+
+
+# --- result folders ---------------------------------------------------------------
+
+
+class ClipFolders:
+    """Folders for clip results under ``root``, one per result, bounded.
+
+    Each session keeps its latest result only (its previous folder goes when it gets a
+    new one), ``end_session`` deletes a session's folder, and beyond ``max_folders``
+    clip folders the oldest go, whoever's they are. Only ``clip-*`` folders are
+    counted and pruned here: the still images' folders beside them are theirs to prune.
+    """
+
+    def __init__(self, root: Path, max_folders: int = MAX_CLIP_FOLDERS):
+        self.root = Path(root)
+        self.max_folders = max_folders
+        self._lock = threading.Lock()
+        self._by_session: dict[str, Path] = {}
+
+    def new(self, session: str = "") -> Path:
+        """A new empty folder for ``session``'s result (its previous one is deleted)."""
+        with self._lock:
+            if session and (old := self._by_session.pop(session, None)):
+                shutil.rmtree(old, ignore_errors=True)
+            self._prune()
+            folder = self.root / f"{CLIP_FOLDER_PREFIX}{uuid.uuid4().hex}"
+            folder.mkdir(parents=True)
+            if session:
+                self._by_session[session] = folder
+            return folder
+
+    def discard(self, folder: Path) -> None:
+        """Delete a folder whose result failed."""
+        with self._lock:
+            shutil.rmtree(folder, ignore_errors=True)
+            for session, kept in list(self._by_session.items()):
+                if kept == folder:
+                    del self._by_session[session]
+
+    def end_session(self, session: str) -> None:
+        """Delete ``session``'s result folder (its page was closed)."""
+        with self._lock:
+            folder = self._by_session.pop(session, None)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def folders(self) -> list[Path]:
+        """The clip folders now under ``root``, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.glob(f"{CLIP_FOLDER_PREFIX}*") if p.is_dir()]
+        return sorted(found, key=_mtime)
+
+    def _prune(self) -> None:
+        folders = self.folders()
+        # Room for the one about to be made.
+        for folder in folders[: max(len(folders) - self.max_folders + 1, 0)]:
+            shutil.rmtree(folder, ignore_errors=True)
+        alive = {p for p in self.folders()}
+        for session, folder in list(self._by_session.items()):
+            if folder not in alive:
+                del self._by_session[session]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted meanwhile (the cache sweep)
+        return 0.0
+
+
+# --- one clip ---------------------------------------------------------------------
+
+Progress = Callable[[int, int | None], None]
+
+
+class ClipDetector:
+    """Runs one clip for the page and turns every failure into a message."""
+
+    def __init__(
+        self,
+        client: DetectorClient,
+        models: Any,
+        folders: ClipFolders,
+        upload_root: Path | None = None,
+        stats_retries: int = STATS_RETRIES,
+        max_frames: int = MAX_CLIP_FRAMES,
+    ):
+        self.client = client
+        self.models = models  # ui.app.ServerModels: get() -> (Catalog, error)
+        self.folders = folders
+        self.upload_root = upload_root  # uploads under it are deleted after their run
+        self.stats_retries = stats_retries
+        self.max_frames = max_frames
+
+    def __call__(
+        self,
+        clip: Any,
+        model: str | None,
+        score_threshold: Any,
+        iou_threshold: Any,
+        session: str = "",
+        progress: Progress | None = None,
+    ) -> ClipOutcome:
+        given = upload_path(clip)
+        name = given[1] if given else "clip"
+        folder: Path | None = None
+        try:
+            if given is None:
+                raise ClipInputError("no clip given: upload a video (MP4, WebM or MOV)")
+            path = given[0]
+            score = _threshold(score_threshold, "score threshold")
+            iou = _threshold(iou_threshold, "IoU threshold")
+            info = self._model(model)
+            clip_info = probe_clip(path, self.max_frames)  # before any request
+            folder = self.folders.new(session)
+            outcome = self._run(clip_info, name, info, score, iou, folder, progress)
+            folder = None  # delivered: the folder is the session's now
+            return outcome
+        except ClipInputError as e:
+            return ClipOutcome(message=f"**Error:** {e}")
+        except (VideoNotReadable, ClipTooLong) as e:
+            log.info("clip %s refused: %s", name, e)
+            return ClipOutcome(message=f"**Error:** {clip_error(e, name)}")
+        except ServerBusy as e:
+            log.info("clip %s: %s", name, e)
+            return ClipOutcome(message=f"**Error:** {e}. Try the clip again in a moment.")
+        except DetectorError as e:
+            log.info("clip %s: %s", name, e)
+            return ClipOutcome(message=f"**Error:** {e}")
+        except Exception as e:  # the page gets one line; the log gets the traceback
+            log.exception("clip detection failed")
+            return ClipOutcome(
+                message=f"**Error:** unexpected {type(e).__name__}: {first_line(str(e))}"
+            )
+        finally:
+            if folder is not None:
+                self.folders.discard(folder)
+            if given is not None and self.upload_root is not None:
+                remove_upload(given[0], self.upload_root)
+
+    def _model(self, model: str | None) -> ModelInfo:
+        if not model:
+            raise ClipInputError("no model chosen: pick one of the server's models")
+        catalog, error = self.models.get()
+        if model not in catalog.names:  # maybe served since the last look
+            catalog, error = self.models.get(max_age_s=0)
+        if model not in catalog.names:
+            if error:
+                raise ClipInputError(error)
+            served = ", ".join(catalog.names) or "none"
+            raise ClipInputError(f"unknown model {model!r}: this server serves {served}")
+        info = catalog.infos.get(model)
+        return info if info is not None else self.client.model_info(model)
+
+    def _run(
+        self,
+        clip_info: Any,
+        name: str,
+        info: ModelInfo,
+        score: float,
+        iou: float,
+        folder: Path,
+        progress: Progress | None,
+    ) -> ClipOutcome:
+        model = info.name
+        batch_size = max(1, min(info.max_batch_size, contract.MAX_BATCH_SIZE))
+        total = clip_info.frame_count or None
+        stem = _slug(Path(name).stem)
+        annotated = folder / f"{stem}-{_slug(model)}{CLIP_SUFFIX}"
+        results: list[dict] = []
+        latencies: list[float] = []
+        if progress:
+            progress(0, total)
+        before = self._snapshot()
+        started = time.monotonic()
+        with ClipWriter(annotated, clip_info.fps) as writer:
+            frames = detect_frames(
+                self.client,
+                read_clip_frames(clip_info, self.max_frames),
+                model,
+                score,
+                iou,
+                CLIP_TIMEOUT_S,
+                batch_size=batch_size,
+                annotated_max_side=CLIP_MAX_SIDE,
+            )
+            for frame in frames:
+                writer.write_jpeg(frame.result.annotated_jpeg)
+                results += frame_coco_results(frame, file_name=name, model=model)
+                latencies.append(frame.result.latency_s)
+                done = frame.index + 1
+                if progress and (done % batch_size == 0 or done == total):
+                    progress(done, total)
+        wall_s = time.monotonic() - started
+        after = self._settled(before, model, info.steps)
+        count = len(latencies)
+        document = clip_document(clip_info, model, count, results, output=annotated.name)
+        detections = folder / f"{stem}-{_slug(model)}-frames.json"
+        detections.write_text(json.dumps(document, indent=1))
+
+        frames_per_request = count / len(request_sizes(count, batch_size))
+        rows = clip_timing_rows(latencies, wall_s, batch_size, model, info.steps, before, after)
+        picture = ""
+        if before is not None and after is not None and info.graph:
+            durations = frame_durations(before, after, info.steps, frames_per_request)
+            bars = waterfall.layout(info.graph, durations)
+            round_trip = dict((r[0], r[1]) for r in rows).get(ROUND_TRIP_FRAME)
+            picture = waterfall.svg(
+                bars,
+                round_trip,
+                [d.name for d in info.detectors],
+                f"Steps of {model} for the mean frame ({frames_per_request:.1f} frames "
+                "per request)",
+            )
+        chart = latency_svg(
+            [1000 * t for t in latencies],
+            f"Round trip of each frame's request over the clip ({model}, ms)",
+        )
+        message = clip_message(
+            clip_info, name, model, count, wall_s, batch_size, results, after is not None
+        )
+        log.info("clip %s %s: %s", model, name, message)
+        return ClipOutcome(message, annotated, [annotated, detections], rows, picture, chart)
+
+    def _settled(
+        self, before: timings.Snapshot | None, model: str, steps: Sequence[str]
+    ) -> timings.Snapshot | None:
+        """The counters after the run; a step's counters are updated as it finishes,
+        which can come a moment after the reply, so wait briefly for the last ones."""
+        if before is None:
+            return None
+        after = self._snapshot()
+        for _ in range(self.stats_retries):
+            if after is None or not timings.missing_steps(before, after, model, steps):
+                break
+            time.sleep(0.02)
+            after = self._snapshot()
+        return after
+
+    def _snapshot(self) -> timings.Snapshot | None:
+        """All models' counters now; None when the statistics API fails (never fatal)."""
+        try:
+            return timings.parse_statistics(self.client.inference_statistics())
+        except Exception as e:
+            log.warning("server statistics unavailable: %s", first_line(str(e)))
+            return None
+
+
+def clip_error(error: VideoNotReadable | ClipTooLong, name: str) -> str:
+    """One line for a refused clip, naming it by the name it was uploaded as (not the
+    server-side temporary path)."""
+    if isinstance(error, ClipTooLong):
+        more = "more than " if error.frames > error.limit else ""
+        return (
+            f"{name} is too long: it has {more}{error.frames} frames, and this page takes "
+            f"clips of at most {error.limit} frames; cut it shorter"
+        )
+    return f"{name} is not a readable video: {error.reason}"
+
+
+def clip_message(
+    clip_info: Any,
+    name: str,
+    model: str,
+    frames: int,
+    wall_s: float,
+    batch_size: int,
+    results: Sequence[Mapping],
+    stats: bool = True,
+) -> str:
+    """The one-paragraph summary: frames, throughput, requests, what was found."""
+    fps = frames / wall_s if wall_s > 0 else 0.0
+    requests = len(request_sizes(frames, batch_size))
+    found = label_frames(results, model)
+    seen = ", ".join(f"{label} in {n}" for label, n in found.most_common(6)) or "nothing"
+    text = (
+        f"{name}: {frames} frames of {clip_info.width}×{clip_info.height} through {model} "
+        f"at **{fps:.1f} frames/s** ({wall_s:.1f} s, {requests} requests of up to "
+        f"{batch_size} frames). Frames with each label: {seen}."
+    )
+    if not stats:
+        text += " Server step times unavailable."
+    return text
+
+
+def _threshold(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ClipInputError(f"{what} must be a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ClipInputError(f"{what} must be between 0 and 1, got {number}")
+    return number
+
+
+# --- the tab ----------------------------------------------------------------------
+
+INTRO = f"""\
+Upload a clip (MP4, WebM or MOV, at most {MAX_CLIP_FRAMES} frames). Every frame goes
+through the chosen model, in batches of its largest batch size; the annotated clip plays
+below, with the detections of every frame to download. The uploaded clip is deleted
+when its run ends.
+"""
+
+API_DESCRIPTION = (
+    "Detect objects in every frame of a video clip. clip: a video file (MP4, WebM, MOV; "
+    f"at most {MAX_CLIP_FRAMES} frames). model: one of the server's ensembles, "
+    "detect_all or detect_<detector name>. Thresholds in [0, 1]. Returns the annotated "
+    "clip (VP8 WebM), the downloads (that clip and the per-frame detections as JSON: "
+    "COCO results with frame_index), a message (frames/s, or the error), the timings "
+    "table (ms per frame), and the waterfall and the latency chart as inline SVG."
+)
 
 
 def build_tab(
     client: DetectorClient, models: Any, downloads_root: Path, model: Any, score: Any, iou: Any
-) -> None:
-    """The tab's components and events, inside the caller's ``gr.Tab``."""
-    gr.Markdown("Video clips are not available on this page yet.", elem_id="video-message")
+) -> ClipDetector:
+    """The tab's components and events, inside the caller's ``gr.Tab`` (and so inside
+    its ``gr.Blocks``, whose ``unload`` deletes a closed page's result files).
+
+    ``models`` is ``ui.app.ServerModels``; ``downloads_root`` a folder in Gradio's cache;
+    ``model``, ``score``, ``iou`` the page's shared inputs. Returns the tab's
+    ``ClipDetector`` (its ``folders`` say what is kept)."""
+    folders = ClipFolders(downloads_root)
+    detector = ClipDetector(client, models, folders, upload_root=Path(gr.utils.get_upload_folder()))
+    gr.Markdown(INTRO, elem_id="clip-intro")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            clip = gr.Video(
+                label="Clip to detect in",
+                sources=["upload"],
+                include_audio=True,  # no re-encoding of the upload (and no FFmpeg needed)
+                elem_id="input-clip",
+            )
+            button = gr.Button("Detect in every frame", variant="primary", elem_id="clip-button")
+            message = gr.Markdown(elem_id="clip-message")
+            downloads = gr.File(
+                label="Downloads: the annotated clip and the per-frame detections (JSON)",
+                file_count="multiple",
+                interactive=False,
+                elem_id="clip-downloads",
+            )
+        with gr.Column(scale=3):
+            annotated = gr.Video(
+                label="Annotated by the server",
+                interactive=False,
+                loop=True,
+                elem_id="annotated-clip",
+            )
+            latency = gr.HTML(label="Round trip per frame", elem_id="clip-latency", padding=False)
+            steps = gr.HTML(
+                label="Steps of the mean frame", elem_id="clip-waterfall", padding=False
+            )
+            table = gr.Dataframe(
+                headers=TIMING_HEADERS,
+                datatype=["str", "number"],
+                interactive=False,
+                max_height=600,
+                label=(
+                    "Time in ms per frame (server steps: mean per request while the clip "
+                    "ran, other users' requests included, shared over its frames)"
+                ),
+                elem_id="clip-timings",
+            )
+
+    def detect_clip(
+        clip: Any,
+        model: str,
+        score_threshold: float,
+        iou_threshold: float,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
+    ) -> tuple:
+        def report(done: int, total: int | None) -> None:
+            progress((done, total), desc="frames", unit="frames")
+
+        session = getattr(request, "session_hash", "") or ""
+        outcome = detector(clip, model, score_threshold, iou_threshold, session, report)
+        # postprocess=False: these are the components' wire values.
+        return (
+            video_value(outcome.clip) if outcome.clip else None,
+            file_value(outcome.files) or None,
+            outcome.message,
+            table_value(TIMING_HEADERS, outcome.timings),
+            outcome.waterfall,
+            outcome.latency_chart,
+        )
+
+    button.click(
+        detect_clip,
+        inputs=[clip, model, score, iou],
+        outputs=[annotated, downloads, message, table, steps, latency],
+        api_name="detect_clip",
+        api_description=API_DESCRIPTION,
+        concurrency_id="clip",
+        concurrency_limit=CLIP_CONCURRENCY,
+        preprocess=False,
+        postprocess=False,
+    ).then(
+        # The upload is gone once its run has ended: clear the input that showed it.
+        lambda: None,
+        outputs=clip,
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+    blocks = gr.context.Context.root_block
+    if blocks is not None:
+
+        def forget_session(request: gr.Request) -> None:
+            folders.end_session(getattr(request, "session_hash", "") or "")
+
+        blocks.unload(forget_session)
+    return detector
+
+
+__all__ = [
+    "MAX_CLIP_FOLDERS",
+    "ClipDetector",
+    "ClipFolders",
+    "ClipOutcome",
+    "build_tab",
+    "clip_error",
+    "clip_timing_rows",
+    "frame_durations",
+    "label_frames",
+    "latency_svg",
+    "remove_upload",
+    "request_latencies",
+    "request_sizes",
+    "upload_path",
+]
