@@ -1,14 +1,381 @@
-"""The page's live webcam tab (being built: see build_tab)."""
+"""The page's live webcam tab: the browser's camera through the server, frame by frame.
+
+How frames travel (Gradio 6's streaming webcam): while the stream is on, the browser
+draws the camera into a canvas every ``STREAM_EVERY_S`` and posts it as a JPEG
+``data:`` URL; Gradio keeps only the newest posted frame of a stream (a new one
+replaces one the handler has not taken yet) and calls the handler with it. The handler
+(``LiveStreams.on_frame``) sends the JPEG byte for byte to the chosen ensemble through
+the shared ``DetectorClient``, on a worker thread, and shows the server's annotated
+JPEG back.
+
+Under load it drops frames rather than queue them: each session has at most one frame
+at the server (``LiveSession``). A frame that arrives while the previous one is still
+there is skipped at once and counted as dropped, so a frame is never shown later than
+one server round trip plus the wait for its turn at the server; the page shows the
+frames/s and the latency reached, and the dropped count.
+
+A refused or missing camera: Gradio's webcam asks for the camera in a promise whose
+failure it does not catch, so the page would just show a grey box. A few lines of JS
+(``CAMERA_CHECK_JS``) wrap ``navigator.mediaDevices.getUserMedia`` and write what went
+wrong, in words, into ``#webcam-message``.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import collections
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
+from gradio.data_classes import ImageData
 
-from client import DetectorClient
+from client import DetectorClient, DetectorError, ImageResult
+
+log = logging.getLogger(__name__)
+
+STREAM_EVERY_S = 0.2  # the browser sends a frame this often: at most 5 frames/s
+STREAM_TIME_LIMIT_S = 300  # a stream stops after this; pressing record again restarts it
+MAX_STREAMS = 8  # streams served at once (each holds a slot while on); more wait their turn
+# The handler waits this long for the frame it just sent, so that a quick server shows
+# each frame's own result; a slow one is not waited for (the next call shows it).
+RESULT_WAIT_S = STREAM_EVERY_S / 2
+INFER_TIMEOUT_S = 30.0  # per frame: a frame the server does not answer in time fails
+FPS_WINDOW_S = 3.0  # frames/s over the results of the last this many seconds
+LATENCY_FRAMES = 10  # the latency shown is over the last this many frames
+MAX_SESSIONS = 64  # sessions whose counters are kept (oldest idle dropped beyond this)
+DISPLAY_MAX_SIDE = 1280  # annotated frames at most this many pixels on their longest side
+TOP_DETECTIONS = 8  # the detections line lists at most this many
+
+NO_STREAM = "Not streaming: press the record button under the camera to start."
+CAMERA_MESSAGE_ID = "webcam-message"
+
+# Runs once, when the tab's message element is first rendered. It wraps getUserMedia so
+# that a refusal or a missing camera (which Gradio's webcam leaves unreported) is said in
+# #webcam-message, and says up front when the page cannot use a camera at all (a page
+# served over plain HTTP to another machine has no navigator.mediaDevices).
+CAMERA_CHECK_JS = """
+const box = element.querySelector('.webcam-camera-state') ?? element;
+const say = (text, state) => { box.textContent = text; box.dataset.state = state; };
+const media = navigator.mediaDevices;
+if (!media || !media.getUserMedia) {
+    say('No camera: this browser gives this page no camera access (a page needs HTTPS, '
+        + 'or localhost, for the camera).', 'unsupported');
+} else if (!media.__webcamCheck) {
+    const ask = media.getUserMedia.bind(media);
+    media.getUserMedia = async (constraints) => {
+        if (!constraints || !constraints.video) return ask(constraints);
+        try {
+            const stream = await ask(constraints);
+            say('Camera on: press the record button under it to stream to the server.', 'on');
+            return stream;
+        } catch (e) {
+            const name = e && e.name;
+            if (name === 'NotAllowedError' || name === 'SecurityError') {
+                say('Camera access was refused: allow the camera for this page in the '
+                    + 'browser (the icon in the address bar), then reload.', 'refused');
+            } else if (name === 'NotFoundError' || name === 'OverconstrainedError') {
+                say('No camera found: connect a camera and reload the page.', 'missing');
+            } else if (name === 'NotReadableError' || name === 'AbortError') {
+                say('The camera could not be started: another program may be using it.',
+                    'busy');
+            } else {
+                say('The camera is not available: ' + (e && e.message || name || e), 'failed');
+            }
+            throw e;
+        }
+    };
+    media.__webcamCheck = true;
+}
+"""
+CAMERA_MESSAGE_HTML = (
+    '<p class="webcam-camera-state" data-state="waiting">'
+    "Click the camera box and allow the camera when the browser asks.</p>"
+)
+
+
+# --- one session's stream -----------------------------------------------------------
+
+
+@dataclass
+class Shown:
+    """What the page shows after one frame: the last annotated frame and the lines."""
+
+    jpeg: bytes | None
+    stats: str
+    detections: str
+
+
+@dataclass
+class _Done:
+    sent_at: float  # clock seconds, when the frame was handed to the server
+    done_at: float
+    result: ImageResult | None
+    error: str = ""
+
+
+@dataclass
+class LiveSession:
+    """One browser session's stream: at most one frame at the server, the rest dropped.
+
+    ``detect(jpeg)`` sends one encoded frame to the server and returns its result; it
+    runs on ``pool``. Times come from ``clock`` (seconds, monotonic).
+    """
+
+    detect: Callable[[bytes], ImageResult]
+    pool: ThreadPoolExecutor
+    clock: Callable[[], float] = time.monotonic
+    offered: int = 0  # frames that reached the handler
+    sent: int = 0  # ...sent to the server
+    dropped: int = 0  # ...skipped because the previous frame was still at the server
+    answered: int = 0  # frames whose result came back (errors included)
+    last: _Done | None = None
+    last_result: ImageResult | None = None
+    last_used: float = 0.0
+    _pending: Future | None = None
+    _finished: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def offer(self, jpeg: bytes) -> bool:
+        """Send ``jpeg`` unless this session's previous frame is still at the server
+        (then count it dropped and return False at once)."""
+        with self._lock:
+            self.offered += 1
+            self.last_used = self.clock()
+            self._collect()
+            if self._pending is not None:
+                self.dropped += 1
+                return False
+            self.sent += 1
+            self._pending = self.pool.submit(self._run, jpeg, self.clock())
+            return True
+
+    def wait(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the frame at the server, if any."""
+        pending = self._pending
+        if pending is not None:
+            futures.wait([pending], timeout=timeout_s)
+        with self._lock:
+            self._collect()
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._pending is not None and not self._pending.done())
+
+    def _run(self, jpeg: bytes, sent_at: float) -> _Done:
+        try:
+            result = self.detect(jpeg)
+            return _Done(sent_at, self.clock(), result)
+        except DetectorError as e:
+            return _Done(sent_at, self.clock(), None, str(e))
+        except Exception as e:  # the page gets one line; the log gets the traceback
+            log.exception("live frame failed")
+            return _Done(sent_at, self.clock(), None, f"unexpected {type(e).__name__}: {e}")
+
+    def _collect(self) -> None:
+        if self._pending is None or not self._pending.done():
+            return
+        done = self._pending.result()
+        self._pending = None
+        self.answered += 1
+        self.last = done
+        self._finished.append(done)
+        if done.result is not None:
+            self.last_result = done.result
+
+    def frames_per_s(self) -> float:
+        """Results per second over the last ``FPS_WINDOW_S`` (0 with fewer than two)."""
+        now = self.clock()
+        times = [d.done_at for d in self._finished if now - d.done_at <= FPS_WINDOW_S]
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def latencies_ms(self) -> list[float]:
+        """Frame in to result out, in ms, for the last ``LATENCY_FRAMES`` frames."""
+        recent = list(self._finished)[-LATENCY_FRAMES:]
+        return [(d.done_at - d.sent_at) * 1000 for d in recent]
+
+    def shown(self) -> Shown:
+        """The last annotated frame, the stats line and the detections line."""
+        lat = self.latencies_ms()
+        parts = [f"{self.frames_per_s():.1f} frames/s"]
+        if lat:
+            parts.append(
+                f"latency {statistics.median(lat):.0f} ms (median of the last {len(lat)}"
+                f" frames, max {max(lat):.0f} ms)"
+            )
+        parts.append(f"{self.answered} shown, {self.dropped} dropped of {self.offered} frames")
+        stats = " · ".join(parts)
+        if self.last is not None and self.last.error:
+            stats += f"\n\n**Error:** {self.last.error}"
+        result = self.last_result
+        jpeg = result.annotated_jpeg if result is not None else None
+        return Shown(jpeg, stats, detections_text(result))
+
+
+def detections_text(result: ImageResult | None, most: int = TOP_DETECTIONS) -> str:
+    """The last frame's detections as "Last frame: person 0.92, cup 0.41"."""
+    if result is None:
+        return "Last frame: none yet"
+    best = sorted(result.detections, key=lambda d: d.score, reverse=True)
+    text = ", ".join(f"{d.label} {d.score:.2f}" for d in best[:most]) or "nothing found"
+    more = f" (+{len(best) - most} more)" if len(best) > most else ""
+    return f"Last frame: {text}{more}"
+
+
+def frame_jpeg(value: Any) -> bytes:
+    """The JPEG bytes of a streamed webcam frame (Gradio's raw value: a dict whose
+    ``url`` is a ``data:image/jpeg;base64,...`` URL); ValueError for anything else."""
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url.startswith("data:image/"):
+        raise ValueError("not a webcam frame (expected an image data: URL)")
+    head, _, payload = url.partition(",")
+    if ";base64" not in head:
+        raise ValueError("webcam frame is not base64-encoded")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"webcam frame is not valid base64: {e}") from None
+
+
+def image_value(jpeg: bytes | None) -> dict | None:
+    """An output image's wire value: the server's JPEG inline, no file written."""
+    if jpeg is None:
+        return None
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+    return ImageData(url=url, mime_type="image/jpeg", size=len(jpeg)).model_dump()
+
+
+# --- all sessions -------------------------------------------------------------------
+
+
+class LiveStreams:
+    """The tab's handler, shared by every session: one ``LiveSession`` per browser
+    session (by Gradio's session hash), one worker pool for all."""
+
+    def __init__(
+        self,
+        client: DetectorClient,
+        models: Any,
+        workers: int = MAX_STREAMS,
+        wait_s: float = RESULT_WAIT_S,
+    ):
+        self.client = client
+        self.models = models
+        self.wait_s = wait_s
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="live")
+        self._sessions: dict[str, LiveSession] = {}
+        self._lock = threading.Lock()
+
+    def session(self, key: str, detect: Callable[[bytes], ImageResult]) -> LiveSession:
+        with self._lock:
+            found = self._sessions.get(key)
+            if found is None:
+                if len(self._sessions) >= MAX_SESSIONS:
+                    oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
+                    del self._sessions[oldest]
+                found = self._sessions[key] = LiveSession(detect, self.pool)
+            found.detect = detect  # the model and thresholds of this frame
+            return found
+
+    def check_model(self, model: Any) -> str:
+        """``model`` when the server serves it; ValueError saying why not otherwise."""
+        if not model:
+            raise ValueError("no model chosen: pick one of the server's models")
+        catalog, error = self.models.get()
+        if model not in catalog.names:
+            catalog, error = self.models.get(max_age_s=0)
+        if model not in catalog.names:
+            if error:
+                raise ValueError(error)
+            served = ", ".join(catalog.names) or "none"
+            raise ValueError(f"unknown model {model!r}: this server serves {served}")
+        return model
+
+    def on_frame(self, frame: Any, model: Any, score: Any, iou: Any, key: str) -> Shown:
+        """One streamed frame of session ``key``: send it (or drop it), show the latest."""
+        try:
+            jpeg = frame_jpeg(frame)
+            name = self.check_model(model)
+            score_threshold, iou_threshold = float(score), float(iou)
+        except (ValueError, TypeError) as e:
+            session = self._sessions.get(key)
+            shown = session.shown() if session else Shown(None, "", detections_text(None))
+            return Shown(shown.jpeg, f"**Error:** {e}", shown.detections)
+
+        def detect(data: bytes) -> ImageResult:
+            (result,) = self.client.detect(
+                [data],
+                name,
+                score_threshold,
+                iou_threshold,
+                timeout=INFER_TIMEOUT_S,
+                annotated_max_side=DISPLAY_MAX_SIDE,
+            )
+            return result
+
+        session = self.session(key, detect)
+        if session.offer(jpeg):
+            session.wait(self.wait_s)
+        return session.shown()
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._sessions.pop(key, None)
+
+
+# --- the tab --------------------------------------------------------------------------
 
 
 def build_tab(client: DetectorClient, models: Any, model: Any, score: Any, iou: Any) -> None:
     """The tab's components and events, inside the caller's ``gr.Tab``."""
-    gr.Markdown("The live webcam is not available on this page yet.", elem_id="webcam-message")
+    streams = LiveStreams(client, models)
+    gr.HTML(
+        CAMERA_MESSAGE_HTML,
+        elem_id=CAMERA_MESSAGE_ID,
+        js_on_load=CAMERA_CHECK_JS,
+        padding=False,
+    )
+    with gr.Row(equal_height=False):
+        camera = gr.Image(
+            sources=["webcam"],
+            streaming=True,
+            label="Camera (streamed to the server while recording)",
+            elem_id="webcam-input",
+        )
+        with gr.Column():
+            annotated = gr.Image(
+                label="Annotated by the server",
+                interactive=False,
+                elem_id="webcam-output",
+            )
+            stats = gr.Markdown(NO_STREAM, elem_id="webcam-stats")
+            found = gr.Markdown(detections_text(None), elem_id="webcam-detections")
+
+    def on_frame(frame, model_name, score_threshold, iou_threshold, request: gr.Request):
+        key = request.session_hash or "anonymous"
+        shown = streams.on_frame(frame, model_name, score_threshold, iou_threshold, key)
+        return image_value(shown.jpeg), shown.stats, shown.detections
+
+    camera.stream(
+        on_frame,
+        inputs=[camera, model, score, iou],
+        outputs=[annotated, stats, found],
+        stream_every=STREAM_EVERY_S,
+        time_limit=STREAM_TIME_LIMIT_S,
+        concurrency_limit=MAX_STREAMS,
+        concurrency_id="webcam",
+        show_progress="hidden",
+        api_visibility="private",
+        preprocess=False,
+        postprocess=False,
+    )
