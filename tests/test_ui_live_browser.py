@@ -1,0 +1,242 @@
+"""The webcam tab in a real headless Chromium, with Chromium's fake camera, against the
+real server.
+
+Each test launches its own browser, because the camera is decided at launch:
+``--use-fake-device-for-media-stream --use-fake-ui-for-media-stream
+--use-file-for-fake-video-capture=FILE`` plays a Y4M file made here from the astronaut
+photo, in a loop, as the camera (and grants it); ``--deny-permission-prompts`` refuses
+it; without a fake device, a headless Chromium has no camera at all. Each step leaves a
+full-page screenshot in ``test-artifacts/ui/webcam/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from media import scene_frames, write_y4m
+from playwright.sync_api import Page, expect, sync_playwright
+from test_ui_browser import serving_page
+from ui_helpers import (
+    ARTIFACTS_DIR,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LOAD_TIMEOUT_MS,
+    RESULT_TIMEOUT_MS,
+    VIEWPORT,
+    choose_model,
+    click_detect,
+    expect_gallery_loaded,
+    upload,
+)
+
+from client import DetectorClient
+from ui import live
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+]
+
+SHOTS = ARTIFACTS_DIR / "webcam"
+FAKE_CAMERA = ("--use-fake-device-for-media-stream",)
+# A fake camera that is granted, and plays FILE.
+GRANTED = (*FAKE_CAMERA, "--use-fake-ui-for-media-stream")
+REFUSED = (*FAKE_CAMERA, "--deny-permission-prompts")
+TENSORFLOW_CHOICE = "TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)"
+TENSORFLOW = "detect_tensorflow"
+SCORE = 0.5  # the astronaut photo gives one "person" above this (tests/media.py SCENES)
+FRAMES_WANTED = 3  # annotated frames that must arrive while streaming
+# A stream is a few seconds long here; the machine is small and shared.
+STREAM_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_shots():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
+
+
+@pytest.fixture(scope="module")
+def app_url(triton_url):
+    with serving_page(triton_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def astronaut_camera(photos_dir, tmp_path_factory) -> Path:
+    """A Y4M of the astronaut photo only: the fake camera loops it."""
+    frames = scene_frames(photos_dir, [0] * 6)
+    return write_y4m(tmp_path_factory.mktemp("camera") / "astronaut.y4m", frames)
+
+
+@contextlib.contextmanager
+def camera_page(url: str, request, *camera_args: str) -> Iterator[Page]:
+    """The page in a Chromium of its own, launched with ``camera_args``, on the Webcam
+    tab; a screenshot named for the test when it failed."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make setup`", pytrace=False)
+    failed_before = request.session.testsfailed
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *camera_args]
+        )
+        try:
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.goto(url)
+            expect(page.locator("#status-line")).to_contain_text("up", timeout=LOAD_TIMEOUT_MS)
+            page.get_by_role("tab", name="Webcam").click()
+            expect(page.locator("#webcam-input")).to_be_visible()
+            yield page
+            if request.session.testsfailed > failed_before:
+                shot(page, f"failed-{request.node.name}")
+        finally:
+            browser.close()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def ask_for_camera(page: Page) -> None:
+    """Click Gradio's "Click to Access Webcam" box, as a person does first."""
+    page.locator("#webcam-input").get_by_text(re.compile("access webcam", re.I)).click()
+
+
+def markdown_text(page: Page, elem_id: str) -> str:
+    """A Markdown component's text (without its status tracker's timer)."""
+    return page.locator(f"#{elem_id} [data-testid=markdown]").inner_text().strip()
+
+
+def shown_count(page: Page) -> int:
+    found = re.search(r"(\d+) shown", markdown_text(page, "webcam-stats"))
+    return int(found.group(1)) if found else 0
+
+
+def wait_for_frames(page: Page, count: int) -> None:
+    page.wait_for_function(
+        """count => {
+            const m = document.getElementById('webcam-stats')?.innerText.match(/(\\d+) shown/);
+            return m && Number(m[1]) >= count;
+        }""",
+        arg=count,
+        timeout=STREAM_TIMEOUT_MS,
+    )
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    head, _, payload = url.partition(",")
+    assert head == "data:image/jpeg;base64", f"not an inline JPEG: {head[:40]}"
+    jpeg = base64.b64decode(payload)
+    assert jpeg[:3] == b"\xff\xd8\xff", "not a JPEG"
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "the annotated frame does not decode"
+    return image
+
+
+def camera_snapshot(page: Page) -> bytes:
+    """What the camera shows now, as a JPEG (drawn from its <video>, as Gradio does)."""
+    url = page.locator("#webcam-input video").evaluate(
+        """video => {
+            const canvas = document.createElement('canvas');
+            canvas.width = video.videoWidth;
+            canvas.height = video.videoHeight;
+            canvas.getContext('2d').drawImage(video, 0, 0);
+            return canvas.toDataURL('image/jpeg');
+        }"""
+    )
+    return base64.b64decode(url.partition(",")[2])
+
+
+def labels_shown(page: Page) -> set[str]:
+    text = markdown_text(page, "webcam-detections")
+    assert text.startswith("Last frame: "), text
+    parts = text.removeprefix("Last frame: ").split(", ")
+    return {re.sub(r" \d\.\d\d( \(\+\d+ more\))?$", "", p) for p in parts}
+
+
+# --- the stream -----------------------------------------------------------------------
+
+
+def test_the_fake_camera_streams_and_annotated_frames_come_back(
+    app_url, astronaut_camera, triton_url, request
+):
+    camera = f"--use-file-for-fake-video-capture={astronaut_camera}"
+    with camera_page(app_url, request, *GRANTED, camera) as page:
+        choose_model(page, TENSORFLOW_CHOICE)
+        box = page.locator("#score-threshold input[type=number]")
+        box.fill(str(SCORE))
+        box.press("Enter")
+        expect(page.locator("#webcam-stats")).to_contain_text(live.NO_STREAM)
+        shot(page, "1-webcam-tab")
+
+        ask_for_camera(page)
+        expect(page.locator("#webcam-message")).to_contain_text("Camera on")
+        expect(page.locator("#webcam-input video")).to_be_visible()
+        shot(page, "2-camera-granted")
+
+        page.locator("#webcam-input button", has_text="Record").click()
+        wait_for_frames(page, FRAMES_WANTED)
+        shot(page, "3-streaming")
+        stats = markdown_text(page, "webcam-stats")
+        assert "Error" not in stats, stats
+        assert re.search(r"\d+\.\d frames/s · latency \d+ ms", stats), stats
+        dropped = re.search(r"(\d+) dropped of (\d+) frames", stats)
+        assert dropped, stats
+        assert shown_count(page) + int(dropped.group(1)) <= int(dropped.group(2))
+
+        # The astronaut gives one thing: a person; the server, asked directly about what
+        # the camera shows, says the same.
+        assert labels_shown(page) == {"person"}
+        with DetectorClient(triton_url) as client:
+            (direct,) = client.detect([camera_snapshot(page)], TENSORFLOW, SCORE, 0.5)
+        assert {d.label for d in direct.detections} == {"person"}
+
+        # The frame shown is the server's JPEG, at the camera frame's size.
+        src = page.locator("#webcam-output img").first.get_attribute("src")
+        annotated = decode_data_url(src)
+        size = page.locator("#webcam-input video").evaluate("v => [v.videoHeight, v.videoWidth]")
+        assert list(annotated.shape[:2]) == size
+        # ...and frames keep arriving.
+        before = shown_count(page)
+        wait_for_frames(page, before + 2)
+
+        page.locator("#webcam-input button", has_text="Stop").click()
+        expect(page.locator("#webcam-input button", has_text="Record")).to_be_visible(
+            timeout=RESULT_TIMEOUT_MS
+        )
+        shot(page, "4-stopped")
+
+
+# --- no camera --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("camera_args", "message"),
+    [(REFUSED, "Camera access was refused"), ((), "No camera found")],
+    ids=["refused", "missing"],
+)
+def test_a_refused_or_missing_camera_is_said_and_the_page_still_works(
+    app_url, photos_dir, camera_args, message, request
+):
+    name = request.node.callspec.id
+    with camera_page(app_url, request, *camera_args) as page:
+        ask_for_camera(page)
+        expect(page.locator("#webcam-message")).to_contain_text(message)
+        shot(page, f"{name}-1-message")
+        # Nothing was streamed, and the rest of the page goes on working.
+        expect(page.locator("#webcam-stats")).to_contain_text(live.NO_STREAM)
+        page.get_by_role("tab", name="Photo").click()
+        choose_model(page, TENSORFLOW_CHOICE)
+        upload(page, photos_dir / "astronaut.png")
+        click_detect(page)
+        expect_gallery_loaded(page, 1)
+        expect(page.locator("#message")).to_contain_text("person")
+        shot(page, f"{name}-2-photo-still-works")
