@@ -10,10 +10,12 @@ CPU:
    concurrencies with the same photos, twice: the post's design (the annotated image
    back as float64), then the fairer old design (as uint8), see ``bench.old_design``;
 3. the limit: the same pipeline in one process with no server, batch 1 and best;
-then ``detect_all`` with perf_analyzer; last, the size sweep (``bench.sweep``: photos of
+then ``detect_all`` with perf_analyzer; then the size sweep (``bench.sweep``: photos of
 0.3 to 24 megapixels through each detector's ensemble, with and without a smaller
-annotated image). It writes CSV files, PNG plots and a Markdown report under
-``results/bench/``, and checks their shape (``bench.check``).
+annotated image); last, clips against still photos (``bench.clips``: a clip through
+``detect_frames`` against the same frames as photos at concurrency 8, on
+``detect_tensorflow`` when it is served). It writes CSV files, PNG plots and a Markdown
+report under ``results/bench/``, and checks their shape (``bench.check``).
 
 The ensembles measured are every one the server serves (``--ensembles`` picks some);
 what each is called and which detector it runs, the server says (``bench.served``).
@@ -35,7 +37,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import loadgen, machine, memory, perf_analyzer, served, sweep
+from bench import clips, loadgen, machine, memory, perf_analyzer, served, sweep
 from bench.check import check
 from bench.limit import limit
 from bench.old_design import FAIR, POST, WIRES
@@ -193,6 +195,19 @@ def run_paired(args, url: str, ensemble: str, pipeline: Pipeline, photos) -> dic
     return {"model": pipeline.detector.name, "ensemble": ensemble, **result}
 
 
+def run_clips(args, url: str, server, out: Path, ensembles: list[str]) -> dict | None:
+    """``bench.clips`` on its ensemble when it is among those measured: its summary
+    (clips.json and clips.md are written into ``out``), else None. With the embedded
+    ``server``, its CPU time per image is measured too."""
+    if clips.ENSEMBLE not in ensembles:
+        log(f"clips: not measured ({clips.ENSEMBLE} is not among the ensembles)")
+        return None
+    log(f"clips: a clip through detect_frames vs still photos at c=8 on {clips.ENSEMBLE}")
+    settings = clips.QUICK if args.quick else clips.Settings()
+    pids = server.pids() if server is not None else ()
+    return clips.run(url, out, settings=settings, server_pids=pids, say=log)["summary"]
+
+
 def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
     """The server's memory first (while it has served nothing but the warm-up), then
     model by model: Triton's sweep of its ensemble, then the post's design's, the
@@ -200,8 +215,9 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
     taken minutes apart, not a quarter of an hour (a shared 2-core VM drifts). Only one
     side runs at a time: an idle Triton or Flask server takes no CPU. Returns the rows
     by raw.json's keys (``triton``, ``wire``, ``post``, ``old`` (the fairer old
-    design), ``limit``, ``paired``, ``memory``) and what was measured (``ensembles``,
-    ``served``, ``detector_settings``: see ``bench.served``)."""
+    design), ``limit``, ``paired``, ``memory``, ``clips``: bench.clips' summary) and
+    what was measured (``ensembles``, ``served``, ``detector_settings``: see
+    ``bench.served``)."""
     triton, post, old, lim, paired = [], [], [], [], []
     with triton_url(args, registry, out) as (url, server):
         ensembles, described, settings = learn_ensembles(args, url, registry)
@@ -223,9 +239,10 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
         singles = [e for e in ensembles if served.baseline(described, e) is not None]
         log(f"size sweep: {', '.join(singles)}")
         sweep.run_sweep(url, singles, out, quick=args.quick, say=log)
+        clip_summary = run_clips(args, url, server, out, ensembles)
     return {"triton": triton, "wire": wire, "post": post, "old": old, "limit": lim,
-            "paired": paired, "memory": mem, "ensembles": ensembles, "served": described,
-            "detector_settings": settings}  # fmt: skip
+            "paired": paired, "memory": mem, "clips": clip_summary, "ensembles": ensembles,
+            "served": described, "detector_settings": settings}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started),
     }
     raw = {"meta": meta, "triton": triton, "wire": wire, "post": post, "old": old,
-           "limit": lim, "paired": paired, "memory": mem}  # fmt: skip
+           "limit": lim, "paired": paired, "memory": mem, "clips": run["clips"]}  # fmt: skip
     (out / "raw.json").write_text(json.dumps(raw, indent=1))
     report = write_report(out, triton, wire, old, lim, meta, paired, post, mem)
     log(f"report: {report} ({meta['seconds']} s)")

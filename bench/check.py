@@ -173,6 +173,8 @@ def check(out: Path) -> list[str]:
     if MEMORY_SECTION not in report:
         problems.append("report.md has no memory section")
     problems += check_sweep(out, detectors, report)
+    if raw.get("clips") is not None:  # measured (runs before bench.clips have no key)
+        problems += check_clips(out, report)
     return problems
 
 
@@ -206,6 +208,34 @@ def check_sweep(out: Path, ensembles, report: str) -> list[str]:
                 problems += _positive(row["c8"], ("images_per_s",), where + " c=8")
     if SWEEP_SECTION not in report:
         problems.append("report.md has no size sweep section")
+    return problems
+
+
+CLIPS_SECTION = "## Clips against still photos"
+
+
+def check_clips(out: Path, report: str) -> list[str]:
+    """The clips benchmark's problems: each round measured both sides with figures,
+    every frame of the clip answered, the verdict and the section in the report."""
+    from bench import clips
+
+    path = out / clips.FILES[0]
+    if not path.is_file():
+        return [f"{out}: missing {path.name} (clips against still photos)"]
+    result = json.loads(path.read_text())
+    problems = []
+    if not result.get("rounds"):
+        problems.append("clips: no round measured")
+    for i, r in enumerate(result.get("rounds", []), 1):
+        for side in ("still", "clip"):
+            problems += _positive(r.get(side, {}), ("images_per_s",), f"clips round {i} {side}")
+        frames = r.get("clip", {}).get("frames")
+        if frames != result["settings"]["frames"]:
+            problems.append(f"clips round {i}: {frames} of {result['settings']['frames']} frames")
+    if "passed" not in result.get("summary", {}):
+        problems.append("clips: no verdict")
+    if CLIPS_SECTION not in report:
+        problems.append("report.md has no clips section")
     return problems
 
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench import served, sweep
+from bench import clips, served, sweep
 from bench.memory import GIB, MIB, summary
 from bench.old_design import FAIR, POST, WIRES
 from ensemble import configgen
@@ -447,7 +447,8 @@ def write_report(
 ) -> Path:
     """Write ``out``/report.md and its plots from one run's rows (raw.json's keys:
     ``old`` is the fairer old design's, ``post`` the post's design's), with the size
-    sweep's section when ``out`` holds its sweep.json; the report's path."""
+    sweep's section when ``out`` holds its sweep.json and the clips' when it holds
+    clips.json; the report's path."""
     paired, post, old = list(paired or ()), list(post or ()), list(old or ())
     t = _by(triton, "model", "concurrency")
     p, f = _by(post, "model", "concurrency"), _by(old, "model", "concurrency")
@@ -475,6 +476,8 @@ def write_report(
         result = json.loads((out / sweep.FILES[0]).read_text())
         sweep.plot(result, out / "sweep.png")
         lines += ["", "![sweep.png](sweep.png)", "", sweep.markdown(result)]
+    if (out / clips.FILES[0]).exists():
+        lines += ["", clips.markdown(json.loads((out / clips.FILES[0]).read_text()))]
     lines += ["", "## Settings", "", *_settings(meta)]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

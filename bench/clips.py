@@ -1,0 +1,524 @@
+"""Clips against still photos: is a clip through ``detect_frames`` as fast as photos?
+
+``python -m bench.clips [--url HOST:PORT] [--quick]`` makes a clip from the bench's
+photos (``bench.photos``: scikit-image's astronaut, coffee, horse, motorcycle_left and
+chelsea, each scaled to one size, :data:`SIZE`, and held :data:`HOLD` frames, MPEG-4
+in MP4 at 25 fps) and measures, against the same server and ensemble
+(:data:`ENSEMBLE`, ``detect_tensorflow``), in alternating rounds:
+
+- **still**: the same photos at the same size, as JPEG (quality 90, what
+  ``detect_frames`` sends too), one image per request at concurrency 8 through NVIDIA's
+  ``perf_analyzer`` (``bench.perf_analyzer``, the bench's own c=8 figures);
+- **clip**: the clip file through ``DetectorClient.detect_frames``: decoded here,
+  each frame encoded as JPEG here, batches of the model's ``max_batch_size``, a bounded
+  number of requests in flight, every frame's result taken in order. The clock runs
+  from the first frame read to the last result, so decoding and encoding count.
+
+Images/s for each, their ratio per round (clip / still; a round runs both, the order
+alternating so that a drifting machine favours neither), and the target: the median
+ratio at least :data:`TARGET` (90 %). Per side it also records the client's CPU time
+per image (this process for the clip, perf_analyzer's for the still photos) and the
+mean batch each of the server's models executed (Triton's statistics), which say
+where a gap comes from. Writes ``clips.json`` and ``clips.md`` into ``--out``
+(default results/clips/; ``python -m bench`` writes them beside its report).
+Nothing else may use the server meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench import machine
+from bench.photos import JPEG_QUALITY, PHOTO_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+ENSEMBLE = "detect_tensorflow"
+SIZE = (640, 480)  # width, height in pixels: VGA, a webcam's or a phone clip's small size
+HOLD = 5  # frames each photo is held: the clip changes scene every 0.2 s at 25 fps
+CLIP_FPS = 25.0
+CLIP_FOURCC = "mp4v"  # MPEG-4 Part 2 in MP4: the MP4 codec this OpenCV build writes
+CONCURRENCY = 8  # the still photos' concurrency the target names
+TARGET = 0.90  # clip images/s over still images/s, at least
+FILES = ("clips.json", "clips.md")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much is measured: ``rounds`` of (still, clip). The still side is
+    perf_analyzer's ``windows`` count windows of ``window_requests`` requests each,
+    taken as they come (the rounds, not a stability criterion, deal with the noise);
+    the clip is ``frames`` frames long, about as many images."""
+
+    rounds: int = 6
+    frames: int = 240
+    windows: int = 3
+    window_requests: int = 80
+    warmup_frames: int = 48
+
+
+QUICK = Settings(rounds=1, frames=64, windows=3, window_requests=24, warmup_frames=16)
+
+
+def log(message: str) -> None:
+    print(f"[clips] {message}", flush=True)
+
+
+# --- pure parts ----------------------------------------------------------------------
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)``: width and height in pixels, each at least 16."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"a size is WIDTHxHEIGHT in pixels, like 640x480, not {text!r}")
+    width, height = (int(p) for p in parts)
+    if width < 16 or height < 16:
+        raise ValueError(f"a clip of {width}x{height} pixels is too small (16x16 at least)")
+    return width, height
+
+
+def scene_order(frames: int, photos: int, hold: int = HOLD) -> list[int]:
+    """Which photo (index into ``photos`` of them) each of ``frames`` frames shows: each
+    photo in turn, held ``hold`` frames, round and round."""
+    if photos < 1 or hold < 1:
+        raise ValueError(f"need at least one photo and one frame each, got {photos}, {hold}")
+    return [(i // hold) % photos for i in range(frames)]
+
+
+def _counts(reply: Mapping) -> dict[str, tuple[int, int]]:
+    """``{model: (images, executions)}`` from a ``get_inference_statistics`` reply (as
+    JSON; 64-bit counts as strings), each model's versions summed."""
+    found: dict[str, tuple[int, int]] = {}
+    for stats in reply.get("model_stats", []):
+        images, runs = found.get(stats["name"], (0, 0))
+        found[stats["name"]] = (
+            images + int(stats.get("inference_count", 0)),
+            runs + int(stats.get("execution_count", 0)),
+        )
+    return found
+
+
+def images_served(before: Mapping, after: Mapping, model: str) -> int:
+    """Images ``model`` answered between two ``get_inference_statistics`` replies."""
+    return _counts(after).get(model, (0, 0))[0] - _counts(before).get(model, (0, 0))[0]
+
+
+def mean_batches(before: Mapping, after: Mapping) -> dict[str, float]:
+    """Mean batch size each model executed between two ``get_inference_statistics``
+    replies: images over executions, for every model that executed in between."""
+    old, new = _counts(before), _counts(after)
+    batches = {}
+    for name, (images, runs) in new.items():
+        images0, runs0 = old.get(name, (0, 0))
+        if runs > runs0:
+            batches[name] = round((images - images0) / (runs - runs0), 2)
+    return batches
+
+
+def cpu_ms_per_image(side: Mapping) -> float | None:
+    """Client and server CPU milliseconds per image of one side's measurement, None
+    when the server's CPU was not measured (a server on another machine)."""
+    server = side.get("server_cpu_ms_per_image")
+    return None if server is None else side["client_cpu_ms_per_image"] + server
+
+
+def summarize(rounds: Sequence[Mapping], target: float = TARGET) -> dict:
+    """The verdict over ``rounds`` (each with ``still`` and ``clip``, each with
+    ``images_per_s``): the median images/s of each side, each round's ratio clip /
+    still, their median (``ratio``, what the target is checked on), the lowest and
+    highest, and ``passed``: the median ratio is at least ``target``.
+
+    With the CPU time of both sides (:func:`cpu_ms_per_image`), also ``cpu_ratio``:
+    the median over rounds of the still side's CPU per image over the clip's. Where
+    both sides use all the CPU they get, images/s is that CPU over the CPU per image,
+    so this is the ratio the two would reach each with the machine to itself: a
+    figure other processes on a shared machine disturb far less than images/s."""
+    if not rounds:
+        raise ValueError("no rounds to summarize")
+    still = [r["still"]["images_per_s"] for r in rounds]
+    clip = [r["clip"]["images_per_s"] for r in rounds]
+    ratios = [c / s for c, s in zip(clip, still, strict=True)]
+    ratio = statistics.median(ratios)
+    found = {
+        "still_images_per_s": statistics.median(still),
+        "clip_images_per_s": statistics.median(clip),
+        "ratios": ratios,
+        "ratio": ratio,
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "target": target,
+        "passed": ratio >= target,
+    }
+    cpu = [(cpu_ms_per_image(r["still"]), cpu_ms_per_image(r["clip"])) for r in rounds]
+    if all(s is not None and c for s, c in cpu):
+        found["cpu_ratios"] = [s / c for s, c in cpu]
+        found["cpu_ratio"] = statistics.median(found["cpu_ratios"])
+    return found
+
+
+def markdown(result: Mapping) -> str:
+    """The clips section of a report, from a ``clips.json``."""
+    s, settings = result["summary"], result["settings"]
+    width, height = result["size"]
+    verdict = "**PASS**" if s["passed"] else "**FAIL**"
+    lines = [
+        "## Clips against still photos (bench/clips.py)",
+        "",
+        f"A {settings['frames']}-frame {width}x{height} clip made from the photos "
+        f"({result['codec']}, {result['clip_bytes'] / 1e3:.0f} kB) through "
+        f"`detect_frames` against `{result['ensemble']}` (decoded and JPEG-encoded by the "
+        f"client, batches of {result['batch_size']}, {result['max_in_flight']} requests in "
+        f"flight, timed from the first frame read to the last result), against the same "
+        f"photos at {width}x{height} as JPEG, one per request at concurrency "
+        f"{result['concurrency']} through perf_analyzer; {len(result['rounds'])} rounds, "
+        "the order alternating.",
+        "",
+        f"Target: the clip >= {s['target']:.0%} of the still photos' images/s. Median ratio "
+        f"{s['ratio']:.0%} (rounds {s['ratio_min']:.0%}-{s['ratio_max']:.0%}): {verdict}.",
+    ]
+    if "cpu_ratio" in s:
+        lines[-1] += (
+            f" CPU per image (client and server), still over clip: {s['cpu_ratio']:.0%} "
+            "(the ratio each side alone on the machine would reach)."
+        )
+    lines += [
+        "",
+        "| round | still img/s | clip img/s | clip / still | CPU ms/img still "
+        "| CPU ms/img clip | of which client, still | of which client, clip "
+        "| server batch still | server batch clip |",
+        "|" + "---|" * 10,
+    ]
+
+    def batch(side: Mapping) -> str:
+        found = side.get("server_batches", {})
+        model = result.get("detector_model")
+        return f"{found[model]:.1f}" if model in found else "–"
+
+    def cpu(side: Mapping) -> str:
+        ms = cpu_ms_per_image(side)
+        return "–" if ms is None else f"{ms:.0f}"
+
+    for i, r in enumerate(result["rounds"], 1):
+        still, clip = r["still"], r["clip"]
+        cells = [
+            str(i), f"{still['images_per_s']:.2f}", f"{clip['images_per_s']:.2f}",
+            f"{clip['images_per_s'] / still['images_per_s']:.0%}", cpu(still), cpu(clip),
+            f"{still['client_cpu_ms_per_image']:.1f}", f"{clip['client_cpu_ms_per_image']:.1f}",
+            batch(still), batch(clip),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "CPU: user + system time per image of the client (perf_analyzer for the still "
+        "photos; for the clip this process: decoding, JPEG encoding, gRPC, reading the "
+        "answers) and of the server's processes (– when the server is not on this "
+        "machine). Server batch: the mean batch the detector's model "
+        f"(`{result.get('detector_model') or '?'}`) executed (Triton's statistics).",
+    ]
+    return "\n".join(lines)
+
+
+# --- the media -----------------------------------------------------------------------
+
+
+def sized_frames(size: tuple[int, int] = SIZE) -> list[np.ndarray]:
+    """The bench's photos (:data:`bench.photos.PHOTO_NAMES`) scaled to ``size`` (width,
+    height in pixels; aspect not kept: a clip has one size), RGB ``uint8``."""
+    import cv2
+
+    from bench.photos import photo_paths
+    from ensemble.imaging import decode_image
+
+    return [
+        cv2.resize(decode_image(path.read_bytes()), size, interpolation=cv2.INTER_AREA)
+        for path in photo_paths()
+    ]
+
+
+def still_photos(frames: Sequence[np.ndarray]) -> list[bytes]:
+    """The frames as the still photos sent: JPEG of quality ``JPEG_QUALITY`` (90)."""
+    from ensemble.imaging import encode_jpeg
+
+    return [encode_jpeg(f, JPEG_QUALITY) for f in frames]
+
+
+def write_clip(path: Path, frames: Sequence[np.ndarray], count: int) -> Path:
+    """``count`` frames showing ``frames`` (RGB) in turn (:func:`scene_order`) as an
+    MPEG-4 clip at :data:`CLIP_FPS`."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*CLIP_FOURCC)
+    writer = cv2.VideoWriter(str(path), fourcc, CLIP_FPS, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"this OpenCV cannot write {CLIP_FOURCC} to {path}")
+    bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames]
+    try:
+        for k in scene_order(count, len(frames)):
+            writer.write(bgr[k])
+    finally:
+        writer.release()
+    return path
+
+
+# --- the two sides -------------------------------------------------------------------
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (those that
+    ended are left out)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def measure_still(
+    url: str,
+    ensemble: str,
+    input_data: Path,
+    out_dir: Path,
+    settings: Settings,
+    server_pids: Sequence[int] = (),
+) -> dict:
+    """perf_analyzer over gRPC at :data:`CONCURRENCY`, one photo per request
+    (``input_data``: its JSON, ``bench.perf_analyzer.write_input_data``), windows as
+    ``settings`` says: ``images_per_s``, ``p50_ms``, ``p99_ms``,
+    ``client_cpu_ms_per_image`` (perf_analyzer's own CPU), ``server_cpu_ms_per_image``
+    (``server_pids``' CPU; None without them), ``server_batches``. perf_analyzer's
+    command, report and CSV are kept in ``out_dir``."""
+    import subprocess
+
+    from bench import perf_analyzer
+    from client import DetectorClient
+
+    binary = perf_analyzer.ensure_perf_analyzer()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = perf_analyzer.perf_analyzer_command(
+        binary, ensemble, url, input_data.resolve(), "still.csv", [CONCURRENCY],
+        window_requests=settings.window_requests, stability_percent=10_000,
+        max_trials=settings.windows,
+    )  # fmt: skip
+    (out_dir / "still.cmd").write_text(" ".join(cmd) + "\n")
+    with DetectorClient(url) as client:
+        before = client.inference_statistics()
+        cpu0, server0 = _children_cpu_s(), cpu_seconds(server_pids)
+        done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer.perf_analyzer_env(),
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        client_cpu, server_cpu = _children_cpu_s() - cpu0, cpu_seconds(server_pids) - server0
+        after = client.inference_statistics()
+    (out_dir / "still.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0 or not (out_dir / "still.csv").is_file():
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+        raise perf_analyzer.PerfAnalyzerError(f"perf_analyzer on {ensemble}: {tail}")
+    (row,) = perf_analyzer.parse_csv(out_dir / "still.csv")
+    # Its CPU and the server's are spread over every request it sent, ramp-up included.
+    images = max(1, images_served(before, after, ensemble))
+    return {
+        "images_per_s": row["throughput"],
+        "images": images,
+        "p50_ms": row.get("p50_ms"),
+        "p99_ms": row.get("p99_ms"),
+        "client_cpu_ms_per_image": client_cpu / images * 1e3,
+        "server_cpu_ms_per_image": server_cpu / images * 1e3 if server_pids else None,
+        "server_batches": mean_batches(before, after),
+    }
+
+
+def measure_clip(
+    url: str,
+    ensemble: str,
+    clip: Path,
+    server_pids: Sequence[int] = (),
+    frames: int | None = None,
+    **options,
+) -> dict:
+    """The clip through ``detect_frames`` (``options`` are its keywords), timed from the
+    first frame read to the last result: ``images_per_s``, ``frames``, ``seconds``,
+    ``client_cpu_ms_per_image`` (this process: decoding, encoding, gRPC, the answers),
+    ``server_cpu_ms_per_image`` (None without ``server_pids``), ``server_batches`` and
+    ``labels`` (frames per label found: the answers are real). ``frames`` stops after
+    that many (the warm-up)."""
+    from client import DetectorClient
+    from client.video import probe_clip, read_clip_frames
+
+    info = probe_clip(clip)
+    labels: dict[str, int] = {}
+    with DetectorClient(url) as client:
+        client.model_info(ensemble)  # learnt before the clock starts, as a UI has it
+        before = client.inference_statistics()
+        cpu0, server0 = time.process_time(), cpu_seconds(server_pids)
+        started = time.perf_counter()
+        n = 0
+        results = client.detect_frames(read_clip_frames(info), ensemble, **options)
+        try:
+            for frame in results:
+                n += 1
+                for label in {d.label for d in frame.result.detections}:
+                    labels[label] = labels.get(label, 0) + 1
+                if frames is not None and n >= frames:
+                    break
+        finally:
+            results.close()
+        seconds = time.perf_counter() - started
+        client_cpu, server_cpu = time.process_time() - cpu0, cpu_seconds(server_pids) - server0
+        batches = mean_batches(before, client.inference_statistics())
+    return {
+        "images_per_s": n / seconds,
+        "frames": n,
+        "seconds": round(seconds, 2),
+        "client_cpu_ms_per_image": client_cpu / n * 1e3,
+        "server_cpu_ms_per_image": server_cpu / n * 1e3 if server_pids else None,
+        "server_batches": batches,
+        "labels": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
+    }
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+def run(
+    url: str,
+    out: Path,
+    *,
+    ensemble: str = ENSEMBLE,
+    size: tuple[int, int] = SIZE,
+    settings: Settings = Settings(),
+    options: Mapping | None = None,
+    server_pids: Sequence[int] = (),
+    say: Callable[[str], None] = log,
+) -> dict:
+    """Measure ``ensemble`` at ``url`` as the module's docstring says; write
+    ``clips.json`` and ``clips.md`` into ``out`` (perf_analyzer's files under
+    ``out``/clips-perf_analyzer/); the result (clips.json's content). ``options`` are
+    ``detect_frames``' keywords; ``server_pids``, the server's processes when they are
+    on this machine, add its CPU time per image to each side."""
+    from bench.perf_analyzer import write_input_data
+    from client import DetectorClient
+    from client.video import DEFAULT_MAX_IN_FLIGHT
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    options = dict(options or {})
+    with DetectorClient(url) as client:
+        info = client.model_info(ensemble)
+    batch_size = options.get("batch_size") or info.max_batch_size
+    in_flight = options.get("max_in_flight") or DEFAULT_MAX_IN_FLIGHT
+    detector_model = info.detectors[0].name if len(info.detectors) == 1 else None
+
+    frames = sized_frames(size)
+    photos = still_photos(frames)
+    clip = write_clip(out / f"clip-{size[0]}x{size[1]}.mp4", frames, settings.frames)
+    pa_dir = out / "clips-perf_analyzer"
+    input_data = write_input_data(pa_dir / "input_data.json", photos)
+    say(f"{clip.name}: {settings.frames} frames, {clip.stat().st_size / 1e3:.0f} kB")
+
+    say(f"warm-up: {settings.warmup_frames} frames through detect_frames")
+    measure_clip(url, ensemble, clip, frames=settings.warmup_frames, **options)
+    pids = list(server_pids)
+    rounds = []
+    for i in range(settings.rounds):
+        sides = ("still", "clip") if i % 2 == 0 else ("clip", "still")
+        measured: dict = {}
+        for side in sides:
+            if side == "still":
+                where = pa_dir / f"round{i + 1}"
+                measured[side] = measure_still(url, ensemble, input_data, where, settings, pids)
+            else:
+                measured[side] = measure_clip(url, ensemble, clip, pids, **options)
+        ratio = measured["clip"]["images_per_s"] / measured["still"]["images_per_s"]
+        say(
+            f"round {i + 1}/{settings.rounds}: still {measured['still']['images_per_s']:.2f} "
+            f"img/s, clip {measured['clip']['images_per_s']:.2f} img/s, ratio {ratio:.0%}"
+        )
+        rounds.append({"order": list(sides), **measured})
+
+    result = {
+        "ensemble": ensemble,
+        "detector_model": detector_model,
+        "size": list(size),
+        "codec": f"{CLIP_FOURCC} in MP4, {CLIP_FPS:g} fps",
+        "clip_bytes": clip.stat().st_size,
+        "photo_bytes": [len(p) for p in photos],
+        "photos": list(PHOTO_NAMES),
+        "concurrency": CONCURRENCY,
+        "batch_size": batch_size,
+        "max_in_flight": in_flight,
+        "options": options,
+        "settings": asdict(settings),
+        "machine": machine("cpu"),
+        "rounds": rounds,
+        "summary": summarize(rounds),
+    }
+    (out / FILES[0]).write_text(json.dumps(result, indent=1))
+    (out / FILES[1]).write_text(markdown(result) + "\n")
+    clip.unlink()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.clips", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="measure this Triton (gRPC host:port) instead of starting one")
+    ap.add_argument("--ensemble", default=ENSEMBLE)
+    ap.add_argument("--size", type=parse_size, default=SIZE, help="WIDTHxHEIGHT (640x480)")
+    ap.add_argument("--rounds", type=int, help=f"rounds of (still, clip) ({Settings.rounds})")
+    ap.add_argument("--frames", type=int, help=f"frames in the clip ({Settings.frames})")
+    ap.add_argument("--batch-size", type=int, help="detect_frames' batch_size (the model's)")
+    ap.add_argument("--max-in-flight", type=int, help="detect_frames' max_in_flight")
+    ap.add_argument("--quick", action="store_true", help="one short round, for CI")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "clips")
+    ap.add_argument("--models", type=Path, default=REPO / "models.toml",
+                    help="models file the embedded Triton serves (without --url)")  # fmt: skip
+    args = ap.parse_args(argv)
+    settings = QUICK if args.quick else Settings()
+    changes = {k: v for k, v in (("rounds", args.rounds), ("frames", args.frames)) if v}
+    settings = Settings(**{**asdict(settings), **changes})
+    options = {k: v for k, v in (("batch_size", args.batch_size),
+                                 ("max_in_flight", args.max_in_flight)) if v}  # fmt: skip
+
+    def measure(url: str, pids: Sequence[int] = ()) -> dict:
+        return run(url, args.out, ensemble=args.ensemble, size=args.size,
+                   settings=settings, options=options, server_pids=pids)  # fmt: skip
+
+    if args.url:
+        result = measure(args.url)
+    else:
+        from ensemble.server import running_server
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        with running_server(args.models, workdir=args.out, load=(args.ensemble,)) as server:
+            log(f"started Triton at {server.grpc_url} with {args.ensemble}")
+            result = measure(server.grpc_url, server.pids())
+    s = result["summary"]
+    log(
+        f"still {s['still_images_per_s']:.2f} img/s, clip {s['clip_images_per_s']:.2f} img/s "
+        f"(medians), ratio {s['ratio']:.0%} (rounds {s['ratio_min']:.0%}-{s['ratio_max']:.0%}): "
+        f"{'PASS' if s['passed'] else 'FAIL'} against {s['target']:.0%}"
+    )
+    log(f"results: {args.out / FILES[0]}, {args.out / FILES[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
