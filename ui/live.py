@@ -54,6 +54,9 @@ LATENCY_FRAMES = 10  # the latency shown is over the last this many frames
 MAX_SESSIONS = 64  # sessions whose counters are kept (oldest idle dropped beyond this)
 DISPLAY_MAX_SIDE = 1280  # annotated frames at most this many pixels on their longest side
 TOP_DETECTIONS = 8  # the detections line lists at most this many
+# What the page asks of the camera: Gradio's default (1920x1440) makes each posted frame
+# a JPEG of several hundred kB; the detectors see at most 512 px anyway.
+CAMERA_CONSTRAINTS = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}
 
 NO_STREAM = "Not streaming: press the record button under the camera to start."
 CAMERA_MESSAGE_ID = "webcam-message"
@@ -64,7 +67,11 @@ CAMERA_MESSAGE_ID = "webcam-message"
 # served over plain HTTP to another machine has no navigator.mediaDevices).
 CAMERA_CHECK_JS = """
 const box = element.querySelector('.webcam-camera-state') ?? element;
-const say = (text, state) => { box.textContent = text; box.dataset.state = state; };
+const say = (text, state) => {
+    box.textContent = text;
+    box.dataset.state = state;
+    box.style.fontWeight = state === 'on' ? '' : 'bold';  // a problem stands out
+};
 const media = navigator.mediaDevices;
 if (!media || !media.getUserMedia) {
     say('No camera: this browser gives this page no camera access (a page needs HTTPS, '
@@ -350,6 +357,7 @@ def build_tab(client: DetectorClient, models: Any, model: Any, score: Any, iou: 
             sources=["webcam"],
             streaming=True,
             label="Camera (streamed to the server while recording)",
+            webcam_options=gr.WebcamOptions(constraints=CAMERA_CONSTRAINTS),
             elem_id="webcam-input",
         )
         with gr.Column():
