@@ -19,10 +19,13 @@ real Prometheus with the chart's own recording rules, and what that shows.
 Then, with closed-loop gRPC load through HAProxy (raw ``infer`` calls, no client
 retry, so that every lost request is counted), it measures:
 
-1. at low load (1 client) and high load (4 per replica): throughput, latency, how the
-   requests spread over the replicas (Triton's own counters), and the HPA's desired
-   replica count from the live metric (the chart's HPA: its metric, target and bounds,
-   Kubernetes' formula with its 10 % tolerance);
+1. at low load (1 client), high load (4 per replica) and overload (8 per replica):
+   throughput, latency, how the requests spread over the replicas (Triton's own
+   counters), and the HPA's desired replica count from the live metric (the chart's
+   HPA: its metric, target and bounds, Kubernetes' formula with its 10 % tolerance).
+   The overload is there for the HPA: at 4 clients per replica a fast moment of this
+   machine queues each request about as long as the target, so the HPA rightly keeps
+   the count; at twice that the queue is well over it;
 2. throughput with 1, 2, ... replicas in rotation at the same load;
 3. a drain: a replica taken out of rotation (what endpoint removal does), the chart's
    preStop pause, then SIGTERM: requests lost (zero expected); the replica is then
@@ -626,12 +629,14 @@ def load(url: str, ensembles: Sequence[str], photos: Sequence[bytes],
 class Phases:
     """How long each part runs, in seconds."""
 
-    steady: float  # low and high load each (the HPA's rate windows are 1 minute)
+    steady: float  # low, high and overload each (the HPA's rate windows are 1 minute)
     per_count: float  # throughput with 1, 2, ... replicas
     around: float  # load before and after a drain or a kill
 
 
 FULL = Phases(steady=75, per_count=40, around=15)
+HIGH_CLIENTS_PER_REPLICA = 4  # the spread, throughput, drain and kill run at this load
+OVERLOAD_CLIENTS_PER_REPLICA = 8  # the load the HPA must answer with more replicas
 QUICK = Phases(steady=40, per_count=20, around=8)
 
 
@@ -733,7 +738,7 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
     with DetectorClient(cluster.url, api_key=cluster.env[API_KEY_ENV]) as client:
         ensembles = served.ordered([m for m, ok in client.ready_models().items() if ok])
     n = len(cluster.replicas)
-    high = 4 * n
+    high = HIGH_CLIENTS_PER_REPLICA * n
     result: dict = {"replicas": n, "ensembles": ensembles, "chart_args": cluster.chart_args,
                     "autoscaling": autoscaling.__dict__, "load": {}}  # fmt: skip
     for ensemble in ensembles:  # one request each through every replica: lazy set-up
@@ -763,6 +768,7 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
 
     steady("low", 1)
     steady("high", high)
+    steady("overload", OVERLOAD_CLIENTS_PER_REPLICA * n)
 
     # Throughput with fewer replicas in rotation: the others in maintenance.
     result["throughput"] = {str(n): result["load"]["high"]["images_per_s"]}

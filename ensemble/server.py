@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import re
 import secrets
 import shutil
@@ -171,7 +172,31 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+# The kernel takes the local port of every outgoing connection (and of a bind to port
+# 0) from this range. A port found free there can be taken by any connection before the
+# server binds it, which for the metrics port comes a minute later; so free ports are
+# picked below it, at random, where only another listener can take them.
+EPHEMERAL_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOW_PORTS = (20000, 32768)  # where to pick when the range cannot be read
+_handed_out: set[int] = set()  # never the same port twice in one process
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now, below the ephemeral range."""
+    low, high = LOW_PORTS
+    with contextlib.suppress(OSError, ValueError):
+        high = min(high, int(EPHEMERAL_PORTS_FILE.read_text().split()[0]))
+    for _ in range(64 if high - low >= 1000 else 0):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

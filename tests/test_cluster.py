@@ -58,8 +58,8 @@ def test_a_killed_replica_loses_at_most_its_requests_in_flight_then_traffic_move
     assert kill["answered"] > 0
 
 
-def test_the_hpa_wants_more_replicas_under_load_than_idle(measured):
-    low, high = measured["load"]["low"]["hpa"], measured["load"]["high"]["hpa"]
+def test_the_hpa_wants_more_replicas_under_overload_than_idle(measured):
+    low, high = measured["load"]["low"]["hpa"], measured["load"]["overload"]["hpa"]
     assert len(high["metric_per_pod"]) == measured["replicas"]
     assert max(high["metric_per_pod"].values()) > max(low["metric_per_pod"].values())
     assert low["desired_replicas"] == measured["autoscaling"]["min_replicas"]

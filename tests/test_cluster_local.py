@@ -5,6 +5,7 @@ promtool), Kubernetes' HPA formula and quantities, the dashboard's queries."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from cluster.local import (
     replica_argv,
     spread,
 )
-from ensemble.server import Ports, argument_parser
+from ensemble.server import EPHEMERAL_PORTS_FILE, Ports, argument_parser, free_port
 
 pytestmark = pytest.mark.unit
 
@@ -177,3 +178,15 @@ def test_ensemble_requests_counts_only_the_detection_ensembles():
         'nv_inference_request_failure{model="detect_all",reason="OTHER",version="1"} 3\n'
     )
     assert ensemble_requests(text) == 12
+
+
+def test_free_ports_are_distinct_and_below_the_range_outgoing_connections_take():
+    # A port from the kernel's ephemeral range can be taken by any outgoing connection
+    # between the check and the replica's bind (its metrics port binds a minute later).
+    low = int(EPHEMERAL_PORTS_FILE.read_text().split()[0])
+    ports = [free_port() for _ in range(40)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < low for port in ports), (low, ports)
+    for port in ports:  # and each is free to listen on
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
