@@ -75,14 +75,16 @@ def test_a_frame_arriving_while_the_previous_is_at_the_server_is_dropped(pool):
     assert session.in_flight == 0
     assert sent == [b"frame 1"], "the dropped frames never reached the server"
     shown = session.shown()
-    assert shown.jpeg == b"drawn frame 1"
+    assert shown.jpeg == b"drawn frame 1" and shown.fresh
     assert "1 shown, 5 dropped of 6 frames" in shown.stats
     assert shown.detections == "Last frame: person 0.90"
+    assert not session.shown().fresh, "the page has frame 1 already"
     # The server is free again: the next frame goes.
     assert session.offer(b"frame 7")
     session.wait(10)
     assert sent == [b"frame 1", b"frame 7"]
-    assert session.shown().jpeg == b"drawn frame 7"
+    shown = session.shown()
+    assert shown.jpeg == b"drawn frame 7" and shown.fresh
 
 
 @pytest.mark.unit

@@ -77,6 +77,13 @@ def astronaut_camera(photos_dir, tmp_path_factory) -> Path:
     return write_y4m(tmp_path_factory.mktemp("camera") / "astronaut.y4m", frames)
 
 
+@pytest.fixture(scope="module")
+def two_scene_camera(photos_dir, tmp_path_factory) -> Path:
+    """A Y4M of the astronaut for a second, then the coffee cup for a second (looped)."""
+    frames = scene_frames(photos_dir, [0] * 6 + [1] * 6)
+    return write_y4m(tmp_path_factory.mktemp("camera") / "two-scenes.y4m", frames, fps=6)
+
+
 @contextlib.contextmanager
 def camera_page(url: str, request, *camera_args: str) -> Iterator[Page]:
     """The page in a Chromium of its own, launched with ``camera_args``, on the Webcam
@@ -131,6 +138,34 @@ def wait_for_frames(page: Page, count: int) -> None:
     )
 
 
+# Collects, on every poll, the detections line and the annotated frame shown; done once
+# both scenes have been seen.
+_SEEN_JS = """() => {
+    const seen = (window.__webcamSeen ??= {texts: new Set(), frames: new Set()});
+    const text = document.querySelector('#webcam-detections [data-testid=markdown]');
+    const img = document.querySelector('#webcam-output img');
+    if (text) seen.texts.add(text.innerText.trim());
+    if (img && img.src.startsWith('data:')) seen.frames.add(img.src.length + img.src.slice(-64));
+    const texts = [...seen.texts];
+    return texts.some(t => /person/.test(t) && !/cup/.test(t)) && texts.some(t => /cup/.test(t))
+        && {texts, frames: seen.frames.size};
+}"""
+
+
+def set_up_stream(page: Page, prefix: str) -> None:
+    """The TensorFlow model at SCORE, the camera granted (not yet streaming)."""
+    choose_model(page, TENSORFLOW_CHOICE)
+    box = page.locator("#score-threshold input[type=number]")
+    box.fill(str(SCORE))
+    box.press("Enter")
+    expect(page.locator("#webcam-stats")).to_contain_text(live.NO_STREAM)
+    shot(page, f"{prefix}1-webcam-tab")
+    ask_for_camera(page)
+    expect(page.locator("#webcam-message")).to_contain_text("Camera on")
+    expect(page.locator("#webcam-input video")).to_be_visible()
+    shot(page, f"{prefix}2-camera-granted")
+
+
 def decode_data_url(url: str) -> np.ndarray:
     head, _, payload = url.partition(",")
     assert head == "data:image/jpeg;base64", f"not an inline JPEG: {head[:40]}"
@@ -170,18 +205,7 @@ def test_the_fake_camera_streams_and_annotated_frames_come_back(
 ):
     camera = f"--use-file-for-fake-video-capture={astronaut_camera}"
     with camera_page(app_url, request, *GRANTED, camera) as page:
-        choose_model(page, TENSORFLOW_CHOICE)
-        box = page.locator("#score-threshold input[type=number]")
-        box.fill(str(SCORE))
-        box.press("Enter")
-        expect(page.locator("#webcam-stats")).to_contain_text(live.NO_STREAM)
-        shot(page, "1-webcam-tab")
-
-        ask_for_camera(page)
-        expect(page.locator("#webcam-message")).to_contain_text("Camera on")
-        expect(page.locator("#webcam-input video")).to_be_visible()
-        shot(page, "2-camera-granted")
-
+        set_up_stream(page, "")
         page.locator("#webcam-input button", has_text="Record").click()
         wait_for_frames(page, FRAMES_WANTED)
         shot(page, "3-streaming")
@@ -241,3 +265,21 @@ def test_a_refused_or_missing_camera_is_said_and_the_page_still_works(
         expect_gallery_loaded(page, 1)
         expect(page.locator("#message")).to_contain_text("person")
         shot(page, f"{name}-2-photo-still-works")
+
+
+def test_the_annotated_stream_follows_the_camera_from_scene_to_scene(
+    app_url, two_scene_camera, request
+):
+    camera = f"--use-file-for-fake-video-capture={two_scene_camera}"
+    with camera_page(app_url, request, *GRANTED, camera) as page:
+        set_up_stream(page, "scenes-")
+        page.locator("#webcam-input button", has_text="Record").click()
+        seen = page.wait_for_function(_SEEN_JS, polling=100, timeout=STREAM_TIMEOUT_MS)
+        shot(page, "scenes-3-streaming")
+        seen = seen.json_value()
+        page.locator("#webcam-input button", has_text="Stop").click()
+        # Each scene's own objects, one after the other, in new annotated frames.
+        texts = seen["texts"]
+        assert any(re.fullmatch(r"Last frame: person \d\.\d\d", t) for t in texts), texts
+        assert any("cup" in t and "person" not in t for t in texts), texts
+        assert seen["frames"] >= 2, "the annotated frame shown never changed"

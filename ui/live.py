@@ -119,6 +119,8 @@ class Shown:
     jpeg: bytes | None
     stats: str
     detections: str
+    # False when ``jpeg`` is the frame the last ``shown()`` gave: the page has it already.
+    fresh: bool = True
 
 
 @dataclass
@@ -147,6 +149,7 @@ class LiveSession:
     last: _Done | None = None
     last_result: ImageResult | None = None
     last_used: float = 0.0
+    _returned: ImageResult | None = None  # the result the last ``shown()`` gave
     _pending: Future | None = None
     _finished: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -226,7 +229,8 @@ class LiveSession:
             stats += f"\n\n**Error:** {self.last.error}"
         result = self.last_result
         jpeg = result.annotated_jpeg if result is not None else None
-        return Shown(jpeg, stats, detections_text(result))
+        fresh, self._returned = result is not self._returned, result
+        return Shown(jpeg, stats, detections_text(result), fresh)
 
 
 def detections_text(result: ImageResult | None, most: int = TOP_DETECTIONS) -> str:
@@ -317,7 +321,7 @@ class LiveStreams:
         except (ValueError, TypeError) as e:
             session = self._sessions.get(key)
             shown = session.shown() if session else Shown(None, "", detections_text(None))
-            return Shown(shown.jpeg, f"**Error:** {e}", shown.detections)
+            return Shown(shown.jpeg, f"**Error:** {e}", shown.detections, shown.fresh)
 
         def detect(data: bytes) -> ImageResult:
             (result,) = self.client.detect(
@@ -372,7 +376,9 @@ def build_tab(client: DetectorClient, models: Any, model: Any, score: Any, iou: 
     def on_frame(frame, model_name, score_threshold, iou_threshold, request: gr.Request):
         key = request.session_hash or "anonymous"
         shown = streams.on_frame(frame, model_name, score_threshold, iou_threshold, key)
-        return image_value(shown.jpeg), shown.stats, shown.detections
+        # A frame the page already shows is not sent again (a dropped frame's answer).
+        picture = image_value(shown.jpeg) if shown.fresh else gr.skip()
+        return picture, shown.stats, shown.detections
 
     camera.stream(
         on_frame,
