@@ -7,7 +7,7 @@ GPUS ?= 0,1,2,3
 # The models file to serve: make serve MODELS=my-models.toml
 MODELS ?= models.toml
 
-.PHONY: setup venv demo models serve ui test test-unit bench soak lint configs repository \
+.PHONY: setup venv demo models serve ui test test-unit bench soak clip-soak lint configs repository \
 	image chart cluster
 
 setup:            ## install everything (apt + .venv) and build the bundled models
@@ -52,6 +52,11 @@ KILL_AT ?=
 soak: setup       ## load over every ensemble, memory, kill recovery: make soak [MINUTES=10] [CONCURRENCY=16] [KILL=pytorch [KILL_AT=120]]
 	$(PY) -m bench.soak --minutes $(MINUTES) --concurrency $(CONCURRENCY) --models $(MODELS) \
 		$(if $(KILL),--kill $(KILL)) $(if $(KILL_AT),--kill-at $(KILL_AT)) $(if $(URL),--url $(URL))
+
+# make clip-soak: clip uploads through the web demo; memory and temporary files after each.
+UPLOADS ?= 50
+clip-soak: setup  ## the web demo's memory and temporary files over clip uploads: make clip-soak [UPLOADS=50] [URL=host:8001]
+	$(PY) -m bench.clip_uploads --uploads $(UPLOADS) --models $(MODELS) $(if $(URL),--url $(URL))
 
 lint: venv
 	$(PY) -m ruff check .
