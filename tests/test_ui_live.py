@@ -297,6 +297,7 @@ def test_frames_faster_than_the_server_are_dropped_not_queued(detector, frames):
     assert session.dropped == session.offered - session.sent
     assert session.dropped > session.sent, (session.offered, session.sent, session.dropped)
     assert f"{session.dropped} dropped of {session.offered} frames" in shown.stats
+    print(f"frames in a tight loop: {shown.stats}")  # the figures, for the record
     assert "person" in labels_of(shown)
     streams.pool.shutdown()
 

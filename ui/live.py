@@ -220,8 +220,8 @@ class LiveSession:
         parts = [f"{self.frames_per_s():.1f} frames/s"]
         if lat:
             parts.append(
-                f"latency {statistics.median(lat):.0f} ms (median of the last {len(lat)}"
-                f" frames, max {max(lat):.0f} ms)"
+                f"latency {statistics.median(lat):.0f} ms (frame in to annotated frame out,"
+                f" median of the last {len(lat)}, max {max(lat):.0f} ms)"
             )
         parts.append(f"{self.answered} shown, {self.dropped} dropped of {self.offered} frames")
         stats = " · ".join(parts)
