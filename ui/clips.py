@@ -45,6 +45,7 @@ from client.api import ModelInfo, ServerBusy, first_line
 from client.video import (
     CLIP_SUFFIX,
     MAX_CLIP_FRAMES,
+    VIDEO_EXTENSIONS,
     ClipTooLong,
     ClipWriter,
     VideoNotReadable,
@@ -551,12 +552,12 @@ class ClipDetector:
             durations = frame_durations(before, after, info.steps, frames_per_request)
             bars = waterfall.layout(info.graph, durations)
             round_trip = dict((r[0], r[1]) for r in rows).get(ROUND_TRIP_FRAME)
-            picture = waterfall.svg(
-                bars,
-                round_trip,
-                [d.name for d in info.detectors],
-                f"Steps of {model} for the mean frame ({frames_per_request:.1f} frames "
-                "per request)",
+            title = (
+                f"Server steps of {model} for the mean frame (each request's time shared "
+                f"over its {frames_per_request:.1f} frames on average)"
+            )
+            picture = f'<p class="clip-waterfall-title">{html.escape(title)}</p>' + waterfall.svg(
+                bars, round_trip, [d.name for d in info.detectors], title
             )
         chart = latency_svg(
             [1000 * t for t in latencies],
@@ -672,10 +673,15 @@ def build_tab(
     gr.Markdown(INTRO, elem_id="clip-intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            clip = gr.Video(
-                label="Clip to detect in",
-                sources=["upload"],
-                include_audio=True,  # no re-encoding of the upload (and no FFmpeg needed)
+            # A file input, not a gr.Video: the browser cannot preview many clips the
+            # server reads well (MPEG-4 Part 2, HEVC in MOV), and a gr.Video then shows
+            # "Video not playable" for a good clip. The annotated clip plays below.
+            clip = gr.File(
+                label="Clip to detect in (MP4, WebM, MOV, MKV, AVI)",
+                file_count="single",
+                file_types=["video", *sorted(VIDEO_EXTENSIONS)],
+                type="filepath",
+                height=170,
                 elem_id="input-clip",
             )
             button = gr.Button("Detect in every frame", variant="primary", elem_id="clip-button")
@@ -718,7 +724,7 @@ def build_tab(
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
     ) -> tuple:
         def report(done: int, total: int | None) -> None:
-            progress((done, total), desc="frames", unit="frames")
+            progress((done, total), desc="frames detected", unit="frames")
 
         session = getattr(request, "session_hash", "") or ""
         outcome = detector(clip, model, score_threshold, iou_threshold, session, report)
@@ -740,6 +746,7 @@ def build_tab(
         api_description=API_DESCRIPTION,
         concurrency_id="clip",
         concurrency_limit=CLIP_CONCURRENCY,
+        show_progress_on=[annotated, message],  # one bar where the clip will play
         preprocess=False,
         postprocess=False,
     ).then(
