@@ -236,7 +236,7 @@ def test_a_clip_plays_back_annotated_with_every_frame_and_its_detections(
     page, clips_dir, tmp_path, triton_url
 ):
     shot(page, "01-video-tab")
-    expect(page.locator("#clip-intro")).to_contain_text("1800 frames")
+    expect(page.locator("#clip-intro")).to_contain_text("at most 1800 frames and 50 MB")
     run_clip(page, clips_dir / "scenes.mp4", progress_shot="02-progress")
     assert_good_result(page, tmp_path, contract.DETECT_ALL, triton_url)
     page.locator("#annotated-clip").scroll_into_view_if_needed()
@@ -329,3 +329,17 @@ def test_scripts_call_detect_clip_through_gradio_client(app_url, gradio_dir, cli
     new = clip_folders(gradio_dir) - folders_before
     assert len(new) == 1, new
     assert sorted(p.suffix for p in new.pop().iterdir()) == [".json", ".webm"]
+
+
+def test_a_clip_over_the_upload_limit_is_refused_with_the_limit(page, tmp_path, gradio_dir):
+    big = tmp_path / "big.mp4"
+    with big.open("wb") as f:
+        f.truncate(51 * 1024 * 1024)  # over LAUNCH_OPTIONS' 50 MB (sparse: no disk used)
+    page.locator("#input-clip input[type=file]").set_input_files(big)
+    # Gradio refuses it before uploading, in a toast that names the file and the limit.
+    toast = page.locator("[data-testid=toast-body]")
+    expect(toast).to_contain_text("maximum allowed size of 50", timeout=30_000)
+    expect(toast).to_contain_text("big.mp4")
+    shot(page, "07-over-upload-limit")
+    expect(page.locator("#input-clip a[href]")).to_have_count(0)
+    assert not list(gradio_dir.rglob("big.mp4"))

@@ -642,12 +642,17 @@ def _threshold(value: Any, what: str) -> float:
 
 # --- the tab ----------------------------------------------------------------------
 
-INTRO = f"""\
-Upload a clip (MP4, WebM or MOV, at most {MAX_CLIP_FRAMES} frames). Every frame goes
-through the chosen model, in batches of its largest batch size; the annotated clip plays
-below, with the detections of every frame to download. The uploaded clip is deleted
-when its run ends.
-"""
+
+def intro_text(max_file_size: str | None = None) -> str:
+    """The tab's first lines: what to upload, the limits, what happens to the clip."""
+    size = f" and {max_file_size.upper().replace('MB', ' MB')}" if max_file_size else ""
+    return (
+        f"Upload a clip (MP4, WebM or MOV; at most {MAX_CLIP_FRAMES} frames{size}). "
+        "Every frame goes through the chosen model, in batches of its largest batch "
+        "size; the annotated clip plays here, with the detections of every frame to "
+        "download. The uploaded clip is deleted when its run ends."
+    )
+
 
 API_DESCRIPTION = (
     "Detect objects in every frame of a video clip. clip: a video file (MP4, WebM, MOV; "
@@ -670,7 +675,9 @@ def build_tab(
     ``ClipDetector`` (its ``folders`` say what is kept)."""
     folders = ClipFolders(downloads_root)
     detector = ClipDetector(client, models, folders, upload_root=Path(gr.utils.get_upload_folder()))
-    gr.Markdown(INTRO, elem_id="clip-intro")
+    from ui.app import LAUNCH_OPTIONS  # here: ui.app imports this module
+
+    gr.Markdown(intro_text(LAUNCH_OPTIONS.get("max_file_size")), elem_id="clip-intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
             # A file input, not a gr.Video: the browser cannot preview many clips the
