@@ -127,7 +127,9 @@ def test_remove_upload_deletes_only_inside_the_upload_folder(tmp_path):
     assert not upload.exists() and not upload.parent.exists() and root.is_dir()
     assert not clips.remove_upload(outside, root)
     assert outside.exists()
+    (root / "hash2").mkdir()
     assert not clips.remove_upload(root / "hash2" / "gone.mp4", root)
+    assert not (root / "hash2").exists()  # an emptied upload folder goes all the same
 
 
 @pytest.mark.unit
@@ -291,5 +293,9 @@ def test_bad_choices_get_a_message_and_touch_nothing(tab, scenes, tmp_path):
         outcome = tab(uploaded(tab, "c.mp4", data), model, score, 0.5)
         assert outcome.failed and says in outcome.message, outcome.message
     assert "no clip given" in tab(None, MODEL, 0.3, 0.5).message
+    gone = uploaded(tab, "again.mp4", data)
+    Path(gone["path"]).unlink()  # as after an earlier run of the same upload
+    again = tab(gone, MODEL, 0.3, 0.5).message
+    assert "again.mp4 is no longer here" in again and "upload it again" in again, again
     assert tab.folders.folders() == []
     assert list(tab.upload_root.iterdir()) == []

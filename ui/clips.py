@@ -314,13 +314,14 @@ def remove_upload(path: Path, upload_root: Path) -> bool:
         return False
     try:
         resolved.unlink()
-    except OSError:
-        return False
+        removed = True
+    except OSError:  # already gone: its folder may still be left
+        removed = False
     parent = resolved.parent
     if parent != root:
         with contextlib.suppress(OSError):  # not empty: another upload is in it
             parent.rmdir()  # Gradio puts each upload in a folder of its own
-    return True
+    return removed
 
 
 def file_value(paths: Sequence[Path]) -> list[dict]:
@@ -458,6 +459,11 @@ class ClipDetector:
             score = _threshold(score_threshold, "score threshold")
             iou = _threshold(iou_threshold, "IoU threshold")
             info = self._model(model)
+            if not path.exists() and self._is_upload(path):
+                raise ClipInputError(
+                    f"{name} is no longer here (an uploaded clip is deleted after its run): "
+                    "upload it again"
+                )
             clip_info = probe_clip(path, self.max_frames)  # before any request
             folder = self.folders.new(session)
             outcome = self._run(clip_info, name, info, score, iou, folder, progress)
@@ -484,6 +490,11 @@ class ClipDetector:
                 self.folders.discard(folder)
             if given is not None and self.upload_root is not None:
                 remove_upload(given[0], self.upload_root)
+
+    def _is_upload(self, path: Path) -> bool:
+        if self.upload_root is None:
+            return False
+        return self.upload_root.resolve() in path.resolve().parents
 
     def _model(self, model: str | None) -> ModelInfo:
         if not model:
