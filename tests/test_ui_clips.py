@@ -299,3 +299,12 @@ def test_bad_choices_get_a_message_and_touch_nothing(tab, scenes, tmp_path):
     assert "again.mp4 is no longer here" in again and "upload it again" in again, again
     assert tab.folders.folders() == []
     assert list(tab.upload_root.iterdir()) == []
+
+
+@pytest.mark.server
+def test_a_mov_clip_is_read_like_an_mp4(tab, scenes, tmp_path):
+    data = write_clip(tmp_path / "phone.mov", scenes[::3], "mp4v").read_bytes()
+    outcome = tab(uploaded(tab, "phone.mov", data), MODEL, 0.3, 0.5, "session-mov")
+    assert not outcome.failed, outcome.message
+    assert count_frames(outcome.clip) == len(scenes[::3])
+    assert outcome.clip.name == "phone-detect-onnxruntime.webm"
