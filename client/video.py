@@ -45,7 +45,7 @@ MAX_CLIP_FRAMES = 1800
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi"})
 FRAME_JPEG_QUALITY = 90  # frames are sent as JPEGs of this quality (0..100)
 DEFAULT_FPS = 25.0  # for a clip that does not say its frame rate
-DEFAULT_MAX_IN_FLIGHT = 2  # requests of frames awaiting their answer at once
+DEFAULT_MAX_IN_FLIGHT = 4  # requests of frames awaiting their answer at once
 CLIP_FOURCC = "VP80"  # VP8: the browser-playable codec this OpenCV build writes
 CLIP_SUFFIX = ".webm"
 
@@ -211,8 +211,11 @@ def detect_frames(
     ``frames`` are BGR arrays (encoded as JPEG of ``jpeg_quality`` here) or encoded
     images as bytes; they are read lazily, ``batch_size`` at a time (default: the
     model's ``max_batch_size``), and at most ``max_in_flight`` requests wait for their
-    answer at once, so at most ``batch_size * (max_in_flight + 1)`` frames are held
-    whatever the clip's length. Detections are in the frame's pixels, xyxy. Errors are
+    answer at once, so at most ``batch_size * (max_in_flight + 1)`` frames are read
+    ahead of the results whatever the clip's length (a request holds its frames as
+    JPEGs only: decoded ones are let go once encoded). The next batch goes out before
+    the finished one's results are handed over, so the server works while the caller
+    does. Detections are in the frame's pixels, xyxy. Errors are
     ``DetectorClient.detect``'s; stopping the iteration early drops the pending requests.
     """
     if max_in_flight < 1:
@@ -222,6 +225,8 @@ def detect_frames(
 
     def run(batch: list[Frame]) -> list[ImageResult]:
         payloads = [encode_frame(f, jpeg_quality) for f in batch]  # cv2 frees the GIL
+        # Only the JPEGs wait for the answer: a request in flight holds no decoded frame.
+        batch.clear()
         return client.detect(
             payloads,
             model,
@@ -236,12 +241,14 @@ def detect_frames(
     index = 0
     pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="frames")
     try:
-        for batch in batched(frames, batch_size):
-            if len(pending) >= max_in_flight:
-                for result in pending.popleft().result():
-                    yield FrameResult(index, result)
-                    index += 1
+        for batch in batched(frames, batch_size):  # decoded while the requests are out
+            finished = pending.popleft().result() if len(pending) >= max_in_flight else []
+            # The next request goes out before the caller gets the finished one's
+            # results: the server stays busy while the caller works on them.
             pending.append(pool.submit(run, batch))
+            for result in finished:
+                yield FrameResult(index, result)
+                index += 1
         while pending:
             for result in pending.popleft().result():
                 yield FrameResult(index, result)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -35,6 +37,7 @@ from client.video import (
     VideoNotReadable,
     batched,
     clip_document,
+    detect_frames,
     encode_frame,
     frame_coco_results,
     probe_clip,
@@ -103,6 +106,41 @@ def test_encode_frame_makes_a_jpeg_and_passes_bytes_through():
     assert jpeg[:3] == b"\xff\xd8\xff"
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
     assert encode_frame(b"\x89PNG...") == b"\x89PNG..."
+
+
+class AnsweringClient:
+    """Stands in for DetectorClient in detect_frames (its neighbour): answers each
+    request at once, one empty result per image, and signals each request it gets."""
+
+    def __init__(self):
+        self.requests: list[list[bytes]] = []
+        self.sent = [threading.Event() for _ in range(8)]
+
+    def model_info(self, model):
+        return SimpleNamespace(max_batch_size=2)
+
+    def detect(self, payloads, *args, **kwargs):
+        self.requests.append(list(payloads))
+        self.sent[len(self.requests) - 1].set()
+        return [ImageResult(detections=[], annotated_jpeg=p) for p in payloads]
+
+
+@pytest.mark.unit
+def test_detect_frames_sends_the_next_batch_before_handing_over_results():
+    client = AnsweringClient()
+    frames = [f"frame {i}".encode() for i in range(6)]  # bytes go out as they are
+    results = detect_frames(client, iter(frames), "detect_tensorflow", max_in_flight=1)
+    got = []
+    for fr in results:
+        if fr.index == 0:
+            # One request in flight at most: the second batch went out when the first
+            # was answered, before its results reached us (the server never waits on
+            # the caller). The old order sent it only after the caller was done.
+            assert client.sent[1].wait(30), "the second batch waited for the caller"
+        got.append(fr)
+    assert [fr.index for fr in got] == list(range(6))
+    assert [fr.result.annotated_jpeg for fr in got] == frames
+    assert [len(r) for r in client.requests] == [2, 2, 2]
 
 
 @pytest.mark.unit
