@@ -195,8 +195,8 @@ def markdown(result: Mapping) -> str:
         "",
         "| round | still img/s | clip img/s | clip / still | CPU ms/img still "
         "| CPU ms/img clip | of which client, still | of which client, clip "
-        "| server batch still | server batch clip |",
-        "|" + "---|" * 10,
+        "| cores busy still | cores busy clip | server batch still | server batch clip |",
+        "|" + "---|" * 12,
     ]
 
     def batch(side: Mapping) -> str:
@@ -208,13 +208,17 @@ def markdown(result: Mapping) -> str:
         ms = cpu_ms_per_image(side)
         return "–" if ms is None else f"{ms:.0f}"
 
+    def cores(side: Mapping) -> str:  # CPU seconds per second of the measurement
+        ms = cpu_ms_per_image(side)
+        return "–" if ms is None else f"{ms * side['images_per_s'] / 1e3:.2f}"
+
     for i, r in enumerate(result["rounds"], 1):
         still, clip = r["still"], r["clip"]
         cells = [
             str(i), f"{still['images_per_s']:.2f}", f"{clip['images_per_s']:.2f}",
             f"{clip['images_per_s'] / still['images_per_s']:.0%}", cpu(still), cpu(clip),
             f"{still['client_cpu_ms_per_image']:.1f}", f"{clip['client_cpu_ms_per_image']:.1f}",
-            batch(still), batch(clip),
+            cores(still), cores(clip), batch(still), batch(clip),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -222,7 +226,9 @@ def markdown(result: Mapping) -> str:
         "CPU: user + system time per image of the client (perf_analyzer for the still "
         "photos; for the clip this process: decoding, JPEG encoding, gRPC, reading the "
         "answers) and of the server's processes (– when the server is not on this "
-        "machine). Server batch: the mean batch the detector's model "
+        "machine). Cores busy: that CPU per image times images/s, the CPU the side kept "
+        "busy (the machine has 2; what other processes take is not counted). Server "
+        "batch: the mean batch the detector's model "
         f"(`{result.get('detector_model') or '?'}`) executed (Triton's statistics).",
     ]
     return "\n".join(lines)

@@ -115,9 +115,12 @@ def test_markdown_shows_every_round_and_the_verdict():
     text = markdown(result)
     rows = [line for line in text.splitlines() if line.startswith(("| 1 ", "| 2 "))]
     assert len(rows) == 2
-    assert rows[0] == "| 1 | 10.00 | 8.00 | 80% | 100 | 110 | 1.0 | 5.0 | 2.4 | 8.0 |"
+    # 100 ms/img at 10 img/s: one core busy; 110 ms/img at 8 img/s: 0.88.
+    assert rows[0] == (
+        "| 1 | 10.00 | 8.00 | 80% | 100 | 110 | 1.0 | 5.0 | 1.00 | 0.88 | 2.4 | 8.0 |"
+    )
     # No server CPU and no batches measured: dashes, not zeros.
-    assert rows[1] == "| 2 | 10.00 | 7.00 | 70% | – | – | 2.0 | 2.0 | – | – |"
+    assert rows[1] == "| 2 | 10.00 | 7.00 | 70% | – | – | 2.0 | 2.0 | – | – | – | – |"
     assert "**FAIL**" in text and "75%" in text
 
 
