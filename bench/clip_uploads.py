@@ -270,7 +270,7 @@ def run(
             url, pid, temp_root, clip, uploads, model,
             sessions=sessions, server_pids=server_pids, log=log,
         )  # fmt: skip
-        after = files_under(temp_root)
+    after = files_under(temp_root)  # the page stopped: its folder should be gone
     return {
         "uploads": uploads,
         "sessions": sessions,

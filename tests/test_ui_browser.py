@@ -37,6 +37,7 @@ from ui_helpers import (
     outputs_signature,
     read_table,
     save_screenshot,
+    serving_page,
     set_slider,
     slider_value,
     upload,
@@ -77,29 +78,6 @@ def detector(triton_url):
     """The project's client on the same server: the oracle for what the tables must list."""
     with DetectorClient(triton_url) as client:
         yield client
-
-
-@contextlib.contextmanager
-def serving_page(grpc_url: str) -> Iterator[str]:
-    """The page for the Triton at ``grpc_url``, served as ``python -m ui`` serves it
-    (``launch_ui``): one shared client, ``LAUNCH_OPTIONS``, a free local port."""
-    from ensemble.server import free_port
-    from ui.app import LAUNCH_OPTIONS, build_app
-
-    port = free_port()
-    with DetectorClient(grpc_url) as client:
-        demo = build_app(client)
-        demo.launch(
-            **LAUNCH_OPTIONS,
-            prevent_thread_lock=True,
-            server_name="127.0.0.1",
-            server_port=port,
-            quiet=True,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            demo.close()
 
 
 @pytest.fixture(scope="module")

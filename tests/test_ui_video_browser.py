@@ -11,7 +11,6 @@ event as a script would, through ``gradio_client`` and its ``/detect_clip`` API.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from media import SCENES, count_frames, scene_frames, scene_order, write_clip
 from playwright.sync_api import Page, expect
-from ui_helpers import ARTIFACTS_DIR, fresh_browser, loaded_page, read_table
+from ui_helpers import ARTIFACTS_DIR, fresh_browser, loaded_page, read_table, serving_page
 
 from client import DetectorClient
 from ensemble import contract
@@ -36,28 +35,6 @@ pytestmark = [
 SHOTS = ARTIFACTS_DIR / "video"
 CLIP_TIMEOUT_MS = 300_000  # 12 frames through every detector on a loaded 2-core machine
 FRAMES = len(scene_order())
-
-
-@contextlib.contextmanager
-def serving_page(grpc_url: str) -> Iterator[str]:
-    """The page for the Triton at ``grpc_url``, as ``python -m ui`` serves it."""
-    from ensemble.server import free_port
-    from ui.app import LAUNCH_OPTIONS, build_app
-
-    port = free_port()
-    with DetectorClient(grpc_url) as client:
-        demo = build_app(client)
-        demo.launch(
-            **LAUNCH_OPTIONS,
-            prevent_thread_lock=True,
-            server_name="127.0.0.1",
-            server_port=port,
-            quiet=True,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,14 +38,41 @@ RESULT_TIMEOUT_MS = 30_000
 OUTPUT_IDS = ("annotated-gallery", "detections-table", "timings-table", "message")
 
 
-def launch_chromium(playwright: Playwright) -> Browser:
+def launch_chromium(playwright: Playwright, extra_args: Sequence[str] = ()) -> Browser:
+    """Debian's Chromium, headless, with ``CHROMIUM_ARGS`` and ``extra_args``."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests drive Debian's chromium. "
             "Run `make setup` (it apt-installs chromium).",
             pytrace=False,
         )
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS))
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args]
+    )
+
+
+@contextlib.contextmanager
+def serving_page(grpc_url: str) -> Iterator[str]:
+    """The page for the Triton at ``grpc_url``, served as ``python -m ui`` serves it
+    (``launch_ui``): one shared client, ``LAUNCH_OPTIONS``, a free local port."""
+    from client import DetectorClient
+    from ensemble.server import free_port
+    from ui.app import LAUNCH_OPTIONS, build_app
+
+    port = free_port()
+    with DetectorClient(grpc_url) as client:
+        demo = build_app(client)
+        demo.launch(
+            **LAUNCH_OPTIONS,
+            prevent_thread_lock=True,
+            server_name="127.0.0.1",
+            server_port=port,
+            quiet=True,
+        )
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
 
 
 @contextlib.contextmanager

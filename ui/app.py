@@ -35,7 +35,6 @@ import importlib.util
 import json
 import logging
 import math
-import re
 import shutil
 import threading
 import time
@@ -64,6 +63,7 @@ from client.api import (
 )
 from ensemble import contract
 from ui import clips, live, timings, waterfall
+from ui.common import InputError, slug, table_value, threshold
 
 log = logging.getLogger(__name__)
 
@@ -240,22 +240,13 @@ def gallery_value(views: list[tuple[str, ImageResult]]) -> list[dict]:
                 url=data_url(result.annotated_jpeg),
                 mime_type="image/jpeg",
                 size=len(result.annotated_jpeg),
-                orig_name=f"{_slug(caption)}.jpg",
+                orig_name=f"{slug(caption)}.jpg",
             ),
             caption=caption,
         )
         for caption, result in views
     ]
     return GalleryData(root=items).model_dump()
-
-
-def table_value(headers: list[str], rows: list[list]) -> dict:
-    """A Dataframe's wire value (what its postprocess makes of a list of rows)."""
-    return {"headers": list(headers), "data": rows, "metadata": None}
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "image"
 
 
 def status_text(
@@ -286,10 +277,6 @@ def choices_update(
         return None
     values = [value for _, value in choices]
     return choices, chosen if chosen in values else catalog.default
-
-
-class InputError(Exception):
-    """What the user gave cannot be sent; ``str()`` says why, for the page."""
 
 
 @dataclass
@@ -329,16 +316,6 @@ def read_upload(value: Any) -> Upload | None:
         ) from None
     except OSError as e:
         raise InputError(f"cannot read {name}: {e.strerror or e}") from None
-
-
-def _threshold(value: Any, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number between 0 and 1, got {value!r}") from None
-    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
-        raise InputError(f"{what} must be between 0 and 1, got {value!r}")
-    return number
 
 
 # A busy server (its queues full) is well: the person only needs to wait.
@@ -392,14 +369,14 @@ class Downloads:
         of every view's detections (``model`` in each entry is the view's caption, as
         the detections table names it; ``bbox`` is x, y, width, height in
         original-image pixels)."""
-        stem = _file_slug(Path(source).stem)
+        stem = slug(Path(source).stem)
         folder = self.root / uuid.uuid4().hex
         with self._lock:
             self._prune()
             folder.mkdir(parents=True)
         files = []
         for caption, result in views:
-            path = folder / f"{stem}-{_file_slug(caption)}.jpg"
+            path = folder / f"{stem}-{slug(caption)}.jpg"
             path.write_bytes(result.annotated_jpeg)
             files.append(path)
         entries = [
@@ -407,7 +384,7 @@ class Downloads:
             for caption, result in views
             for entry in to_coco_results(result, image_id=1, file_name=source, model=caption)
         ]
-        coco = folder / f"{stem}-{_file_slug(model)}-coco.json"
+        coco = folder / f"{stem}-{slug(model)}-coco.json"
         coco.write_text(json.dumps(entries, indent=1))
         return [*files, coco]
 
@@ -424,10 +401,6 @@ class Downloads:
         # Room for the one about to be written.
         for folder in folders[: max(len(folders) - self.max_folders + 1, 0)]:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _file_slug(text: str) -> str:
-    return re.sub(r"-+", "-", _slug(text))
 
 
 def file_value(paths: Sequence[Path]) -> list[dict]:
@@ -477,6 +450,28 @@ class ServerModels:
                 self._at = time.monotonic()
             return self._catalog, self._error
 
+    def served(self, model: Any) -> Catalog:
+        """The catalog, asked anew when ``model`` is not in it (it may be served since
+        the last look); ``InputError`` saying why when the server does not serve it
+        (or does not answer)."""
+        if not model:
+            raise InputError("no model chosen: pick one of the server's models")
+        catalog, error = self.get()
+        if model not in catalog.names:
+            catalog, error = self.get(max_age_s=0)
+        if model not in catalog.names:
+            if error:  # the server does not answer: say that, not "unknown"
+                raise InputError(error)
+            served = ", ".join(catalog.names) or "none"
+            raise InputError(f"unknown model {model!r}: this server serves {served}")
+        return catalog
+
+    def info(self, model: Any) -> ModelInfo:
+        """The config of ``model``, a served ensemble (``served``'s errors otherwise);
+        one listed but not loaded is asked of the server, which says why."""
+        info = self.served(model).infos.get(model)
+        return info if info is not None else self.client.model_info(model)
+
     def _ask(self) -> Catalog:
         names = self.client.ensembles()
         infos = {}
@@ -520,8 +515,8 @@ class Detector:
                     "or click an example photo"
                 )
             name = upload.name
-            score = _threshold(score_threshold, "score threshold")
-            iou = _threshold(iou_threshold, "IoU threshold")
+            score = threshold(score_threshold, "score threshold")
+            iou = threshold(iou_threshold, "IoU threshold")
             info, captions = self._model(model)
             return self._detect(upload, info, captions, score, iou)
         except InputError as e:
@@ -537,20 +532,8 @@ class Detector:
     def _model(self, model: Any) -> tuple[ModelInfo, Mapping[str, str]]:
         """The config of the chosen ensemble and the captions of the server's detectors;
         ``InputError`` for a model the server does not serve."""
-        if not model:
-            raise InputError("no model chosen: pick one of the server's models")
-        catalog, error = self.models.get()
-        if model not in catalog.names:  # maybe served since the last look
-            catalog, error = self.models.get(max_age_s=0)
-        if model not in catalog.names:
-            if error:  # the server does not answer: say that, not "unknown"
-                raise InputError(error)
-            served = ", ".join(catalog.names) or "none"
-            raise InputError(f"unknown model {model!r}: this server serves {served}")
-        info = catalog.infos.get(model)
-        if info is None:  # listed but not loaded: the server says why
-            info = self.client.model_info(model)
-        return info, catalog.captions
+        info = self.models.info(model)
+        return info, self.models.get()[0].captions
 
     def _detect(
         self,
@@ -561,7 +544,7 @@ class Detector:
         iou: float,
     ) -> Outcome:
         model = info.name
-        before = self._snapshot()
+        before = timings.snapshot(self.client)
         (result,) = self.client.detect(
             [upload.data],
             model,
@@ -570,14 +553,7 @@ class Detector:
             timeout=INFER_TIMEOUT_S,
             annotated_max_side=DISPLAY_MAX_SIDE,
         )
-        after = self._snapshot() if before is not None else None
-        # A step's counters are updated as it finishes, which can come a moment after
-        # the reply; wait briefly for the last ones rather than show a hole.
-        for _ in range(self.stats_retries):
-            if after is None or not timings.missing_steps(before, after, model, info.steps):
-                break
-            time.sleep(0.02)
-            after = self._snapshot()
+        after = timings.settled(self.client, before, model, info.steps, self.stats_retries)
         views = result_views(result, info, captions)
         rows = detection_rows(views)
         found = len(result.detections)
@@ -609,14 +585,6 @@ class Detector:
         bars = waterfall.layout(info.graph, timings.step_durations(before, after, info.steps))
         chains = [d.name for d in info.detectors]
         return waterfall.svg(bars, round_trip_s * 1000, chains, f"Steps of {info.name}")
-
-    def _snapshot(self) -> timings.Snapshot | None:
-        """All models' counters now; None when the statistics API fails (never fatal)."""
-        try:
-            return timings.parse_statistics(self.client.inference_statistics())
-        except Exception as e:
-            log.warning("server statistics unavailable: %s", first_line(str(e)))
-            return None
 
 
 class StatusLine:

@@ -57,6 +57,7 @@ from client.video import (
 )
 from ensemble import contract
 from ui import timings, waterfall
+from ui.common import InputError, slug, table_value, threshold
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,6 @@ TIMING_HEADERS = ["step", "ms per frame"]
 ROUND_TRIP_REQUEST = "round trip per request (client, mean)"
 ROUND_TRIP_FRAME = "round trip per frame (request's round trip / its frames)"
 WALL_FRAME = "wall time per frame (1 / frames per second)"
-
-
-class ClipInputError(ValueError):
-    """Input the page refuses before any frame is read (no clip, no model, a bad
-    threshold); the message is shown as it is."""
 
 
 # --- pure helpers -----------------------------------------------------------------
@@ -277,13 +273,6 @@ def latency_svg(latencies_ms: Sequence[float], title: str = "") -> str:
     return "".join(parts)
 
 
-def _slug(text: str) -> str:
-    slug = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    return slug or "clip"
-
-
 def upload_path(clip: Any) -> tuple[Path, str] | None:
     """``(path, name shown)`` of a clip input: the path Gradio gives (a ``FileData``
     dict with ``path`` and ``orig_name`` when preprocessing is off, or a plain path);
@@ -339,11 +328,6 @@ def video_value(path: Path) -> dict:
         "mime_type": mime or "application/octet-stream",
         "meta": {"_type": "gradio.FileData"},
     }
-
-
-def table_value(headers: list[str], rows: list[list]) -> dict:
-    """A Dataframe's wire value (what its postprocess makes of a list of rows)."""
-    return {"headers": list(headers), "data": rows, "metadata": None}
 
 
 # --- result folders ---------------------------------------------------------------
@@ -434,7 +418,7 @@ class ClipDetector:
         max_frames: int = MAX_CLIP_FRAMES,
     ):
         self.client = client
-        self.models = models  # ui.app.ServerModels: get() -> (Catalog, error)
+        self.models = models  # ui.app.ServerModels: info(model) -> ModelInfo or InputError
         self.folders = folders
         self.upload_root = upload_root  # uploads under it are deleted after their run
         self.stats_retries = stats_retries
@@ -454,13 +438,13 @@ class ClipDetector:
         folder: Path | None = None
         try:
             if given is None:
-                raise ClipInputError("no clip given: upload a video (MP4, WebM or MOV)")
+                raise InputError("no clip given: upload a video (MP4, WebM or MOV)")
             path = given[0]
-            score = _threshold(score_threshold, "score threshold")
-            iou = _threshold(iou_threshold, "IoU threshold")
-            info = self._model(model)
+            score = threshold(score_threshold, "score threshold")
+            iou = threshold(iou_threshold, "IoU threshold")
+            info = self.models.info(model)
             if not path.exists() and self._is_upload(path):
-                raise ClipInputError(
+                raise InputError(
                     f"{name} is no longer here (an uploaded clip is deleted after its run): "
                     "upload it again"
                 )
@@ -469,7 +453,7 @@ class ClipDetector:
             outcome = self._run(clip_info, name, info, score, iou, folder, progress)
             folder = None  # delivered: the folder is the session's now
             return outcome
-        except ClipInputError as e:
+        except InputError as e:
             return ClipOutcome(message=f"**Error:** {e}")
         except (VideoNotReadable, ClipTooLong) as e:
             log.info("clip %s refused: %s", name, e)
@@ -496,20 +480,6 @@ class ClipDetector:
             return False
         return self.upload_root.resolve() in path.resolve().parents
 
-    def _model(self, model: str | None) -> ModelInfo:
-        if not model:
-            raise ClipInputError("no model chosen: pick one of the server's models")
-        catalog, error = self.models.get()
-        if model not in catalog.names:  # maybe served since the last look
-            catalog, error = self.models.get(max_age_s=0)
-        if model not in catalog.names:
-            if error:
-                raise ClipInputError(error)
-            served = ", ".join(catalog.names) or "none"
-            raise ClipInputError(f"unknown model {model!r}: this server serves {served}")
-        info = catalog.infos.get(model)
-        return info if info is not None else self.client.model_info(model)
-
     def _run(
         self,
         clip_info: Any,
@@ -523,13 +493,13 @@ class ClipDetector:
         model = info.name
         batch_size = max(1, min(info.max_batch_size, contract.MAX_BATCH_SIZE))
         total = clip_info.frame_count or None
-        stem = _slug(Path(name).stem)
-        annotated = folder / f"{stem}-{_slug(model)}{CLIP_SUFFIX}"
+        stem = slug(Path(name).stem, "clip")
+        annotated = folder / f"{stem}-{slug(model)}{CLIP_SUFFIX}"
         results: list[dict] = []
         latencies: list[float] = []
         if progress:
             progress(0, total)
-        before = self._snapshot()
+        before = timings.snapshot(self.client)
         started = time.monotonic()
         with ClipWriter(annotated, clip_info.fps) as writer:
             frames = detect_frames(
@@ -550,10 +520,10 @@ class ClipDetector:
                 if progress and (done % batch_size == 0 or done == total):
                     progress(done, total)
         wall_s = time.monotonic() - started
-        after = self._settled(before, model, info.steps)
+        after = timings.settled(self.client, before, model, info.steps, self.stats_retries)
         count = len(latencies)
         document = clip_document(clip_info, model, count, results, output=annotated.name)
-        detections = folder / f"{stem}-{_slug(model)}-frames.json"
+        detections = folder / f"{stem}-{slug(model)}-frames.json"
         detections.write_text(json.dumps(document, indent=1))
 
         frames_per_request = count / len(request_sizes(count, batch_size))
@@ -579,29 +549,6 @@ class ClipDetector:
         )
         log.info("clip %s %s: %s", model, name, message)
         return ClipOutcome(message, annotated, [annotated, detections], rows, picture, chart)
-
-    def _settled(
-        self, before: timings.Snapshot | None, model: str, steps: Sequence[str]
-    ) -> timings.Snapshot | None:
-        """The counters after the run; a step's counters are updated as it finishes,
-        which can come a moment after the reply, so wait briefly for the last ones."""
-        if before is None:
-            return None
-        after = self._snapshot()
-        for _ in range(self.stats_retries):
-            if after is None or not timings.missing_steps(before, after, model, steps):
-                break
-            time.sleep(0.02)
-            after = self._snapshot()
-        return after
-
-    def _snapshot(self) -> timings.Snapshot | None:
-        """All models' counters now; None when the statistics API fails (never fatal)."""
-        try:
-            return timings.parse_statistics(self.client.inference_statistics())
-        except Exception as e:
-            log.warning("server statistics unavailable: %s", first_line(str(e)))
-            return None
 
 
 def clip_error(error: VideoNotReadable | ClipTooLong, name: str) -> str:
@@ -639,16 +586,6 @@ def clip_message(
     if not stats:
         text += " Server step times unavailable."
     return text
-
-
-def _threshold(value: Any, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ClipInputError(f"{what} must be a number between 0 and 1, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise ClipInputError(f"{what} must be between 0 and 1, got {number}")
-    return number
 
 
 # --- the tab ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ import gradio as gr
 from gradio.data_classes import ImageData
 
 from client import DetectorClient, DetectorError, ImageResult
+from ui.common import threshold
 
 log = logging.getLogger(__name__)
 
@@ -298,26 +299,14 @@ class LiveStreams:
             found.detect = detect  # the model and thresholds of this frame
             return found
 
-    def check_model(self, model: Any) -> str:
-        """``model`` when the server serves it; ValueError saying why not otherwise."""
-        if not model:
-            raise ValueError("no model chosen: pick one of the server's models")
-        catalog, error = self.models.get()
-        if model not in catalog.names:
-            catalog, error = self.models.get(max_age_s=0)
-        if model not in catalog.names:
-            if error:
-                raise ValueError(error)
-            served = ", ".join(catalog.names) or "none"
-            raise ValueError(f"unknown model {model!r}: this server serves {served}")
-        return model
-
     def on_frame(self, frame: Any, model: Any, score: Any, iou: Any, key: str) -> Shown:
         """One streamed frame of session ``key``: send it (or drop it), show the latest."""
         try:
             jpeg = frame_jpeg(frame)
-            name = self.check_model(model)
-            score_threshold, iou_threshold = float(score), float(iou)
+            self.models.served(model)  # ui.app.ServerModels: InputError when not served
+            name = model
+            score_threshold = threshold(score, "score threshold")
+            iou_threshold = threshold(iou, "IoU threshold")
         except (ValueError, TypeError) as e:
             session = self._sessions.get(key)
             shown = session.shown() if session else Shown(None, "", detections_text(None))

@@ -15,8 +15,15 @@ order), so any detector a models file adds is timed like the bundled ones.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from client.api import first_line
+
+log = logging.getLogger(__name__)
 
 # Fields of ``inference_stats`` whose means add up to the time a run spends in a step:
 # waiting in the step's queue, then copying inputs, executing, copying outputs.
@@ -141,3 +148,36 @@ def step_durations(
     if before is None or after is None:
         return dict.fromkeys(models)
     return {m: mean_ms(before, after, m, STEP_FIELDS) for m in models}
+
+
+def snapshot(client: Any) -> Snapshot | None:
+    """All models' counters now, from ``client.inference_statistics()`` (a
+    ``DetectorClient``); None when the statistics API fails, which is never fatal."""
+    try:
+        return parse_statistics(client.inference_statistics())
+    except Exception as e:
+        log.warning("server statistics unavailable: %s", first_line(str(e)))
+        return None
+
+
+def settled(
+    client: Any,
+    before: Snapshot | None,
+    model: str,
+    steps: Sequence[str],
+    retries: int = 5,
+    wait_s: float = 0.02,
+) -> Snapshot | None:
+    """The counters after a request to ``model`` (None when ``before`` is): a step's
+    counters are updated as it finishes, which can come a moment after the reply, so a
+    snapshot still missing a step is taken again, up to ``retries`` times ``wait_s``
+    apart, rather than show a hole."""
+    if before is None:
+        return None
+    after = snapshot(client)
+    for _ in range(retries):
+        if after is None or not missing_steps(before, after, model, steps):
+            break
+        time.sleep(wait_s)
+        after = snapshot(client)
+    return after

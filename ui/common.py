@@ -1,0 +1,33 @@
+"""What the page's tabs share: the error a tab shows for input it refuses, the
+thresholds' check, file-name slugs and a table's wire value."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+
+class InputError(ValueError):
+    """What the user gave cannot be sent; ``str()`` says why, for the page."""
+
+
+def threshold(value: Any, what: str) -> float:
+    """``value`` as a threshold in [0, 1]; ``InputError`` naming ``what`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number between 0 and 1, got {value!r}") from None
+    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise InputError(f"{what} must be between 0 and 1, got {value!r}")
+    return number
+
+
+def slug(text: str, default: str = "image") -> str:
+    """``text`` for a file name: lower case, every run of other characters one "-"."""
+    return re.sub(r"[^0-9a-z]+", "-", text.lower()).strip("-") or default
+
+
+def table_value(headers: list[str], rows: list[list]) -> dict:
+    """A Dataframe's wire value (what its postprocess makes of a list of rows)."""
+    return {"headers": list(headers), "data": rows, "metadata": None}
