@@ -10,7 +10,9 @@ URLs, as Gradio's webcam posts them) through ``LiveStreams.on_frame`` to the rea
 from __future__ import annotations
 
 import base64
+import gc
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -52,6 +54,30 @@ def pool():
 
 
 # --- unit: dropping, counting, reading frames ----------------------------------------
+
+
+@pytest.mark.unit
+def test_a_long_stream_keeps_the_last_result_only_not_every_annotated_frame(pool):
+    # Each answer carries an annotated JPEG (tens of kB); a session keeps its timings for
+    # the frames/s and latency lines, not the frames.
+    made: list[weakref.ref] = []
+
+    def detect(jpeg: bytes) -> ImageResult:
+        answer = result(("person", 0.9), jpeg=jpeg * 1000)
+        made.append(weakref.ref(answer))
+        return answer
+
+    session = live.LiveSession(detect, pool)
+    for k in range(50):
+        assert session.offer(b"frame %d" % k)
+        session.wait(10)
+        session.shown()
+    gc.collect()
+    alive = [ref() for ref in made if ref() is not None]
+    assert len(made) == 50
+    assert len(alive) <= 2, f"{len(alive)} annotated frames still held"
+    assert session.shown().jpeg == b"frame 49" * 1000
+    assert "50 shown, 0 dropped of 50 frames" in session.shown().stats
 
 
 @pytest.mark.unit

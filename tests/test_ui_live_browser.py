@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,9 +65,32 @@ def fresh_shots():
 
 
 @pytest.fixture(scope="module")
-def app_url(triton_url):
-    with serving_page(triton_url) as url:
-        yield url
+def served():
+    """The page's ``LiveStreams`` (its sessions), as the page below builds it."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def app_url(triton_url, served):
+    real = live.LiveStreams
+
+    def keep(*args, **kwargs):
+        served.append(real(*args, **kwargs))
+        return served[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(live, "LiveStreams", keep)  # the real class, its instance kept
+        with serving_page(triton_url) as url:
+            patch.undo()
+            yield url
+
+
+def wait_until_no_session(streams: live.LiveStreams, timeout_s: float = 60.0) -> int:
+    """Sessions the page still keeps once they are all gone, or when ``timeout_s`` is up."""
+    deadline = time.monotonic() + timeout_s
+    while streams.sessions() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return streams.sessions()
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +220,7 @@ def labels_shown(page: Page) -> set[str]:
 
 
 def test_the_fake_camera_streams_and_annotated_frames_come_back(
-    app_url, astronaut_camera, triton_url, request
+    app_url, served, astronaut_camera, triton_url, request
 ):
     camera = f"--use-file-for-fake-video-capture={astronaut_camera}"
     with camera_page(app_url, request, *GRANTED, camera) as page:
@@ -236,6 +260,11 @@ def test_the_fake_camera_streams_and_annotated_frames_come_back(
             timeout=RESULT_TIMEOUT_MS
         )
         shot(page, "4-stopped")
+        (streams,) = served
+        assert streams.sessions() >= 1
+    # The page is closed: Gradio's unload for its session forgets the stream's counters
+    # and last frame.
+    assert wait_until_no_session(streams) == 0
 
 
 # --- no camera --------------------------------------------------------------------------

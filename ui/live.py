@@ -152,6 +152,8 @@ class LiveSession:
     last_used: float = 0.0
     _returned: ImageResult | None = None  # the result the last ``shown()`` gave
     _pending: Future | None = None
+    # (sent_at, done_at) of the last frames answered: times only, not their results (an
+    # annotated JPEG each would make 200 of them megabytes per session).
     _finished: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -198,14 +200,14 @@ class LiveSession:
         self._pending = None
         self.answered += 1
         self.last = done
-        self._finished.append(done)
+        self._finished.append((done.sent_at, done.done_at))
         if done.result is not None:
             self.last_result = done.result
 
     def frames_per_s(self) -> float:
         """Results per second over the last ``FPS_WINDOW_S`` (0 with fewer than two)."""
         now = self.clock()
-        times = [d.done_at for d in self._finished if now - d.done_at <= FPS_WINDOW_S]
+        times = [end for _, end in self._finished if now - end <= FPS_WINDOW_S]
         if len(times) < 2 or times[-1] <= times[0]:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
@@ -213,7 +215,7 @@ class LiveSession:
     def latencies_ms(self) -> list[float]:
         """Frame in to result out, in ms, for the last ``LATENCY_FRAMES`` frames."""
         recent = list(self._finished)[-LATENCY_FRAMES:]
-        return [(d.done_at - d.sent_at) * 1000 for d in recent]
+        return [(end - start) * 1000 for start, end in recent]
 
     def shown(self) -> Shown:
         """The last annotated frame, the stats line and the detections line."""
@@ -328,6 +330,11 @@ class LiveStreams:
             session.wait(self.wait_s)
         return session.shown()
 
+    def sessions(self) -> int:
+        """How many sessions' counters and last frames are kept now."""
+        with self._lock:
+            return len(self._sessions)
+
     def forget(self, key: str) -> None:
         with self._lock:
             self._sessions.pop(key, None)
@@ -382,3 +389,13 @@ def build_tab(client: DetectorClient, models: Any, model: Any, score: Any, iou: 
         preprocess=False,
         postprocess=False,
     )
+
+    # A closed page's counters and last frame go with it (the sessions are bounded
+    # anyway: beyond MAX_SESSIONS the least recently used is dropped).
+    blocks = gr.context.Context.root_block
+    if blocks is not None:
+
+        def forget_session(request: gr.Request) -> None:
+            streams.forget(request.session_hash or "anonymous")
+
+        blocks.unload(forget_session)
