@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Iterable, Sequence
-from contextlib import closing
 from pathlib import Path
 
 from tqdm import tqdm
@@ -55,12 +53,9 @@ from client.video import (
     MAX_CLIP_FRAMES,
     VIDEO_EXTENSIONS,
     ClipTooLong,
-    ClipWriter,
     VideoNotReadable,
-    clip_document,
-    frame_coco_results,
+    annotate_clip,
     probe_clip,
-    read_clip_frames,
 )
 from ensemble.contract import (
     DETECT_ALL,
@@ -426,38 +421,30 @@ def detect_clip(client: DetectorClient, clip: Path, args: argparse.Namespace) ->
     video_path, json_path = clip_outputs(args.out, clip)
     args.out.mkdir(parents=True, exist_ok=True)
     partial_video = video_path.with_name(f"{clip.stem}.annotated.part{CLIP_SUFFIX}")
-    entries: list[dict] = []
-    start = time.perf_counter()
     try:
-        with (
-            ClipWriter(partial_video, info.fps) as writer,
-            tqdm(total=info.frame_count or None, unit="frame", desc=clip.name) as bar,
-            closing(
-                client.detect_frames(
-                    read_clip_frames(info, args.max_frames),
-                    args.model,
-                    args.score_threshold,
-                    args.iou_threshold,
-                    batch_size=args.batch_size,
-                    annotated_max_side=args.annotated_max_side,
-                )
-            ) as frames,  # its requests end with the clip, error or not
-        ):
-            for frame in frames:
-                writer.write_jpeg(frame.result.annotated_jpeg)
-                entries += frame_coco_results(frame, file_name=clip.name, model=args.model)
-                bar.update(1)
-        document = clip_document(info, args.model, writer.frames, entries, output=video_path.name)
+        with tqdm(total=info.frame_count or None, unit="frame", desc=clip.name) as bar:
+            run = annotate_clip(
+                client,
+                info,
+                args.model,
+                partial_video,
+                args.score_threshold,
+                args.iou_threshold,
+                max_frames=args.max_frames,
+                batch_size=args.batch_size,
+                annotated_max_side=args.annotated_max_side,
+                on_frame=lambda _frame: bar.update(1),
+            )
+        document = run.document(info, args.model, output=video_path.name)
         head = json.dumps({k: v for k, v in document.items() if k != "results"})
-        lines = ",\n".join(json.dumps(e) for e in entries)  # one detection per line
+        lines = ",\n".join(json.dumps(e) for e in run.results)  # one detection per line
         json_path.write_text(f'{head[:-1]}, "results": [\n{lines}\n]}}\n')
         partial_video.replace(video_path)
     finally:
         partial_video.unlink(missing_ok=True)
-    elapsed = time.perf_counter() - start
     print(
-        f"{clip}: {writer.frames} frames, {len(entries)} detections, "
-        f"{writer.frames / elapsed:.1f} frames/s; wrote {video_path.name} and "
+        f"{clip}: {run.frames} frames, {len(run.results)} detections, "
+        f"{run.frames / run.wall_s:.1f} frames/s; wrote {video_path.name} and "
         f"{json_path.name} to {args.out}/",
         file=sys.stderr,
     )

@@ -17,10 +17,12 @@ WebM: of the codecs this OpenCV build can write, it is the one every browser pla
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -301,6 +303,72 @@ def clip_document(
     }
 
 
+@dataclass
+class ClipRun:
+    """What ``annotate_clip`` did: frames written, their detections as COCO results
+    with ``frame_index`` (``frame_coco_results``), each frame's request round trip in
+    seconds, and the whole run's wall time (first frame read to last frame written)."""
+
+    frames: int
+    results: list[dict] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def document(self, info: ClipInfo, model: str, output: str = "") -> dict:
+        """The per-frame detections file (``clip_document``) of this run."""
+        return clip_document(info, model, self.frames, self.results, output=output)
+
+
+def annotate_clip(
+    client: DetectorClient,
+    info: ClipInfo,
+    model: str,
+    out_path: str | Path,
+    score_threshold: float | None = None,
+    iou_threshold: float | None = None,
+    timeout: float | None = None,
+    *,
+    max_frames: int = MAX_CLIP_FRAMES,
+    batch_size: int | None = None,
+    annotated_max_side: int | None = None,
+    file_name: str | None = None,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> ClipRun:
+    """Every frame of the clip ``info`` (``probe_clip``'s) through ``model``
+    (``detect_frames``): the server's annotated frames written to ``out_path`` as a VP8
+    WebM at the clip's frame rate, the detections kept as COCO results named
+    ``file_name`` (default: the clip's). ``on_frame`` is called with each frame's result
+    as it is written (a progress bar). On any error the frames' pending requests end
+    with it; what was written to ``out_path`` is the caller's to remove."""
+    name = file_name or info.path.name
+    run = ClipRun(0)
+    start = time.perf_counter()
+    with (
+        ClipWriter(out_path, info.fps) as writer,
+        closing(
+            detect_frames(
+                client,
+                read_clip_frames(info, max_frames),
+                model,
+                score_threshold,
+                iou_threshold,
+                timeout,
+                batch_size=batch_size,
+                annotated_max_side=annotated_max_side,
+            )
+        ) as frames,
+    ):
+        for frame in frames:
+            writer.write_jpeg(frame.result.annotated_jpeg)
+            run.results += frame_coco_results(frame, file_name=name, model=model)
+            run.latencies_s.append(frame.result.latency_s)
+            if on_frame is not None:
+                on_frame(frame)
+    run.frames = writer.frames
+    run.wall_s = time.perf_counter() - start
+    return run
+
+
 class ClipWriter:
     """Writes annotated frames (JPEG bytes) as a VP8 WebM clip at ``fps``; every frame
     is scaled to the first one's size."""
@@ -343,10 +411,12 @@ class ClipWriter:
 
 
 __all__ = [
+    "annotate_clip",
     "CLIP_SUFFIX",
     "MAX_CLIP_FRAMES",
     "VIDEO_EXTENSIONS",
     "ClipInfo",
+    "ClipRun",
     "ClipTooLong",
     "ClipWriter",
     "FrameResult",

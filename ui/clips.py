@@ -1,11 +1,11 @@
 """The page's video-clip tab: a clip in, every frame through the chosen ensemble, the
 annotated clip, its per-frame detections and its timings out.
 
-The work is ``client.video``'s: ``probe_clip`` refuses what is not a readable video or
-is over ``MAX_CLIP_FRAMES``; ``read_clip_frames`` decodes frames one at a time;
-``detect_frames`` sends them in batches of the ensemble's ``max_batch_size`` with a
-bounded number of requests in flight; ``ClipWriter`` writes the server's annotated
-frames as VP8 WebM, which the browser plays. Memory per clip is bounded by the batches
+The work is ``client.video``'s, as for the ``detect`` CLI: ``probe_clip`` refuses what
+is not a readable video or is over ``MAX_CLIP_FRAMES``; ``annotate_clip`` decodes frames
+one at a time, sends them in batches of the ensemble's ``max_batch_size`` with a bounded
+number of requests in flight, and writes the server's annotated frames as VP8 WebM,
+which the browser plays. Memory per clip is bounded by the batches
 in flight, not by the clip's length (the per-frame detections are kept: a few kB per
 frame).
 
@@ -30,7 +30,6 @@ import logging
 import math
 import shutil
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -47,13 +46,10 @@ from client.video import (
     MAX_CLIP_FRAMES,
     VIDEO_EXTENSIONS,
     ClipTooLong,
-    ClipWriter,
+    FrameResult,
     VideoNotReadable,
-    clip_document,
-    detect_frames,
-    frame_coco_results,
+    annotate_clip,
     probe_clip,
-    read_clip_frames,
 )
 from ensemble import contract
 from ui import timings, waterfall
@@ -495,34 +491,33 @@ class ClipDetector:
         total = clip_info.frame_count or None
         stem = slug(Path(name).stem, "clip")
         annotated = folder / f"{stem}-{slug(model)}{CLIP_SUFFIX}"
-        results: list[dict] = []
-        latencies: list[float] = []
         if progress:
             progress(0, total)
+
+        def on_frame(frame: FrameResult) -> None:
+            done = frame.index + 1
+            if progress and (done % batch_size == 0 or done == total):
+                progress(done, total)
+
         before = timings.snapshot(self.client)
-        started = time.monotonic()
-        with ClipWriter(annotated, clip_info.fps) as writer:
-            frames = detect_frames(
-                self.client,
-                read_clip_frames(clip_info, self.max_frames),
-                model,
-                score,
-                iou,
-                CLIP_TIMEOUT_S,
-                batch_size=batch_size,
-                annotated_max_side=CLIP_MAX_SIDE,
-            )
-            for frame in frames:
-                writer.write_jpeg(frame.result.annotated_jpeg)
-                results += frame_coco_results(frame, file_name=name, model=model)
-                latencies.append(frame.result.latency_s)
-                done = frame.index + 1
-                if progress and (done % batch_size == 0 or done == total):
-                    progress(done, total)
-        wall_s = time.monotonic() - started
+        run = annotate_clip(
+            self.client,
+            clip_info,
+            model,
+            annotated,
+            score,
+            iou,
+            CLIP_TIMEOUT_S,
+            max_frames=self.max_frames,
+            batch_size=batch_size,
+            annotated_max_side=CLIP_MAX_SIDE,
+            file_name=name,
+            on_frame=on_frame,
+        )
         after = timings.settled(self.client, before, model, info.steps, self.stats_retries)
+        latencies, wall_s, results = run.latencies_s, run.wall_s, run.results
         count = len(latencies)
-        document = clip_document(clip_info, model, count, results, output=annotated.name)
+        document = run.document(clip_info, model, output=annotated.name)
         detections = folder / f"{stem}-{slug(model)}-frames.json"
         detections.write_text(json.dumps(document, indent=1))
 
