@@ -162,7 +162,7 @@ def running_page(
 ) -> Iterator[tuple[str, int]]:
     """``python -m ui --url triton_url`` on a free loopback port, its temporary folder
     (``tempfile.mkdtemp``) under ``temp_root``; yields ``(page URL, pid)``."""
-    from ensemble.server import free_port
+    from ensemble.server import free_port, stop_process
 
     port = free_port()
     env = dict(os.environ, TMPDIR=str(temp_root))
@@ -190,12 +190,7 @@ def running_page(
         log(f"page at {url} (pid {process.pid})")
         yield url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 30)
 
 
 def upload_clips(

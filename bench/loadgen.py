@@ -224,6 +224,8 @@ def old_design_server(
     ``models`` (default: models.toml) on 127.0.0.1:``port`` (the model on ``device``),
     answering in the ``wire`` format; yield the ``/predict`` URL; stop that process
     (SIGTERM, then SIGKILL) on exit."""
+    from ensemble.server import stop_process
+
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]
     command += ["--device", device, "--wire", wire]
@@ -243,12 +245,7 @@ def old_design_server(
         _wait_until_listening(port, process, timeout_s)
         yield f"http://127.0.0.1:{port}/predict"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 def format_table(rows: list[dict], title: str) -> str:

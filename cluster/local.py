@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster import chart
-from ensemble.server import API_KEY_ENV, Ports, argument_parser, free_port
+from ensemble.server import API_KEY_ENV, Ports, argument_parser, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "build" / "cluster"
@@ -448,10 +448,8 @@ class HAProxy:
         return [name for name, row in self.stats().items() if row["status"].startswith("UP")]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, 10)
 
 
 class Prometheus:
@@ -502,10 +500,8 @@ class Prometheus:
         return sum(int(float(r["value"][1])) for r in self.query("up"))
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, 10)
 
 
 # --- load --------------------------------------------------------------------------

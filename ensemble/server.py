@@ -202,6 +202,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """SIGTERM ``process`` (a helper the caller started: a page, a balancer, a server
+    of the baselines), wait ``timeout_s`` for it, SIGKILL it if it is still there; its
+    exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 def _environment(libs: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     # The stub embeds the system libpython; it finds this virtual environment's

@@ -24,7 +24,7 @@ from cluster.local import (
     replica_argv,
     spread,
 )
-from ensemble.server import EPHEMERAL_PORTS_FILE, Ports, argument_parser, free_port
+from ensemble.server import EPHEMERAL_PORTS_FILE, Ports, argument_parser, free_port, stop_process
 
 pytestmark = pytest.mark.unit
 
@@ -190,3 +190,20 @@ def test_free_ports_are_distinct_and_below_the_range_outgoing_connections_take()
     for port in ports:  # and each is free to listen on
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_stop_process_terminates_and_kills_one_that_ignores_sigterm():
+    import signal
+    import sys
+
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert stop_process(polite, 30) == -signal.SIGTERM
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert stubborn.stdout.readline() == b"ready\n"  # its handler is in place
+    assert stop_process(stubborn, 0.5) == -signal.SIGKILL
+    assert stop_process(stubborn) == -signal.SIGKILL  # already gone: its code again
