@@ -16,6 +16,7 @@ ensemble, the labels served with each) is derived from the :class:`Registry` tha
     input_size = 640                # the family's options, each with a default
     fuse = true                     # part of detect_all (default true)
     instances = 2                   # detector instances (default: the target's)
+    native = false                  # keep it on the Python runner (default: its native backend)
 
 A file that cannot be served is refused by :func:`load_models` with a
 :class:`ModelsFileError` whose one-line message names the file, the entry and the key.
@@ -29,11 +30,20 @@ import re
 import tomllib
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ensemble import build, contract
+from ensemble.artifacts import (
+    ArtifactError,
+    ArtifactTensor,
+    Binding,
+    Signature,
+    bind,
+    config_dims,
+    read_signature,
+)
 from ensemble.families import Family, FamilyError, TensorSpec, make_options, resolve
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,29 +52,33 @@ DEFAULT_MODELS_FILE = REPO_ROOT / "models.toml"
 
 @dataclass(frozen=True)
 class Runtime:
-    """How an artifact runs: in the Python backend here, natively in NVIDIA's image."""
+    """How an artifact runs: in its native Triton backend, or in a Python-backend runner
+    (``ensemble.runners``) where that backend is missing or cannot take the artifact."""
 
     title: str  # what people call it
     link_name: str  # the artifact's name in the model's version folder
     is_dir: bool  # a folder (SavedModel) rather than a file
-    native_platform: str | None  # Triton platform of NVIDIA's image (target ngc), if any
+    native_platform: str | None  # the Triton platform of its native backend, if any
+    backend: str | None  # that backend's name (its folder under --backend-directory)
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "torchscript": Runtime("PyTorch (TorchScript)", "model.pt", False, "pytorch_libtorch"),
-    "savedmodel": Runtime(
-        "TensorFlow (SavedModel)", "model.savedmodel", True, "tensorflow_savedmodel"
+    "torchscript": Runtime(
+        "PyTorch (TorchScript)", "model.pt", False, "pytorch_libtorch", "pytorch"
     ),
-    "onnx": Runtime("ONNX Runtime", "model.onnx", False, None),
+    "savedmodel": Runtime(
+        "TensorFlow (SavedModel)", "model.savedmodel", True, "tensorflow_savedmodel", "tensorflow"
+    ),
+    "onnx": Runtime("ONNX Runtime", "model.onnx", False, "onnxruntime_onnx", "onnxruntime"),
     # A user's own model code: a .py file whose class ``Model`` is built with
     # ``Model(artifact_dir, device, threads)`` and called with a batch.
-    "python": Runtime("Python", "user_model.py", False, None),
+    "python": Runtime("Python", "user_model.py", False, None, None),
 }
 
 # Keys every entry may have; any other key is an option of its family.
 ENTRY_KEYS = (
     "name", "title", "runtime", "artifact", "recipe", "family", "labels", "fuse",
-    "instances", "preferred_batch_sizes", "max_queue_delay_us",
+    "instances", "preferred_batch_sizes", "max_queue_delay_us", "native",
 )  # fmt: skip
 
 
@@ -102,6 +116,12 @@ class Detector:
     # instances anyway, so batches still form.
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
     search_path: tuple[str, ...] = ()  # folders a user's family or model imports from
+    # The models file may keep a detector off its native backend (``native = false``).
+    native: bool = True
+    # The artifact's own tensors for the family's (see ensemble.artifacts.bind); None
+    # where it cannot run natively, and ``native_refusal`` says why.
+    binding: Binding | None = field(default=None, compare=False, repr=False)
+    native_refusal: str | None = None
 
     @property
     def ensemble(self) -> str:
@@ -125,6 +145,27 @@ class Detector:
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.family.outputs
+
+    @property
+    def model_inputs(self) -> tuple[TensorSpec, ...]:
+        """The detector's Triton model's inputs: the family's, under the artifact's names
+        and with the dims it fixes where it runs natively."""
+        if self.binding is None:
+            return self.inputs
+        got = self.binding.input
+        return (TensorSpec(got.name, self.inputs[0].dtype, config_dims(self.inputs[0], got)),)
+
+    @property
+    def model_outputs(self) -> tuple[TensorSpec, ...]:
+        """The detector's Triton model's outputs, in the family's order (see
+        :attr:`model_inputs`)."""
+        if self.binding is None:
+            return self.outputs
+        return tuple(
+            TensorSpec(self.binding.output(t.name).name, t.dtype,
+                       config_dims(t, self.binding.output(t.name)))
+            for t in self.outputs
+        )  # fmt: skip
 
     def describe(self) -> dict:
         """What a client learns about this detector (``contract.DETECTORS_PARAMETER``)."""
@@ -307,9 +348,34 @@ class _EntryReader:
             preferred_batch_sizes=self._batch_sizes(),
             max_queue_delay_us=self._queue_delay(),
             search_path=search_path,
+            native=self.get("native", bool, True),
         )
         self._check_classes(detector)
-        return detector
+        return self._bound(detector)
+
+    def _bound(self, detector: Detector) -> Detector:
+        """``detector`` with the artifact's tensors bound to its family's, or the reason
+        its artifact cannot run natively. A recipe's artifact carries its family's own
+        names (a test checks it), so it binds before it is built."""
+        if detector.runtime_info.native_platform is None:
+            return detector
+        if detector.artifact is None:
+            signature = Signature(
+                tuple(ArtifactTensor(t.name, t.dtype, t.dims) for t in detector.inputs),
+                tuple(ArtifactTensor(t.name, t.dtype, t.dims) for t in detector.outputs),
+            )
+        else:
+            try:
+                signature = read_signature(
+                    detector.runtime, detector.artifact, len(detector.outputs)
+                )
+            except ArtifactError as e:
+                return replace(detector, native_refusal=str(e))
+        try:
+            binding = bind(detector.inputs, detector.outputs, signature)
+        except ArtifactError as e:
+            return replace(detector, native_refusal=str(e))
+        return replace(detector, binding=binding)
 
     def _artifact(self, runtime: str) -> tuple[Path | None, str | None]:
         artifact, recipe = self.get("artifact", str), self.get("recipe", str)

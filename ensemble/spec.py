@@ -62,11 +62,12 @@ class DetectorModel:
 
     @property
     def inputs(self) -> tuple[Tensor, ...]:
-        return tuple(Tensor.of(t) for t in self.detector.inputs)
+        """Under the artifact's own names (a native backend binds them)."""
+        return tuple(Tensor.of(t) for t in self.detector.model_inputs)
 
     @property
     def outputs(self) -> tuple[Tensor, ...]:
-        return tuple(Tensor.of(t) for t in self.detector.outputs)
+        return tuple(Tensor.of(t) for t in self.detector.model_outputs)
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,10 @@ def _detector_chain(d: Detector, results: tuple[str, str, str], decodes: bool) -
     otherwise it reads those of image_decode.
     """
     pre, post = preprocess_step(d), postprocess_step(d)
+    # The detector's model names its tensors as the artifact does, the steps around it
+    # as the family does: the same ensemble tensor under both names.
     raw = {t.name: f"{d.name}_raw_{t.name}" for t in d.outputs}
+    model_raw = {m.name: raw[t.name] for t, m in zip(d.outputs, d.model_outputs, strict=True)}
     model_input = f"{d.name}_preprocessed"
     dets, num, annotated = results
     if decodes:
@@ -268,7 +272,7 @@ def _detector_chain(d: Detector, results: tuple[str, str, str], decodes: bool) -
         first = Step(pre.name, _identity(DECODED, SIZE), {PREPROCESSED: model_input})
     return (
         first,
-        Step(d.name, {d.inputs[0].name: model_input}, raw),
+        Step(d.name, {d.model_inputs[0].name: model_input}, model_raw),
         Step(
             post.name,
             {**raw, **_identity(*DECODED_OUT, SCORE_IN, IOU_IN, MAX_SIDE_IN)},

@@ -30,6 +30,8 @@ from ensemble.registry import Registry, load_models
 pytestmark = pytest.mark.unit
 
 CPU = configgen.make_target("cpu")
+# The Python runners (native backends left out): what a machine without them serves.
+CPU_PYTHON_RUNNERS = configgen.make_target("cpu", native=frozenset())
 COMMITTED = load_models()
 
 
@@ -444,7 +446,7 @@ def stand_in_runner(monkeypatch):
 def make_detector(adapters, tmp_path, name="onnxruntime", kind="CPU", device_id="0", instance=0):
     """The Detector adapter of the committed detector ``name``, from its cpu config."""
     model = spec.DetectorModel(COMMITTED[name])
-    config = configgen.detector_config(model, CPU)
+    config = configgen.detector_config(model, CPU_PYTHON_RUNNERS)
     detector = adapters.Detector()
     detector.initialize(
         {

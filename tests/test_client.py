@@ -66,7 +66,8 @@ NAMES = [d.name for d in REGISTRY.detectors]
 def served_config(name: str) -> dict:
     """The generated config of ensemble ``name``, as ``get_model_config(as_json=True)``
     returns it from a server of the committed models file."""
-    config = configgen.ensemble_config(spec.repository_spec(REGISTRY).ensemble(name))
+    ens = spec.repository_spec(REGISTRY).ensemble(name)
+    config = configgen.ensemble_config(ens, configgen.make_target("cpu"))
     reply = service_pb2.ModelConfigResponse(config=config)
     # as tritonclient.grpc's get_model_config(as_json=True) turns its reply into JSON
     return json.loads(json_format.MessageToJson(reply, preserving_proto_field_name=True))

@@ -1,7 +1,7 @@
 """Every generated config parses with Triton's own ModelConfig protobuf, and every
 ensemble is wired correctly, for all three targets, for the committed ``models.toml``
-and for a models file of one's own (written here, with stand-in artifact files: the
-configs never read an artifact's contents)."""
+and for a models file of one's own (written here, with stand-in artifact files: a
+TorchScript's contents are never read, libtorch binds it by position)."""
 
 from __future__ import annotations
 
@@ -149,6 +149,8 @@ def test_ensemble_public_tensors_follow_the_contract(repository):
 
 def test_every_ensemble_carries_its_labels_title_and_detectors(repository):
     _, registry, configs = repository
+    # which backend runs each detector: its model's platform, or its Python runner
+    backend = {d.name: configs[d.name].platform or "python" for d in registry.detectors}
     for d in registry.detectors:
         config = configs[d.ensemble]
         assert json.loads(parameter(config, contract.LABELS_PARAMETER)) == list(d.labels)
@@ -160,6 +162,7 @@ def test_every_ensemble_carries_its_labels_title_and_detectors(repository):
                 "runtime": d.runtime,
                 "runtime_title": d.runtime_info.title,
                 "labels": list(d.labels),
+                "backend": backend[d.name],
             }
         ]
     fused = configs[contract.DETECT_ALL]
@@ -172,6 +175,7 @@ def test_every_ensemble_carries_its_labels_title_and_detectors(repository):
             "runtime": d.runtime,
             "runtime_title": d.runtime_info.title,
             "labels": list(d.labels),
+            "backend": backend[d.name],
         }
         for d in registry.fused
     ]
@@ -322,14 +326,81 @@ def test_a_family_option_sets_the_detector_tensors(own_registry):
     assert [list(t.dims) for t in parts.output] == [[4 + 3, -1]]  # three labels
 
 
-def test_cpu_target_runs_everything_in_the_python_backend_on_cpu(own_registry):
+def test_cpu_target_runs_each_artifact_natively_and_the_steps_in_python(own_registry):
     for registry in (REGISTRIES["committed"], own_registry):
         configs = parse_repository(TARGETS["cpu"], registry)
+        detectors = {d.name for d in registry.detectors}
         for config in configs.values():
             if config.platform == "ensemble":
                 continue
-            assert config.backend == "python", config.name
             assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+            if config.name not in detectors:
+                assert config.backend == "python", config.name
+    configs = parse_repository(TARGETS["cpu"], REGISTRIES["committed"])
+    assert configs["pytorch"].platform == "pytorch_libtorch"
+    assert configs["tensorflow"].platform == "tensorflow_savedmodel"
+    assert configs["onnxruntime"].platform == "onnxruntime_onnx"
+    files = configgen.render(TARGETS["cpu"], REGISTRIES["committed"])
+    for name in ("pytorch", "tensorflow", "onnxruntime"):
+        assert f"{name}/1/model.py" not in files  # no Python runner behind a native model
+        assert not configs[name].backend
+
+
+def test_a_backend_not_built_here_keeps_its_runtime_on_the_python_runner():
+    target = configgen.make_target("cpu", native=frozenset({"pytorch", "onnxruntime"}))
+    configs = parse_repository(target, REGISTRIES["committed"])
+    tf = configs["tensorflow"]
+    assert tf.backend == "python" and not tf.platform
+    assert parameter(tf, "runtime") == "savedmodel"
+    reason = parameter(tf, "python_runner_reason")
+    assert reason == "the tensorflow backend is not built on this machine"
+    assert configs["pytorch"].platform == "pytorch_libtorch"
+    # what a client reads: the backend of each detector, in the ensembles' parameters
+    backends = {
+        d["name"]: d["backend"]
+        for d in json.loads(parameter(configs["detect_all"], contract.DETECTORS_PARAMETER))
+    }
+    assert backends == {
+        "pytorch": "pytorch_libtorch", "tensorflow": "python", "onnxruntime": "onnxruntime_onnx"
+    }  # fmt: skip
+    nothing = parse_repository(configgen.make_target("cpu", native=frozenset()))
+    assert all(nothing[d.name].backend == "python" for d in REGISTRIES["committed"].detectors)
+
+
+def test_native_false_in_the_models_file_keeps_a_detector_on_its_python_runner(tmp_path):
+    text = OWN_MODELS.replace('name = "coco"', 'name = "coco"\nnative = false')
+    registry = load_models(write_models(tmp_path, text, OWN_FILES))
+    coco = parse_repository(TARGETS["cpu"], registry)["coco"]
+    assert coco.backend == "python"
+    assert parameter(coco, "python_runner_reason") == "native = false in the models file"
+    assert parse_repository(TARGETS["ngc"], registry)["coco"].backend == "python"
+
+
+# The only fields in which a detector's native config may differ between the cpu and ngc
+# targets: where its instances run, and each backend's thread settings.
+TARGET_SPECIFIC_FIELDS = {"instance_group", "parameters"}
+
+
+@pytest.mark.parametrize("models", ["committed", "own"])
+def test_cpu_and_ngc_write_the_same_native_config_but_instances_and_threads(models, own_registry):
+    registry = own_registry if models == "own" else REGISTRIES[models]
+    cpu = parse_repository(TARGETS["cpu"], registry)
+    ngc = parse_repository(TARGETS["ngc"], registry)
+    compared = 0
+    for d in registry.detectors:
+        if not cpu[d.name].platform:
+            assert not ngc[d.name].platform, d.name  # the same artifact, the same verdict
+            continue
+        fields = {f.name for f, _ in cpu[d.name].ListFields()} | {
+            f.name for f, _ in ngc[d.name].ListFields()
+        }
+        differ = {
+            f for f in fields if getattr(cpu[d.name], f) != getattr(ngc[d.name], f)
+        }  # fmt: skip
+        assert differ <= TARGET_SPECIFIC_FIELDS, (d.name, differ)
+        assert "instance_group" in differ
+        compared += 1
+    assert compared >= 2
 
 
 def test_gpu_target_gives_every_detector_one_instance_group_per_gpu():
@@ -340,6 +411,7 @@ def test_gpu_target_gives_every_detector_one_instance_group_per_gpu():
         assert [list(g.gpus) for g in groups] == [[0], [1], [2], [3]], config.name
         assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in groups)
         assert config.backend == "python"
+        assert "Python runners" in parameter(config, "python_runner_reason")
 
 
 def test_gpu_target_takes_any_gpu_list():
@@ -349,47 +421,40 @@ def test_gpu_target_takes_any_gpu_list():
         assert [list(g.gpus) for g in config.instance_group] == [[2], [5]]
 
 
-def test_ngc_target_uses_native_backends_for_torchscript_and_savedmodel():
+def test_ngc_target_runs_every_bundled_detector_natively_on_every_gpu():
     configs = parse_repository(TARGETS["ngc"], REGISTRIES["committed"])
     by_name = {d.name: configs[d.name] for d in REGISTRIES["committed"].detectors}
     assert by_name["pytorch"].platform == "pytorch_libtorch"
     assert by_name["pytorch"].default_model_filename == "model.pt"
     assert by_name["tensorflow"].platform == "tensorflow_savedmodel"
     assert by_name["tensorflow"].default_model_filename == "model.savedmodel"
-    assert by_name["onnxruntime"].backend == "python"
+    assert by_name["onnxruntime"].platform == "onnxruntime_onnx"
+    assert by_name["onnxruntime"].default_model_filename == "model.onnx"
     for config in by_name.values():
         assert len(config.instance_group) == 4
-    # libtorch binds tensors by position: its names must follow the INPUT__i convention.
-    assert [t.name for t in by_name["pytorch"].input] == ["INPUT__0"]
-    # a native model needs no runner parameters; the Python one does
-    assert "runtime" not in by_name["pytorch"].parameters
-    assert parameter(by_name["onnxruntime"], "runtime") == "onnx"
-
-
-def test_ngc_target_repository_has_no_python_runner_for_native_models():
+        assert "runtime" not in config.parameters  # no runner parameters
     files = configgen.render(TARGETS["ngc"], REGISTRIES["committed"])
-    assert "pytorch/1/model.py" not in files
-    assert "tensorflow/1/model.py" not in files
-    assert "onnxruntime/1/model.py" in files
+    assert not [f for f in files if f.split("/")[0] in by_name and f.endswith("model.py")]
 
 
-def test_ngc_keeps_a_torchscript_in_python_unless_its_tensors_are_named_name__index(
-    own_registry,
-):
-    files = configgen.render(TARGETS["ngc"], own_registry)
-    configs = parse_repository(TARGETS["ngc"], own_registry)
-    # YOLO names its tensors "images" / "output0": libtorch could not bind them.
-    parts = configs["parts"]
-    assert parts.backend == "python" and not parts.platform
-    assert parameter(parts, "runtime") == "torchscript"
-    assert parameter(parts, "artifact") == "model.pt"
-    assert "parts/1/model.py" in files
-    # NanoDet's INPUT__0 / OUTPUT__0 can, even for a user's own artifact.
-    assert configs["coco"].platform == "pytorch_libtorch"
-    assert "coco/1/model.py" not in files
-    # a user's Python model always runs in the Python backend
-    assert configs["pets"].backend == "python"
-    assert parameter(configs["pets"], "runtime") == "python"
+def test_a_users_torchscript_is_bound_by_libtorchs_index_names(own_registry):
+    """YOLO's family calls its tensors images / output0; libtorch binds a TorchScript's
+    forward arguments and returned tuple by position, through NAME__index names."""
+    for target in ("cpu", "ngc"):
+        files = configgen.render(TARGETS[target], own_registry)
+        configs = parse_repository(TARGETS[target], own_registry)
+        parts = configs["parts"]
+        assert parts.platform == "pytorch_libtorch"
+        assert [t.name for t in parts.input] == ["INPUT__0"]
+        assert [t.name for t in parts.output] == ["OUTPUT__0"]
+        assert "parts/1/model.py" not in files
+        steps = {s.model_name: s for s in configs["detect_parts"].ensemble_scheduling.step}
+        assert dict(steps["parts"].input_map) == {"INPUT__0": "parts_preprocessed"}
+        assert dict(steps["parts"].output_map) == {"OUTPUT__0": "parts_raw_output0"}
+        assert steps["postprocess_parts"].input_map["output0"] == "parts_raw_output0"
+        # a user's Python model always runs in the Python backend
+        assert configs["pets"].backend == "python"
+        assert parameter(configs["pets"], "runtime") == "python"
 
 
 def test_a_python_model_imports_from_its_models_file_folder(own_registry):
