@@ -82,6 +82,11 @@ API_KEY_ENV = "TRITON_API_KEY"
 # and for its models to unload: ten workers' unloading took over 10 s on a loaded
 # 2-core machine (Triton then exits 1). A pod's grace period covers it (the chart).
 EXIT_TIMEOUT_S = 20
+# Triton's death is looked for this often; a restart may take this long to be ready
+# (every model loads again), and is tried this many times before the launcher stops.
+WATCH_INTERVAL_S = 0.2
+RESTART_TIMEOUT_S = 300.0
+RESTART_ATTEMPTS = 5
 
 
 def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | None:
@@ -264,7 +269,17 @@ class TritonServer:
     front: Front | None = None
     supervisor: Supervisor | None = None
     triton_ports: Ports | None = None  # Triton's own loopback HTTP and gRPC ports
+    # Where each detector runs (its native platform, or the Python runner and why).
+    placements: dict[str, configgen.Placement] = field(default_factory=dict)
+    # --backend-directory: the Python backend and the native ones built here; None:
+    # the server tree's own backends/ (the Python backend alone, or NVIDIA's image's).
+    backend_directory: Path | None = None
+    metrics: Metrics | None = None
+    restarts: int = 0  # times Triton died and was started again
+    gave_up: bool = False  # Triton kept dying at start: the launcher stops
     _metrics_server: object = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _watchdog: threading.Thread | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -296,7 +311,7 @@ class TritonServer:
         cmd = [
             str(home / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
-            f"--backend-directory={home / 'backends'}",
+            f"--backend-directory={self.backend_directory or home / 'backends'}",
             "--http-address=127.0.0.1",
             f"--http-port={self.triton_ports.http}",
             "--grpc-address=127.0.0.1",
@@ -335,18 +350,21 @@ class TritonServer:
             ),
             front_dir,
         )  # fmt: skip
-        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
+        self._start_triton(home, libs, "w")
+        try:
+            self.front.start()
+        except FrontError as e:
+            self.stop()
+            raise ServerError(str(e)) from None
+
+    def _start_triton(self, home: Path, libs: Path | None, mode: str) -> None:
+        log = open(self.log_path, mode)  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             self._triton_command(home), stdout=log, stderr=subprocess.STDOUT,
             env=_environment(libs),
             start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly
         )  # fmt: skip
         log.close()
-        try:
-            self.front.start()
-        except FrontError as e:
-            self.stop()
-            raise ServerError(str(e)) from None
 
     def is_ready(self) -> bool:
         """Triton says every model is ready, and the front is up."""
@@ -358,14 +376,87 @@ class TritonServer:
         if self.supervisor is not None:
             return
         assert self.process is not None
-        metrics = Metrics()
-        self._metrics_server = metrics.serve(self.host, self.ports.supervisor)
-        self.supervisor = Supervisor(self.process.pid, self.control, log=self.log, metrics=metrics)
+        if self.metrics is None:
+            self.metrics = Metrics()
+            self._metrics_server = self.metrics.serve(self.host, self.ports.supervisor)
+        self.supervisor = Supervisor(
+            self.process.pid, self.control, log=self.log, metrics=self.metrics
+        )
         self.supervisor.start()
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="triton-watch", daemon=True)
+            self._watchdog.start()
 
-    def wait_ready(self, timeout: float = 600.0, stop: threading.Event | None = None) -> bool:
+    def _watch(self) -> None:
+        """Start Triton again whenever it dies. A native backend runs inside tritonserver,
+        so a crash there (or an out-of-memory kill) takes every model down at once, not
+        one worker that the supervisor could reload."""
+        while not self._stopping.wait(WATCH_INTERVAL_S):
+            process = self.process
+            if process is None or process.poll() is None:
+                continue
+            if self._stopping.is_set():
+                return
+            self._restart(process)
+            if self.gave_up:
+                return
+
+    def _restart(self, dead: subprocess.Popen) -> None:
+        died = time.monotonic()
+        code = dead.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.log(
+            f"tritonserver died ({how}); every model is down; restarting it on the same "
+            f"repository (log: {self.log_path})"
+        )
+        assert self.metrics is not None
+        self.metrics.server_deaths.inc()
+        self.metrics.server_down.set(1)
+        if self.supervisor is not None:
+            self.supervisor.stop(unload=False)  # its workers died with Triton
+            self.supervisor = None
+        # Python-backend workers outlive a killed Triton for a while: they are in its
+        # session (start_new_session), so end them before their models load again.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(dead.pid, signal.SIGKILL)
+        home, libs = triton_home()
+        delay = 1.0
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            if self._stopping.is_set():
+                return
+            self._start_triton(home, libs, "a")
+            try:
+                if not self.wait_ready(RESTART_TIMEOUT_S, stop=self._stopping, stop_on_fail=False):
+                    return
+                break
+            except ServerError as e:
+                first = str(e).splitlines()[0]
+                self.log(f"restart {attempt} of {RESTART_ATTEMPTS} failed: {first}")
+                if self.process is not None and self.process.poll() is None:
+                    self.process.kill()
+                    self.process.wait()
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, 30.0)
+        else:
+            self.gave_up = True
+            self.log(f"tritonserver did not come back after {RESTART_ATTEMPTS} tries; stopping")
+            return
+        seconds = time.monotonic() - died
+        self.restarts += 1
+        self.metrics.server_down.set(0)
+        self.metrics.server_restart_seconds.observe(seconds)
+        self.log(f"Triton serves again, {seconds:.1f} s after it died (restart {self.restarts})")
+
+    def wait_ready(
+        self,
+        timeout: float = 600.0,
+        stop: threading.Event | None = None,
+        stop_on_fail: bool = True,
+    ) -> bool:
         """Wait until every model is loaded: True. False when ``stop`` was set first;
-        ``ServerError`` when Triton exited or took longer than ``timeout`` s."""
+        ``ServerError`` when Triton exited or took longer than ``timeout`` s (the whole
+        run stopped first, unless ``stop_on_fail`` is False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if stop is not None and stop.is_set():
@@ -382,13 +473,15 @@ class TritonServer:
                     f"(log: {self.log_path}):\n{detail}"
                 )
             if self.front is not None and self.front.process is not None and not self.front.alive():
-                self.stop()
+                if stop_on_fail:
+                    self.stop()
                 raise ServerError(f"the front (nginx) exited: see {self.front.log_path}")
             if self.is_ready():
                 self._on_ready()
                 return True
             time.sleep(0.25)
-        self.stop()
+        if stop_on_fail:
+            self.stop()
         raise ServerError(f"not ready after {timeout:.0f} s; see {self.log_path}")
 
     def load_failures(self) -> list[str]:
@@ -419,6 +512,9 @@ class TritonServer:
     def stop(self, timeout: float = 30.0) -> int | None:
         """Drain and stop: the supervisor, then the front (it finishes the requests in
         flight and takes no new ones), then Triton. Returns Triton's exit code."""
+        self._stopping.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=RESTART_TIMEOUT_S + 5)
         if self.supervisor is not None:
             self.supervisor.stop()
         if self._metrics_server is not None:
@@ -444,9 +540,49 @@ def prepare_repository(
 ) -> Path:
     """Write the target's repository for ``registry`` (default: ``models.toml``) with
     links to the artifacts (``gpus``: the GPU ids of the gpu/ngc targets)."""
-    t = configgen.make_target(target, gpus)
+    t = configgen.make_target(target, gpus, native_backends(target))
     out = out or REPO_ROOT / "build" / "repository" / t.name
     return configgen.write_repository(t, out, registry or load_models())
+
+
+def native_backends(target: str) -> frozenset[str] | None:
+    """The native backends the server of ``target`` has: on the cpu target, those
+    ``ensemble.native`` built on this machine (none: every detector on its Python
+    runner); None (the target's default) elsewhere."""
+    if target != "cpu" or _external_triton():
+        return None
+    from ensemble import native
+
+    return frozenset(native.built())
+
+
+def _external_triton() -> bool:
+    """A server tree other than the PyPI wheel's (``$TRITON_SERVER_HOME``, NVIDIA's
+    image): it brings its own backends."""
+    return bool(os.environ.get(TRITON_HOME_ENV, "").strip()) or _missing("nvidia-pytriton")
+
+
+def backend_directory() -> Path | None:
+    """The folder for ``--backend-directory`` when native backends were built here: the
+    wheel's Python backend beside them. None: the server tree's own ``backends/``."""
+    if _external_triton():
+        return None
+    from ensemble import native
+
+    if not native.built():
+        return None
+    home, _ = triton_home()
+    return native.backend_directory(home / "backends" / "python")
+
+
+def describe_placements(placements: dict[str, configgen.Placement]) -> str:
+    """One phrase for the ready line: which backend runs each detector, and why a
+    Python runner where one does."""
+    parts = [
+        f"{name} on {p.platform}" if p.platform else f"{name} on a Python runner ({p.reason})"
+        for name, p in placements.items()
+    ]
+    return "detectors: " + ", ".join(parts)
 
 
 @contextlib.contextmanager
@@ -501,6 +637,10 @@ def create_server(
     elif server.api_key:
         server.api_key_source = f"written to {root / 'api-key'}"
     server.repository = prepare_repository(registry, target, out, gpus)
+    t = configgen.make_target(target, gpus, native_backends(target))
+    server.placements = {d.name: configgen.placement(d, t) for d in registry.detectors}
+    if target == "cpu":
+        server.backend_directory = backend_directory()
     return server
 
 
@@ -542,8 +682,8 @@ def serve_until_stopped(
         print(
             f"ready: gRPC {server.grpc_url}{' (TLS)' if server.tls else ''}, HTTP "
             f"{server.http_url}, metrics http://{server.host}:{server.ports.metrics}/metrics, "
-            f"supervisor metrics http://{server.host}:{server.ports.supervisor}/metrics "
-            "(Ctrl-C stops)",
+            f"supervisor metrics http://{server.host}:{server.ports.supervisor}/metrics; "
+            f"{describe_placements(server.placements)} (Ctrl-C stops)",
             flush=True,
         )
         if server.api_key:
@@ -554,13 +694,11 @@ def serve_until_stopped(
                 flush=True,
             )
         undo = on_ready(server) if on_ready else None
+        # Triton's death is the server's own watch's to handle (it restarts it); only
+        # a Triton that would not come back ends the launcher.
         while not stop.wait(0.5):
-            if server.process is not None and server.process.poll() is not None:
-                print(
-                    f"tritonserver exited with code {server.process.returncode}; "
-                    f"see {server.log_path}",
-                    file=sys.stderr,
-                )
+            if server.gave_up:
+                print(f"tritonserver keeps failing; see {server.log_path}", file=sys.stderr)
                 return 1
         return 0
     except ServerError as e:

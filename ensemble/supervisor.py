@@ -1,5 +1,8 @@
 """Bring a model back when one of its Python-backend workers dies.
 
+(When tritonserver itself dies, as a crash in a native backend makes it, the launcher
+starts it again: ``ensemble.server``. This module counts that too, in :class:`Metrics`.)
+
 Each instance of a Python-backend model runs in its own process, the stub
 (``triton_python_backend_stub``). What the backend of Triton 2.51 (r24.10) does when a
 stub dies, read in python_backend's ``src/python_be.cc`` and seen here: it answers each
@@ -175,6 +178,20 @@ class Metrics:
             "triton_model_recovery_seconds", "From a worker's death to its model READY",
             buckets=(1, 2, 5, 10, 20, 30, 60, 120), registry=self.registry,
         )  # fmt: skip
+        # tritonserver itself (a crash in a native backend, which runs inside it): the
+        # launcher starts it again (ensemble.server).
+        self.server_deaths = Counter(
+            "triton_server_deaths", "Times tritonserver died and the launcher restarted it",
+            registry=self.registry,
+        )  # fmt: skip
+        self.server_down = Gauge(
+            "triton_server_down", "1 while tritonserver is being restarted after it died",
+            registry=self.registry,
+        )  # fmt: skip
+        self.server_restart_seconds = Histogram(
+            "triton_server_restart_seconds", "From tritonserver's death to every model READY",
+            buckets=(2, 5, 10, 20, 30, 60, 120, 300), registry=self.registry,
+        )  # fmt: skip
 
     def serve(self, host: str, port: int):
         """Serve /metrics on ``host:port``; returns the HTTP server (``shutdown()``)."""
@@ -213,13 +230,13 @@ class Supervisor:
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop watching. A model still broken is unloaded, so that Triton's own stop
-        does not wait on its dead workers."""
+    def stop(self, unload: bool = True) -> None:
+        """Stop watching. A model still broken is unloaded (``unload``), so that Triton's
+        own stop does not wait on its dead workers."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        for model in sorted(self.broken):
+        for model in sorted(self.broken) if unload else ():
             self.control.unload(model)
 
     def check(self) -> list[str]:
