@@ -7,8 +7,8 @@ GPUS ?= 0,1,2,3
 # The models file to serve: make serve MODELS=my-models.toml
 MODELS ?= models.toml
 
-.PHONY: setup venv demo models serve ui test test-unit bench soak clip-soak lint configs repository \
-	image chart cluster
+.PHONY: setup venv demo models serve ui test test-unit bench bench-native soak clip-soak lint \
+	configs repository image chart cluster
 
 setup:            ## install everything (apt + .venv) and build the bundled models
 	@scripts/setup.sh
@@ -44,12 +44,15 @@ test-unit: venv   ## the unit tier: no model build, no server; seconds
 bench: setup      ## perf_analyzer vs the old Flask design vs the limit: make bench [QUICK=1] [URL=host:8001]
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(URL),--url $(URL))
 
+bench-native: setup ## native backends vs the Python runners, alternating rounds: make bench-native [ROUNDS=2] [QUICK=1]
+	$(PY) -m bench.native $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(QUICK),--quick)
+
 # make soak: minutes of load at a concurrency; KILL=<model> kills its workers at KILL_AT s.
 MINUTES ?= 10
 CONCURRENCY ?= 16
 KILL ?=
 KILL_AT ?=
-soak: setup       ## load over every ensemble, memory, kill recovery: make soak [MINUTES=10] [CONCURRENCY=16] [KILL=pytorch [KILL_AT=120]]
+soak: setup       ## load over every ensemble, memory, kill recovery: make soak [MINUTES=10] [CONCURRENCY=16] [KILL=postprocess_pytorch|tritonserver [KILL_AT=120]]
 	$(PY) -m bench.soak --minutes $(MINUTES) --concurrency $(CONCURRENCY) --models $(MODELS) \
 		$(if $(KILL),--kill $(KILL)) $(if $(KILL_AT),--kill-at $(KILL_AT)) $(if $(URL),--url $(URL))
 

@@ -1,7 +1,7 @@
 """Soak: minutes of closed-loop load over every detection ensemble, optionally killing
 one model's workers partway, and what that cost.
 
-``python -m bench.soak --minutes 10 --concurrency 16 [--kill pytorch --kill-at 120]``
+``python -m bench.soak --minutes 10 --concurrency 16 [--kill postprocess_pytorch --kill-at 120]``
 starts Triton on the models file (``--models``, default models.toml) unless ``--url``
 names a running one. ``--concurrency`` threads, each with its own tritonclient gRPC
 client, send one photo (``bench.photos``) at a time, cycling over every detection
@@ -18,6 +18,8 @@ client-side retry, so that a refusal is counted when it happens. Each answer is
 answer to a request sent after the kill to an ensemble that runs MODEL, and (b)
 ``/v2/health/ready`` answering 200 again after having gone down (polled every 100 ms).
 A run that ends first says "not recovered within the run"; it never waits longer.
+``--kill tritonserver`` SIGKILLs the server process itself (what a crash inside a
+native backend does); the launcher starts it again, and every ensemble is affected.
 
 Memory: PSS (proportional set size: a page shared by n processes counts 1/n in each,
 so the sum counts it once) summed over the server's processes, tritonserver and every
@@ -108,14 +110,22 @@ def pss_bytes(pids: Sequence[int]) -> int:
     return sum(pss_of(pids).values())
 
 
+# --kill's name for tritonserver itself: what a crash in a native backend (which runs
+# inside it) does; the launcher starts it again (ensemble.server).
+SERVER = "tritonserver"
+
+
 def kill_workers(pids: Sequence[int], model: str) -> list[int]:
-    """SIGKILL every Python-backend worker of ``model`` among ``pids``; their ids."""
+    """SIGKILL every Python-backend worker of ``model`` among ``pids`` (``SERVER``:
+    tritonserver itself); their ids."""
     import psutil
 
     killed = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            if stub_model(psutil.Process(pid).cmdline()) == model:
+            process = psutil.Process(pid)
+            found = process.name() == SERVER if model == SERVER else None
+            if found or stub_model(process.cmdline()) == model:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
     return killed
@@ -209,8 +219,11 @@ def soak(
     if kill is not None:
         if server_pids is None or http_url is None:
             raise ValueError("killing a model's workers needs the server's pids and HTTP URL")
-        with DetectorClient(url) as client:
-            affected = {e for e in ensembles if kill in client.model_info(e).steps}
+        if kill == SERVER:
+            affected = set(ensembles)
+        else:
+            with DetectorClient(url) as client:
+                affected = {e for e in ensembles if kill in client.model_info(e).steps}
         if not affected:
             raise ValueError(f"no ensemble among {', '.join(ensembles)} runs a model {kill!r}")
         kill_at_s = duration_s / 3 if kill_at_s is None else kill_at_s
@@ -435,7 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the load (default 10)")
     ap.add_argument("--concurrency", type=int, default=16, help="client threads (default 16)")
-    ap.add_argument("--kill", metavar="MODEL", help="SIGKILL this model's Python-backend workers")
+    ap.add_argument(
+        "--kill", metavar="MODEL",
+        help=f"SIGKILL this model's Python-backend workers ({SERVER}: the server itself)",
+    )  # fmt: skip
     ap.add_argument(
         "--kill-at", type=float, metavar="SECONDS", help="when to kill (default: a third in)"
     )
