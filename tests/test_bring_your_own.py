@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ensemble import contract
+from ensemble import contract, native
 
 pytestmark = pytest.mark.server
 
@@ -169,3 +169,19 @@ def test_the_cli_writes_per_detector_results_with_their_labels(lab_url, tmp_path
     assert {r["model"] for r in results} >= {"detect_all", "detect_cars", "detect_people"}
     assert "horse" in {r["category_name"] for r in results if r["model"] == "detect_all"}
     assert (out / "horse.street.jpg").is_file() and not (out / "horse.shapes_ts.jpg").exists()
+
+
+def test_the_labs_native_detectors_answer_as_their_python_runners(lab_url, photos):
+    """Each lab detector that runs natively (ONNX YOLO, TorchScript YOLO, the stand-ins
+    by path) gives the raw outputs its Python runner gives (tests/native_check.py)."""
+    import tritonclient.grpc as grpcclient
+    from native_check import compare_with_runners
+
+    from ensemble.registry import load_models
+
+    with grpcclient.InferenceServerClient(lab_url) as grpc:
+        compared = compare_with_runners(grpc, load_models(EXAMPLE / "models.toml"), photos)
+    print("max |native - Python runner|:", compared)
+    natively = {name for name, _, _ in compared}
+    if len(native.built()) == 3:
+        assert natively == {"shapes", "shapes_ts", "people", "street", "cars"}

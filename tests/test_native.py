@@ -35,9 +35,6 @@ pytestmark = pytest.mark.server
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = {"torchscript": "pytorch_libtorch", "savedmodel": "tensorflow_savedmodel",
              "onnx": "onnxruntime_onnx"}  # fmt: skip
-# Native and Python runners run the same framework build on the same input; the thread
-# count may change the order of a reduction, so allow float rounding, no more.
-RTOL, ATOL = 1e-5, 1e-4
 
 
 def model_config(grpc, name: str) -> dict:
@@ -70,37 +67,11 @@ def test_the_bundled_detectors_run_in_the_backends_built_here(grpc, triton_serve
 
 
 def test_native_raw_outputs_equal_the_python_runners(grpc, photos):
-    """The detector model alone, called over gRPC with the family's preprocessed
-    photos, against ensemble.runners running the same artifact in this process."""
-    import tritonclient.grpc as grpcclient
+    """The detector model alone over gRPC against ensemble.runners in this process,
+    on the same preprocessed photos (tests/native_check.py)."""
+    from native_check import compare_with_runners
 
-    from ensemble.imaging import decode_scaled
-    from ensemble.runners import Device, TensorNames, load_runner
-
-    registry = load_models()
-    compared = []
-    for d in registry.detectors:
-        config = model_config(grpc, d.name)
-        if not config.get("platform"):
-            continue  # on its Python runner here: nothing native to compare
-        (inp,) = config["input"]
-        outputs = [o["name"] for o in config["output"]]
-        runner = load_runner(
-            d.runtime, d.artifact_path(), TensorNames(inp["name"], tuple(outputs)),
-            Device(), threads=2,
-        )  # fmt: skip
-        images = [decode_scaled(photos[p], 1024)[0] for p in ("astronaut", "coffee", "horse")]
-        batch = np.stack([d.family.preprocess(img) for img in images])
-        for chunk in (batch[:1], batch):  # one photo, and a batch of three
-            tensor = grpcclient.InferInput(inp["name"], list(chunk.shape), inp["data_type"][5:])
-            tensor.set_data_from_numpy(chunk)
-            reply = grpc.infer(d.name, [tensor])
-            expected = runner(chunk)
-            for name in outputs:
-                got = reply.as_numpy(name)
-                np.testing.assert_allclose(got, expected[name], rtol=RTOL, atol=ATOL,
-                                           err_msg=f"{d.name} {name}")  # fmt: skip
-                compared.append((d.name, name, float(np.max(np.abs(got - expected[name])))))
+    compared = compare_with_runners(grpc, load_models(), photos)
     print("max |native - Python runner|:", compared)
     if native.built():
         assert compared, "no detector ran natively"
