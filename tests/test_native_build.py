@@ -114,6 +114,22 @@ def test_built_lists_only_the_backends_that_built(cache):
     assert native.status("k")["tensorflow"].reason == "compile error"
 
 
+def test_without_a_compiler_the_build_that_matches_in_all_else_is_used(cache, monkeypatch):
+    """A runtime image has no g++: its backends, built in an earlier stage of the image's
+    build with one, are found by the rest of the key's inputs."""
+    _fake_build(cache, "built-with-gcc", built=("pytorch",), failed=())
+    inputs = {**native.key_inputs(), "compiler": "g++ (Debian 12.2.0-14) 12.2.0"}
+    (cache / "built-with-gcc" / "inputs.json").write_text(json.dumps(inputs))
+    assert native.built() == {}  # this machine has a compiler: its own key only
+    monkeypatch.setattr("ensemble.native._compiler", lambda: None)
+    assert native.installed_key() == "built-with-gcc"
+    assert set(native.built()) == {"pytorch"}
+    # anything else differing (here the venv): not that build
+    monkeypatch.setattr("ensemble.native._venv", lambda: "/elsewhere/.venv")
+    assert native.installed_key() == native.cache_key()
+    assert native.built() == {}
+
+
 def test_backend_directory_holds_python_and_each_built_backend(cache, tmp_path):
     _fake_build(cache, "k", built=("pytorch", "onnxruntime"), failed=("tensorflow",))
     python = tmp_path / "triton" / "backends" / "python"

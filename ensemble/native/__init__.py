@@ -72,6 +72,7 @@ PLATFORMS = {
     "onnxruntime": "onnxruntime_onnx",
 }
 STATUS_FILE = "status.json"
+INPUTS_FILE = "inputs.json"  # what the key was computed from
 BACKEND_DIR = "backends"  # under the key's folder: the --backend-directory
 
 
@@ -209,8 +210,28 @@ def unavailable_line(reason: str) -> str:
     )
 
 
+def installed_key() -> str:
+    """The key whose build serves this environment: :func:`cache_key`, except where no
+    compiler is installed (a runtime container image, whose backends were built in an
+    earlier stage of its own build): there the build whose inputs match in everything
+    but the compiler, which could not rebuild anything here anyway."""
+    inputs = key_inputs()
+    key = cache_key()
+    if inputs["compiler"] is not None or (cache_dir() / key / STATUS_FILE).is_file():
+        return key
+    plain = json.loads(json.dumps({**inputs, "compiler": None}, sort_keys=True))
+    for candidate in sorted(cache_dir().glob(f"*/{INPUTS_FILE}")):
+        try:
+            stored = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict) and {**stored, "compiler": None} == plain:
+            return candidate.parent.name
+    return key
+
+
 def _key_dir(key: str | None = None) -> Path:
-    return cache_dir() / (key or cache_key())
+    return cache_dir() / (key or installed_key())
 
 
 def status(key: str | None = None) -> dict[str, BackendStatus]:
@@ -248,7 +269,7 @@ def backend_directory(python_backend_dir: Path, key: str | None = None) -> Path:
     """A folder for tritonserver's ``--backend-directory``: ``python`` (a link to the
     given Python backend, the PyPI server's) and each backend that :func:`built`. It
     sits in the key's cache folder; calling again only fixes what changed."""
-    key = key or cache_key()
+    key = key or installed_key()
     folder = _key_dir(key) / BACKEND_DIR
     folder.mkdir(parents=True, exist_ok=True)
     wanted: dict[str, Path | str] = {"python": Path(python_backend_dir).resolve()}
@@ -292,7 +313,7 @@ def build(force: bool = False, log: Callable[[str], None] = print) -> dict[str, 
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    (folder / "inputs.json").write_text(json.dumps(key_inputs(), indent=2) + "\n")
+    (folder / INPUTS_FILE).write_text(json.dumps(key_inputs(), indent=2) + "\n")
     results = builder.build_all(folder, log)
     _write_status(folder, key, results)
     _prune(keep=folder)
