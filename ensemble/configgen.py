@@ -213,23 +213,42 @@ class NativeCpu:
 
 # Each backend's threads on the CPU target. Native backends fix their threads when a
 # model loads (the Python runners adapt theirs per call, ensemble.cpu_share), so each
-# setting trades the latency of a lone request against images/s under load; the
-# figures behind each choice are in docs/bench/cpu-2core/native.md.
+# setting trades the latency of a lone request against images/s under load. Figures:
+# one detector served alone on the 2-core machine, c=1 = bench.paired (Triton against
+# the in-process pipeline, gap in %), c=8 = perf_analyzer images/s on detect_<name>,
+# its Python runner measured in the same run; the whole server's figures, native
+# against the Python runners, are in docs/bench/cpu-2core/native.md.
 NATIVE_CPU: dict[str, NativeCpu] = {
     # libtorch's intra-op threads are process-wide (the last libtorch model loaded sets
     # them for all) and its inter-op pool may be sized once per process: a second
     # libtorch model that sets INTER_OP_THREAD_COUNT aborts tritonserver. So every
     # libtorch model sets the same intra-op count and none sets the inter-op one.
-    "pytorch": NativeCpu(2, {"INTRA_OP_THREAD_COUNT": "2"}),
+    # One instance: with two, torch's libgomp runs more threads than cores and stops
+    # spinning between operators (GOMP's throttled wait), so each operator waits for a
+    # woken thread. NanoDet, c=1 as perf_analyzer's p50 (the paired rounds were too
+    # noisy here) / c=8: 1 x 2 threads 41 ms / 22.0; 2 x 2 51 ms / 28.0; 2 x 1 58 ms /
+    # 28.3; OMP_WAIT_POLICY=PASSIVE 52 ms for both 1 x 2 and 2 x 2, and no gain at c=8
+    # (20.8, 27.8); the Python runner 44 ms / 28.1. No setting met both goals: this one
+    # keeps c=1, c=8 is 22 % short.
+    "pytorch": NativeCpu(1, {"INTRA_OP_THREAD_COUNT": "2"}),
+    # One instance: ONNX Runtime's pool threads spin between operators (the backend
+    # offers no allow_spinning), so two 2-thread instances fight for the two cores.
+    # CenterNet c=1 / c=8: 1 x (2 intra, 1 inter) +1 % / 24.7; 2 x 2 +44 % / 16.4;
+    # 2 x 1 +59 % / 25.3; two instances on the global pool of 2 threads
+    # (--backend-config=onnxruntime,enable-global-threadpool=1,...) +5 % / 23.1; the
+    # Python runner (batch-1 runs, no spinning) +17 % / 32.0. No setting met both goals:
+    # this one keeps c=1, c=8 is 23 % short.
     # A memory pattern is planned, and kept in the arena, per input shape: CenterNet
     # held 580 MB after batches of 1, 4 and 8 with patterns, 420 MB without, at the
     # same speed (measured with the Python runner's session, the same ORT).
     "onnxruntime": NativeCpu(
-        2,
+        1,
         {"intra_op_thread_count": "2", "inter_op_thread_count": "1", "enable_mem_pattern": "0"},
     ),
     # Per-session pools: each instance its own threads instead of one process-wide
-    # pool shared by every TensorFlow model.
+    # pool shared by every TensorFlow model. SSD c=1 / c=8: 2 x (2 intra, 2 inter) -1 %
+    # / 27.8; 1 x (2, 2) +1 % / 25.5; 2 x (1, 2) +6 % / 31.6; 2 x (1, 1) +31 % / 32.3;
+    # 2 x (2, 2) on the shared pool -1 % / 24.8; the Python runner +2 % / 27.1.
     "tensorflow": NativeCpu(
         2,
         {
