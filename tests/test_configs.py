@@ -315,7 +315,13 @@ def test_a_detector_takes_its_batching_and_instances_from_the_models_file(own_re
         assert coco.dynamic_batching.max_queue_delay_microseconds == 500
         assert [g.count for g in coco.instance_group] == [3] * groups
     parts = parse_repository(TARGETS["cpu"], own_registry)["parts"]
-    assert [g.count for g in parts.instance_group] == [TARGETS["cpu"].detector_instances]
+    # a native detector's count is its backend's on the CPU (configgen.NATIVE_CPU)
+    native_count = configgen.NATIVE_CPU["pytorch"].instances
+    assert [g.count for g in parts.instance_group] == [native_count]
+    on_runner = parse_repository(configgen.make_target("cpu", native=frozenset()), own_registry)
+    assert [g.count for g in on_runner["parts"].instance_group] == [
+        TARGETS["cpu"].detector_instances
+    ]
     # no wait for a batch to fill unless the models file asks for one
     assert parts.dynamic_batching.max_queue_delay_microseconds == 0
 
