@@ -71,6 +71,7 @@ class Target:
     detector_threads: int = 2  # intra-op threads of each framework on the CPU
     # The native backends this target's server has (names of ensemble.native.BACKENDS).
     native: frozenset[str] = NATIVE_BACKENDS
+    profile: str = "throughput"  # the native backends' threads on the CPU: CPU_PROFILES
 
     @property
     def on_gpu(self) -> bool:
@@ -78,12 +79,19 @@ class Target:
 
 
 def make_target(
-    name: str, gpus: tuple[int, ...] = (0, 1, 2, 3), native: frozenset[str] | None = None
+    name: str,
+    gpus: tuple[int, ...] = (0, 1, 2, 3),
+    native: frozenset[str] | None = None,
+    profile: str = "throughput",
 ) -> Target:
     """The target ``name``; ``native``: the native backends its server has (default:
-    all of them, except the ``gpu`` target, whose detectors run in Python runners)."""
+    all of them, except the ``gpu`` target, whose detectors run in Python runners);
+    ``profile``: the native backends' threads on the CPU (see NATIVE_CPU)."""
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}: choose one of {', '.join(TARGETS)}")
+    if profile not in CPU_PROFILES:
+        choices = ", ".join(CPU_PROFILES)
+        raise ValueError(f"unknown CPU profile {profile!r}: choose one of {choices}")
     if native is None:
         native = frozenset() if name == "gpu" else NATIVE_BACKENDS
     if name == "cpu":
@@ -92,7 +100,7 @@ def make_target(
         # runners: 1 instance x 2 threads 10-12 img/s; 2 x 1 thread 16.4 img/s but 142
         # ms at c=1 (NanoDet); 2 x 2 fixed threads 3.5 img/s for PyTorch (OpenMP
         # oversubscribed). The native backends' threads: NATIVE_CPU_PARAMETERS.
-        return Target("cpu", detector_instances=2, native=frozenset(native))
+        return Target("cpu", detector_instances=2, native=frozenset(native), profile=profile)
     if not gpus:
         raise ValueError("a GPU target needs at least one GPU id")
     # A GPU host has many cores: give the CPU-side steps enough instances to keep
@@ -205,58 +213,70 @@ def python_step_config(step: spec.PythonStep, target: Target) -> mc.ModelConfig:
 
 @dataclass(frozen=True)
 class NativeCpu:
-    """How a native backend runs on the CPU target: instances and its own parameters."""
+    """How a native backend runs on the CPU target: instances, its own parameters, and
+    the batch sizes its dynamic batcher prefers (where the models file says none)."""
 
     instances: int
     parameters: dict[str, str]
+    batch_sizes: tuple[int, ...] = ()  # empty: DEFAULT_BATCH_SIZES
 
 
-# Each backend's threads on the CPU target. Native backends fix their threads when a
-# model loads (the Python runners adapt theirs per call, ensemble.cpu_share), so each
-# setting trades the latency of a lone request against images/s under load. Figures:
-# one detector served alone on the 2-core machine, c=1 = bench.paired (Triton against
-# the in-process pipeline, gap in %), c=8 = perf_analyzer images/s on detect_<name>,
-# its Python runner measured in the same run; the whole server's figures, native
-# against the Python runners, are in docs/bench/cpu-2core/native.md.
-NATIVE_CPU: dict[str, NativeCpu] = {
-    # libtorch's intra-op threads are process-wide (the last libtorch model loaded sets
-    # them for all) and its inter-op pool may be sized once per process: a second
-    # libtorch model that sets INTER_OP_THREAD_COUNT aborts tritonserver. So every
-    # libtorch model sets the same intra-op count and none sets the inter-op one.
-    # One instance: with two, torch's libgomp runs more threads than cores and stops
-    # spinning between operators (GOMP's throttled wait), so each operator waits for a
-    # woken thread. NanoDet, c=1 as perf_analyzer's p50 (the paired rounds were too
-    # noisy here) / c=8: 1 x 2 threads 41 ms / 22.0; 2 x 2 51 ms / 28.0; 2 x 1 58 ms /
-    # 28.3; OMP_WAIT_POLICY=PASSIVE 52 ms for both 1 x 2 and 2 x 2, and no gain at c=8
-    # (20.8, 27.8); the Python runner 44 ms / 28.1. No setting met both goals: this one
-    # keeps c=1, c=8 is 22 % short.
-    "pytorch": NativeCpu(1, {"INTRA_OP_THREAD_COUNT": "2"}),
-    # One instance: ONNX Runtime's pool threads spin between operators (the backend
-    # offers no allow_spinning), so two 2-thread instances fight for the two cores.
-    # CenterNet c=1 / c=8: 1 x (2 intra, 1 inter) +1 % / 24.7; 2 x 2 +44 % / 16.4;
-    # 2 x 1 +59 % / 25.3; two instances on the global pool of 2 threads
-    # (--backend-config=onnxruntime,enable-global-threadpool=1,...) +5 % / 23.1; the
-    # Python runner (batch-1 runs, no spinning) +17 % / 32.0. No setting met both goals:
-    # this one keeps c=1, c=8 is 23 % short.
-    # A memory pattern is planned, and kept in the arena, per input shape: CenterNet
-    # held 580 MB after batches of 1, 4 and 8 with patterns, 420 MB without, at the
-    # same speed (measured with the Python runner's session, the same ORT).
-    "onnxruntime": NativeCpu(
-        1,
-        {"intra_op_thread_count": "2", "inter_op_thread_count": "1", "enable_mem_pattern": "0"},
-    ),
-    # Per-session pools: each instance its own threads instead of one process-wide
-    # pool shared by every TensorFlow model. SSD c=1 / c=8: 2 x (2 intra, 2 inter) -1 %
-    # / 27.8; 1 x (2, 2) +1 % / 25.5; 2 x (1, 2) +6 % / 31.6; 2 x (1, 1) +31 % / 32.3;
-    # 2 x (2, 2) on the shared pool -1 % / 24.8; the Python runner +2 % / 27.1.
-    "tensorflow": NativeCpu(
-        2,
-        {
-            "TF_NUM_INTRA_THREADS": "2",
-            "TF_NUM_INTER_THREADS": "2",
-            "TF_USE_PER_SESSION_THREADS": "1",
-        },
-    ),  # fmt: skip
+# The batch sizes a detector's dynamic batcher prefers unless the models file or its
+# backend's NativeCpu says otherwise.
+DEFAULT_BATCH_SIZES = (4, 8)
+
+# A native backend fixes its threads when a model loads (a Python runner adapts them
+# per call, ensemble.cpu_share), and on the 2-core host no one setting is best both for
+# a lone request and under load. So the cpu target has two profiles:
+#
+# - throughput (the default): one intra-op thread per instance and two instances, so
+#   two batches run side by side with no thread waiting for a core, and ONNX Runtime
+#   runs one image at a time (its CPU kernels gain nothing from a batch, and its arena
+#   keeps the memory of the largest batch it has seen). Every ensemble's images/s at
+#   c=8 is at or above the Python runners'; a lone request takes one core.
+# - latency (--cpu-profile latency): libtorch and ONNX Runtime in one instance with two
+#   intra-op threads, TensorFlow in two: a lone request has both cores, as in process;
+#   under load the spinning thread pools of the detectors running side by side
+#   (detect_all) take cores from each other.
+#
+# Whole server on the 2-core host (perf_analyzer, one run each, images/s; c=1 in ms,
+# the in-process pipeline takes about 37, 60 and 40 ms for NanoDet, SSD and CenterNet):
+#
+#   profile      detect_all c=8  pytorch c=1/c=8  tensorflow c=1/c=8  onnxruntime c=1/c=8
+#   throughput   9.8, 8.9        54, 57 / 30, 26  63, 67 / 33, 29     57, 66 / 34, 29
+#   latency      6.3             37 / 23          59 / 25             37 / 25
+#   Python runners (docs/bench/cpu-2core/native.md): detect_all 8.2; c=8 27, 26, 31
+#
+# Per backend, measured alone (c=1 gap to in process or ms / c=8 images/s):
+# - libtorch: 1 x 2 threads 41 ms / 22.0; 2 x 2 51 ms / 28.0 (two 2-thread teams are
+#   more threads than cores, and libgomp then stops spinning between operators); 2 x 1
+#   58 ms / 28.3; OMP_WAIT_POLICY=PASSIVE 52 ms. Its intra-op threads are process-wide
+#   (the last libtorch model loaded sets them for all) and its inter-op pool may be
+#   sized once per process (a second libtorch model that sets INTER_OP_THREAD_COUNT
+#   aborts tritonserver): every libtorch model sets the same intra-op count and none
+#   the inter-op one.
+# - ONNX Runtime: 1 x (2 intra, 1 inter) +1 % / 24.7; 2 x 2 +44 % / 16.4 (its pool
+#   threads spin between operators and the backend offers no allow_spinning); 2 x 1
+#   +59 % / 25.3, and one image per run lifts that to about 30-34; the global thread
+#   pool (--backend-config=onnxruntime,enable-global-threadpool=1) +5 % / 23.1. No
+#   memory pattern: one is planned, and kept in the arena, per input shape (CenterNet
+#   held 580 MB after batches of 1, 4 and 8 with patterns, 420 MB without, same speed).
+# - TensorFlow, per-session pools: 2 x (2 intra, 2 inter) -1 % / 27.8; 2 x (1, 2) +6 %
+#   / 31.6; 2 x (1, 1) +31 % / 32.3; 2 x (2, 2) on the shared pool -1 % / 24.8.
+CPU_PROFILES = ("throughput", "latency")
+_ORT = {"inter_op_thread_count": "1", "enable_mem_pattern": "0"}
+_TF = {"TF_NUM_INTER_THREADS": "2", "TF_USE_PER_SESSION_THREADS": "1"}
+NATIVE_CPU: dict[str, dict[str, NativeCpu]] = {
+    "throughput": {
+        "pytorch": NativeCpu(2, {"INTRA_OP_THREAD_COUNT": "1"}),
+        "onnxruntime": NativeCpu(2, {"intra_op_thread_count": "1", **_ORT}, (1,)),
+        "tensorflow": NativeCpu(2, {"TF_NUM_INTRA_THREADS": "1", **_TF}),
+    },
+    "latency": {
+        "pytorch": NativeCpu(1, {"INTRA_OP_THREAD_COUNT": "2"}),
+        "onnxruntime": NativeCpu(1, {"intra_op_thread_count": "2", **_ORT}),
+        "tensorflow": NativeCpu(2, {"TF_NUM_INTRA_THREADS": "2", **_TF}),
+    },
 }
 
 
@@ -274,15 +294,16 @@ def detector_config(model: spec.DetectorModel, target: Target) -> mc.ModelConfig
         config.backend = "python"
     _add_tensors(config.input, model.inputs)
     _add_tensors(config.output, model.outputs)
-    native_cpu = NATIVE_CPU[d.runtime_info.backend] if where.platform else None
-    count = d.instances or (
-        native_cpu.instances if native_cpu and not target.on_gpu else target.detector_instances
-    )
+    native_cpu = None
+    if where.platform and not target.on_gpu:
+        native_cpu = NATIVE_CPU[target.profile][d.runtime_info.backend]
+    count = d.instances or (native_cpu.instances if native_cpu else target.detector_instances)
     if target.on_gpu:
         _gpu_groups(config, target, count)
     else:
         _cpu_group(config, count)
-    config.dynamic_batching.preferred_batch_size.extend(d.preferred_batch_sizes)
+    sizes = d.preferred_batch_sizes or (native_cpu and native_cpu.batch_sizes)
+    config.dynamic_batching.preferred_batch_size.extend(sizes or DEFAULT_BATCH_SIZES)
     config.dynamic_batching.max_queue_delay_microseconds = d.max_queue_delay_us
     warmup = config.model_warmup.add(name="zeros", batch_size=1)
     for t in model.inputs:
@@ -293,7 +314,7 @@ def detector_config(model: spec.DetectorModel, target: Target) -> mc.ModelConfig
         data.dims.extend(t.dims)
     if not warmup.inputs:
         del config.model_warmup[:]
-    if native_cpu and not target.on_gpu:
+    if native_cpu:
         _set_parameters(config, native_cpu.parameters)
     elif not where.platform:
         params = {

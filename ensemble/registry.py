@@ -110,7 +110,9 @@ class Detector:
     recipe: str | None = None  # or a bundled build recipe (ensemble.build.RECIPES)
     fuse: bool = True
     instances: int | None = None  # None: the deployment target decides
-    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    # Empty: the deployment target decides (configgen.DEFAULT_BATCH_SIZES, or a native
+    # backend's own on the CPU).
+    preferred_batch_sizes: tuple[int, ...] = ()
     # No wait for a batch to fill: a lone request runs at once (a 2 ms delay was 2 ms on
     # every request at concurrency 1), and under load requests queue up behind the busy
     # instances anyway, so batches still form.
@@ -430,7 +432,7 @@ class _EntryReader:
         return n
 
     def _batch_sizes(self) -> tuple[int, ...]:
-        sizes = self.get("preferred_batch_sizes", list, [4, 8])
+        sizes = self.get("preferred_batch_sizes", list, [])
         if not all(isinstance(s, int) and 1 <= s <= contract.MAX_BATCH_SIZE for s in sizes):
             raise self.fail(
                 "preferred_batch_sizes",

@@ -316,7 +316,7 @@ def test_a_detector_takes_its_batching_and_instances_from_the_models_file(own_re
         assert [g.count for g in coco.instance_group] == [3] * groups
     parts = parse_repository(TARGETS["cpu"], own_registry)["parts"]
     # a native detector's count is its backend's on the CPU (configgen.NATIVE_CPU)
-    native_count = configgen.NATIVE_CPU["pytorch"].instances
+    native_count = configgen.NATIVE_CPU["throughput"]["pytorch"].instances
     assert [g.count for g in parts.instance_group] == [native_count]
     on_runner = parse_repository(configgen.make_target("cpu", native=frozenset()), own_registry)
     assert [g.count for g in on_runner["parts"].instance_group] == [
@@ -383,14 +383,26 @@ def test_native_false_in_the_models_file_keeps_a_detector_on_its_python_runner(t
 
 
 # The only fields in which a detector's native config may differ between the cpu and ngc
-# targets: where its instances run, and each backend's thread settings.
-TARGET_SPECIFIC_FIELDS = {"instance_group", "parameters"}
+# targets: where its instances run, each backend's thread settings, and the batch sizes
+# its dynamic batcher prefers (ONNX Runtime runs one image at a time on a CPU).
+TARGET_SPECIFIC_FIELDS = {"instance_group", "parameters", "dynamic_batching"}
+
+
+def without_target_specific_fields(config: mc.ModelConfig) -> mc.ModelConfig:
+    config = mc.ModelConfig.FromString(config.SerializeToString())
+    del config.instance_group[:]
+    config.parameters.clear()
+    del config.dynamic_batching.preferred_batch_size[:]
+    return config
 
 
 @pytest.mark.parametrize("models", ["committed", "own"])
-def test_cpu_and_ngc_write_the_same_native_config_but_instances_and_threads(models, own_registry):
+@pytest.mark.parametrize("profile", configgen.CPU_PROFILES)
+def test_cpu_and_ngc_write_the_same_native_config_but_instances_and_threads(
+    models, profile, own_registry
+):
     registry = own_registry if models == "own" else REGISTRIES[models]
-    cpu = parse_repository(TARGETS["cpu"], registry)
+    cpu = parse_repository(configgen.make_target("cpu", profile=profile), registry)
     ngc = parse_repository(TARGETS["ngc"], registry)
     compared = 0
     for d in registry.detectors:
@@ -405,8 +417,41 @@ def test_cpu_and_ngc_write_the_same_native_config_but_instances_and_threads(mode
         }  # fmt: skip
         assert differ <= TARGET_SPECIFIC_FIELDS, (d.name, differ)
         assert "instance_group" in differ
+        # and within dynamic_batching, only the preferred batch sizes
+        assert without_target_specific_fields(cpu[d.name]) == without_target_specific_fields(
+            ngc[d.name]
+        ), d.name
         compared += 1
     assert compared >= 2
+
+
+def test_the_cpu_profiles_trade_threads_per_instance_for_instances():
+    registry = REGISTRIES["committed"]
+    throughput = parse_repository(configgen.make_target("cpu"), registry)
+    latency = parse_repository(configgen.make_target("cpu", profile="latency"), registry)
+    assert parameter(throughput["pytorch"], "INTRA_OP_THREAD_COUNT") == "1"
+    assert [g.count for g in throughput["pytorch"].instance_group] == [2]
+    assert parameter(latency["pytorch"], "INTRA_OP_THREAD_COUNT") == "2"
+    assert [g.count for g in latency["pytorch"].instance_group] == [1]
+    assert parameter(throughput["onnxruntime"], "intra_op_thread_count") == "1"
+    assert list(throughput["onnxruntime"].dynamic_batching.preferred_batch_size) == [1]
+    assert list(latency["onnxruntime"].dynamic_batching.preferred_batch_size) == [4, 8]
+    with pytest.raises(ValueError, match="throughput, latency"):
+        configgen.make_target("cpu", profile="fast")
+
+
+def test_a_models_files_batch_sizes_win_over_the_backends(tmp_path):
+    text = """
+[[detector]]
+name = "c"
+runtime = "onnx"
+recipe = "centernet_mobilenetv3"
+family = "centernet"
+preferred_batch_sizes = [2]
+"""
+    registry = load_models(write_models(tmp_path, text, {}))
+    config = parse_repository(TARGETS["cpu"], registry)["c"]
+    assert list(config.dynamic_batching.preferred_batch_size) == [2]
 
 
 def test_gpu_target_gives_every_detector_one_instance_group_per_gpu():
