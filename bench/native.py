@@ -2,27 +2,28 @@
 
 The launcher serves each detector in Triton's native backend (libtorch, ONNX Runtime,
 TensorFlow) when ``ensemble.native`` built it here, else in a Python-backend runner.
-This measures both on this machine in alternating rounds, native, python, native,
-python, ..., each round on a server of its own (``ensemble.server.running_server``,
-a fresh repository), so that both modes see the same drift of a shared 2-core VM:
+This measures them on this machine in alternating rounds, native, native-latency,
+python, native, ..., each round on a server of its own (``ensemble.server.running_server``,
+a fresh repository), so that every mode sees the same drift of a shared 2-core VM:
 
+- **native** mode: the server as ``make serve`` starts it (the throughput profile);
+- **native-latency** mode: the same with ``--cpu-profile latency``;
 - **python** mode: ``$NATIVE_CACHE_DIR`` points at an empty folder while the server
   is created, so ``ensemble.native.built()`` is empty and every detector runs on its
-  Python runner; the environment is restored once the server is up;
-- **native** mode: the server as ``make serve`` starts it.
+  Python runner; the environment is restored once the server is up.
 
 Each round, with the project's own tools: the cold start (seconds from the call that
 starts the server to every model ready), ``bench.memory.measure`` (idle PSS, then the
 peak under a closed loop at c=8 over every ensemble), ``bench.paired`` (c=1 latency of
 each ``detect_<name>`` in rounds paired with the same pipeline in process) and
 perf_analyzer at c=8 over gRPC on each ensemble with Triton's per-step breakdown.
-After each pair of rounds, the post's design (``bench.old_design``: threaded Flask,
+After each set of rounds, the post's design (``bench.old_design``: threaded Flask,
 the annotated image back as float64) at c=8 for :data:`OLD_DESIGN_DETECTOR`, the
 baseline of the images/s goal. A round that fails is logged, kept in native.json with
 its error and left out of the summary.
 
-``native.json`` (every round's figures) and ``native.md`` (the table native | python
-runners | goal, and the method) go to ``--out`` (default results/bench/native).
+``native.json`` (every round's figures) and ``native.md`` (the table native | native
+latency | python runners | goal, and the method) go to ``--out`` (default results/bench/native).
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from bench import machine, memory, perf_analyzer, served
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parents[1]
-NATIVE = "native"
+NATIVE = "native"  # the default CPU profile, throughput
+LATENCY = "native-latency"  # --cpu-profile latency
 PYTHON = "python"
-MODES = (NATIVE, PYTHON)  # the order of each pair of rounds
-MODE_TITLES = {NATIVE: "native", PYTHON: "python runners"}
+MODES = (NATIVE, LATENCY, PYTHON)  # the order of each set of rounds
+MODE_TITLES = {NATIVE: "native (throughput)", LATENCY: "native (latency)", PYTHON: "python runners"}
+PROFILES = {NATIVE: "throughput", LATENCY: "latency", PYTHON: "throughput"}
 CONCURRENCY = 8
 ROUNDS = 2
 
@@ -147,51 +150,61 @@ def summarize(raw: Mapping) -> dict:
     return {"modes": modes, "old_design_images_s": old, "over_post": over}
 
 
-def _row(figure, native, python, goal, met, fmt="{:.2f}") -> dict:
+def _row(figure, values, goal, test, fmt="{:.2f}") -> dict:
+    """One table row: ``values`` per mode shown with ``fmt``; ``test(mode, value)``
+    says whether a native mode's figure meets the goal (None: no goal or no figure)."""
+
     def shown(value):
         return "–" if value is None else fmt.format(value) if isinstance(fmt, str) else fmt(value)
 
-    return {"figure": figure, "native": shown(native), "python": shown(python),
-            "goal": goal, "met": met}  # fmt: skip
+    met = {m: (None if values.get(m) is None else test(m, values[m])) for m in (NATIVE, LATENCY)}
+    return {"figure": figure, "native": shown(values.get(NATIVE)),
+            "latency": shown(values.get(LATENCY)), "python": shown(values.get(PYTHON)),
+            "goal": goal, "met": met[NATIVE], "latency_met": met[LATENCY]}  # fmt: skip
 
 
 def goal_rows(summary: Mapping) -> list[dict]:
-    """The table's rows: ``figure``, ``native``, ``python`` (as shown), ``goal`` and
-    ``met`` (whether the native figure meets it; None: no goal or no figure)."""
-    nat, py = summary["modes"][NATIVE], summary["modes"][PYTHON]
+    """The table's rows: ``figure``, ``native``, ``latency``, ``python`` (as shown),
+    ``goal``, ``met`` and ``latency_met`` (whether each native mode's figure meets it;
+    None: no goal or no figure)."""
+    modes = summary["modes"]
 
-    def at_most(value, bound):
-        return None if value is None else value <= bound
+    def each(get) -> dict:
+        return {m: get(modes.get(m, {})) for m in MODES}
 
-    def at_least(value, bound):
-        return None if value is None else value >= bound
+    def no_goal(mode, value):
+        return None
+
+    def at_most(bound):
+        return lambda mode, value: value <= bound
 
     rows = [
-        _row("cold start, s", nat.get("cold_start_s"), py.get("cold_start_s"), "–", None, "{:.1f}"),
-        _row("PSS idle, GiB (whole server)", nat.get("idle_gib"), py.get("idle_gib"),
-             f"≤ {GOAL_IDLE_GIB}", at_most(nat.get("idle_gib"), GOAL_IDLE_GIB), "{:.3f}"),
-        _row("PSS peak at c=8, GiB", nat.get("peak_gib"), py.get("peak_gib"),
-             f"≤ {GOAL_PEAK_GIB}", at_most(nat.get("peak_gib"), GOAL_PEAK_GIB), "{:.3f}"),
+        _row("cold start, s", each(lambda s: s.get("cold_start_s")), "–", no_goal, "{:.1f}"),
+        _row("PSS idle, GiB (whole server)", each(lambda s: s.get("idle_gib")),
+             f"≤ {GOAL_IDLE_GIB}", at_most(GOAL_IDLE_GIB), "{:.3f}"),
+        _row("PSS peak at c=8, GiB", each(lambda s: s.get("peak_gib")),
+             f"≤ {GOAL_PEAK_GIB}", at_most(GOAL_PEAK_GIB), "{:.3f}"),
     ]  # fmt: skip
-    for e in dict.fromkeys([*nat.get("c1", {}), *py.get("c1", {})]):
-        n, p = nat.get("c1", {}).get(e), py.get("c1", {}).get(e)
+    for e in dict.fromkeys(e for m in MODES for e in modes.get(m, {}).get("c1", {})):
         rows.append(_row(
-            f"{e} c=1 ms (gap to in process)", n, p, f"≤ +{GOAL_GAP:.0%}",
-            at_most(n and n["gap"], GOAL_GAP),
+            f"{e} c=1 ms (gap to in process)", each(lambda s, e=e: s.get("c1", {}).get(e)),
+            f"≤ +{GOAL_GAP:.0%}", lambda mode, c: c["gap"] <= GOAL_GAP,
             lambda c: f"{c['triton_ms']:.1f} ({c['gap']:+.1%} vs {c['in_process_ms']:.1f})",
         ))  # fmt: skip
-    for e in dict.fromkeys([*nat.get("c8", {}), *py.get("c8", {})]):
-        n = nat.get("c8", {}).get(e, {}).get("images_s")
-        p = py.get("c8", {}).get(e, {}).get("images_s")
-        met = None if n is None or p is None else n >= p
-        rows.append(_row(f"{e} c=8 images/s", n, p, "≥ python runners'", met))
+    for e in dict.fromkeys(e for m in MODES for e in modes.get(m, {}).get("c8", {})):
+        values = each(lambda s, e=e: s.get("c8", {}).get(e, {}).get("images_s"))
+        python = values.get(PYTHON)
+        rows.append(_row(
+            f"{e} c=8 images/s", values, "≥ python runners'",
+            lambda mode, v, python=python: None if python is None else v >= python,
+        ))  # fmt: skip
     over = summary["over_post"]
     old = summary["old_design_images_s"]
     rows.append(_row(
         f"{contract.ensemble_name(OLD_DESIGN_DETECTOR)} c=8 over the post's design "
         f"({'–' if old is None else f'{old:.2f}'} images/s)",
-        over.get(NATIVE), over.get(PYTHON), f"≥ {GOAL_OVER_POST:g}x",
-        at_least(over.get(NATIVE), GOAL_OVER_POST), "{:.2f}x",
+        {m: over.get(m) for m in MODES}, f"≥ {GOAL_OVER_POST:g}x",
+        lambda mode, v: v >= GOAL_OVER_POST, "{:.2f}x",
     ))  # fmt: skip
     return rows
 
@@ -250,9 +263,10 @@ def _method(raw: Mapping) -> list[str]:
         f"{meta['rounds']} round(s) per mode{' (--quick: short windows)' if meta['quick'] else ''}"
         f", {meta['seconds']} s in all.",
         "",
-        "Rounds alternate native, python runners, native, python runners, ...; each round "
-        "starts a server of its own on a fresh repository (`ensemble.server.running_server`), "
-        "measures it and stops it, so both modes see the same drift of this shared machine. "
+        "Rounds alternate native (throughput), native (latency), python runners, native, ...; "
+        "each round starts a server of its own on a fresh repository "
+        '(`ensemble.server.running_server`, the latency rounds with `cpu_profile="latency"`), '
+        "measures it and stops it, so every mode sees the same drift of this shared machine. "
         "The python-runners mode is the same launcher with `$NATIVE_CACHE_DIR` pointed at an "
         "empty folder while the server is created: no native backend is found, so every "
         "detector runs in its Python-backend runner (threads adapted per call, "
@@ -273,7 +287,7 @@ def _method(raw: Mapping) -> list[str]:
         "Triton's per-composing-model breakdown (a detector run is a whole dynamic batch);",
         f"- the post's design: `bench.old_design` (threaded Flask, raw arrays as base64 JSON, "
         f"the annotated image back as float64) serving {OLD_DESIGN_DETECTOR} at c=8 for "
-        f"{'–' if old_s is None else f'{old_s:.0f}'} s after each pair of rounds, no Triton "
+        f"{'–' if old_s is None else f'{old_s:.0f}'} s after each set of rounds, no Triton "
         "running; its mean images/s is the baseline.",
     ]
 
@@ -283,22 +297,32 @@ def markdown(raw: Mapping, summary: Mapping) -> str:
     meta = raw["meta"]
     rows = goal_rows(summary)
     missed = [r["figure"] for r in rows if r["met"] is False]
+    missed_latency = [r["figure"] for r in rows if r["latency_met"] is False]
     lines = [
         "# Native backends vs Python runners (bench/native.py)",
         "",
-        "| figure | native | python runners | goal | native meets it |",
-        "|---|---|---|---|---|",
+        "| figure | native (throughput, default) | native (latency) | python runners | goal "
+        "| throughput meets it | latency meets it |",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {r['figure']} | {r['native']} | {r['python']} | {r['goal']} | "
-            f"{_verdict(r['met'])} |"
+            f"| {r['figure']} | {r['native']} | {r['latency']} | {r['python']} | {r['goal']} | "
+            f"{_verdict(r['met'])} | {_verdict(r['latency_met'])} |"
             for r in rows
         ),  # fmt: skip
         "",
-        ("Missed: " + "; ".join(missed) + ".") if missed else "Every goal met.",
+        ("Missed by the default (throughput) profile: " + "; ".join(missed) + ".")
+        if missed
+        else "Every goal met by the default (throughput) profile.",
+        "",
+        ("Missed by the latency profile: " + "; ".join(missed_latency) + ".")
+        if missed_latency
+        else "Every goal met by the latency profile.",
         "",
         "Native settings (`NATIVE_CPU`, ensemble/configgen.py): "
         + "; ".join(
-            f"{b}: {s['instances']} x {s['parameters']}" for b, s in meta["native_cpu"].items()
+            f"{profile}: "
+            + ", ".join(f"{b} {s['instances']} x {s['parameters']}" for b, s in backends.items())
+            for profile, backends in meta["native_cpu"].items()
         )
         + ".",  # fmt: skip
         "",
@@ -347,7 +371,9 @@ def mode_server(mode: str, registry, workdir: Path) -> Iterator[tuple[object, fl
     with contextlib.ExitStack() as stack:
         start = time.monotonic()
         with python_runners_only() if mode == PYTHON else contextlib.nullcontext():
-            server = stack.enter_context(running_server(registry, workdir=workdir))
+            server = stack.enter_context(
+                running_server(registry, workdir=workdir, cpu_profile=PROFILES[mode])
+            )
         yield server, time.monotonic() - start
 
 
@@ -383,7 +409,7 @@ class Rounds:
             url = server.grpc_url
             where = {n: p.platform or "python runner" for n, p in server.placements.items()}
             log(f"ready in {cold:.1f} s; {', '.join(f'{n} on {w}' for n, w in where.items())}")
-            if (mode == NATIVE) != any(p.platform for p in server.placements.values()):
+            if (mode != PYTHON) != any(p.platform for p in server.placements.values()):
                 raise RuntimeError(f"a {mode} round got {where}")
             ensembles = served.ready_ensembles(url, order=self.registry.ensembles)
             seconds = memory.QUICK_LOAD_SECONDS if args.quick else memory.LOAD_SECONDS
@@ -413,7 +439,7 @@ class Rounds:
 
 
 def run_rounds(rounds: Rounds, count: int) -> tuple[list[dict], list[dict]]:
-    """``count`` pairs of rounds (native, python), the post's design after each pair:
+    """``count`` sets of rounds (one per mode), the post's design after each set:
     ``(rounds, old design rows)``. A failed measurement is logged and recorded with
     its ``error``, and the next one goes on."""
     done, old = [], []
@@ -435,7 +461,10 @@ def native_settings() -> dict:
     """``NATIVE_CPU`` as plain data, for native.json."""
     from ensemble.configgen import NATIVE_CPU
 
-    return {backend: asdict(setting) for backend, setting in NATIVE_CPU.items()}
+    return {
+        profile: {backend: asdict(setting) for backend, setting in backends.items()}
+        for profile, backends in NATIVE_CPU.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.device, args.concurrency = "cpu", [CONCURRENCY]  # what bench.__main__'s steps read
     if not native.built():
-        log("no native backend is built here (python -m ensemble.native): both modes would "
+        log("no native backend is built here (python -m ensemble.native): every mode would "
             "be the Python runners")  # fmt: skip
         return 1
     registry = load_models()
@@ -477,8 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "native.json").write_text(json.dumps(raw, indent=1))
     (args.out / "native.md").write_text(markdown(raw, summary))
     for row in goal_rows(summary):
-        log(f"{row['figure']}: native {row['native']}, python runners {row['python']}, "
-            f"goal {row['goal']}: {_verdict(row['met']).strip('*')}")  # fmt: skip
+        log(f"{row['figure']}: native {row['native']}, latency {row['latency']}, python "
+            f"runners {row['python']}, goal {row['goal']}: {_verdict(row['met']).strip('*')}, "
+            f"{_verdict(row['latency_met']).strip('*')}")  # fmt: skip
     log(f"wrote {args.out / 'native.json'} and native.md ({meta['seconds']} s)")
     return 0 if any("error" not in r for r in done) else 1
 

@@ -8,6 +8,7 @@ from bench.memory import TRITON
 from bench.native import (
     GIB,
     GOAL_OVER_POST,
+    LATENCY,
     NATIVE,
     PYTHON,
     goal_rows,
@@ -130,4 +131,19 @@ def test_the_table_says_plainly_which_goal_was_missed():
     text = markdown(data, summarize(data))
     assert f"| {TF} c=1 ms (gap to in process) | 120.0 (+20.0% vs 100.0) |" in text
     assert "**missed**" in text
-    assert f"Missed: {TF} c=1 ms (gap to in process)." in text
+    assert f"Missed by the default (throughput) profile: {TF} c=1 ms (gap to in process)." in text
+
+
+def test_the_latency_profile_has_a_column_and_verdicts_of_its_own():
+    data = raw(native_ms=120.0)
+    data["rounds"].append(
+        a_round(LATENCY, 1, idle_gib=1.1, peak_gib=1.6, triton_ms=103.0, images_s=12.0)
+    )
+    rows = goal_rows(summarize(data))
+    c1 = row(rows, f"{TF} c=1")
+    assert c1["latency"] == "103.0 (+3.0% vs 100.0)"
+    assert (c1["met"], c1["latency_met"]) == (False, True)
+    c8 = row(rows, f"{TF} c=8 images")
+    assert (c8["met"], c8["latency_met"]) == (True, False)  # 30 and 12 against 15
+    text = markdown(data, summarize(data))
+    assert f"Missed by the latency profile: {TF} c=8 images/s" in text
