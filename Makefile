@@ -6,6 +6,8 @@ TARGET ?= gpu
 GPUS ?= 0,1,2,3
 # The models file to serve: make serve MODELS=my-models.toml
 MODELS ?= models.toml
+# The native backends' threads on the CPU: make serve PROFILE=latency (default throughput)
+PROFILE ?=
 
 .PHONY: setup venv demo models serve ui test test-unit bench bench-native soak clip-soak lint \
 	configs repository image chart cluster
@@ -19,7 +21,7 @@ venv:             ## only the virtual environment (no apt, no model build)
 # A page on another HOST needs a login: DEMO_USERNAME + DEMO_PASSWORD in the environment,
 # AUTH_FILE=users.txt (user:password lines), or NO_AUTH=1 to open it on purpose.
 demo: setup       ## start Triton and the web demo together; prints the demo's URL
-	$(PY) -m ui --serve --models $(MODELS) --host $(HOST) \
+	$(PY) -m ui --serve --models $(MODELS) --host $(HOST) $(if $(PROFILE),--cpu-profile $(PROFILE)) \
 		$(if $(AUTH_FILE),--auth-file $(AUTH_FILE)) $(if $(NO_AUTH),--no-auth)
 
 models: setup     ## (re)build the bundled detectors; FORCE=1 rebuilds from nothing
@@ -28,7 +30,7 @@ models: setup     ## (re)build the bundled detectors; FORCE=1 rebuilds from noth
 # Beyond localhost: API_KEY_FILE=key.txt (else $$TRITON_API_KEY, else a new build/api-key),
 # TLS_CERT=cert.pem TLS_KEY=key.pem for TLS on gRPC and HTTP.
 serve: setup      ## start Triton on the CPU (gRPC 8001, HTTP 8000, metrics 8002, supervisor 8003)
-	$(PY) -m ensemble.server --models $(MODELS) --host $(HOST) \
+	$(PY) -m ensemble.server --models $(MODELS) --host $(HOST) $(if $(PROFILE),--cpu-profile $(PROFILE)) \
 		$(if $(API_KEY_FILE),--api-key-file $(API_KEY_FILE)) \
 		$(if $(TLS_CERT),--tls-cert $(TLS_CERT) --tls-key $(TLS_KEY))
 
