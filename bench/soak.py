@@ -297,7 +297,8 @@ def soak(
             tally.kill_at = at
         killed = kill_workers(measured(), kill)
         kill_record.update(at_s=round(at, 2), pids=killed)
-        log(f"killed {len(killed)} worker(s) of {kill} at {at:.1f} s: {killed}")
+        what = SERVER if kill == SERVER else f"{len(killed)} worker(s) of {kill}"
+        log(f"killed {what} at {at:.1f} s: {killed}")
         # Readiness: first down, then 200 again; stops with the run.
         while not stop.wait(READY_EVERY_S):
             up = is_ready(http_url)
