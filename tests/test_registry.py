@@ -190,6 +190,7 @@ def test_no_detect_all_when_nothing_is_fused(folder):
         ('labels = "missing.txt"', "labels", "cannot read"),
         ("bins = 11", "bins", "unknown key 'bins'"),
         ("fuse = 1", "fuse", "must be a boolean"),
+        ('native = "no"', "native", "must be a boolean"),
         ("instances = 0", "instances", "must be 1..64"),
         ('recipe = "nanodet_m"', "artifact", "either artifact"),
         ("max_boxes = 10.5", "max_boxes", "must be an integer"),
