@@ -15,13 +15,14 @@ work folder and read there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ensemble.build.sources import sha256_file  # one copy: the models' sources use it too
 
 SOURCES_ENV = "TRITON_BACKEND_SOURCES"
 GIT_BASE_ENV = "TRITON_BACKEND_GIT_BASE"
@@ -101,14 +102,6 @@ class Sources:
 
     def tree(self, name: str) -> Path:
         return self.root / name
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(dest: Path, log_path: Path) -> Sources:
