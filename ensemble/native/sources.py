@@ -134,8 +134,11 @@ def from_folder(folder: Path, dest: Path) -> Sources:
             )
     for repo in REPOS.values():
         with tarfile.open(folder / f"triton-{TRITON_BRANCH}" / f"{repo.name}.tar.gz") as tar:
-            # The "data" filter refuses links and paths that leave dest.
-            tar.extractall(dest, filter="data")
+            # The "data" filter refuses links and paths that leave dest; Debian 12's own
+            # python3.11 (3.11.2, the container image's) predates it, and the archive's
+            # sha256 was checked against its pin first either way.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(dest, **safe)
         if not (dest / repo.name / "CMakeLists.txt").is_file():
             raise SourcesUnavailable(f"{repo.name}.tar.gz did not unpack into {repo.name}/")
     include = dest / "onnxruntime-include"
