@@ -166,6 +166,21 @@ wheelhouse() {
     log "wheelhouse: $(find "$dir" -name '*.whl' | wc -l) wheels, $(du -sh "$dir" | cut -f1)"
 }
 
+# The native backends' sources for the image's build stage: a copy of
+# $TRITON_BACKEND_SOURCES (the tarballs, under a megabyte), or nothing, and the stage
+# clones them from GitHub at the pinned commits.
+native_sources() {
+    local dir=$OUT/native-sources
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if [ -n "${TRITON_BACKEND_SOURCES:-}" ]; then
+        cp -r "$TRITON_BACKEND_SOURCES/triton-r24.10" "$TRITON_BACKEND_SOURCES/onnxruntime-1.19-c-api" "$dir/"
+        log "native backends' sources: $TRITON_BACKEND_SOURCES"
+    else
+        log "native backends' sources: none given (\$TRITON_BACKEND_SOURCES); the build clones them"
+    fi
+}
+
 labels() {
     local created version
     created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -181,6 +196,7 @@ build_cpu() {
     [ -f .cache/models/manifest.json ] || die "no built models in .cache/models: run make setup"
     base_image
     wheelhouse
+    native_sources
     local tag=$NAME:cpu rev start size
     rev=$(revision)
     mapfile -d '' label_args < <(labels)

@@ -7,6 +7,7 @@ network is created), the restricted APIs behind a fresh ``$TRITON_API_KEY``, the
 - runs the project's client (``python -m client``) on a photo with ``detect_all`` and
   with each ``detect_<name>`` of ``models.toml``: it must exit 0, find objects, and
   write annotated JPEGs (``detect_all``: one per fused detector too);
+- checks that each detector runs in its native backend (the image builds them);
 - checks that the restricted APIs refuse a request without the key and take one with it;
 - checks that every process in the container runs as a non-root user;
 - stops the container with SIGTERM and reports the launcher's exit code and what it
@@ -72,11 +73,15 @@ def http_status(url: str, method: str = "GET", headers: dict | None = None) -> i
 
 
 def photo() -> Path:
-    """A photo with people and objects from the test photos (make setup fetches them)."""
-    photos = sorted((REPO / ".cache" / "photos").glob("astronaut-*.jpg"), key=os.path.getsize)
-    if not photos:
-        sys.exit("no photo in .cache/photos: run make setup")
-    return photos[0]
+    """A photo with a person: scikit-image's astronaut as a JPEG, made once by
+    ``bench.photos`` and kept in .cache/photos (a fresh setup has none yet)."""
+    from bench.photos import SIZED_CACHE, sized_photo
+
+    found = sorted(SIZED_CACHE.glob("astronaut-*.jpg"), key=os.path.getsize)
+    if not found:
+        sized_photo("astronaut", 0.3)
+        found = sorted(SIZED_CACHE.glob("astronaut-*.jpg"), key=os.path.getsize)
+    return found[0]
 
 
 class Checks:
@@ -219,6 +224,15 @@ def wait_ready(checks: Checks, running: Running, http: str, started: float) -> b
 def check_running(checks: Checks, running: Running, ports: dict[str, int], key: str) -> None:
     with tempfile.TemporaryDirectory(prefix="image-check-") as work:
         check_answers(checks, f"{HOST}:{ports['grpc']}", photo(), Path(work))
+
+    # The image carries the native backends: each detector runs in its own.
+    for d in load_models().detectors:
+        url = f"http://{HOST}:{ports['http']}/v2/models/{d.name}/config"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            platform = json.loads(r.read()).get("platform") or "a Python runner"
+        checks.expect(
+            platform == d.runtime_info.native_platform, f"{d.name} native", f"on {platform}"
+        )
 
     index = f"http://{HOST}:{ports['http']}/v2/repository/index"
     without = http_status(index, "POST")

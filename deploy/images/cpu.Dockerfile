@@ -1,5 +1,6 @@
-# The cpu image: Debian 12, the Triton 2.51 server of the nvidia-pytriton wheel, the
-# project and its built detectors, started by the project's launcher as uid 1000.
+# The cpu image: Debian 12, the Triton 2.51 server of the nvidia-pytriton wheel with
+# the native backends built for it, the project and its built detectors, started by the
+# project's launcher as uid 1000.
 #
 # Build it with `make image TARGET=cpu` (scripts/image.sh): it fetches the wheelhouse
 # this file installs from (build/image/wheels, the .venv's versions) and, where no
@@ -11,7 +12,7 @@
 #
 # listens on 0.0.0.0 (8000 HTTP, 8001 gRPC, 8002 metrics, 8003 supervisor) and writes
 # only to /work (the generated repository, logs, the front's files) and /tmp.
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS base
 
 # python3.11 + libpython3.11: the venv's interpreter, and the library the wheel's
 # Python-backend stub links; nginx: the launcher's front; libjemalloc2: Triton's and its
@@ -45,6 +46,27 @@ RUN echo /opt/triton-detectors > $VIRTUAL_ENV/lib/python3.11/site-packages/trito
     && python -m compileall -q ensemble client \
     && python -c "from ensemble.server import triton_home; print('triton:', triton_home()[0])" \
     && python -m ensemble.server --help >/dev/null
+
+# Triton's native pytorch, onnxruntime and tensorflow backends, built against this
+# image's own venv in a stage of their own, so that the compiler and the sources stay
+# out of the image (python3.11-dev: the pytorch backend's CMake wants Python's headers).
+# The sources come from build/image/native-sources (scripts/image.sh
+# copies $TRITON_BACKEND_SOURCES there), else from GitHub at the pinned commits; without
+# either, the detectors run on their Python runners and the launcher says so.
+FROM base AS native
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        cmake g++ make rapidjson-dev googletest patchelf git python3.11-dev \
+    && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=bind,source=build/image/native-sources,target=/sources \
+    if [ -d /sources/triton-r24.10 ]; then export TRITON_BACKEND_SOURCES=/sources; fi \
+    && python -m ensemble.native
+
+FROM base
+# The built backends; the server's --backend-directory prepared now (it links the
+# Python backend beside them), so that nothing under /opt is written at run time.
+COPY --from=native /opt/triton-detectors/.cache/native .cache/native
+RUN python -c "from ensemble.server import backend_directory; print('backends:', backend_directory())"
 
 # Non-root: uid 1000 owns only /work (a Kubernetes pod mounts an emptyDir there).
 RUN useradd --uid 1000 --user-group --home-dir /work --no-create-home --shell /usr/sbin/nologin triton \
