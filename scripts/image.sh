@@ -87,14 +87,22 @@ EOF
 # debootstrap from the host's Debian mirror, imported under that name. A host that can
 # reach Docker Hub pulls the real one instead.
 BASE=docker.io/library/debian:bookworm-slim
+# The URI this machine's apt takes suite $1 from (empty when it has none).
+apt_uri() {
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' 2>/dev/null \
+        | awk -v suite="$1" '$2 == suite { print $1; exit }'
+}
+
 base_image() {
     podman image exists "$BASE" && return
     if podman pull -q "$BASE" >/dev/null 2>&1; then log "pulled $BASE"; return; fi
     command -v debootstrap >/dev/null || apt_install debootstrap
     [ "$(id -u)" = 0 ] || die "debootstrap needs root to make $BASE (or pull it on a host with a registry)"
-    local mirror rootfs=$OUT/rootfs
-    mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Created-By: Packages' 2>/dev/null \
-        | grep -m1 '/debian/$' || echo http://deb.debian.org/debian/)
+    local mirror security rootfs=$OUT/rootfs
+    # This machine's own apt sources name the mirrors (no host is written here).
+    mirror=$(apt_uri bookworm)
+    security=$(apt_uri bookworm-security)
+    [ -n "$mirror" ] || die "no bookworm source in this machine's apt configuration"
     log "no $BASE here and no registry: debootstrap bookworm from $mirror"
     rm -rf "$rootfs"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$OUT/debootstrap.log" 2>&1 \
@@ -107,9 +115,11 @@ URIs: ${mirror%/}
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    [ -z "$security" ] || cat >> "$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: ${security%/}
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
