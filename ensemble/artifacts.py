@@ -91,6 +91,12 @@ def _onnx_signature(path: Path) -> Signature:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise ArtifactError(f"{path.name} is not a readable ONNX file: {e}") from None
+    return onnx_signature(model)
+
+
+def onnx_signature(model) -> Signature:
+    """The tensors of an ONNX model already loaded (``onnx.ModelProto``): the graph's
+    inputs that are not weights, and its outputs."""
     graph = model.graph
     weights = {i.name for i in graph.initializer}
 

@@ -99,7 +99,7 @@ def make_target(
         # host with perf_analyzer (images/s at c=8, mean ms at c=1) for the Python
         # runners: 1 instance x 2 threads 10-12 img/s; 2 x 1 thread 16.4 img/s but 142
         # ms at c=1 (NanoDet); 2 x 2 fixed threads 3.5 img/s for PyTorch (OpenMP
-        # oversubscribed). The native backends' threads: NATIVE_CPU_PARAMETERS.
+        # oversubscribed). The native backends' instances and threads: NATIVE_CPU.
         return Target("cpu", detector_instances=2, native=frozenset(native), profile=profile)
     if not gpus:
         raise ValueError("a GPU target needs at least one GPU id")
@@ -140,11 +140,6 @@ def placement(d: Detector, target: Target) -> Placement:
     if d.binding is None:
         return Placement(None, f"{runtime.backend} cannot load it: {d.native_refusal}")
     return Placement(runtime.native_platform)
-
-
-def native_platform(d: Detector, target: Target) -> str | None:
-    """The native Triton platform ``d`` runs on, or None (its Python runner)."""
-    return placement(d, target).platform
 
 
 # --- building ModelConfig messages ------------------------------------------------------
@@ -283,7 +278,8 @@ NATIVE_CPU: dict[str, dict[str, NativeCpu]] = {
 def detector_config(model: spec.DetectorModel, target: Target) -> mc.ModelConfig:
     """The Triton model that runs one detector's artifact: in its native backend, or in
     a Python-backend runner (:func:`placement`). Native configs differ between the cpu
-    and ngc targets only in their instance groups and parameters (a test pins it)."""
+    and ngc targets only in their instance groups, parameters and preferred batch sizes
+    (a test pins it)."""
     d = model.detector
     config = mc.ModelConfig(name=model.name, max_batch_size=contract.MAX_BATCH_SIZE)
     where = placement(d, target)

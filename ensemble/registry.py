@@ -42,6 +42,7 @@ from ensemble.artifacts import (
     Signature,
     bind,
     config_dims,
+    onnx_signature,
     read_signature,
 )
 from ensemble.families import Family, FamilyError, TensorSpec, make_options, resolve
@@ -352,13 +353,16 @@ class _EntryReader:
             search_path=search_path,
             native=self.get("native", bool, True),
         )
-        self._check_classes(detector)
-        return self._bound(detector)
+        # An ONNX file is parsed once, for the label check and the binding both.
+        onnx_model = _load_onnx(artifact) if runtime == "onnx" and artifact is not None else None
+        self._check_classes(detector, onnx_model)
+        return self._bound(detector, onnx_model)
 
-    def _bound(self, detector: Detector) -> Detector:
+    def _bound(self, detector: Detector, onnx_model=None) -> Detector:
         """``detector`` with the artifact's tensors bound to its family's, or the reason
-        its artifact cannot run natively. A recipe's artifact carries its family's own
-        names (a test checks it), so it binds before it is built."""
+        its artifact cannot run natively (``onnx_model``: the ONNX file, already loaded).
+        A recipe's artifact carries its family's own names (a test checks it), so it
+        binds before it is built."""
         if detector.runtime_info.native_platform is None:
             return detector
         if detector.artifact is None:
@@ -366,6 +370,8 @@ class _EntryReader:
                 tuple(ArtifactTensor(t.name, t.dtype, t.dims) for t in detector.inputs),
                 tuple(ArtifactTensor(t.name, t.dtype, t.dims) for t in detector.outputs),
             )
+        elif onnx_model is not None:
+            signature = onnx_signature(onnx_model)
         else:
             try:
                 signature = read_signature(
@@ -446,7 +452,7 @@ class _EntryReader:
             raise self.fail("max_queue_delay_us", f"must be 0..10000000, got {delay}")
         return delay
 
-    def _check_classes(self, detector: Detector) -> None:
+    def _check_classes(self, detector: Detector, onnx_model=None) -> None:
         n = len(detector.labels)
         fixed = detector.family.fixed_classes
         if fixed is not None and fixed != n:
@@ -457,7 +463,7 @@ class _EntryReader:
             )
         if detector.artifact is None:
             return
-        named, found = read_artifact(detector.runtime, detector.artifact)
+        named, found = read_artifact(detector.runtime, detector.artifact, onnx_model)
         if named is not None and len(named) != n:
             raise self.fail(
                 "labels",
@@ -482,7 +488,7 @@ _TOML_NAMES = {"str": "string", "int": "integer", "bool": "boolean (true/false)"
 
 
 def read_artifact(
-    runtime: str, path: Path
+    runtime: str, path: Path, onnx_model=None
 ) -> tuple[list[str] | None, dict[str, tuple[int | None, ...]]]:
     """What an artifact says of its classes, where it can be read cheaply:
     ``(class names, output dims)``.
@@ -493,8 +499,12 @@ def read_artifact(
     - output dims per image, by output name (``None`` for a size the file leaves
       open): ONNX files carry them in the graph; ``{}`` for other runtimes, which are
       checked when their first batch runs.
+
+    ``onnx_model``: the ONNX file already loaded (else it is loaded here).
     """
-    model = _load_onnx(path) if runtime == "onnx" else None
+    model = onnx_model
+    if model is None and runtime == "onnx":
+        model = _load_onnx(path)
     return _class_names(runtime, path, model), _output_dims(model)
 
 
@@ -512,12 +522,10 @@ def _load_onnx(path: Path):
 def _output_dims(onnx_model) -> dict[str, tuple[int | None, ...]]:
     if onnx_model is None:
         return {}
-    dims = {}
-    for output in onnx_model.graph.output:
-        shape = output.type.tensor_type.shape.dim
-        values = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape)
-        dims[output.name] = values[1:]  # the batch dimension first
-    return dims
+    return {
+        t.name: tuple(None if d < 0 else d for d in t.dims or ())
+        for t in onnx_signature(onnx_model).outputs
+    }
 
 
 def _class_names(runtime: str, path: Path, onnx_model) -> list[str] | None:

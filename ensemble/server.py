@@ -583,10 +583,11 @@ def backend_directory() -> Path | None:
         return None
     from ensemble import native
 
-    if not native.built():
+    key = native.installed_key()  # computed once: it hashes this package's code, runs g++
+    if not native.built(key):
         return None
     home, _ = triton_home()
-    return native.backend_directory(home / "backends" / "python")
+    return native.backend_directory(home / "backends" / "python", key)
 
 
 def describe_placements(placements: dict[str, configgen.Placement]) -> str:
@@ -656,7 +657,7 @@ def create_server(
     t = launch_target(target, gpus, cpu_profile)
     server.repository = prepare_repository(registry, t, out, gpus)
     server.placements = {d.name: configgen.placement(d, t) for d in registry.detectors}
-    if target == "cpu":
+    if target == "cpu" and t.native:
         server.backend_directory = backend_directory()
     return server
 

@@ -158,9 +158,10 @@ def key_inputs() -> dict:
     }
 
 
-def cache_key() -> str:
-    """16 hex digits naming the cache folder of this environment's build."""
-    blob = json.dumps(key_inputs(), sort_keys=True).encode()
+def cache_key(inputs: dict | None = None) -> str:
+    """16 hex digits naming the cache folder of this environment's build (``inputs``:
+    :func:`key_inputs`, already read)."""
+    blob = json.dumps(inputs or key_inputs(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -216,7 +217,7 @@ def installed_key() -> str:
     earlier stage of its own build): there the build whose inputs match in everything
     but the compiler, which could not rebuild anything here anyway."""
     inputs = key_inputs()
-    key = cache_key()
+    key = cache_key(inputs)
     if inputs["compiler"] is not None or (cache_dir() / key / STATUS_FILE).is_file():
         return key
     plain = json.loads(json.dumps({**inputs, "compiler": None}, sort_keys=True))
@@ -300,7 +301,8 @@ def build(force: bool = False, log: Callable[[str], None] = print) -> dict[str, 
     ``<cache>/<key>/``; reuse that folder when its status exists and ``force`` is False.
     Logs one line per backend, or one line in all when no sources could be had (a
     status that says so is not final: the next call tries again). Returns the status."""
-    key = cache_key()
+    inputs = key_inputs()
+    key = cache_key(inputs)
     folder = _key_dir(key)
     previous = status(key)
     if previous and not force and any(s.state != "unavailable" for s in previous.values()):
@@ -313,7 +315,7 @@ def build(force: bool = False, log: Callable[[str], None] = print) -> dict[str, 
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    (folder / INPUTS_FILE).write_text(json.dumps(key_inputs(), indent=2) + "\n")
+    (folder / INPUTS_FILE).write_text(json.dumps(inputs, indent=2) + "\n")
     results = builder.build_all(folder, log)
     _write_status(folder, key, results)
     _prune(keep=folder)
