@@ -15,6 +15,7 @@ import pytest
 from media import CLIP_FPS, CLIP_SIZE, SCENES, count_frames, scene_frames, scene_order, write_clip
 
 from client import DetectorClient
+from client.statistics import DURATIONS, Duration, ModelStatistics
 from client.video import ClipTooLong, VideoNotReadable, probe_clip
 from ui import clips
 
@@ -34,10 +35,11 @@ def test_request_sizes_and_latencies_follow_the_batches():
 
 
 def _snapshot(**models: tuple[int, int]) -> dict:
-    """A statistics snapshot: each model's (count, ns) in every field."""
-    from ui.timings import ALL_FIELDS
-
-    return {m: dict.fromkeys(ALL_FIELDS, pair) for m, pair in models.items()}
+    """A statistics snapshot: each model's (count, ns) in every duration."""
+    return {
+        m: ModelStatistics(durations=dict.fromkeys(DURATIONS, Duration(*pair)))
+        for m, pair in models.items()
+    }
 
 
 @pytest.mark.unit

@@ -16,6 +16,7 @@ import pytest
 
 from client import Detection, ImageResult, InvalidImage, ModelNotReady, ServerUnavailable
 from client.api import DetectorInfo, ModelInfo
+from client.statistics import STEP_PHASES, between, read_statistics
 from ensemble import contract
 from ensemble.registry import RUNTIMES
 from ui import app, timings
@@ -245,7 +246,7 @@ def _stats(counts: dict[str, tuple[int, dict[str, int]]]) -> dict:
     models = []
     for name, (runs, ns) in counts.items():
         inference = {"fail": {}, "cache_hit": {}, "cache_miss": {}}
-        for f in timings.ALL_FIELDS:
+        for f in ("success", *STEP_PHASES):
             # Triton writes 64-bit numbers as strings and leaves untouched fields empty.
             inference[f] = {"count": str(runs), "ns": str(ns.get(f, 0))} if runs else {}
         models.append({"name": name, "version": "1", "inference_stats": inference})
@@ -260,12 +261,6 @@ def _step(ms_queue: float, ms_compute: float) -> dict[str, int]:
         "compute_output": 0,
         "success": int((ms_queue + ms_compute) * 1e6),
     }
-
-
-def test_parse_statistics_reads_string_counters_and_empty_fields():
-    snap = timings.parse_statistics(_stats({"a": (3, {"queue": 30}), "b": (0, {})}))
-    assert snap["a"]["queue"] == (3, 30)
-    assert snap["b"]["compute_infer"] == (0, 0)
 
 
 def test_steps_of_detect_all_are_its_configs_steps_decoding_first_fusion_last():
@@ -302,8 +297,8 @@ def test_timing_rows_give_each_steps_mean_over_the_runs_between_snapshots():
         0.1234,
         "detect_tensorflow",
         steps,
-        timings.parse_statistics(_stats(before)),
-        timings.parse_statistics(_stats(after)),
+        read_statistics(_stats(before)),
+        read_statistics(_stats(after)),
     )
     assert rows == [
         ["round trip (client)", 123.4],
@@ -316,11 +311,24 @@ def test_timing_rows_give_each_steps_mean_over_the_runs_between_snapshots():
 
 
 def test_a_step_with_no_run_in_the_window_has_no_time_and_is_reported_missing():
-    before = timings.parse_statistics(_stats({"image_decode": (5, _step(1, 1))}))
+    before = read_statistics(_stats({"image_decode": (5, _step(1, 1))}))
     assert timings.mean_ms(before, before, "image_decode") is None
     assert timings.mean_ms(before, before, "not_there") is None
     steps = INFOS["detect_pytorch"].steps
     assert "image_decode" in timings.missing_steps(before, before, "detect_pytorch", steps)
+
+
+def test_timing_rows_of_a_real_servers_statistics_have_a_time_for_every_step():
+    """The two replies of tests/test_statistics.py, read around two requests to
+    detect_all on a real server."""
+    replies = json.loads((Path(__file__).parent / "data" / "triton_statistics.json").read_text())
+    before, after = read_statistics(replies["before"]), read_statistics(replies["after"])
+    rows = timings.timing_rows(1.0, "detect_all", DETECT_ALL.steps, before, after)
+    assert [r[0] for r in rows[2:]] == list(DETECT_ALL.steps)
+    assert all(isinstance(ms, float) and ms > 0 for _, ms in rows[1:])
+    server_ms = between(before, after, "detect_all").duration("success").mean_ms
+    assert rows[1] == ["server total (detect_all)", round(server_ms, 1)]
+    assert timings.missing_steps(before, after, "detect_all", DETECT_ALL.steps) == []
 
 
 def test_without_statistics_only_the_round_trip_is_shown():

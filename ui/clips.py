@@ -41,6 +41,7 @@ import gradio as gr
 
 from client import DetectorClient, DetectorError
 from client.api import ModelInfo, ServerBusy, first_line
+from client.statistics import STEP_PHASES
 from client.video import (
     CLIP_SUFFIX,
     MAX_CLIP_FRAMES,
@@ -142,14 +143,13 @@ def clip_timing_rows(
     if before is None or after is None:
         return rows
 
-    def per_frame(model: str, fields: Sequence[str]) -> float | None:
-        value = timings.mean_ms(before, after, model, fields)
+    def per_frame(model: str, phases: Sequence[str]) -> float | None:
+        value = timings.mean_ms(before, after, model, phases)
         return None if value is None else round(value / frames_per_request, 1)
 
-    rows.append([f"server total ({ensemble})", per_frame(ensemble, timings.TOTAL_FIELDS)])
+    rows.append([f"server total ({ensemble})", per_frame(ensemble, timings.TOTAL_PHASES)])
     rows += [
-        [step.label, per_frame(step.model, timings.STEP_FIELDS)]
-        for step in timings.ensemble_steps(steps)
+        [step.label, per_frame(step.model, STEP_PHASES)] for step in timings.ensemble_steps(steps)
     ]
     return rows
 

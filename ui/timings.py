@@ -17,26 +17,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from client.api import first_line
+from client.statistics import STEP_PHASES, ModelStatistics, read_statistics
 
 log = logging.getLogger(__name__)
 
-# Fields of ``inference_stats`` whose means add up to the time a run spends in a step:
-# waiting in the step's queue, then copying inputs, executing, copying outputs.
-STEP_FIELDS = ("queue", "compute_input", "compute_infer", "compute_output")
-# An ensemble's own compute fields add up its steps' times (including the steps that
+# An ensemble's own compute phases add up its steps' times (including the steps that
 # ran in parallel), so its wall time is ``success``: arrival to response, per request.
-TOTAL_FIELDS = ("success",)
-ALL_FIELDS = ("success", *STEP_FIELDS)
+# A step's time is the sum of its ``STEP_PHASES`` (client.statistics).
+TOTAL_PHASES = ("success",)
 
 ROUND_TRIP = "round trip (client)"
 
-# model name -> field -> (count, ns)
-Snapshot = dict[str, dict[str, tuple[int, int]]]
+# Every model's counters at one moment: client.statistics.read_statistics of a reply.
+Snapshot = dict[str, ModelStatistics]
 
 
 @dataclass(frozen=True)
@@ -64,42 +62,21 @@ def ensemble_steps(steps: Sequence[str]) -> list[StepRow]:
     return [StepRow(m, models.count(m)) for m in sorted(last, key=last.__getitem__)]
 
 
-def parse_statistics(stats: Mapping) -> Snapshot:
-    """``{model: {field: (count, ns)}}`` from a ``get_inference_statistics`` JSON reply.
-
-    Counts and nanoseconds arrive as strings (64-bit JSON numbers); a field that never
-    counted is ``{}``. Versions of one model are added together.
-    """
-    snapshot: Snapshot = {}
-    for model in stats.get("model_stats", []):
-        fields = snapshot.setdefault(model["name"], {f: (0, 0) for f in ALL_FIELDS})
-        inference = model.get("inference_stats", {})
-        for f in ALL_FIELDS:
-            entry = inference.get(f) or {}
-            count, ns = fields[f]
-            fields[f] = (count + int(entry.get("count", 0)), ns + int(entry.get("ns", 0)))
-    return snapshot
-
-
 def mean_ms(
-    before: Snapshot, after: Snapshot, model: str, fields: Sequence[str] = STEP_FIELDS
+    before: Snapshot, after: Snapshot, model: str, phases: Sequence[str] = STEP_PHASES
 ) -> float | None:
-    """Mean milliseconds per run of ``model`` between two snapshots; None without runs.
+    """Mean milliseconds per run of ``model`` between two snapshots; None without runs
+    (or when either snapshot lacks the model).
 
-    The mean of each field over its own runs, summed over ``fields``. A request that a
+    The mean of each phase over its own runs, summed over ``phases``. A request that a
     dynamic batcher merged with others records the whole batch's duration, so this is
     the time a request spent in the step, not the batch's time divided by its size.
     """
     if model not in before or model not in after:
         return None
-    total_ns = 0.0
-    for f in fields:
-        count = after[model][f][0] - before[model][f][0]
-        ns = after[model][f][1] - before[model][f][1]
-        if count <= 0:
-            return None
-        total_ns += ns / count
-    return total_ns / 1e6
+    counted = after[model] - before[model]
+    means = [counted.duration(phase).mean_ms for phase in phases]
+    return None if None in means else sum(means)
 
 
 def missing_steps(
@@ -108,7 +85,7 @@ def missing_steps(
     """Step models of ``ensemble`` (its config's ``steps``), and the ensemble itself,
     that show no completed run between the snapshots."""
     models = [s.model for s in ensemble_steps(steps)] + [ensemble]
-    return [m for m in models if mean_ms(before, after, m, TOTAL_FIELDS) is None]
+    return [m for m in models if mean_ms(before, after, m, TOTAL_PHASES) is None]
 
 
 def timing_rows(
@@ -129,12 +106,12 @@ def timing_rows(
     if before is None or after is None:
         return rows
 
-    def ms(model: str, fields: Sequence[str]) -> float | None:
-        value = mean_ms(before, after, model, fields)
+    def ms(model: str, phases: Sequence[str]) -> float | None:
+        value = mean_ms(before, after, model, phases)
         return None if value is None else round(value, 1)
 
-    rows.append([f"server total ({ensemble})", ms(ensemble, TOTAL_FIELDS)])
-    rows += [[step.label, ms(step.model, STEP_FIELDS)] for step in ensemble_steps(steps)]
+    rows.append([f"server total ({ensemble})", ms(ensemble, TOTAL_PHASES)])
+    rows += [[step.label, ms(step.model, STEP_PHASES)] for step in ensemble_steps(steps)]
     return rows
 
 
@@ -147,14 +124,14 @@ def step_durations(
     models = [s.model for s in ensemble_steps(steps)]
     if before is None or after is None:
         return dict.fromkeys(models)
-    return {m: mean_ms(before, after, m, STEP_FIELDS) for m in models}
+    return {m: mean_ms(before, after, m, STEP_PHASES) for m in models}
 
 
 def snapshot(client: Any) -> Snapshot | None:
     """All models' counters now, from ``client.inference_statistics()`` (a
     ``DetectorClient``); None when the statistics API fails, which is never fatal."""
     try:
-        return parse_statistics(client.inference_statistics())
+        return read_statistics(client.inference_statistics())
     except Exception as e:
         log.warning("server statistics unavailable: %s", first_line(str(e)))
         return None
