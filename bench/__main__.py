@@ -153,7 +153,7 @@ def run_old_design(
 ) -> list[dict]:
     """The old design's Flask server for ``detector`` in the ``wire`` format, at each
     concurrency: loadgen's rows, with ``model``."""
-    from ensemble.server import free_port
+    from ensemble.processes import free_port
 
     rows = []
     model = detector.name

@@ -162,7 +162,7 @@ def running_page(
 ) -> Iterator[tuple[str, int]]:
     """``python -m ui --url triton_url`` on a free loopback port, its temporary folder
     (``tempfile.mkdtemp``) under ``temp_root``; yields ``(page URL, pid)``."""
-    from ensemble.server import free_port, stop_process
+    from ensemble.processes import free_port, stop_process
 
     port = free_port()
     env = dict(os.environ, TMPDIR=str(temp_root))

@@ -224,7 +224,7 @@ def old_design_server(
     ``models`` (default: models.toml) on 127.0.0.1:``port`` (the model on ``device``),
     answering in the ``wire`` format; yield the ``/predict`` URL; stop that process
     (SIGTERM, then SIGKILL) on exit."""
-    from ensemble.server import stop_process
+    from ensemble.processes import stop_process
 
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]

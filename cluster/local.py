@@ -64,7 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster import chart
-from ensemble.server import API_KEY_ENV, Ports, argument_parser, free_port, stop_process
+from ensemble.processes import Ports, free_port, stop_process
+from ensemble.server import API_KEY_ENV, argument_parser
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "build" / "cluster"

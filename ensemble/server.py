@@ -22,7 +22,8 @@ and model configs stay open.
 
 Commands, the demo, the tests and the benchmarks all start it the same way:
 :func:`running_server` (a context manager), or :func:`serve_until_stopped` in the
-foreground with :func:`stop_signals`.
+foreground with ``ensemble.processes.stop_signals``. Ports, free ports and stopping a
+helper process are ``ensemble.processes``'.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ import psutil
 from ensemble import configgen
 from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, is_loopback
 from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
+from ensemble.processes import Ports, free_port, port_in_use, stop_signals
 from ensemble.registry import ModelsFileError, Registry, load_models
 from ensemble.supervisor import Control, Metrics, Supervisor
 
@@ -60,18 +60,6 @@ LOG_DIR = REPO_ROOT / "build" / "logs"
 
 class ServerError(RuntimeError):
     """The server could not be started; the message says why and what to do."""
-
-
-@dataclass
-class Ports:
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
-    supervisor: int = 8003  # the supervisor's crash and recovery counters (/metrics)
-
-    def named(self) -> dict[str, int]:
-        return {"HTTP": self.http, "gRPC": self.grpc, "metrics": self.metrics,
-                "supervisor": self.supervisor}  # fmt: skip
 
 
 # Triton's APIs that need the key once the server listens beyond localhost: they
@@ -165,59 +153,6 @@ def triton_home() -> tuple[Path, Path | None]:
         shutil.rmtree(home, ignore_errors=True)
         tmp.rename(home)
     return home, libs
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-# The kernel takes the local port of every outgoing connection (and of a bind to port
-# 0) from this range. A port found free there can be taken by any connection before the
-# server binds it, which for the metrics port comes a minute later; so free ports are
-# picked below it, at random, where only another listener can take them.
-EPHEMERAL_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOW_PORTS = (20000, 32768)  # where to pick when the range cannot be read
-_handed_out: set[int] = set()  # never the same port twice in one process
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on now, below the ephemeral range."""
-    low, high = LOW_PORTS
-    with contextlib.suppress(OSError, ValueError):
-        high = min(high, int(EPHEMERAL_PORTS_FILE.read_text().split()[0]))
-    for _ in range(64 if high - low >= 1000 else 0):
-        port = random.randrange(low, high)
-        if port in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            _handed_out.add(port)
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
-    """SIGTERM ``process`` (a helper the caller started: a page, a balancer, a server
-    of the baselines), wait ``timeout_s`` for it, SIGKILL it if it is still there; its
-    exit code."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
 
 
 def _environment(libs: Path | None) -> dict[str, str]:
@@ -660,26 +595,6 @@ def create_server(
     if target == "cpu" and t.native:
         server.backend_directory = backend_directory()
     return server
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[threading.Event]:
-    """SIGINT and SIGTERM set the yielded event (the main thread then stops things in
-    order); a second one while stopping kills at once. Handlers are restored at exit."""
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        if stop.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C: do not wait any longer
-        print(f"{signal.Signals(signum).name}: stopping", flush=True)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def serve_until_stopped(

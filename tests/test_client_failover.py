@@ -29,7 +29,7 @@ from client.api import (
     ServerUnavailable,
 )
 from ensemble.contract import BUSY_MESSAGES
-from ensemble.server import free_port
+from ensemble.processes import free_port
 
 MODEL = "detect_pytorch"  # one detector: the cheapest ensemble to serve
 REFUSED = (  # what grpcio says when nothing listens

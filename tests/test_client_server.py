@@ -158,7 +158,7 @@ def test_cli_writes_annotated_images_and_coco_results(triton_url, tmp_path, phot
 
 
 def test_cli_says_clearly_when_the_server_is_down(tmp_path, photos_dir):
-    from ensemble.server import free_port
+    from ensemble.processes import free_port
 
     url = f"127.0.0.1:{free_port()}"
     proc = subprocess.run(

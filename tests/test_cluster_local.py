@@ -24,7 +24,8 @@ from cluster.local import (
     replica_argv,
     spread,
 )
-from ensemble.server import EPHEMERAL_PORTS_FILE, Ports, argument_parser, free_port, stop_process
+from ensemble.processes import EPHEMERAL_PORTS_FILE, Ports, free_port, stop_process
+from ensemble.server import argument_parser
 
 pytestmark = pytest.mark.unit
 

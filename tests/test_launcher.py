@@ -11,7 +11,6 @@ repository ``create_server`` would write is swapped for the small one.
 from __future__ import annotations
 
 import ipaddress
-import os
 import signal
 import socket
 import subprocess
@@ -22,17 +21,9 @@ from pathlib import Path
 import pytest
 
 from ensemble import configgen, spec
+from ensemble.processes import Ports, free_port, port_in_use
 from ensemble.registry import load_models
-from ensemble.server import (
-    REPO_ROOT,
-    Ports,
-    ServerError,
-    TritonServer,
-    free_port,
-    port_in_use,
-    running_server,
-    stop_signals,
-)
+from ensemble.server import REPO_ROOT, ServerError, TritonServer, running_server
 
 pytestmark = pytest.mark.server
 
@@ -175,18 +166,6 @@ def test_server_says_ready_listens_on_localhost_and_stops_cleanly_on_a_signal(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def test_first_signal_asks_to_stop_and_a_second_one_interrupts():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with stop_signals() as stop:
-        assert not stop.is_set()
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.wait(5), "the first signal sets the stop event"
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)  # the handler raises here, in the main thread
-    assert {s: signal.getsignal(s) for s in before} == before, "handlers are restored"
 
 
 # --- broken models files ------------------------------------------------------------------

@@ -93,7 +93,7 @@ class Launcher:
     """``python -m ensemble.server`` on a models file, on free ports, its output read."""
 
     def __init__(self, tmp_path: Path, models: str, env: dict | None = None) -> None:
-        from ensemble.server import free_port
+        from ensemble.processes import free_port
 
         (tmp_path / "models.toml").write_text(models)
         self.ports = [free_port() for _ in range(4)]
@@ -149,7 +149,7 @@ class Launcher:
             return r.read().decode()
 
     def stop(self) -> None:
-        from ensemble.server import stop_process
+        from ensemble.processes import stop_process
 
         stop_process(self.process, 60)
 

@@ -29,7 +29,8 @@ from tritonclient.utils import InferenceServerException
 from client.api import is_busy
 from ensemble import contract
 from ensemble.front import Tls, nginx_binary
-from ensemble.server import Ports, free_port, running_server
+from ensemble.processes import Ports, free_port
+from ensemble.server import running_server
 from ensemble.supervisor import workers
 from tests.test_front import config as front_config
 from tests.tls import make_self_signed

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from client import DetectorClient
-from ensemble.server import free_port
+from ensemble.processes import free_port
 from ui import app as ui_app
 from ui import timings
 

@@ -327,7 +327,7 @@ class CustomServer:
     brings it up (once) and returns its gRPC address."""
 
     def __init__(self, models_file: Path, workdir: Path, stack: contextlib.ExitStack):
-        from ensemble.server import Ports, free_port
+        from ensemble.processes import Ports, free_port
 
         self.models_file = models_file
         self.workdir = workdir

@@ -126,7 +126,7 @@ def accounts() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo(triton_url, accounts, tmp_path_factory) -> Iterator[tuple[str, Launcher]]:
     """The page's URL and its launcher, started as a user would with accounts."""
-    from ensemble.server import free_port
+    from ensemble.processes import free_port
 
     auth_file = tmp_path_factory.mktemp("auth") / "users.txt"
     auth_file.write_text(f"# who may use the demo\n\nann:{accounts['ann']}\n")

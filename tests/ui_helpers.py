@@ -56,7 +56,7 @@ def serving_page(grpc_url: str) -> Iterator[str]:
     """The page for the Triton at ``grpc_url``, served as ``python -m ui`` serves it
     (``launch_ui``): one shared client, ``LAUNCH_OPTIONS``, a free local port."""
     from client import DetectorClient
-    from ensemble.server import free_port
+    from ensemble.processes import free_port
     from ui.app import LAUNCH_OPTIONS, build_app
 
     port = free_port()

@@ -225,7 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ensemble.server import stop_signals
+    from ensemble.processes import stop_signals
 
     # Handlers first: importing gradio, grpc and the rest takes seconds, and Ctrl-C in
     # those seconds should stop us as cleanly as later.

@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from ensemble.contract import API_KEY_HEADER  # noqa: E402
+from ensemble.processes import free_port  # noqa: E402
 from ensemble.registry import load_models  # noqa: E402
-from ensemble.server import free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 600
