@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                     running_server(args.models, workdir=args.out / "server")
                 )
                 url = server.grpc_url
-                pids = server.pids if hasattr(server, "pids") else (lambda: [server.process.pid])
+                pids = server.pids
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clip-uploads-")))
             result = run(
                 url, work, args.uploads, args.model, clip_frames=args.frames,

@@ -407,9 +407,9 @@ class Rounds:
         log(f"round {number}, {MODE_TITLES[mode]}: starting a server")
         with mode_server(mode, self.registry, self.out / "servers" / tag) as (server, cold):
             url = server.grpc_url
-            where = {n: p.platform or "python runner" for n, p in server.placements.items()}
+            where = {n: p.platform or "python runner" for n, p in server.config.placements.items()}
             log(f"ready in {cold:.1f} s; {', '.join(f'{n} on {w}' for n, w in where.items())}")
-            if (mode != PYTHON) != any(p.platform for p in server.placements.values()):
+            if (mode != PYTHON) != any(p.platform for p in server.config.placements.values()):
                 raise RuntimeError(f"a {mode} round got {where}")
             ensembles = served.ready_ensembles(url, order=self.registry.ensembles)
             seconds = memory.QUICK_LOAD_SECONDS if args.quick else memory.LOAD_SECONDS

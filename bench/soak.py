@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 server = stack.enter_context(running_server(args.models, workdir=workdir))
                 url, http_url = server.grpc_url, server.http_url
                 # A launcher with processes of its own in front of Triton lists them all.
-                pids = server.pids if hasattr(server, "pids") else (lambda: [server.process.pid])
+                pids = server.pids
                 log(f"Triton ready at {url}")
             result = soak(
                 url, args.minutes * 60, args.concurrency, server_pids=pids, http_url=http_url,

@@ -20,6 +20,8 @@ and model configs stay open.
     python -m ensemble.server                     # models.toml, ports 8000/8001/8002
     python -m ensemble.server --models my-models.toml --grpc-port 9001
 
+A :class:`ServerConfig` says how a run starts (frozen); a :class:`TritonServer` is the
+running handle (its processes, URLs, stop and the restart of a Triton that died).
 Commands, the demo, the tests and the benchmarks all start it the same way:
 :func:`running_server` (a context manager), or :func:`serve_until_stopped` in the
 foreground with ``ensemble.processes.stop_signals``. Ports, free ports and stopping a
@@ -39,8 +41,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -190,9 +192,11 @@ def _jemalloc() -> str | None:
     return next((p for p in JEMALLOC_PATHS if Path(p).is_file()), None)
 
 
-@dataclass
-class TritonServer:
-    """One server run: Triton, its front and its supervisor (see the module docstring)."""
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one server run starts: the repository Triton serves and the models it loads,
+    where it listens, its key and certificate, where it logs. :func:`create_server`
+    makes one from a models file; a :class:`TritonServer` runs it."""
 
     repository: Path
     host: str = "127.0.0.1"
@@ -200,45 +204,18 @@ class TritonServer:
     log_path: Path = LOG_DIR / "tritonserver.log"
     # Load only these models (ensembles bring the models they use); empty: every model.
     models: tuple[str, ...] = ()
-    process: subprocess.Popen | None = None
     api_key: str | None = None  # the restricted APIs' key; None: nothing restricted
     api_key_source: str = ""  # where the key is: the file given, $TRITON_API_KEY, or written
     tls: Tls | None = None  # the front's certificate and key; None: plain text
     max_inflight: int = MAX_INFLIGHT  # inference requests at once; more: refused as busy
-    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
-    front: Front | None = None
-    supervisor: Supervisor | None = None
-    triton_ports: Ports | None = None  # Triton's own loopback HTTP and gRPC ports
     # Where each detector runs (its native platform, or the Python runner and why).
-    placements: dict[str, configgen.Placement] = field(default_factory=dict)
+    placements: Mapping[str, configgen.Placement] = field(default_factory=dict)
     # --backend-directory: the Python backend and the native ones built here; None:
     # the server tree's own backends/ (the Python backend alone, or NVIDIA's image's).
     backend_directory: Path | None = None
-    metrics: Metrics | None = None
-    restarts: int = 0  # times Triton died and was started again
-    gave_up: bool = False  # Triton kept dying at start: the launcher stops
-    _metrics_server: object = None
-    _stopping: threading.Event = field(default_factory=threading.Event)
-    _watchdog: threading.Thread | None = None
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.ports.grpc}"
-
-    @property
-    def http_url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.ports.http}"
-
-    @property
-    def control(self) -> Control:
-        """Triton's HTTP API on its loopback port, with the key (for the launcher)."""
-        assert self.triton_ports is not None, "not started"
-        return Control(f"http://127.0.0.1:{self.triton_ports.http}", self.api_key)
 
     def check_ports(self) -> None:
-        """``ServerError`` naming the first of the ports that is already taken."""
+        """``ServerError`` naming the first of the public ports that is already taken."""
         for what, port in self.ports.named().items():
             if port_in_use(self.host, port):
                 raise ServerError(
@@ -246,16 +223,18 @@ class TritonServer:
                     f"server running? Stop it or pick another port with --{what.lower()}-port"
                 )
 
-    def _triton_command(self, home: Path) -> list[str]:
-        assert self.triton_ports is not None
+    def triton_command(self, home: Path, triton_ports: Ports) -> list[str]:
+        """tritonserver's command line: the server tree ``home``, HTTP and gRPC on the
+        loopback ``triton_ports`` (the front forwards to them), metrics on the public
+        port."""
         cmd = [
             str(home / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={self.backend_directory or home / 'backends'}",
             "--http-address=127.0.0.1",
-            f"--http-port={self.triton_ports.http}",
+            f"--http-port={triton_ports.http}",
             "--grpc-address=127.0.0.1",
-            f"--grpc-port={self.triton_ports.grpc}",
+            f"--grpc-port={triton_ports.grpc}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.ports.metrics}",
             "--exit-on-error=true",
@@ -274,19 +253,55 @@ class TritonServer:
             ]
         return cmd
 
+
+@dataclass
+class TritonServer:
+    """One server run of ``config`` (see the module docstring): Triton's process, its
+    front and its supervisor once started; Triton started again when it dies."""
+
+    config: ServerConfig
+    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    process: subprocess.Popen | None = field(default=None, init=False)
+    front: Front | None = field(default=None, init=False)
+    supervisor: Supervisor | None = field(default=None, init=False)
+    triton_ports: Ports | None = field(default=None, init=False)  # Triton's loopback ports
+    metrics: Metrics | None = field(default=None, init=False)
+    restarts: int = field(default=0, init=False)  # times Triton died and was started again
+    gave_up: bool = field(default=False, init=False)  # Triton kept dying: the launcher stops
+    _metrics_server: object = field(default=None, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
+    _watchdog: threading.Thread | None = field(default=None, init=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.config.host}:{self.config.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        scheme = "https" if self.config.tls else "http"
+        host = self.config.host
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.config.ports.http}"
+
+    @property
+    def control(self) -> Control:
+        """Triton's HTTP API on its loopback port, with the key (for the launcher)."""
+        assert self.triton_ports is not None, "not started"
+        return Control(f"http://127.0.0.1:{self.triton_ports.http}", self.config.api_key)
+
     def start(self) -> None:
-        self.check_ports()
+        config = self.config
+        config.check_ports()
         home, libs = triton_home()
-        if self.tls:
-            self.tls.check()
-        self.triton_ports = Ports(free_port(), free_port(), self.ports.metrics)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        front_dir = self.log_path.parent / "front"
+        if config.tls:
+            config.tls.check()
+        self.triton_ports = Ports(free_port(), free_port(), config.ports.metrics)
+        config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        front_dir = config.log_path.parent / "front"
         self.front = Front(
             nginx_config(
-                host=self.host, http_port=self.ports.http, grpc_port=self.ports.grpc,
+                host=config.host, http_port=config.ports.http, grpc_port=config.ports.grpc,
                 triton_http=self.triton_ports.http, triton_grpc=self.triton_ports.grpc,
-                workdir=front_dir, tls=self.tls, max_inflight=self.max_inflight,
+                workdir=front_dir, tls=config.tls, max_inflight=config.max_inflight,
             ),
             front_dir,
         )  # fmt: skip
@@ -298,10 +313,11 @@ class TritonServer:
             raise ServerError(str(e)) from None
 
     def _start_triton(self, home: Path, libs: Path | None, mode: str) -> None:
-        log = open(self.log_path, mode)  # noqa: SIM115 - closed with the process
+        assert self.triton_ports is not None
+        log = open(self.config.log_path, mode)  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            self._triton_command(home), stdout=log, stderr=subprocess.STDOUT,
-            env=_environment(libs),
+            self.config.triton_command(home, self.triton_ports), stdout=log,
+            stderr=subprocess.STDOUT, env=_environment(libs),
             start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly
         )  # fmt: skip
         log.close()
@@ -318,7 +334,9 @@ class TritonServer:
         assert self.process is not None
         if self.metrics is None:
             self.metrics = Metrics()
-            self._metrics_server = self.metrics.serve(self.host, self.ports.supervisor)
+            self._metrics_server = self.metrics.serve(
+                self.config.host, self.config.ports.supervisor
+            )
         self.supervisor = Supervisor(
             self.process.pid, self.control, log=self.log, metrics=self.metrics
         )
@@ -347,7 +365,7 @@ class TritonServer:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.log(
             f"tritonserver died ({how}); every model is down; restarting it on the same "
-            f"repository (log: {self.log_path})"
+            f"repository (log: {self.config.log_path})"
         )
         assert self.metrics is not None
         self.metrics.server_deaths.inc()
@@ -406,11 +424,11 @@ class TritonServer:
                 detail = (
                     "\n".join(failed)
                     if failed
-                    else f"last lines of {self.log_path}:\n{self.log_tail()}"
+                    else f"last lines of {self.config.log_path}:\n{self.log_tail()}"
                 )
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode} while loading "
-                    f"(log: {self.log_path}):\n{detail}"
+                    f"(log: {self.config.log_path}):\n{detail}"
                 )
             if self.front is not None and self.front.process is not None and not self.front.alive():
                 if stop_on_fail:
@@ -422,12 +440,12 @@ class TritonServer:
             time.sleep(0.25)
         if stop_on_fail:
             self.stop()
-        raise ServerError(f"not ready after {timeout:.0f} s; see {self.log_path}")
+        raise ServerError(f"not ready after {timeout:.0f} s; see {self.config.log_path}")
 
     def load_failures(self) -> list[str]:
         """One line per model that failed to load, with Triton's reason, from the log."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            text = self.config.log_path.read_text(errors="replace")
         except OSError:
             return []
         found = re.findall(r"failed to load '([^']+)' version \d+: (.*?)\"?$", text, re.M)
@@ -435,7 +453,7 @@ class TritonServer:
 
     def log_tail(self, lines: int = 25) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self.config.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
 
@@ -579,22 +597,27 @@ def create_server(
     root = Path(workdir).resolve() if workdir else REPO_ROOT / "build"
     out = root / "repository" / target
     log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
-    server = TritonServer(out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight)
+    config = ServerConfig(out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight)
     # Before the repository is rewritten: it may be the one a running server serves.
-    server.check_ports()
-    server.api_key = resolve_api_key(host, api_key_file, root)
+    config.check_ports()
+    api_key = resolve_api_key(host, api_key_file, root)
     if api_key_file is not None:
-        server.api_key_source = str(api_key_file)
-    elif server.api_key and os.environ.get(API_KEY_ENV, "").strip():
-        server.api_key_source = f"${API_KEY_ENV}"
-    elif server.api_key:
-        server.api_key_source = f"written to {root / 'api-key'}"
+        api_key_source = str(api_key_file)
+    elif api_key and os.environ.get(API_KEY_ENV, "").strip():
+        api_key_source = f"${API_KEY_ENV}"
+    else:
+        api_key_source = f"written to {root / 'api-key'}" if api_key else ""
     t = launch_target(target, gpus, cpu_profile)
-    server.repository = prepare_repository(registry, t, out, gpus)
-    server.placements = {d.name: configgen.placement(d, t) for d in registry.detectors}
-    if target == "cpu" and t.native:
-        server.backend_directory = backend_directory()
-    return server
+    repository = prepare_repository(registry, t, out, gpus)
+    config = replace(
+        config,
+        repository=repository,
+        api_key=api_key,
+        api_key_source=api_key_source,
+        placements={d.name: configgen.placement(d, t) for d in registry.detectors},
+        backend_directory=backend_directory() if target == "cpu" and t.native else None,
+    )
+    return TritonServer(config)
 
 
 def serve_until_stopped(
@@ -605,7 +628,8 @@ def serve_until_stopped(
     """Start ``server``, say where it listens once ready, run ``on_ready`` (which may
     return a function that undoes it), then wait for ``stop`` or the server's end.
     Returns the exit code: 0 when stopped, 1 when Triton failed or exited by itself."""
-    print(f"starting Triton on {server.repository} (log: {server.log_path})", flush=True)
+    config = server.config
+    print(f"starting Triton on {config.repository} (log: {config.log_path})", flush=True)
     server.start()
     undo = None
     try:
@@ -613,17 +637,17 @@ def serve_until_stopped(
             print("stopped while loading", flush=True)
             return 0
         print(
-            f"ready: gRPC {server.grpc_url}{' (TLS)' if server.tls else ''}, HTTP "
-            f"{server.http_url}, metrics http://{server.host}:{server.ports.metrics}/metrics, "
-            f"supervisor metrics http://{server.host}:{server.ports.supervisor}/metrics; "
-            f"{describe_placements(server.placements)} (Ctrl-C stops)",
+            f"ready: gRPC {server.grpc_url}{' (TLS)' if config.tls else ''}, HTTP "
+            f"{server.http_url}, metrics http://{config.host}:{config.ports.metrics}/metrics, "
+            f"supervisor metrics http://{config.host}:{config.ports.supervisor}/metrics; "
+            f"{describe_placements(config.placements)} (Ctrl-C stops)",
             flush=True,
         )
-        if server.api_key:
+        if config.api_key:
             print(
                 f"restricted APIs ({', '.join(RESTRICTED_APIS)}) need the header "
                 f"{API_KEY_HEADER} (gRPC: {GRPC_API_KEY_HEADER}); the key: "
-                f"{server.api_key_source}",
+                f"{config.api_key_source}",
                 flush=True,
             )
         undo = on_ready(server) if on_ready else None
@@ -631,7 +655,7 @@ def serve_until_stopped(
         # a Triton that would not come back ends the launcher.
         while not stop.wait(0.5):
             if server.gave_up:
-                print(f"tritonserver keeps failing; see {server.log_path}", file=sys.stderr)
+                print(f"tritonserver keeps failing; see {config.log_path}", file=sys.stderr)
                 return 1
         return 0
     except ServerError as e:

@@ -23,7 +23,7 @@ import pytest
 from ensemble import configgen, spec
 from ensemble.processes import Ports, free_port, port_in_use
 from ensemble.registry import load_models
-from ensemble.server import REPO_ROOT, ServerError, TritonServer, running_server
+from ensemble.server import REPO_ROOT, ServerConfig, ServerError, TritonServer, running_server
 
 pytestmark = pytest.mark.server
 
@@ -234,7 +234,7 @@ def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
     (broken / "config.pbtxt").write_text('backend: "python"\nmax_batch_size: 1\n')
     (broken / "1" / "model.py").write_text("raise ImportError('deliberately broken')\n")
     server = TritonServer(
-        tmp_path / "repository", ports=free_ports(), log_path=tmp_path / "triton.log"
+        ServerConfig(tmp_path / "repository", ports=free_ports(), log_path=tmp_path / "triton.log")
     )
     server.start()
     try:

@@ -126,7 +126,7 @@ def test_an_oversized_http_request_is_refused_before_its_body_is_read(triton_ser
         pytest.skip("needs the server's HTTP address (not given by DETECTOR_TEST_URL)")
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", triton_server.ports.http, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", triton_server.config.ports.http, timeout=10)
     started = time.monotonic()
     # Only the headers: a front that waited for the body would time out here.
     conn.putrequest("POST", "/v2/models/detect_pytorch/infer")
@@ -263,7 +263,7 @@ def test_a_model_whose_workers_all_die_serves_again_and_is_not_ready_meanwhile(
     assert len(crash) == 1 and f"model {model!r}" in crash[0]
     assert len(back) == 1 and f"model {model!r}" in back[0]
     with urllib.request.urlopen(
-        f"http://127.0.0.1:{server.ports.supervisor}/metrics", timeout=5
+        f"http://127.0.0.1:{server.config.ports.supervisor}/metrics", timeout=5
     ) as r:
         metrics = r.read().decode()
     assert f'triton_worker_crashes_total{{model="{model}"}} {float(len(killed))}' in metrics

@@ -283,8 +283,9 @@ def serve_with_triton(args: argparse.Namespace, access: Access, stop: threading.
     failed: list[bool] = []
 
     def on_ready(server) -> Callable[[], None] | None:
-        tls = server.tls.cert if server.tls else False
-        close = launch_ui(args, access, server.grpc_url, tls=tls, api_key=server.api_key or "")
+        config = server.config
+        tls = config.tls.cert if config.tls else False
+        close = launch_ui(args, access, server.grpc_url, tls=tls, api_key=config.api_key or "")
         if close is None:
             failed.append(True)
             stop.set()
