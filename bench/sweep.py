@@ -253,7 +253,7 @@ def measure_load(
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from client.api import first_line, is_busy
+    from client.errors import first_line, is_busy
 
     lock = threading.Lock()
     seconds: list[float] = []
@@ -358,7 +358,7 @@ def run_sweep(
     from tritonclient.utils import InferenceServerException
 
     from client import DetectorClient
-    from client.api import first_line
+    from client.errors import first_line
 
     sizes_mp = list(sizes_mp or (QUICK_SIZES_MP if quick else SIZES_MP))
     settings = settings or (QUICK if quick else Settings())

@@ -50,11 +50,23 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
+from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
+from client.errors import (
+    DetectorError,
+    ImageNotReadable,
+    InferenceFailed,
+    InvalidImage,
+    RequestTooLarge,
+    ServerUnavailable,
+    first_line,
+    is_busy,
+    is_unreachable,
+    map_server_error,
+)
 from ensemble.contract import (
     ANNOTATED_IMAGE,
     ANNOTATED_MAX_SIDE,
     API_KEY_HEADER,
-    BUSY_MESSAGES,
     COCO80_LABELS,
     COCO91_IDS,
     DETECT_ALL,
@@ -82,12 +94,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "localhost:8001"
-URL_ENV = "TRITON_URL"  # overrides DEFAULT_URL when set
-TLS_CA_ENV = "DETECTOR_TLS_CA"  # path of a PEM CA certificate: connect with TLS, trusting it
-API_KEY_ENV = "DETECTOR_API_KEY"  # the key of the server's restricted APIs
-SERVE_COMMAND = "make serve"  # what a user runs to start the server
-
 # Health and metadata calls should fail fast on an unroutable host instead of
 # waiting forever; inference calls use the caller's timeout.
 PROBE_TIMEOUT_S = 5.0
@@ -95,22 +101,9 @@ PROBE_TIMEOUT_S = 5.0
 ImageInput = bytes | str | Path
 T = TypeVar("T")
 
-_UNAVAILABLE = str(grpc.StatusCode.UNAVAILABLE)
-_NOT_FOUND = str(grpc.StatusCode.NOT_FOUND)
-_INVALID_ARGUMENT = str(grpc.StatusCode.INVALID_ARGUMENT)
-_DEADLINE_EXCEEDED = str(grpc.StatusCode.DEADLINE_EXCEEDED)
-_RESOURCE_EXHAUSTED = str(grpc.StatusCode.RESOURCE_EXHAUSTED)
-# The same refusals over HTTP (tritonclient.http puts the status code in status()).
-_HTTP_BUSY = ("503", "429")
-_HTTP_TOO_LARGE = "413"
-
 # The restricted APIs' key travels under both API_KEY_HEADER and GRPC_API_KEY_HEADER
 # (see the contract): the second for Triton's gRPC endpoint, the first for any front
 # that checks the configured name itself.
-# Triton's refusal of a restricted call without the right key, gRPC ("This protocol is
-# restricted, ...", status UNAVAILABLE) and HTTP ("This API is restricted, ...", 403);
-# the same words whether the key is missing or wrong.
-_RESTRICTED = "is restricted, expecting header"
 
 # The largest gRPC message the channel sends: a request body, the message plus gRPC's
 # 5-byte frame header, is at most the server's MAX_REQUEST_BYTES. Replies are not
@@ -126,243 +119,6 @@ MAX_RECEIVE_MESSAGE_BYTES = 2**31 - 1
 # shapes, gRPC and HTTP/2 framing, with room to spare.
 IMAGE_OVERHEAD_BYTES = 64
 REQUEST_OVERHEAD_BYTES = 16 * 1024
-
-
-# --- errors --------------------------------------------------------------------
-
-
-def first_line(text: str) -> str:
-    """The first non-blank line: server reasons can carry whole Python tracebacks."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-class DetectorError(Exception):
-    """Base of every error this client raises; ``str()`` is one line meant for people."""
-
-
-class ServerUnavailable(DetectorError):
-    """Nothing answers at the server address, or no TLS connection could be made.
-
-    With several endpoints: none of them answered through every round of the client's
-    ``FailoverPolicy``. ``endpoints`` are those tried, in the order first tried,
-    ``attempts`` the tries in all, ``url`` the last endpoint tried and ``reason`` what
-    gRPC said of it.
-    """
-
-    def __init__(
-        self, url: str, reason: str = "", *, endpoints: Sequence[str] = (), attempts: int = 1
-    ):
-        self.url = url
-        self.reason = reason  # gRPC's own words, for logs; left out of the message
-        self.endpoints = tuple(endpoints) or (url,)
-        self.attempts = attempts
-        message = self.describe(url, reason)
-        if len(self.endpoints) > 1:
-            message = (
-                f"none of the Triton servers at {', '.join(self.endpoints)} is reachable "
-                f"({attempts} tries); the last: {message}"
-            )
-        super().__init__(message)
-
-    @staticmethod
-    def describe(url: str, reason: str) -> str:
-        # gRPC says "UNAVAILABLE" for a refused connection and a failed TLS handshake
-        # alike; its details tell them apart (words of grpcio 1.x's BoringSSL).
-        if "WRONG_VERSION_NUMBER" in reason:
-            return (
-                f"Triton server at {url} does not speak TLS: connect without it "
-                f"(no --tls-ca, ${TLS_CA_ENV} unset)"
-            )
-        if "CERTIFICATE_VERIFY_FAILED" in reason or "Peer name" in reason:
-            return (
-                f"Triton server at {url} presented a TLS certificate this client does not "
-                f"trust for that address: pass the CA that signed it (--tls-ca FILE or "
-                f"${TLS_CA_ENV})"
-            )
-        if "handshake failed" in reason.lower():
-            return f"TLS handshake with the Triton server at {url} failed ({first_line(reason)})"
-        if "Socket closed" in reason:
-            return (
-                f"Triton server at {url} closed the connection: if it expects TLS, pass "
-                f"its CA certificate (--tls-ca FILE or ${TLS_CA_ENV})"
-            )
-        return (
-            f"Triton server at {url} is not reachable: is it running? "
-            f"start it with `{SERVE_COMMAND}`"
-        )
-
-
-class ServerBusy(DetectorError):
-    """The server refused a request because its queue was full, every time it was tried.
-
-    A busy server is up and well: the same request later, or fewer at once, succeeds.
-    """
-
-    def __init__(self, url: str, model: str | None = None, attempts: int = 1, reason: str = ""):
-        self.url = url
-        self.model = model
-        self.attempts = attempts  # how many times the request was sent
-        self.reason = reason
-        what = f"the request to {model!r}" if model else "the request"
-        times = "once" if attempts == 1 else f"{attempts} times"
-        # what happened, without the server's address: the CLI's and UI's own line
-        self.detail = f"{what} was refused {times} (server said: {first_line(reason)})"
-        super().__init__(f"Triton server at {url} is busy: {self.detail}")
-
-
-class RequestTooLarge(DetectorError):
-    """A request over the server's size limit (``contract.MAX_REQUEST_BYTES``).
-
-    Raised before sending when the client's estimate is over the limit (``size`` is
-    that estimate, in bytes), or when the server refused the request as too large
-    (``size`` is None then). Concerns the images of that request only.
-    """
-
-    def __init__(
-        self,
-        size: int | None,
-        limit: int = MAX_REQUEST_BYTES,
-        source: str | None = None,
-        index: int | None = None,
-        reason: str = "",
-    ):
-        self.size = size  # bytes
-        self.limit = limit  # bytes
-        self.source = source
-        self.index = index
-        self.reason = reason
-        super().__init__(self.describe(source, size, limit, reason))
-
-    @staticmethod
-    def describe(source: str | None, size: int | None, limit: int, reason: str = "") -> str:
-        what = source or "the request"
-        if size is None:  # refused by the server, or by gRPC's own send limit
-            return (
-                f"too large: {what} was refused as over the size limit of {_mib(limit)} "
-                f"({first_line(reason)})"
-            )
-        have, most = _mib(size), _mib(limit)
-        if have == most:  # just over: rounded, the two would read the same
-            have, most = f"{size:,} bytes", f"{limit:,} bytes"
-        return f"too large to send: {what} makes a request of {have}, over the limit of {most}"
-
-
-def _mib(n: int) -> str:
-    """``67108864`` -> ``"64 MiB"``, ``1572864`` -> ``"1.5 MiB"``."""
-    return f"{n / 2**20:.1f}".removesuffix(".0") + " MiB"
-
-
-class ApiKeyRequired(DetectorError):
-    """The server restricts this call to holders of its API key, and the request had no
-    key or a key it refused (Triton does not say which)."""
-
-    def __init__(self, url: str, reason: str = "", key_given: bool = False):
-        self.url = url
-        self.reason = reason
-        self.key_given = key_given
-        how = f"--api-key-file FILE or ${API_KEY_ENV}"
-        if key_given:
-            text = f"refused the API key given: pass the key it was started with ({how})"
-        else:
-            text = f"restricts this call to holders of its API key: pass the key ({how})"
-        super().__init__(f"Triton server at {url} {text}")
-
-
-class ModelNotReady(DetectorError):
-    """The server answers but the model is unknown or failed to load."""
-
-    def __init__(self, model: str, url: str, reason: str = ""):
-        self.model = model
-        self.url = url
-        self.reason = reason
-        detail = f" (server said: {first_line(reason)})" if reason else ""
-        super().__init__(f"model {model!r} is not ready on the Triton server at {url}{detail}")
-
-
-class InvalidImage(DetectorError):
-    """The server rejected one image (it could not decode it, or it is too large)."""
-
-    def __init__(self, source: str, reason: str, index: int | None = None):
-        self.source = source  # file name, or "image #3" for bytes
-        self.reason = reason
-        self.index = index  # position in the sequence passed to detect()
-        super().__init__(self.describe(source, reason))
-
-    @staticmethod
-    def describe(source: str, reason: str) -> str:
-        return f"not an image: {source} (server said: {first_line(reason)})"
-
-
-class ImageNotReadable(InvalidImage):
-    """A local file could not be read (missing, unreadable, empty), so nothing was sent."""
-
-    @staticmethod
-    def describe(source: str, reason: str) -> str:
-        return f"cannot read {source}: {reason}"
-
-
-class InferenceFailed(DetectorError):
-    """Any other failure of an inference request (server error, timeout, bad reply)."""
-
-    def __init__(self, message: str, source: str | None = None, index: int | None = None):
-        self.source = source
-        self.index = index
-        super().__init__(f"{source}: {message}" if source else message)
-
-
-def is_busy(exc: InferenceServerException) -> bool:
-    """Whether ``exc`` is a busy server's refusal (full queue, queue wait over), which is
-    worth retrying later: gRPC UNAVAILABLE or HTTP 503 with one of
-    ``contract.BUSY_MESSAGES``, or HTTP 429. A plain UNAVAILABLE is a dead connection."""
-    status = exc.status() or ""
-    if status == "429":
-        return True
-    reason = exc.message() or str(exc)
-    return status in (_UNAVAILABLE, *_HTTP_BUSY) and any(m in reason for m in BUSY_MESSAGES)
-
-
-def map_server_error(
-    exc: InferenceServerException,
-    *,
-    url: str,
-    model: str | None = None,
-    source: str | None = None,
-    index: int | None = None,
-    attempts: int = 1,
-    api_key_given: bool = False,
-) -> DetectorError:
-    """Translate tritonclient's exception (gRPC or HTTP) into the matching ``DetectorError``.
-
-    ``model`` is the model the call was about; ``source``/``index`` name the image when
-    the request carried exactly one, so an INVALID_ARGUMENT can be blamed on it.
-    ``attempts`` is how many times the request was sent (for ``ServerBusy``);
-    ``api_key_given`` whether it carried an API key (for ``ApiKeyRequired``).
-    """
-    status = exc.status() or ""
-    reason = exc.message() or str(exc)
-    line = first_line(reason)
-    if _RESTRICTED in reason:  # before UNAVAILABLE: Triton's gRPC refuses with that status
-        return ApiKeyRequired(url, reason, api_key_given)
-    if is_busy(exc):
-        return ServerBusy(url, model, attempts, reason)
-    if status == _RESOURCE_EXHAUSTED and "Received message" in reason:
-        # grpc's own refusal of a reply over MAX_RECEIVE_MESSAGE_BYTES: not the request
-        return InferenceFailed(f"the reply of {model or 'the server'} is too large ({line})")
-    if status in (_RESOURCE_EXHAUSTED, _HTTP_TOO_LARGE):
-        return RequestTooLarge(None, MAX_REQUEST_BYTES, source, index, reason)
-    if status == _UNAVAILABLE:
-        return ServerUnavailable(url, reason)
-    if status == _NOT_FOUND and model is not None:
-        return ModelNotReady(model, url, reason)
-    if status == _DEADLINE_EXCEEDED:
-        what = f"request to {model!r}" if model else "request"
-        return InferenceFailed(f"{what} timed out ({line})", source, index)
-    # The client always builds well-formed tensors, so INVALID_ARGUMENT on a request
-    # that carried one image means the server refused that image's bytes.
-    if status == _INVALID_ARGUMENT and source is not None:
-        return InvalidImage(source, reason, index)
-    prefix = f"inference on {model!r} failed" if model else "request failed"
-    return InferenceFailed(f"{prefix}: [{status or 'no status'}] {line}", source, index)
 
 
 # --- results -------------------------------------------------------------------
@@ -853,14 +609,6 @@ class EndpointPool:
         """A copy of each endpoint's counts, by endpoint."""
         with self._lock:
             return {e: EndpointStats(s.sent, s.unreachable) for e, s in self._stats.items()}
-
-
-def is_unreachable(exc: InferenceServerException) -> bool:
-    """Whether ``exc`` says that nothing answered at the endpoint (gRPC UNAVAILABLE that
-    is neither a busy refusal, see ``is_busy``, nor a refused API key): worth sending
-    the same request to another endpoint."""
-    reason = exc.message() or str(exc)
-    return exc.status() == _UNAVAILABLE and not is_busy(exc) and _RESTRICTED not in reason
 
 
 def send_failing_over(
@@ -1535,41 +1283,24 @@ def labels_from_config(config: Mapping, model: str = "") -> list[str]:
 
 
 __all__ = [
-    "API_KEY_ENV",
     "API_KEY_HEADER",
-    "DEFAULT_URL",
     "GRPC_API_KEY_HEADER",
     "KNOWN_FORMATS",
     "NO_RETRY",
-    "SERVE_COMMAND",
-    "TLS_CA_ENV",
-    "URL_ENV",
-    "ApiKeyRequired",
     "Detection",
     "DetectorClient",
     "DetectorInfo",
-    "DetectorError",
     "EndpointPool",
     "EndpointStats",
     "FailoverPolicy",
-    "ImageNotReadable",
     "ImageResult",
-    "InferenceFailed",
-    "InvalidImage",
     "ModelInfo",
-    "ModelNotReady",
-    "RequestTooLarge",
     "RetryPolicy",
-    "ServerBusy",
-    "ServerUnavailable",
     "api_key_headers",
     "backoff_delays",
     "build_inputs",
-    "is_busy",
-    "is_unreachable",
     "labels_from_config",
     "load_image",
-    "map_server_error",
     "pack_requests",
     "parse_endpoints",
     "parse_image_results",

@@ -33,27 +33,27 @@ from pathlib import Path
 from tqdm import tqdm
 
 from client.api import (
-    API_KEY_ENV,
     KNOWN_FORMATS,
     SNIFF_BYTES,
-    TLS_CA_ENV,
-    URL_ENV,
     DetectorClient,
+    ImageResult,
+    sniff_image_format,
+    to_coco_results,
+)
+from client.environment import API_KEY_ENV, TLS_CA_ENV, URL_ENV
+from client.errors import (
+    ClipTooLong,
     DetectorError,
     ImageNotReadable,
-    ImageResult,
     InvalidImage,
     RequestTooLarge,
     ServerBusy,
-    sniff_image_format,
-    to_coco_results,
+    VideoNotReadable,
 )
 from client.video import (
     CLIP_SUFFIX,
     MAX_CLIP_FRAMES,
     VIDEO_EXTENSIONS,
-    ClipTooLong,
-    VideoNotReadable,
     annotate_clip,
     probe_clip,
 )

@@ -31,11 +31,11 @@ import numpy as np
 
 from client.api import (
     SNIFF_BYTES,
-    DetectorError,
     ImageResult,
     sniff_image_format,
     to_coco_results,
 )
+from client.errors import ClipTooLong, DetectorError, VideoNotReadable
 from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE, ensemble_name
 
 if TYPE_CHECKING:
@@ -52,28 +52,6 @@ CLIP_FOURCC = "VP80"  # VP8: the browser-playable codec this OpenCV build writes
 CLIP_SUFFIX = ".webm"
 
 Frame = np.ndarray | bytes  # a decoded BGR frame (H x W x 3, uint8), or an encoded image
-
-
-class VideoNotReadable(DetectorError):
-    """A file that is not a video, or whose stream is damaged."""
-
-    def __init__(self, source: str, reason: str):
-        self.source = source
-        self.reason = reason
-        super().__init__(f"not a readable video: {source} ({reason})")
-
-
-class ClipTooLong(DetectorError):
-    """A clip over the frame limit."""
-
-    def __init__(self, source: str, frames: int, limit: int):
-        self.source = source
-        self.frames = frames
-        self.limit = limit
-        super().__init__(
-            f"clip too long: {source} has {'more than ' if frames > limit else ''}"
-            f"{frames} frames, the limit is {limit}; cut it shorter"
-        )
 
 
 @dataclass(frozen=True)
@@ -417,10 +395,8 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "ClipInfo",
     "ClipRun",
-    "ClipTooLong",
     "ClipWriter",
     "FrameResult",
-    "VideoNotReadable",
     "batched",
     "clip_document",
     "detect_frames",

@@ -557,7 +557,8 @@ class Load:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        from client.api import build_inputs, first_line, is_busy
+        from client.api import build_inputs
+        from client.errors import first_line, is_busy
 
         client = grpcclient.InferenceServerClient(self.url)
         n = index

@@ -20,16 +20,18 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli
+from client import api, cli, environment, errors
 from client.api import (
     Detection,
     DetectorClient,
     DetectorInfo,
-    ImageNotReadable,
     ImageResult,
+    ModelInfo,
+)
+from client.errors import (
+    ImageNotReadable,
     InferenceFailed,
     InvalidImage,
-    ModelInfo,
     ModelNotReady,
     ServerUnavailable,
 )
@@ -427,9 +429,9 @@ def test_load_image_reports_unreadable_files_before_sending(tmp_path):
 
 
 def test_url_comes_from_argument_then_environment_then_default(monkeypatch):
-    monkeypatch.delenv(api.URL_ENV, raising=False)
-    assert api.resolve_url() == api.DEFAULT_URL == "localhost:8001"
-    monkeypatch.setenv(api.URL_ENV, "triton:9001")
+    monkeypatch.delenv(environment.URL_ENV, raising=False)
+    assert api.resolve_url() == environment.DEFAULT_URL == "localhost:8001"
+    monkeypatch.setenv(environment.URL_ENV, "triton:9001")
     assert api.resolve_url() == "triton:9001"
     assert api.resolve_url("grpc://other:8001") == "other:8001"
 
@@ -439,17 +441,17 @@ def test_url_comes_from_argument_then_environment_then_default(monkeypatch):
 
 def test_unavailable_maps_to_server_unavailable_with_the_start_command():
     exc = server_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
-    err = api.map_server_error(exc, url="localhost:8001")
+    err = errors.map_server_error(exc, url="localhost:8001")
     assert isinstance(err, ServerUnavailable)
     assert str(err) == (
         "Triton server at localhost:8001 is not reachable: is it running? "
-        f"start it with `{api.SERVE_COMMAND}`"
+        f"start it with `{errors.SERVE_COMMAND}`"
     )
 
 
 def test_unknown_model_maps_to_model_not_ready():
     msg = "Request for unknown model: 'detect_onnxruntime' has no available versions"
-    err = api.map_server_error(
+    err = errors.map_server_error(
         server_error(grpc.StatusCode.NOT_FOUND, msg), url="h:1", model="detect_onnxruntime"
     )
     assert isinstance(err, ModelNotReady)
@@ -460,7 +462,7 @@ def test_unknown_model_maps_to_model_not_ready():
 
 def test_invalid_argument_on_one_image_blames_that_image():
     exc = server_error(grpc.StatusCode.INVALID_ARGUMENT, "image 0: cannot decode")
-    err = api.map_server_error(exc, url="h:1", model=DETECT_ALL, source="foo.txt", index=3)
+    err = errors.map_server_error(exc, url="h:1", model=DETECT_ALL, source="foo.txt", index=3)
     assert isinstance(err, InvalidImage)
     assert (err.source, err.index, err.reason) == ("foo.txt", 3, "image 0: cannot decode")
     assert str(err) == "not an image: foo.txt (server said: image 0: cannot decode)"
@@ -469,9 +471,9 @@ def test_invalid_argument_on_one_image_blames_that_image():
 def test_messages_stay_on_one_line_when_the_server_sends_a_traceback():
     reason = "Internal: RuntimeError: broken\n\nAt:\n  /models/x/1/model.py(1): <module>\n"
     for code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INTERNAL):
-        err = api.map_server_error(server_error(code, reason), url="h:1", model="x", source="a")
+        err = errors.map_server_error(server_error(code, reason), url="h:1", model="x", source="a")
         assert "\n" not in str(err) and "RuntimeError: broken" in str(err)
-    not_ready = api.map_server_error(
+    not_ready = errors.map_server_error(
         server_error(grpc.StatusCode.NOT_FOUND, reason), url="h:1", model="x"
     )
     assert not_ready.reason == reason  # the whole traceback is kept for logs
@@ -479,7 +481,7 @@ def test_messages_stay_on_one_line_when_the_server_sends_a_traceback():
 
 def test_invalid_argument_on_a_batch_does_not_blame_an_image():
     exc = server_error(grpc.StatusCode.INVALID_ARGUMENT, "image 5: cannot decode")
-    err = api.map_server_error(exc, url="h:1", model=DETECT_ALL)
+    err = errors.map_server_error(exc, url="h:1", model=DETECT_ALL)
     assert type(err) is InferenceFailed
     assert "image 5: cannot decode" in str(err)
 
@@ -489,7 +491,9 @@ def test_invalid_argument_on_a_batch_does_not_blame_an_image():
     [(grpc.StatusCode.INTERNAL, "failed"), (grpc.StatusCode.DEADLINE_EXCEEDED, "timed out")],
 )
 def test_other_statuses_map_to_inference_failed(code, words):
-    err = api.map_server_error(server_error(code, "boom"), url="h:1", model=DETECT_ALL, source="a")
+    err = errors.map_server_error(
+        server_error(code, "boom"), url="h:1", model=DETECT_ALL, source="a"
+    )
     assert type(err) is InferenceFailed
     assert words in str(err) and "boom" in str(err) and str(err).startswith("a: ")
 
@@ -567,7 +571,7 @@ def test_cli_exits_with_one_clear_line_when_no_server_listens(tmp_path):
     assert proc.returncode == cli.EXIT_UNAVAILABLE
     assert proc.stderr.strip().splitlines() == [
         f"detect: Triton server at {url} is not reachable: is it running? "
-        f"start it with `{api.SERVE_COMMAND}`"
+        f"start it with `{errors.SERVE_COMMAND}`"
     ]
     assert proc.stdout == ""
     assert not out.exists()

@@ -18,13 +18,15 @@ import grpc
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli
+from client import api, cli, environment, errors
 from client.api import (
     DetectorClient,
     EndpointPool,
     FailoverPolicy,
-    InvalidImage,
     RetryPolicy,
+)
+from client.errors import (
+    InvalidImage,
     ServerBusy,
     ServerUnavailable,
 )
@@ -111,7 +113,7 @@ def test_grpc_targets_that_resolve_to_many_addresses_are_kept_whole():
 
 @pytest.mark.unit
 def test_several_endpoints_come_from_the_environment_too(monkeypatch):
-    monkeypatch.setenv(api.URL_ENV, "a:1, b:2")
+    monkeypatch.setenv(environment.URL_ENV, "a:1, b:2")
     assert api.resolve_endpoints() == ("a:1", "b:2")
     assert api.resolve_url() == "a:1,b:2"
     assert api.resolve_endpoints("c:3") == ("c:3",)  # the argument wins
@@ -208,14 +210,14 @@ def test_a_bad_failover_policy_is_refused(options, words):
 
 @pytest.mark.unit
 def test_only_a_plain_unavailable_is_unreachable():
-    assert api.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED))
-    assert api.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    assert errors.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED))
+    assert errors.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
     busy = grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])
-    assert not api.is_unreachable(busy)
+    assert not errors.is_unreachable(busy)
     key = "This protocol is restricted, expecting header 'triton-grpc-protocol-triton-api-key'"
-    assert not api.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, key))
-    assert not api.is_unreachable(grpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad image"))
-    assert not api.is_unreachable(grpc_error(grpc.StatusCode.NOT_FOUND, "unknown model"))
+    assert not errors.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, key))
+    assert not errors.is_unreachable(grpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad image"))
+    assert not errors.is_unreachable(grpc_error(grpc.StatusCode.NOT_FOUND, "unknown model"))
 
 
 class Endpoints:
@@ -302,7 +304,7 @@ def test_the_requests_own_errors_are_never_sent_elsewhere(code, msg):
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
     call = Endpoints(a=[grpc_error(code, msg)])
-    with pytest.raises(api.DetectorError):
+    with pytest.raises(errors.DetectorError):
         api.send_failing_over(call, pool, sleep=clock.sleep)
     assert call.calls == ["a"] and clock.waits == []
 
@@ -339,7 +341,7 @@ def test_one_dead_address_is_retried_with_backoff_and_keeps_its_message():
     assert raised.value.attempts == 3 and raised.value.endpoints == (url,)
     assert str(raised.value) == (
         f"Triton server at {url} is not reachable: is it running? "
-        f"start it with `{api.SERVE_COMMAND}`"
+        f"start it with `{errors.SERVE_COMMAND}`"
     )
 
 

@@ -21,20 +21,22 @@ from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli
+from client import api, cli, environment, errors
 from client.api import (
     NO_RETRY,
-    ApiKeyRequired,
     DetectorClient,
-    DetectorError,
     DetectorInfo,
-    ImageNotReadable,
     ImageResult,
+    ModelInfo,
+    RetryPolicy,
+)
+from client.errors import (
+    ApiKeyRequired,
+    DetectorError,
+    ImageNotReadable,
     InferenceFailed,
     InvalidImage,
-    ModelInfo,
     RequestTooLarge,
-    RetryPolicy,
     ServerBusy,
     ServerUnavailable,
 )
@@ -169,7 +171,7 @@ def test_a_server_busy_through_every_attempt_raises_server_busy_saying_how_often
 
     with pytest.raises(InferenceServerException) as raised:
         api.retry_busy(call, policy, rng=random.Random(1), sleep=clock.sleep)
-    error = api.map_server_error(raised.value, url=URL, model=DETECT_ALL, attempts=3)
+    error = errors.map_server_error(raised.value, url=URL, model=DETECT_ALL, attempts=3)
 
     assert call.calls == 3 and len(clock.waits) == 2  # no wait after the last attempt
     assert isinstance(error, ServerBusy) and error.attempts == 3
@@ -200,17 +202,17 @@ def test_no_retry_sends_once():
     ids=["grpc-unavailable", "http-503", "http-429"],
 )
 def test_busy_messages_map_to_server_busy(make, words):
-    error = api.map_server_error(make(f"{words} for model 'detect_all'"), url=URL, attempts=4)
+    error = errors.map_server_error(make(f"{words} for model 'detect_all'"), url=URL, attempts=4)
     assert isinstance(error, ServerBusy)
     assert "is busy" in str(error) and "4 times" in str(error)
 
 
 def test_unavailable_without_busy_words_is_an_unreachable_server():
-    error = api.map_server_error(grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED), url=URL)
+    error = errors.map_server_error(grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED), url=URL)
     assert type(error) is ServerUnavailable
     assert str(error) == (
         f"Triton server at {URL} is not reachable: is it running? "
-        f"start it with `{api.SERVE_COMMAND}`"
+        f"start it with `{errors.SERVE_COMMAND}`"
     )
 
 
@@ -222,11 +224,11 @@ def test_restricted_api_refusals_ask_for_the_api_key():
     )
     http_refusal = http_error(403, "This API is restricted, expecting header 'triton-api-key'")
     for refusal in (grpc_refusal, http_refusal):
-        error = api.map_server_error(refusal, url=URL)
+        error = errors.map_server_error(refusal, url=URL)
         assert isinstance(error, ApiKeyRequired) and not isinstance(error, ServerUnavailable)
         assert "API key" in str(error)
-        assert api.API_KEY_ENV in str(error) and "--api-key-file" in str(error)
-    wrong = api.map_server_error(grpc_refusal, url=URL, api_key_given=True)
+        assert environment.API_KEY_ENV in str(error) and "--api-key-file" in str(error)
+    wrong = errors.map_server_error(grpc_refusal, url=URL, api_key_given=True)
     assert "refused the API key given" in str(wrong)
 
 
@@ -235,14 +237,14 @@ def test_size_refusals_map_to_request_too_large_for_that_image():
         grpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "request larger than 64 MiB"),
         http_error(413, "request larger than 64 MiB"),
     ):
-        error = api.map_server_error(refusal, url=URL, source="big.jpg", index=2)
+        error = errors.map_server_error(refusal, url=URL, source="big.jpg", index=2)
         assert isinstance(error, RequestTooLarge)
         assert (error.source, error.index, error.size) == ("big.jpg", 2, None)
         assert str(error).startswith("too large: big.jpg was refused")
     reply = grpc_error(
         grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (9 vs. 8)"
     )
-    assert isinstance(api.map_server_error(reply, url=URL), InferenceFailed)
+    assert isinstance(errors.map_server_error(reply, url=URL), InferenceFailed)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +273,7 @@ def test_size_refusals_map_to_request_too_large_for_that_image():
 )
 def test_tls_failures_say_what_to_change(detail, words):
     # grpcio's words for each mistake, as seen against a real Triton with --grpc-use-ssl
-    error = api.map_server_error(grpc_error(grpc.StatusCode.UNAVAILABLE, detail), url=URL)
+    error = errors.map_server_error(grpc_error(grpc.StatusCode.UNAVAILABLE, detail), url=URL)
     assert isinstance(error, ServerUnavailable)
     assert words in str(error) and "\n" not in str(error)
 
@@ -372,12 +374,12 @@ def test_the_channel_sends_at_most_what_the_server_reads():
 
 
 def test_tls_and_api_key_come_from_the_environment_unless_given(monkeypatch, tmp_path):
-    monkeypatch.delenv(api.TLS_CA_ENV, raising=False)
-    monkeypatch.delenv(api.API_KEY_ENV, raising=False)
+    monkeypatch.delenv(environment.TLS_CA_ENV, raising=False)
+    monkeypatch.delenv(environment.API_KEY_ENV, raising=False)
     assert api.resolve_tls() is False and api.resolve_api_key() is None
 
-    monkeypatch.setenv(api.TLS_CA_ENV, str(tmp_path / "ca.pem"))
-    monkeypatch.setenv(api.API_KEY_ENV, "  s3cret\n")
+    monkeypatch.setenv(environment.TLS_CA_ENV, str(tmp_path / "ca.pem"))
+    monkeypatch.setenv(environment.API_KEY_ENV, "  s3cret\n")
     assert api.resolve_tls() == tmp_path / "ca.pem"
     assert api.resolve_tls(False) is False and api.resolve_tls(True) is True
     assert api.resolve_api_key() == "s3cret"

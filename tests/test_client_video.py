@@ -29,12 +29,11 @@ from media import (
 
 from client import DetectorClient, ImageResult
 from client.api import Detection
+from client.errors import ClipTooLong, VideoNotReadable
 from client.video import (
     ClipInfo,
-    ClipTooLong,
     ClipWriter,
     FrameResult,
-    VideoNotReadable,
     batched,
     clip_document,
     detect_frames,

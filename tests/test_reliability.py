@@ -26,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from client.api import is_busy
+from client.errors import is_busy
 from ensemble import contract
 from ensemble.front import Tls, nginx_binary
 from ensemble.processes import Ports, free_port

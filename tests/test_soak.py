@@ -10,7 +10,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from bench import soak
-from client.api import is_busy
+from client.errors import is_busy
 from ensemble.supervisor import stub_model
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from media import CLIP_FPS, CLIP_SIZE, SCENES, count_frames, scene_frames, scene_order, write_clip
 
-from client import DetectorClient
+from client import ClipTooLong, DetectorClient, VideoNotReadable, probe_clip
 from client.statistics import DURATIONS, Duration, ModelStatistics
-from client.video import ClipTooLong, VideoNotReadable, probe_clip
 from ui import clips
 
 # --- unit: pure parts -----------------------------------------------------------------

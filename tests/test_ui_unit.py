@@ -14,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from client import Detection, ImageResult, InvalidImage, ModelNotReady, ServerUnavailable
-from client.api import DetectorInfo, ModelInfo
+from client import (
+    Detection,
+    DetectorInfo,
+    ImageResult,
+    InvalidImage,
+    ModelInfo,
+    ModelNotReady,
+    ServerUnavailable,
+)
 from client.statistics import STEP_PHASES, between, read_statistics
 from ensemble import contract
 from ensemble.registry import RUNTIMES

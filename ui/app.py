@@ -50,17 +50,20 @@ import gradio as gr
 from gradio.components.gallery import GalleryData, GalleryImage
 from gradio.data_classes import ImageData
 
-from client import DetectorClient, DetectorError, ImageResult, InvalidImage
-from client.api import (
+from client import (
+    DetectorClient,
+    DetectorError,
     DetectorInfo,
+    ImageResult,
+    InvalidImage,
     ModelInfo,
     ModelNotReady,
     RequestTooLarge,
     ServerBusy,
-    detection_ensembles,
-    first_line,
     to_coco_results,
 )
+from client.api import detection_ensembles
+from client.errors import first_line
 from ensemble import contract
 from ui import clips, live, timings, waterfall
 from ui.common import InputError, slug, table_value, threshold

@@ -39,16 +39,21 @@ from typing import Any
 
 import gradio as gr
 
-from client import DetectorClient, DetectorError
-from client.api import ModelInfo, ServerBusy, first_line
+from client import (
+    ClipTooLong,
+    DetectorClient,
+    DetectorError,
+    FrameResult,
+    ModelInfo,
+    ServerBusy,
+    VideoNotReadable,
+)
+from client.errors import first_line
 from client.statistics import STEP_PHASES
 from client.video import (
     CLIP_SUFFIX,
     MAX_CLIP_FRAMES,
     VIDEO_EXTENSIONS,
-    ClipTooLong,
-    FrameResult,
-    VideoNotReadable,
     annotate_clip,
     probe_clip,
 )

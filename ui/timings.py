@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from client.api import first_line
+from client.errors import first_line
 from client.statistics import STEP_PHASES, ModelStatistics, read_statistics
 
 log = logging.getLogger(__name__)
