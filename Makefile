@@ -25,7 +25,7 @@ demo: setup       ## start Triton and the web demo together; prints the demo's U
 		$(if $(AUTH_FILE),--auth-file $(AUTH_FILE)) $(if $(NO_AUTH),--no-auth)
 
 models: setup     ## (re)build the bundled detectors; FORCE=1 rebuilds from nothing
-	$(PY) -m ensemble.build $(if $(FORCE),--force)
+	$(PY) -m ensemble.recipes $(if $(FORCE),--force)
 
 # Beyond localhost: API_KEY_FILE=key.txt (else $$TRITON_API_KEY, else a new build/api-key),
 # TLS_CERT=cert.pem TLS_KEY=key.pem for TLS on gRPC and HTTP.

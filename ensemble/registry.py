@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ensemble import build, contract
+from ensemble import contract, recipes
 from ensemble.artifacts import (
     ArtifactError,
     ArtifactTensor,
@@ -108,7 +108,7 @@ class Detector:
     options: Mapping[str, Any] = field(default_factory=dict)  # as written in the file
     labels: tuple[str, ...] = contract.COCO80_LABELS
     artifact: Path | None = None  # the user's file or folder, absolute
-    recipe: str | None = None  # or a bundled build recipe (ensemble.build.RECIPES)
+    recipe: str | None = None  # or a bundled build recipe (ensemble.recipes.RECIPES)
     fuse: bool = True
     instances: int | None = None  # None: the deployment target decides
     # Empty: the deployment target decides (configgen.DEFAULT_BATCH_SIZES, or a native
@@ -139,7 +139,7 @@ class Detector:
         if self.artifact is not None:
             return self.artifact
         assert self.recipe is not None
-        return build.artifact_path(self.recipe)
+        return recipes.artifact_path(self.recipe)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -392,11 +392,12 @@ class _EntryReader:
                 "artifact", "give either artifact (your model's file or folder) or recipe"
             )
         if recipe is not None:
-            if recipe not in build.RECIPES:
+            if recipe not in recipes.RECIPES:
                 raise self.fail(
-                    "recipe", f"unknown recipe {recipe!r}: choose one of {', '.join(build.RECIPES)}"
+                    "recipe",
+                    f"unknown recipe {recipe!r}: choose one of {', '.join(recipes.RECIPES)}",
                 )
-            built_for = build.RECIPES[recipe][1]
+            built_for = recipes.RECIPES[recipe][1]
             if built_for != runtime:
                 raise self.fail("runtime", f"recipe {recipe!r} builds a {built_for} artifact")
             return None, recipe

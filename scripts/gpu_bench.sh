@@ -37,7 +37,7 @@ if ! ldconfig -p | grep -q 'libb64.so.0d'; then
   cp "$G/lib/libb64.so.0d" /usr/local/lib/ && ldconfig
 fi
 
-# The models bench and Triton use (ensemble.build.models_dir()).
+# The models bench and Triton use (ensemble.recipes.models_dir()).
 export DETECTOR_MODELS_DIR=$G/models
 
 # The 3.12 Python-backend stub links libpython3.12.so.1.0: find it if ldconfig does not.

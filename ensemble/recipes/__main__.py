@@ -1,4 +1,4 @@
-"""``python -m ensemble.build [--models-dir DIR] [--force]``: build or reuse every artifact."""
+"""``python -m ensemble.recipes [--models-dir DIR] [--force]``: build or reuse every artifact."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ensemble.build",
+        prog="python -m ensemble.recipes",
         description="Convert the pretrained detectors from their registry packages into the "
         "artifacts the model repository serves (cached; see manifest.json).",
     )
@@ -33,16 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # tf2onnx calls TF1 graph utilities that log deprecation notices nobody can act on.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    logger = logging.getLogger("ensemble.build")
+    logger = logging.getLogger("ensemble.recipes")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
-    from ensemble.build import build_all
-    from ensemble.build.pipeline import BuildError
-    from ensemble.build.sources import FetchError
+    from ensemble.recipes import build_all
+    from ensemble.recipes.pipeline import BuildError
+    from ensemble.recipes.sources import FetchError
 
     try:
         build_all(args.models_dir, force=args.force)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ensemble.build import graphs, tfjs
-from ensemble.build.report import timed
+from ensemble.recipes import graphs, tfjs
+from ensemble.recipes.report import timed
 
 MODEL_JSON = "package/models/centernet.json"
 MEMBERS = (MODEL_JSON, "package/models/centernet.bin")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-log = logging.getLogger("ensemble.build")
+log = logging.getLogger("ensemble.recipes")
 
 
 @contextmanager

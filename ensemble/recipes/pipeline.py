@@ -1,4 +1,4 @@
-"""Fetch, convert, hash, cache: the steps behind ``python -m ensemble.build``.
+"""Fetch, convert, hash, cache: the steps behind ``python -m ensemble.recipes``.
 
 A detector is rebuilt unless its manifest entry has the same cache key (source archive
 hash + this package's code hash + versions of the tools that shape the output) and
@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble import build
-from ensemble.build import sources
-from ensemble.build.report import log, megabytes, timed
+from ensemble import recipes
+from ensemble.recipes import sources
+from ensemble.recipes.report import log, megabytes, timed
 
 MANIFEST_FORMAT = 1
 
@@ -41,9 +41,9 @@ _DISTRIBUTIONS = {
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str  # a key of ensemble.build.RECIPES
+    name: str  # a key of ensemble.recipes.RECIPES
     package: sources.Package
-    converter: str  # module in ensemble.build with MEMBERS and convert(members, artifact, ref)
+    converter: str  # module in ensemble.recipes with MEMBERS and convert(members, artifact, ref)
     tools: tuple[str, ...]  # keys of _DISTRIBUTIONS whose versions can change the output
 
 
@@ -158,7 +158,7 @@ def _replace(src: Path, dst: Path) -> None:
 
 
 def _write_manifest(root: Path, manifest: dict) -> None:
-    path = build.manifest_path(root)
+    path = recipes.manifest_path(root)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -187,14 +187,14 @@ class _Fetcher:
 def _build_one(
     recipe: Recipe, root: Path, archive: Path, key: str, code: str, tools: dict[str, str]
 ) -> dict:
-    artifact = build.artifact_path(recipe.name, root)
-    reference = build.reference_path(recipe.name, root)
+    artifact = recipes.artifact_path(recipe.name, root)
+    reference = recipes.reference_path(recipe.name, root)
     staging = root / ".staging" / recipe.name
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     start = time.perf_counter()
     try:
-        converter = importlib.import_module(f"ensemble.build.{recipe.converter}")
+        converter = importlib.import_module(f"ensemble.recipes.{recipe.converter}")
         members = sources.extract(archive, list(converter.MEMBERS), staging / "source")
         staged_artifact = staging / artifact.name
         staged_reference = staging / reference.name
@@ -207,7 +207,7 @@ def _build_one(
         shutil.rmtree(staging, ignore_errors=True)
     return {
         "detector": recipe.name,
-        "runtime": build.RECIPES[recipe.name][1],
+        "runtime": recipes.RECIPES[recipe.name][1],
         "artifact": artifact.relative_to(root).as_posix(),
         "reference": reference.relative_to(root).as_posix(),
         "source": sources.describe(recipe.package),
@@ -224,17 +224,17 @@ def _build_one(
 def build_all(root: Path | None = None, force: bool = False) -> dict:
     """Build every detector that is not already built with the same inputs; return the manifest.
 
-    ``root`` defaults to ``ensemble.build.models_dir()``. ``force`` rebuilds everything
+    ``root`` defaults to ``ensemble.recipes.models_dir()``. ``force`` rebuilds everything
     (downloads are still reused when their hash matches the pin).
     Raises ``BuildError`` or ``sources.FetchError`` with a message saying what failed.
     """
-    root = Path(root or build.models_dir()).resolve()
+    root = Path(root or recipes.models_dir()).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    manifest = build.load_manifest(root)
+    manifest = recipes.load_manifest(root)
     if manifest.get("format") != MANIFEST_FORMAT:
         manifest = {"format": MANIFEST_FORMAT, "models": {}}
     code = code_sha256()
-    fetch = _Fetcher(build.downloads_dir())
+    fetch = _Fetcher(recipes.downloads_dir())
     counts = {"built": 0, "reused": 0}
     start = time.perf_counter()
 
@@ -242,7 +242,7 @@ def build_all(root: Path | None = None, force: bool = False) -> dict:
         tools = tool_versions(recipe.tools)
         key = cache_key(recipe, code, tools)
         entry = manifest["models"].get(recipe.name)
-        shown = f"{recipe.name}/{build.RECIPES[recipe.name][0]}"
+        shown = f"{recipe.name}/{recipes.RECIPES[recipe.name][0]}"
         if not force:
             with timed(f"check {recipe.name}") as step:
                 reason = stale_reason(entry, key, root)
@@ -261,20 +261,20 @@ def build_all(root: Path | None = None, force: bool = False) -> dict:
             except Exception as e:
                 raise BuildError(f"building {recipe.name} failed: {type(e).__name__}: {e}") from e
             step["detail"] = (
-                f"{shown} ({megabytes(_size(build.artifact_path(recipe.name, root)))}) from "
+                f"{shown} ({megabytes(_size(recipes.artifact_path(recipe.name, root)))}) from "
                 f"{recipe.package.spec}, batch {entry['batch']}"
             )
         manifest["models"][recipe.name] = entry
         _write_manifest(root, manifest)
         counts["built"] += 1
 
-    if not build.manifest_path(root).is_file():
+    if not recipes.manifest_path(root).is_file():
         _write_manifest(root, manifest)
     log.info(
         "done: %d built, %d reused; manifest %s (%.1fs)",
         counts["built"],
         counts["reused"],
-        _shown(build.manifest_path(root)),
+        _shown(recipes.manifest_path(root)),
         time.perf_counter() - start,
     )
     return manifest

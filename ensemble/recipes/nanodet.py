@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ensemble.build import graphs, tfjs
-from ensemble.build.report import timed
+from ensemble.recipes import graphs, tfjs
+from ensemble.recipes.report import timed
 
 MODEL_JSON = "package/models/nanodet.json"
 MEMBERS = (MODEL_JSON, "package/models/nanodet.bin")
