@@ -46,8 +46,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 fi
 
-# 2. The virtual environment, keyed by the requirements and the interpreter.
-key=$( (cat requirements.txt requirements-export.txt pyproject.toml; "$PYTHON" --version) \
+# 2. The virtual environment, keyed by the requirements, the package's own metadata in
+#    pyproject.toml (not its lint or test settings: changing those must not reinstall)
+#    and the interpreter.
+packaging=$("$PYTHON" -c 'import json, tomllib
+d = tomllib.load(open("pyproject.toml", "rb"))
+print(json.dumps([d.get("build-system"), d.get("project"), d.get("tool", {}).get("setuptools")],
+                 sort_keys=True))')
+key=$( (cat requirements.txt requirements-export.txt; echo "$packaging"; "$PYTHON" --version) \
     | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.key" 2>/dev/null)" != "$key" ]; then
     log "creating $VENV (requirements changed or first run)"
