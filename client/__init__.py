@@ -23,17 +23,11 @@ next (``FailoverPolicy``); one load-balanced address (``"lb:8001"``,
 
 from client.api import (
     NO_RETRY,
-    Detection,
     DetectorClient,
-    DetectorInfo,
     EndpointStats,
     FailoverPolicy,
-    ImageResult,
-    ModelInfo,
     RetryPolicy,
-    parse_image_results,
     split_batches,
-    to_coco_results,
 )
 from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
 from client.errors import (
@@ -50,6 +44,14 @@ from client.errors import (
     ServerUnavailable,
     VideoNotReadable,
     map_server_error,
+)
+from client.results import (
+    Detection,
+    DetectorInfo,
+    ImageResult,
+    ModelInfo,
+    parse_image_results,
+    to_coco_results,
 )
 from client.video import (
     MAX_CLIP_FRAMES,

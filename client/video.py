@@ -29,13 +29,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from client.api import (
-    SNIFF_BYTES,
-    ImageResult,
-    sniff_image_format,
-    to_coco_results,
-)
+from client.api import SNIFF_BYTES, sniff_image_format
 from client.errors import ClipTooLong, DetectorError, VideoNotReadable
+from client.results import ImageResult, to_coco_results
 from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE, ensemble_name
 
 if TYPE_CHECKING:

@@ -21,19 +21,22 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli, environment, errors
-from client.api import (
-    Detection,
-    DetectorClient,
-    DetectorInfo,
-    ImageResult,
-    ModelInfo,
-)
+from client.api import DetectorClient
 from client.errors import (
     ImageNotReadable,
     InferenceFailed,
     InvalidImage,
     ModelNotReady,
     ServerUnavailable,
+)
+from client.results import (
+    Detection,
+    DetectorInfo,
+    ImageResult,
+    ModelInfo,
+    labels_from_config,
+    parse_image_results,
+    to_coco_results,
 )
 from ensemble import configgen, spec
 from ensemble.contract import (
@@ -109,7 +112,7 @@ def server_error(code: grpc.StatusCode, msg: str) -> InferenceServerException:
 
 def test_parse_reads_only_the_first_num_detections_rows():
     arrays = reply_arrays([[[10, 20, 110, 220, 0.9, 0], [5, 5, 15, 25, 0.4, 41]], []])
-    results = api.parse_image_results(arrays, LABELS, sources=["a.jpg", "b.jpg"], latency_s=0.5)
+    results = parse_image_results(arrays, LABELS, sources=["a.jpg", "b.jpg"], latency_s=0.5)
 
     assert [len(r.detections) for r in results] == [2, 0]
     person, cup = results[0].detections
@@ -125,11 +128,11 @@ def test_parse_reads_only_the_first_num_detections_rows():
 def test_parse_clamps_a_count_outside_the_rows():
     arrays = reply_arrays([[[0, 0, 1, 1, 0.5, 3]]])
     arrays[NUM_DETECTIONS][0, 0] = MAX_DETECTIONS + 50
-    [too_many] = api.parse_image_results(arrays, LABELS)
+    [too_many] = parse_image_results(arrays, LABELS)
     assert len(too_many.detections) == MAX_DETECTIONS
 
     arrays[NUM_DETECTIONS][0, 0] = -1
-    [negative] = api.parse_image_results(arrays, LABELS)
+    [negative] = parse_image_results(arrays, LABELS)
     assert negative.detections == []
 
 
@@ -138,7 +141,7 @@ def test_parse_detect_all_fills_per_detector_results():
     for n, name in enumerate(NAMES, start=1):
         arrays.update(reply_arrays([[[0, 0, 10, 10, 0.5, 16]] * n], output_prefix(name)))
 
-    [result] = api.parse_image_results(arrays, LABELS, NAMES, sources=["a.jpg"])
+    [result] = parse_image_results(arrays, LABELS, NAMES, sources=["a.jpg"])
 
     assert len(result.detections) == 1
     assert list(result.per_detector) == NAMES == ["pytorch", "tensorflow", "onnxruntime"]
@@ -154,37 +157,37 @@ def test_parse_names_the_fused_classes_from_the_union_and_each_detectors_from_it
     labels = ["cat", "dog", "car"]  # detect_all's union: the fused class ids index it
     arrays = reply_arrays([[[0, 0, 10, 10, 0.8, 2]]])
     arrays.update(reply_arrays([[[0, 0, 10, 10, 0.5, 1]]], output_prefix("pets")))
-    [result] = api.parse_image_results(
+    [result] = parse_image_results(
         arrays, labels, ["pets"], detector_labels={"pets": ["hamster", "dog"]}
     )
     assert result.detections[0].label == "car"
     assert result.per_detector["pets"].detections[0].label == "dog"
-    [shared] = api.parse_image_results(arrays, labels, ["pets"])  # no own labels given
+    [shared] = parse_image_results(arrays, labels, ["pets"])  # no own labels given
     assert shared.per_detector["pets"].detections[0].label == "dog"
 
 
 def test_parse_reports_a_missing_detector_output():
     arrays = reply_arrays([[]])
     with pytest.raises(InferenceFailed, match="PETS_DETECTIONS"):
-        api.parse_image_results(arrays, LABELS, ["pets"])
+        parse_image_results(arrays, LABELS, ["pets"])
 
 
 def test_parse_reports_a_missing_output():
     arrays = reply_arrays([[]])
     del arrays[NUM_DETECTIONS]
     with pytest.raises(InferenceFailed, match=NUM_DETECTIONS):
-        api.parse_image_results(arrays, LABELS)
+        parse_image_results(arrays, LABELS)
 
 
 def test_parse_reports_a_detections_tensor_of_the_wrong_shape():
     arrays = reply_arrays([[]])
     arrays[DETECTIONS] = arrays[DETECTIONS][:, :, :4]
     with pytest.raises(InferenceFailed, match="shape"):
-        api.parse_image_results(arrays, LABELS)
+        parse_image_results(arrays, LABELS)
 
 
 def test_unknown_class_id_gets_a_readable_label():
-    [result] = api.parse_image_results(reply_arrays([[[0, 0, 1, 1, 0.5, 80]]]), LABELS)
+    [result] = parse_image_results(reply_arrays([[[0, 0, 1, 1, 0.5, 80]]]), LABELS)
     assert result.detections[0].label == "class 80"
 
 
@@ -196,14 +199,14 @@ def test_summary_lists_labels_by_descending_score():
 
 def test_labels_come_from_the_config_parameter():
     config = {"config": {"parameters": {LABELS_PARAMETER: {"string_value": '["a", "b"]'}}}}
-    assert api.labels_from_config(config, "m") == ["a", "b"]
-    assert api.labels_from_config({"config": {}}, "m") == LABELS
+    assert labels_from_config(config, "m") == ["a", "b"]
+    assert labels_from_config({"config": {}}, "m") == LABELS
 
 
 def test_labels_that_are_not_a_json_list_of_strings_are_refused():
     config = {"config": {"parameters": {LABELS_PARAMETER: {"string_value": '{"a": 1}'}}}}
     with pytest.raises(InferenceFailed, match="not a JSON list"):
-        api.labels_from_config(config, "m")
+        labels_from_config(config, "m")
 
 
 # --- what the server says of its ensembles ------------------------------------------
@@ -271,7 +274,7 @@ def test_coco_results_use_coco91_ids_and_xywh_pixels():
         Detection(1.0, 2.0, 3.0, 5.0, 0.5, 11, "stop sign"),  # COCO id 13 (12 is unused)
         Detection(0.0, 0.0, 8.0, 8.0, 0.3, 79, "toothbrush"),  # COCO id 90
     ]
-    entries = api.to_coco_results(
+    entries = to_coco_results(
         ImageResult(dets, b""), image_id=139, file_name="000000000139.jpg", model=DETECT_ALL
     )
     assert [e["category_id"] for e in entries] == [1, 13, 90]
@@ -291,7 +294,7 @@ def test_coco_results_use_coco91_ids_and_xywh_pixels():
 
 def test_coco_results_of_own_labels_count_category_ids_from_one():
     dets = [Detection(0, 0, 1, 1, 0.9, 0, "bolt"), Detection(0, 0, 1, 1, 0.8, 2, "car")]
-    entries = api.to_coco_results(ImageResult(dets, b""), image_id=1, file_name="a", model="m")
+    entries = to_coco_results(ImageResult(dets, b""), image_id=1, file_name="a", model="m")
     # "car" is COCO-80 class 2 but not at index 2 of these labels: index + 1
     assert [(e["category_id"], e["category_name"]) for e in entries] == [(1, "bolt"), (3, "car")]
 

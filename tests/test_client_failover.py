@@ -19,12 +19,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli, environment, errors
-from client.api import (
-    DetectorClient,
-    EndpointPool,
-    FailoverPolicy,
-    RetryPolicy,
-)
+from client.api import DetectorClient, EndpointPool, FailoverPolicy, RetryPolicy
 from client.errors import (
     InvalidImage,
     ServerBusy,

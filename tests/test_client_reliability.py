@@ -22,14 +22,7 @@ from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli, environment, errors
-from client.api import (
-    NO_RETRY,
-    DetectorClient,
-    DetectorInfo,
-    ImageResult,
-    ModelInfo,
-    RetryPolicy,
-)
+from client.api import NO_RETRY, DetectorClient, RetryPolicy
 from client.errors import (
     ApiKeyRequired,
     DetectorError,
@@ -40,6 +33,7 @@ from client.errors import (
     ServerBusy,
     ServerUnavailable,
 )
+from client.results import DetectorInfo, ImageResult, ModelInfo
 from ensemble.contract import BUSY_MESSAGES, COCO80_LABELS, DETECT_ALL, MAX_REQUEST_BYTES
 from tests.tls import make_self_signed
 

@@ -28,8 +28,8 @@ from media import (
 )
 
 from client import DetectorClient, ImageResult
-from client.api import Detection
 from client.errors import ClipTooLong, VideoNotReadable
+from client.results import Detection
 from client.video import (
     ClipInfo,
     ClipWriter,

@@ -62,7 +62,7 @@ from client import (
     ServerBusy,
     to_coco_results,
 )
-from client.api import detection_ensembles
+from client.results import detection_ensembles
 from client.errors import first_line
 from ensemble import contract
 from ui import clips, live, timings, waterfall

@@ -15,7 +15,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from client.api import EnsembleStep, ensemble_steps
+from client.results import EnsembleStep, ensemble_steps
 
 # --- the step graph ---------------------------------------------------------------
 
@@ -26,7 +26,7 @@ Step = EnsembleStep
 
 def step_graph(config: Mapping) -> list[Step]:
     """The steps of an ensemble from its config, in the config's order (see
-    ``client.api.ensemble_steps``; ``ModelInfo.graph`` holds the same)."""
+    ``client.results.ensemble_steps``; ``ModelInfo.graph`` holds the same)."""
     return list(ensemble_steps(config))
 
 
