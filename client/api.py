@@ -192,35 +192,6 @@ def backoff_delays(policy: RetryPolicy, rng: random.Random) -> list[float]:
     return [rng.uniform(0.0, ceiling) for ceiling in backoff_ceilings(policy)]
 
 
-def retry_busy(
-    call: Callable[[], T],
-    policy: RetryPolicy,
-    *,
-    rng: random.Random | None = None,
-    sleep: Callable[[float], object] = time.sleep,
-    what: str = "request",
-) -> T:
-    """``call()``, tried again after a wait while it raises a busy refusal (``is_busy``),
-    at most ``policy.attempts`` times in all.
-
-    Any other ``InferenceServerException`` is raised at once; after the last attempt the
-    last busy refusal is raised (``map_server_error`` turns it into ``ServerBusy``).
-    """
-    delays = backoff_delays(policy, rng or random.Random())
-    for attempt, delay in enumerate([*delays, None], start=1):
-        try:
-            return call()
-        except InferenceServerException as e:
-            if delay is None or not is_busy(e):
-                raise
-            log.info(
-                "%s refused, server busy (%s); try %d of %d in %.2f s",
-                what, first_line(e.message() or str(e)), attempt + 1, policy.attempts, delay,
-            )  # fmt: skip
-            sleep(delay)
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
 # --- endpoints and failover ------------------------------------------------------------
 
 # gRPC target schemes whose address part is itself a comma-separated list of addresses
@@ -1027,7 +998,6 @@ __all__ = [
     "parse_endpoints",
     "request_bytes",
     "resolve_endpoints",
-    "retry_busy",
     "run_isolating",
     "send_failing_over",
     "sniff_image_format",

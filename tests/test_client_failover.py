@@ -19,7 +19,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli, environment, errors
-from client.api import DetectorClient, EndpointPool, FailoverPolicy, RetryPolicy
+from client.api import NO_RETRY, DetectorClient, EndpointPool, FailoverPolicy, RetryPolicy
 from client.errors import (
     InvalidImage,
     ServerBusy,
@@ -217,7 +217,7 @@ def test_only_a_plain_unavailable_is_unreachable():
 
 class Endpoints:
     """Stands in for the endpoints of one request: each raises what it is given, in
-    turn (the last for ever), or answers with its name when given nothing."""
+    turn (the last for ever), or answers with its name when given nothing or None."""
 
     def __init__(self, **errors: list[InferenceServerException]):
         self.errors = errors
@@ -226,8 +226,9 @@ class Endpoints:
     def __call__(self, endpoint: str) -> str:
         self.calls.append(endpoint)
         queue = self.errors.get(endpoint, [])
-        if queue:
-            raise queue.pop(0) if len(queue) > 1 else queue[0]
+        error = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else None
+        if error is not None:
+            raise error
         return endpoint
 
 
@@ -274,15 +275,42 @@ def test_a_busy_refusal_is_retried_on_the_next_endpoint_after_a_wait():
 
 
 @pytest.mark.unit
-def test_a_server_busy_through_every_retry_is_server_busy():
+def test_busy_refusals_on_one_endpoint_are_retried_after_growing_jittered_waits():
+    clock = Clock()
+    policy = RetryPolicy(attempts=4, first_delay_s=0.1, max_delay_s=2.0)
+    busy = grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])
+    call = Endpoints(a=[busy, busy, None])
+    pool = EndpointPool(["a"], clock=clock)
+    got = api.send_failing_over(call, pool, retry=policy, rng=random.Random(1), sleep=clock.sleep)
+    assert got == "a" and call.calls == ["a"] * 3
+    assert len(clock.waits) == 2
+    assert all(0 <= w <= c for w, c in zip(clock.waits, api.backoff_ceilings(policy), strict=False))
+
+
+@pytest.mark.unit
+def test_a_server_busy_through_every_retry_is_server_busy_saying_how_often():
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
     busy = [grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])]
     call = Endpoints(a=busy, b=busy)
     with pytest.raises(ServerBusy) as raised:
         api.send_failing_over(call, pool, retry=RetryPolicy(attempts=3), sleep=clock.sleep)
-    assert raised.value.attempts == 3 and len(call.calls) == 3 and len(clock.waits) == 2
+    assert raised.value.attempts == 3 and len(call.calls) == 3
+    assert len(clock.waits) == 2  # no wait after the last attempt
     assert raised.value.url == call.calls[-1]  # the endpoint that refused last
+    assert str(raised.value) == (
+        f"Triton server at {call.calls[-1]} is busy: the request was refused 3 times "
+        f"(server said: {BUSY_MESSAGES[0]})"
+    )
+
+
+@pytest.mark.unit
+def test_no_retry_sends_a_busy_refusal_once():
+    clock = Clock()
+    call = Endpoints(a=[grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])])
+    with pytest.raises(ServerBusy):
+        api.send_failing_over(call, EndpointPool(["a"]), retry=NO_RETRY, sleep=clock.sleep)
+    assert call.calls == ["a"] and clock.waits == []
 
 
 @pytest.mark.unit
@@ -293,12 +321,14 @@ def test_a_server_busy_through_every_retry_is_server_busy():
         (grpc.StatusCode.NOT_FOUND, "Request for unknown model"),
         (grpc.StatusCode.UNAVAILABLE, "This protocol is restricted, expecting header 'x'"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
+        (grpc.StatusCode.INTERNAL, "stub died"),
+        ("503", "Service Unavailable"),  # HTTP's, without a busy server's words
     ],
 )
-def test_the_requests_own_errors_are_never_sent_elsewhere(code, msg):
+def test_the_requests_own_errors_are_never_sent_again(code, msg):
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
-    call = Endpoints(a=[grpc_error(code, msg)])
+    call = Endpoints(a=[InferenceServerException(msg=msg, status=str(code))])
     with pytest.raises(errors.DetectorError):
         api.send_failing_over(call, pool, sleep=clock.sleep)
     assert call.calls == ["a"] and clock.waits == []

@@ -71,30 +71,6 @@ def busy() -> InferenceServerException:
     return grpc_error(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL)
 
 
-class Clock:
-    """Records the waits of ``retry_busy`` instead of sleeping them."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-class Flaky:
-    """A call that raises the given exceptions in turn, then returns ``"reply"``."""
-
-    def __init__(self, *errors: Exception):
-        self.errors = list(errors)
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        return "reply"
-
-
 # --- backoff ---------------------------------------------------------------------------
 
 
@@ -126,60 +102,6 @@ def test_one_attempt_means_no_wait_and_bad_policies_are_refused():
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="first_delay_s <= max_delay_s"):
         RetryPolicy(first_delay_s=3.0, max_delay_s=2.0)
-
-
-# --- the retry loop ----------------------------------------------------------------------
-
-
-def test_busy_refusals_are_retried_after_growing_jittered_waits():
-    policy = RetryPolicy(attempts=4, first_delay_s=0.1, max_delay_s=2.0)
-    call, clock = Flaky(busy(), busy()), Clock()
-
-    assert api.retry_busy(call, policy, rng=random.Random(1), sleep=clock.sleep) == "reply"
-
-    assert call.calls == 3
-    assert len(clock.waits) == 2
-    assert all(0 <= w <= c for w, c in zip(clock.waits, api.backoff_ceilings(policy), strict=False))
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED),  # a dead connection is not busy
-        grpc_error(grpc.StatusCode.INVALID_ARGUMENT, "failed to decode the image"),
-        grpc_error(grpc.StatusCode.INTERNAL, "stub died"),
-        http_error(503, "Service Unavailable"),
-    ],
-)
-def test_other_failures_are_not_retried(error):
-    call, clock = Flaky(error), Clock()
-    with pytest.raises(InferenceServerException) as raised:
-        api.retry_busy(call, RetryPolicy(), rng=random.Random(1), sleep=clock.sleep)
-    assert raised.value is error
-    assert call.calls == 1 and clock.waits == []
-
-
-def test_a_server_busy_through_every_attempt_raises_server_busy_saying_how_often():
-    policy = RetryPolicy(attempts=3)
-    call, clock = Flaky(*(busy() for _ in range(5))), Clock()
-
-    with pytest.raises(InferenceServerException) as raised:
-        api.retry_busy(call, policy, rng=random.Random(1), sleep=clock.sleep)
-    error = errors.map_server_error(raised.value, url=URL, model=DETECT_ALL, attempts=3)
-
-    assert call.calls == 3 and len(clock.waits) == 2  # no wait after the last attempt
-    assert isinstance(error, ServerBusy) and error.attempts == 3
-    assert str(error) == (
-        f"Triton server at {URL} is busy: the request to 'detect_all' was refused 3 times "
-        f"(server said: {QUEUE_FULL})"
-    )
-
-
-def test_no_retry_sends_once():
-    call, clock = Flaky(busy()), Clock()
-    with pytest.raises(InferenceServerException):
-        api.retry_busy(call, NO_RETRY, sleep=clock.sleep)
-    assert call.calls == 1 and clock.waits == []
 
 
 # --- mapping refusals ------------------------------------------------------------------
