@@ -28,17 +28,24 @@ from ``--models``, which must then describe the detectors that server serves.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import csv
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from bench import clips, loadgen, machine, memory, perf_analyzer, served, sweep
-from bench.check import check
+from bench import (
+    clips,
+    command_parser,
+    loadgen,
+    logger,
+    machine,
+    memory,
+    perf_analyzer,
+    served,
+    sweep,
+    write_csv,
+)
+from bench.check import CSV_ROWS, check
 from bench.limit import limit
 from bench.old_design import FAIR, POST, WIRES
 from bench.paired import paired_latency
@@ -48,21 +55,7 @@ from bench.report import DETECTIONS_ONLY, write_report
 from ensemble import configgen, contract
 from ensemble.registry import Detector, ModelsFileError, Registry, load_models
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys and not isinstance(row[k], dict | list)]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+log = logger("bench")
 
 
 def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> dict[str, float]:
@@ -85,26 +78,6 @@ def triton_wire_bytes(url: str, photos: list[bytes], ensembles: list[str]) -> di
             sizes[ensemble] = total / len(photos)
             sizes[ensemble + DETECTIONS_ONLY] = bare / len(photos)
     return sizes
-
-
-@contextlib.contextmanager
-def triton_url(args, registry: Registry, out: Path) -> Iterator[tuple[str, object]]:
-    """``(gRPC URL to measure, the TritonServer or None)``: ``--url`` (None: its
-    processes are not ours to see), or an embedded Triton serving ``registry``
-    (``--models``) with the ``--target`` repository on free ports, its repository and
-    log under ``out`` (only the ensembles asked for are loaded; all without
-    ``--ensembles``)."""
-    from ensemble.server import running_server
-
-    if args.url is not None:
-        yield args.url, None
-        return
-    with running_server(
-        registry, workdir=out, target=args.target, gpus=args.gpus,
-        load=tuple(args.ensembles or ()),
-    ) as server:  # fmt: skip
-        log(f"started Triton at {server.grpc_url}")
-        yield server.grpc_url, server
 
 
 def learn_ensembles(args, url: str, registry: Registry) -> tuple[list[str], dict, dict]:
@@ -169,8 +142,7 @@ def run_old_design(
 
 
 def run_memory(args, server, url: str, ensembles: list[str], photos: list[bytes]) -> dict | None:
-    """``bench.memory``'s figures for the server the bench started (None with ``--url``:
-    it cannot see that server's processes)."""
+    """``bench.memory``'s figures for the server the bench started (None with ``--url``)."""
     if server is None:
         log("memory: not measured (--url: the server's processes are not visible from here)")
         return None
@@ -219,7 +191,9 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
     what was measured (``ensembles``, ``served``, ``detector_settings``: see
     ``bench.served``)."""
     triton, post, old, lim, paired = [], [], [], [], []
-    with triton_url(args, registry, out) as (url, server):
+    options = {"workdir": out, "target": args.target, "gpus": args.gpus,
+               "load": tuple(args.ensembles or ())}  # fmt: skip
+    with served.triton(args.url, registry, log, **options) as (url, server):
         ensembles, described, settings = learn_ensembles(args, url, registry)
         log(f"ensembles: {', '.join(ensembles)}")
         perf_analyzer.ensure_perf_analyzer()
@@ -246,37 +220,23 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = command_parser("python -m bench", __doc__, out="bench")
     ap.add_argument("--quick", action="store_true", help="short runs, for CI")
-    ap.add_argument("--url", help="measure this Triton (gRPC host:port) instead of starting one")
     ap.add_argument(
-        "--target",
-        choices=["cpu", "gpu"],
-        default="cpu",
+        "--target", choices=["cpu", "gpu"], default="cpu",
         help="repository target of the embedded Triton; gpu also runs the old design's and"
         " the limit's models on GPU 0",
-    )
+    )  # fmt: skip
     ap.add_argument("--gpus", default="0", help="GPU ids for --target gpu (default 0)")
     ap.add_argument(
-        "--photo-format",
-        choices=FORMATS,
-        default="jpeg",
+        "--photo-format", choices=FORMATS, default="jpeg",
         help="photos sent: scikit-image's as JPEG (default) or the bundled PNGs",
-    )
-    ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    )  # fmt: skip
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(perf_analyzer.CONCURRENCIES))
     ap.add_argument(
-        "--ensembles",
-        nargs="+",
+        "--ensembles", nargs="+",
         help="measure only these (default: every detection ensemble the server serves)",
-    )
-    ap.add_argument(
-        "--models",
-        type=Path,
-        default=REPO / "models.toml",
-        help="models file the embedded Triton serves and the in-process sides run "
-        "(default: models.toml)",
-    )
+    )  # fmt: skip
     args = ap.parse_args(argv)
     args.gpus = configgen.parse_gpus(args.gpus)
     args.device = "gpu" if args.target == "gpu" else "cpu"
@@ -291,12 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     run = run_all(args, out, photos, registry)
-    keys = ("triton", "wire", "post", "old", "limit", "paired", "memory")
-    triton, wire, post, old, lim, paired, mem = (run[k] for k in keys)
-    write_csv(out / "triton.csv", triton)
-    write_csv(out / "post_design.csv", post)
-    write_csv(out / "old_design.csv", old)
-    write_csv(out / "limit.csv", lim)
+    for name, key in CSV_ROWS.items():
+        write_csv(out / name, run[key])
     meta = {
         "quick": args.quick,
         "url": args.url or f"embedded {args.target} target",
@@ -312,10 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         "detector_settings": run["detector_settings"],
         "seconds": round(time.monotonic() - started),
     }
-    raw = {"meta": meta, "triton": triton, "wire": wire, "post": post, "old": old,
-           "limit": lim, "paired": paired, "memory": mem, "clips": run["clips"]}  # fmt: skip
+    keys = ("triton", "wire", "post", "old", "limit", "paired", "memory", "clips")
+    raw = {"meta": meta, **{k: run[k] for k in keys}}
     (out / "raw.json").write_text(json.dumps(raw, indent=1))
-    report = write_report(out, triton, wire, old, lim, meta, paired, post, mem)
+    report = write_report(out, raw["triton"], raw["wire"], raw["old"], raw["limit"], meta,
+                          raw["paired"], raw["post"], raw["memory"])  # fmt: skip
     log(f"report: {report} ({meta['seconds']} s)")
     problems = check(out)
     for problem in problems:

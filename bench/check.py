@@ -145,14 +145,13 @@ def check(out: Path) -> list[str]:
             problems.append(f"{name} is not a PNG image")
     raw = json.loads((out / "raw.json").read_text())
     meta = raw["meta"]
-    ensembles = list(meta.get("ensembles") or served.served_of(meta))
+    ensembles = list(meta.get("ensembles") or meta["served"])
     detectors = served.baselines(meta, ensembles)
     for name, key in CSV_ROWS.items():
         with (out / name).open(newline="") as f:
             if len(list(csv.DictReader(f))) != len(raw.get(key) or []):
                 problems.append(f"{name} and raw.json disagree on the number of rows")
-    described = served.served_of(meta)
-    problems += [f"raw.json does not describe {e}" for e in ensembles if e not in described]
+    problems += [f"raw.json does not describe {e}" for e in ensembles if e not in meta["served"]]
     problems += check_rows(
         raw["triton"], raw.get("post") or [], raw["old"], raw["limit"], ensembles,
         meta["concurrency"], raw["wire"], detectors,

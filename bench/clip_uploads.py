@@ -8,8 +8,8 @@ clip made from the bundled photos ``--uploads`` times through the page's
 ``/detect_clip`` API (``gradio_client``, as a script would), spread over ``--sessions``
 sessions in turn. After each upload it reads:
 
-- the page process's memory: PSS (proportional set size, see ``bench.soak``), and the
-  server's (Triton and every process under it) when this run started it;
+- the page process's memory: PSS (``bench.processes``), and the server's (Triton and
+  every process under it) when this run started it;
 - the page's temporary files: how many, and their bytes, under its temporary folder
   (Gradio's uploads and cache, where the page writes each clip's results).
 
@@ -22,9 +22,7 @@ after the tenth, and the page's memory within a few MiB of it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -38,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.photos import REPO, photo_paths
-from bench.soak import process_tree, pss_bytes
+from bench import REPO, command_parser, logger, served, table, write_stamped
+from bench.photos import photo_paths
+from bench.processes import MIB, process_tree, pss_bytes
 
-MIB = 2**20
 CLIP_SIZE = (480, 336)  # width, height: the photos' own scale
 CLIP_FPS = 6.0
 UI_READY_TIMEOUT_S = 180.0  # the page imports gradio, torch-free, in 10-30 s here
@@ -103,20 +101,18 @@ def shown(readings: Sequence[Reading]) -> list[Reading]:
 
 
 def format_report(result: dict) -> str:
+    head = ("upload", "page PSS MiB", "server PSS MiB", "temp files", "temp MiB", "s")
+    rows = [(r.upload, f"{r.ui_pss / MIB:.1f}", f"{r.server_pss / MIB:.1f}", r.files,
+             f"{r.file_bytes / MIB:.2f}", f"{r.seconds:.1f}")
+            for r in shown([Reading(**x) for x in result["readings"]])]  # fmt: skip
     lines = [
         f"{result['uploads']} uploads of a {result['clip_frames']}-frame clip through "
         f"{result['model']} over {result['sessions']} session(s); "
         f"{result['answered']} answered; before the first, the page had "
         f"{result['files_before']} temporary files ({result['file_bytes_before'] / MIB:.2f} MiB)",
         "",
-        "upload | page PSS MiB | server PSS MiB | temp files | temp MiB | s",
-        "---|---|---|---|---|---",
+        *table(head, rows),
     ]
-    for r in shown([Reading(**x) for x in result["readings"]]):
-        lines.append(
-            f"{r.upload} | {r.ui_pss / MIB:.1f} | {r.server_pss / MIB:.1f} | {r.files} | "
-            f"{r.file_bytes / MIB:.2f} | {r.seconds:.1f}"
-        )
     g = result["growth"]
     if g:
         lines += [
@@ -280,60 +276,32 @@ def run(
     }
 
 
-def write_result(result: dict, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"clip-uploads-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.clip_uploads",
-        description=__doc__.split("\n\n")[0].replace("\n", " "),
-    )
+    ap = command_parser("python -m bench.clip_uploads", __doc__, out="clip-uploads")
     ap.add_argument("--uploads", type=int, default=50, help="clip uploads (default 50)")
     ap.add_argument(
         "--sessions", type=int, default=1, help="page sessions taking turns (default 1)"
     )
     ap.add_argument("--frames", type=int, default=12, help="frames per clip (default 12)")
     ap.add_argument("--model", default="detect_all", help="ensemble (default detect_all)")
-    ap.add_argument("--url", help="a running Triton (gRPC host:port) instead of one started")
-    ap.add_argument("--models", type=Path, help="models file of the server started")
-    ap.add_argument(
-        "--out", type=Path, default=REPO / "results" / "clip-uploads",
-        help="default: results/clip-uploads/",
-    )  # fmt: skip
     args = ap.parse_args(argv)
     if args.uploads < 1 or args.sessions < 1 or args.frames < 1:
         ap.error("--uploads, --sessions and --frames must be at least 1")
-
-    def log(message: str) -> None:
-        print(f"[clip-uploads] {message}", flush=True)
-
+    log, options = logger("clip-uploads"), {"workdir": args.out / "server"}
     try:
-        with contextlib.ExitStack() as stack:
-            pids = None
-            url = args.url
-            if url is None:
-                from ensemble.server import running_server
-
-                log("starting Triton")
-                server = stack.enter_context(
-                    running_server(args.models, workdir=args.out / "server")
-                )
-                url = server.grpc_url
-                pids = server.pids
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clip-uploads-")))
+        with (
+            served.triton(args.url, args.models, log, **options) as (url, server),
+            tempfile.TemporaryDirectory(prefix="clip-uploads-") as work,
+        ):
             result = run(
-                url, work, args.uploads, args.model, clip_frames=args.frames,
-                sessions=args.sessions, server_pids=pids, log=log,
+                url, Path(work), args.uploads, args.model, clip_frames=args.frames,
+                sessions=args.sessions, server_pids=server.pids if server else None, log=log,
             )  # fmt: skip
     except (RuntimeError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
     print(format_report(result))
-    log(f"figures: {write_result(result, args.out)}")
+    log(f"figures: {write_stamped(result, args.out, 'clip-uploads')}")
     return 0 if result["answered"] == result["uploads"] else 1
 
 

@@ -1,27 +1,17 @@
 """Memory of a server the benchmark started: PSS per model, idle and under load.
 
-PSS (proportional set size, psutil's ``memory_full_info().pss``): a process's resident
-memory with each page shared by n processes counted 1/n in each, so that the sum over
-processes counts every page once. It is taken for every process of the server
-(``TritonServer.pids``) and added up per role (:func:`roles`):
+PSS (``bench.processes``) is taken for every process of the server
+(``TritonServer.pids``) and added up per role (:func:`roles`): ``tritonserver`` itself;
+each model's Python-backend workers (``ensemble.supervisor.workers`` says whose each
+is), under the model's name, all its instances together; the front (nginx: its master
+and workers); anything else in the server's process tree.
 
-- ``tritonserver`` itself;
-- each model's Python-backend workers (stubs; ``ensemble.supervisor.workers`` says
-  whose each is), under the model's name, all its instances together;
-- the front (nginx: its master and workers);
-- anything else in the server's process tree.
-
-:func:`measure`:
-
-1. warm-up: each photo once through each ensemble (a model's first requests pay for
-   lazy set-up and memory that the steady state keeps);
-2. idle: one sample :data:`IDLE_SETTLE_S` seconds later, before any load;
-3. load: ``bench.soak``'s closed loop (``concurrency`` threads, each sending one photo
-   at a time, cycling over the ensembles and the photos) for ``duration_s`` seconds,
-   with a sample every :data:`SAMPLE_EVERY_S` seconds.
-
-Only a server started here can be measured: with ``python -m bench --url`` the bench
-cannot see the server's processes, and raw.json's ``memory`` is None.
+:func:`measure`: each photo once through each ensemble (a model's first requests pay
+for lazy set-up and memory that the steady state keeps); one sample
+:data:`IDLE_SETTLE_S` seconds later, before any load; then ``bench.load``'s closed loop
+for ``duration_s`` seconds with a sample every :data:`SAMPLE_EVERY_S` seconds. Only a
+server started here can be measured: with ``python -m bench --url`` the bench cannot see
+the server's processes, and raw.json's ``memory`` is None.
 
 ``python -m bench.memory [--seconds 60] [--ensembles ...]`` starts the server on the
 models file (``--models``), measures and prints the same table as the report.
@@ -29,14 +19,15 @@ models file (``--models``), measures and prints the same table as the report.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from bench import command_parser, logger, served, shown, table
+from bench.load import OUTCOMES, Load, grpc, warm_up
+from bench.processes import GIB, MIB, Sampler, pss_of, tree
 
 TRITON = "tritonserver"
 FRONT = "front (nginx)"
@@ -46,8 +37,6 @@ IDLE_SETTLE_S = 5.0  # after the warm-up: freed memory goes back (jemalloc) befo
 LOAD_CONCURRENCY = 8
 LOAD_SECONDS = 60.0
 QUICK_LOAD_SECONDS = 10.0
-GIB = 2**30
-MIB = 2**20
 
 
 # --- pure parts ----------------------------------------------------------------------
@@ -60,17 +49,10 @@ def roles(
     the model's name for a Python-backend worker (``stubs``: ``{pid: model}``),
     :data:`FRONT` for the front's processes, :data:`OTHER` for the rest."""
     front = set(front_pids)
-    found = {}
-    for pid in pids:
-        if pid == triton_pid:
-            found[pid] = TRITON
-        elif pid in stubs:
-            found[pid] = stubs[pid]
-        elif pid in front:
-            found[pid] = FRONT
-        else:
-            found[pid] = OTHER
-    return found
+    return {
+        pid: TRITON if pid == triton_pid else stubs.get(pid, FRONT if pid in front else OTHER)
+        for pid in pids
+    }
 
 
 def by_role(pss: Mapping[int, int], role_of: Mapping[int, str]) -> dict[str, int]:
@@ -94,19 +76,14 @@ def summary(memory: Mapping) -> dict:
     idle = memory["idle"]["pss"]
     processes = memory["idle"].get("processes", {})
     samples = memory.get("samples") or []
-    names = list(idle) + [r for s in samples for r in s["pss"] if r not in idle]
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys([*idle, *(r for s in samples for r in s["pss"])]))
     last = {TRITON: 0, FRONT: 2, OTHER: 3}
     names.sort(key=lambda r: (last.get(r, 1), -idle.get(r, 0), r))
     rows = []
     for role in names:
         peaks = [s["pss"].get(role, 0) for s in samples]
-        rows.append({
-            "role": role,
-            "processes": processes.get(role, 0),
-            "idle": idle.get(role, 0),
-            "peak": max(peaks) if peaks else None,
-        })  # fmt: skip
+        rows.append({"role": role, "processes": processes.get(role, 0),
+                     "idle": idle.get(role, 0), "peak": max(peaks) if peaks else None})  # fmt: skip
     totals = [sum(s["pss"].values()) for s in samples]
     peak = max(range(len(totals)), key=totals.__getitem__) if totals else None
     return {
@@ -117,56 +94,66 @@ def summary(memory: Mapping) -> dict:
     }
 
 
-# --- the server's processes ----------------------------------------------------------
+def not_measured(embedded: bool, url: str) -> str:
+    """Why a run has no memory figures (``embedded``: whether it started the server)."""
+    if embedded:
+        return "not measured in this run"
+    return (
+        f"not measured: this run measured the server at {url}, started elsewhere, and "
+        "cannot see its processes (run without --url to measure one it starts)"
+    )
 
 
-def server_roles(server) -> dict[int, str]:
-    """``{pid: role}`` of every process of the running ``ensemble.server.TritonServer``."""
-    import psutil
-
-    from ensemble.supervisor import workers
-
-    triton_pid = server.process.pid
-    front_pids: list[int] = []
-    if server.front is not None and server.front.process is not None:
-        with contextlib.suppress(psutil.Error):
-            front = psutil.Process(server.front.process.pid)
-            front_pids = [front.pid, *(c.pid for c in front.children(recursive=True))]
-    return roles(server.pids(), triton_pid, front_pids, workers(triton_pid))
-
-
-def pss_of(pids: Sequence[int]) -> dict[int, int]:
-    """``{pid: PSS bytes}``; a process that ended meanwhile is left out."""
-    import psutil
-
-    found = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            found[pid] = psutil.Process(pid).memory_full_info().pss
-    return found
-
-
-def sample(server) -> tuple[dict[str, int], dict[str, int]]:
-    """One reading of the server: (PSS bytes per role, processes per role)."""
-    role_of = server_roles(server)
-    pss = pss_of(list(role_of))
-    counts: dict[str, int] = {}
-    for pid in pss:
-        counts[role_of[pid]] = counts.get(role_of[pid], 0) + 1
-    return by_role(pss, role_of), counts
+def markdown(memory: Mapping | None, embedded: bool = True, url: str = "") -> list[str]:
+    """The report's memory section (Markdown lines) for raw.json's ``memory``; None:
+    not measured, and why (:func:`not_measured`)."""
+    if not memory:
+        reason = not_measured(embedded, url)
+        return [reason[0].upper() + reason[1:] + "."]
+    s, load = summary(memory), memory["load"]
+    rows = [(r["role"], r["processes"], f"{r['idle'] / MIB:.0f}",
+             shown(None if r["peak"] is None else r["peak"] / MIB)) for r in s["rows"]]  # fmt: skip
+    peak = None if s["total_peak"] is None else s["total_peak"] / GIB
+    count = sum(r["processes"] for r in s["rows"])
+    rows.append(("**total**", count, f"**{s['total_idle'] / GIB:.2f} GiB**",
+                 f"**{shown(peak, '.2f')} GiB**"))  # fmt: skip
+    at = "" if s["peak_at_s"] is None else f", the total's peak {s['peak_at_s']:g} s in"
+    return [
+        "PSS (proportional set size): a process's resident memory with each page shared "
+        "by n processes counted 1/n in each, so the total counts every page once. Per "
+        "model: all its Python-backend workers (instances) together. Idle: after each "
+        "photo went once through each ensemble, before any load. Peak: the largest of "
+        f"the samples taken every {load['every_s']:g} s while {load['concurrency']} "
+        f"clients sent one photo at a time for {load['duration_s']:.0f} s, cycling over "
+        f"{', '.join(load['ensembles'])}; each row's peak is its own, so the rows' "
+        "peaks can add up to more than the total's.",
+        "",
+        *table(("process", "processes", "idle MiB", "peak MiB"), rows),
+        "",
+        f"The load: {load['answered']} answered ({load['throughput']:.2f} images/s, p50 "
+        f"{shown(load['p50_ms'])} ms, p99 {shown(load['p99_ms'])} ms), "
+        f"{load['refused']} refused as busy, {load['failed']} failed; "
+        f"{len(memory.get('samples') or [])} samples{at}.",
+    ]
 
 
 # --- the measurement -----------------------------------------------------------------
 
 
-def warm_up(url: str, ensembles: Sequence[str], photos: Sequence[bytes]) -> None:
-    """Each photo once through each ensemble, one request at a time."""
-    from client import DetectorClient
+def sample(server) -> tuple[dict[str, int], dict[str, int]]:
+    """One reading of the running ``TritonServer``: (PSS bytes per role, processes per
+    role)."""
+    from ensemble.supervisor import workers
 
-    with DetectorClient(url) as client:
-        for ensemble in ensembles:
-            for photo in photos:
-                client.detect([photo], model=ensemble)
+    triton_pid = server.process.pid
+    front = server.front.process if server.front is not None else None
+    front_pids = [p.pid for p in tree(front.pid)] if front is not None else []
+    role_of = roles(server.pids(), triton_pid, front_pids, workers(triton_pid))
+    pss = pss_of(role_of)
+    counts: dict[str, int] = {}
+    for pid in pss:
+        counts[role_of[pid]] = counts.get(role_of[pid], 0) + 1
+    return by_role(pss, role_of), counts
 
 
 def measure(
@@ -180,89 +167,55 @@ def measure(
 ) -> dict:
     """Idle and under-load PSS of ``server`` (a running ``TritonServer``) serving
     ``ensembles`` at gRPC ``url`` (see the module docstring). Returns what raw.json
-    keeps as ``memory``:
-
-    - ``idle``: ``{"pss": {role: bytes}, "processes": {role: count}}``;
-    - ``samples``: ``[{"t_s": seconds since the load began, "pss": {role: bytes}}]``;
-    - ``load``: the loop's ``concurrency``, ``duration_s``, ``ensembles``, ``every_s``
-      and its figures from ``bench.soak.soak`` (``answered``, ``refused``, ``failed``,
-      ``failures``, ``throughput`` in images/s, ``p50_ms``, ``p99_ms``).
-    """
-    from bench.soak import soak
-
+    keeps as ``memory``: ``idle`` (``{"pss": {role: bytes}, "processes": {role:
+    count}}``), ``samples`` (``[{"t_s": seconds into the load, "pss": {role: bytes}}]``)
+    and ``load``: its ``concurrency``, ``duration_s``, ``ensembles``, ``every_s`` and
+    figures (the count of each outcome, ``failures``, ``throughput`` in images/s,
+    ``p50_ms``, ``p99_ms``)."""
     log(f"memory: warm-up, each photo once through {', '.join(ensembles)}")
     warm_up(url, ensembles, photos)
     time.sleep(IDLE_SETTLE_S)
     pss, processes = sample(server)
     log(f"memory: idle {sum(pss.values()) / GIB:.2f} GiB PSS in {sum(processes.values())} "
         "processes")  # fmt: skip
-
-    samples: list[dict] = []
-    stop = threading.Event()
-    t0 = time.perf_counter()
-
-    def sample_every() -> None:
-        due = t0 + SAMPLE_EVERY_S  # on a fixed grid: reading PSS itself takes a while
-        while not stop.wait(max(0.0, due - time.perf_counter())):
-            pss_now, _ = sample(server)
-            samples.append({"t_s": round(time.perf_counter() - t0, 1), "pss": pss_now})
-            due += SAMPLE_EVERY_S
-
-    sampler = threading.Thread(target=sample_every, daemon=True)
-    sampler.start()
-    try:
-        result = soak(url, duration_s, concurrency, ensembles=ensembles, photos=photos, log=log)
-    finally:
-        stop.set()
-        sampler.join(10)
-    load = {
-        "concurrency": concurrency,
-        "duration_s": result["duration_s"],
-        "ensembles": list(ensembles),
-        "every_s": SAMPLE_EVERY_S,
-        **{k: result[k] for k in ("answered", "refused", "failed", "failures", "throughput",
-                                  "p50_ms", "p99_ms")},
+    load = Load(grpc(url, 60.0), ensembles, photos, concurrency, duration_s=duration_s)
+    with load, Sampler(lambda: sample(server)[0], SAMPLE_EVERY_S, load.t0) as sampler:
+        load.wait()
+    f = load.figures(digits=1)
+    memory = {
+        "idle": {"pss": pss, "processes": processes},
+        "samples": [{"t_s": round(t, 1), "pss": roles_pss} for t, roles_pss in sampler.samples],
+        "load": {"concurrency": concurrency, "duration_s": round(load.seconds, 2),
+                 "ensembles": list(ensembles), "every_s": SAMPLE_EVERY_S,
+                 **{k: f[k] for k in (*OUTCOMES, "failures", "p50_ms", "p99_ms")},
+                 "throughput": round(f["images_per_s"], 3)},
     }  # fmt: skip
-    memory = {"idle": {"pss": pss, "processes": processes}, "samples": samples, "load": load}
-    s = summary(memory)
-    if s["total_peak"] is not None:
-        log(f"memory: peak {s['total_peak'] / GIB:.2f} GiB PSS under load "
-            f"({load['throughput']:.2f} images/s)")  # fmt: skip
+    peak = summary(memory)["total_peak"]
+    if peak is not None:
+        log(f"memory: peak {peak / GIB:.2f} GiB PSS under load ({f['images_per_s']:.2f} images/s)")
     return memory
 
 
 def main(argv: list[str] | None = None) -> int:
     from bench.photos import photo_files
-    from bench.report import memory_lines
     from ensemble.registry import ModelsFileError
-    from ensemble.server import running_server
 
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.memory", description=__doc__.split("\n\n")[0]
-    )
+    ap = command_parser("python -m bench.memory", __doc__, url=False)
     ap.add_argument("--seconds", type=float, default=LOAD_SECONDS, help="length of the load")
     ap.add_argument("--concurrency", type=int, default=LOAD_CONCURRENCY)
     ap.add_argument("--ensembles", nargs="+", help="default: every one the server serves")
-    ap.add_argument("--models", type=Path, help="models file (default: models.toml)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
-
-    def log(message: str) -> None:
-        print(f"[memory] {message}", flush=True)
-
-    from bench import served
-
+    log, options = logger("memory"), {"load": tuple(args.ensembles or ())}
     try:
-        with running_server(args.models, load=tuple(args.ensembles or ())) as server:
-            ensembles = args.ensembles or served.ready_ensembles(server.grpc_url)
-            photos = list(photo_files("jpeg"))
-            memory = measure(
-                server, server.grpc_url, ensembles, photos, args.seconds, args.concurrency, log
-            )
+        with served.triton(None, args.models, log, **options) as (url, server):
+            ensembles = args.ensembles or served.ready_ensembles(url)
+            memory = measure(server, url, ensembles, photo_files("jpeg"), args.seconds,
+                             args.concurrency, log)  # fmt: skip
     except (RuntimeError, ValueError, ModelsFileError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
-    print("\n".join(memory_lines(memory, embedded=True, url=server.grpc_url)))
+    print("\n".join(markdown(memory, embedded=True, url=url)))
     if args.json:
         args.json.write_text(json.dumps(memory, indent=1))
     return 0

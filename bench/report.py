@@ -19,9 +19,9 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench import clips, served, sweep
-from bench.memory import GIB, MIB, summary
+from bench import clips, memory, served, shown, sweep, table
 from bench.old_design import FAIR, POST, WIRES
+from bench.processes import GIB
 from ensemble import configgen
 
 # The targets, each checked in the findings by the threshold beside it.
@@ -66,16 +66,12 @@ def _ratio(a: float | None, b: float | None) -> float:
     return a / b if a is not None and b else NAN
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None or math.isnan(value) else format(value, spec)
-
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else NAN
 
 
 def _ensembles(meta) -> list[str]:
-    return list(meta.get("ensembles") or served.served_of(meta))
+    return list(meta.get("ensembles") or meta["served"])
 
 
 def _plots(out: Path, meta, triton, baselines: Mapping[str, list[dict]], limits) -> list[str]:
@@ -127,12 +123,10 @@ def _plots(out: Path, meta, triton, baselines: Mapping[str, list[dict]], limits)
 
 def _table(meta, t, post, fair, limits) -> list[str]:
     """Per ensemble and concurrency: Triton, both baselines, the ratios, the limit."""
-    lines = [
-        "| ensemble | c | Triton img/s | p50 | p95 | p99 ms | post img/s | post p99 ms "
-        "| fairer img/s | fairer p99 ms | img/s Triton/post | p99 Triton/post "
-        "| img/s Triton/fairer | p99 Triton/fairer | Triton / limit's best |",
-        "|" + "---|" * 15,
-    ]
+    head = ("ensemble", "c", "Triton img/s", "p50", "p95", "p99 ms", "post img/s", "post p99 ms",
+            "fairer img/s", "fairer p99 ms", "img/s Triton/post", "p99 Triton/post",
+            "img/s Triton/fairer", "p99 Triton/fairer", "Triton / limit's best")  # fmt: skip
+    rows = []
     detectors = served.baselines(meta, _ensembles(meta))
     for ensemble in _ensembles(meta):
         detector = detectors.get(ensemble, "")
@@ -142,28 +136,28 @@ def _table(meta, t, post, fair, limits) -> list[str]:
             if tr is None:
                 continue
             po, fa = post.get((detector, c)) or {}, fair.get((detector, c)) or {}
-            cells = [
-                ensemble, str(c), _fmt(tr["throughput"], ".2f"), _fmt(tr["p50_ms"], ".0f"),
-                _fmt(tr["p95_ms"], ".0f"), _fmt(tr["p99_ms"], ".0f"),
-                _fmt(po.get("throughput"), ".2f"), _fmt(po.get("p99_ms"), ".0f"),
-                _fmt(fa.get("throughput"), ".2f"), _fmt(fa.get("p99_ms"), ".0f"),
-                _fmt(_ratio(tr["throughput"], po.get("throughput")), ".2f") + "x",
-                _fmt(_ratio(tr["p99_ms"], po.get("p99_ms")), ".2f") + "x",
-                _fmt(_ratio(tr["throughput"], fa.get("throughput")), ".2f") + "x",
-                _fmt(_ratio(tr["p99_ms"], fa.get("p99_ms")), ".2f") + "x",
-                _fmt(_ratio(tr["throughput"], best and best["throughput"]), ".0%"),
-            ]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += [
+            rows.append([
+                ensemble, str(c), shown(tr["throughput"], ".2f"), shown(tr["p50_ms"]),
+                shown(tr["p95_ms"]), shown(tr["p99_ms"]),
+                shown(po.get("throughput"), ".2f"), shown(po.get("p99_ms")),
+                shown(fa.get("throughput"), ".2f"), shown(fa.get("p99_ms")),
+                shown(_ratio(tr["throughput"], po.get("throughput")), ".2f") + "x",
+                shown(_ratio(tr["p99_ms"], po.get("p99_ms")), ".2f") + "x",
+                shown(_ratio(tr["throughput"], fa.get("throughput")), ".2f") + "x",
+                shown(_ratio(tr["p99_ms"], fa.get("p99_ms")), ".2f") + "x",
+                shown(_ratio(tr["throughput"], best and best["throughput"]), ".0%"),
+            ])  # fmt: skip
+    unstable = [f"{r['model']} c={r['concurrency']}" for r in t.values() if not r.get("stable")]
+    return [
+        *table(head, rows),
         "",
         f"post: {WIRES[POST]} (the annotated image back as float64); fairer: {WIRES[FAIR]} "
         "(as uint8). Their full rows (p50, p95, bytes) are in post_design.csv and "
         "old_design.csv.",
+        "",
+        "Levels that did not settle within 15 % (taken as three windows as they came): "
+        + (", ".join(unstable) if unstable else "none."),
     ]
-    lines += ["", "Levels that did not settle within 15 % (taken as three windows as they came): "]
-    unstable = [f"{r['model']} c={r['concurrency']}" for r in t.values() if not r.get("stable")]
-    lines[-1] += ", ".join(unstable) if unstable else "none."
-    return lines
 
 
 def _wire_kb(rows: list[dict], detector: str) -> float:
@@ -172,24 +166,20 @@ def _wire_kb(rows: list[dict], detector: str) -> float:
 
 
 def _wire_table(meta, wire, post_rows, fair_rows) -> list[str]:
-    lines = [
-        "| ensemble | Triton kB | detections only kB | the post's design kB | fewer "
-        "| the fairer old design kB | fewer |",
-        "|" + "---|" * 7,
-    ]
+    head = ("ensemble", "Triton kB", "detections only kB", "the post's design kB", "fewer",
+            "the fairer old design kB", "fewer")  # fmt: skip
+    rows = []
     detectors = served.baselines(meta, _ensembles(meta))
-    for ensemble in _ensembles(meta):
-        if ensemble not in wire:
-            continue
+    for ensemble in (e for e in _ensembles(meta) if e in wire):
         detector = detectors.get(ensemble, "")
         mine = wire[ensemble] / 1e3
         bare = wire.get(ensemble + DETECTIONS_ONLY, NAN) / 1e3
-        cells = [ensemble, f"{mine:.0f}", _fmt(bare, ".0f")]
-        for rows in (post_rows, fair_rows):
-            kb = _wire_kb(rows, detector)
-            cells += [_fmt(kb, ".0f"), f"{_fmt(kb / mine, '.1f')}x ({_fmt(kb / bare, '.1f')}x)"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
+        cells = [ensemble, f"{mine:.0f}", shown(bare)]
+        for kb in (_wire_kb(post_rows, detector), _wire_kb(fair_rows, detector)):
+            cells += [shown(kb), f"{shown(kb / mine, '.1f')}x ({shown(kb / bare, '.1f')}x)"]
+        rows.append(cells)
+    return [
+        *table(head, rows),
         "",
         "Triton: the photo file in; detections, their count and the annotated JPEG out "
         "(tensor payloads; gRPC/HTTP/2 framing not counted); detections only: a client "
@@ -198,7 +188,6 @@ def _wire_table(meta, wire, post_rows, fair_rows) -> list[str]:
         "answer always holds the image: float64 for the post's design, uint8 for the "
         "fairer one), mean over their levels.",
     ]
-    return lines
 
 
 def _vs_baselines(ensemble, tr8, post8, fair8, best) -> str | None:
@@ -289,10 +278,11 @@ def _findings(meta, t, post, fair, limits, wire, post_rows, fair_rows, paired) -
     return findings
 
 
-def _memory_finding(memory, meta) -> str:
-    if not memory:
-        return "memory: " + _no_memory(meta)
-    s, load = summary(memory), memory["load"]
+def _memory_finding(raw_memory, meta) -> str:
+    if not raw_memory:
+        embedded = meta.get("embedded") is not False
+        return "memory: " + memory.not_measured(embedded, meta.get("url", ""))
+    s, load = memory.summary(raw_memory), raw_memory["load"]
     idle = s["total_idle"] / GIB
     line = f"memory: {idle:.2f} GiB PSS idle (<= {IDLE_GIB:g} GiB): {_mark(idle <= IDLE_GIB)}"
     if s["total_peak"] is None:
@@ -305,77 +295,22 @@ def _memory_finding(memory, meta) -> str:
     )
 
 
-def _no_memory(meta) -> str:
-    if meta.get("embedded") is False:
-        return (
-            f"not measured: this run measured the server at {meta['url']}, started "
-            "elsewhere, and cannot see its processes (run without --url to measure one "
-            "it starts)"
-        )
-    return "not measured in this run"
-
-
-def memory_lines(memory: Mapping | None, embedded: bool = True, url: str = "") -> list[str]:
-    """The report's memory section (Markdown lines) for raw.json's ``memory`` (see
-    ``bench.memory.measure``); None: not measured, and why (``embedded``: whether the
-    bench started the server; ``url``: the server it measured)."""
-    if not memory:
-        reason = _no_memory({"embedded": embedded, "url": url})
-        return [reason[0].upper() + reason[1:] + "."]
-    s, load = summary(memory), memory["load"]
-    samples = memory.get("samples") or []
-    lines = [
-        "PSS (proportional set size): a process's resident memory with each page shared "
-        "by n processes counted 1/n in each, so the total counts every page once. Per "
-        "model: all its Python-backend workers (instances) together. Idle: after each "
-        "photo went once through each ensemble, before any load. Peak: the largest of "
-        f"the samples taken every {load['every_s']:g} s while {load['concurrency']} "
-        f"clients sent one photo at a time for {load['duration_s']:.0f} s, cycling over "
-        f"{', '.join(load['ensembles'])}; each row's peak is its own, so the rows' "
-        "peaks can add up to more than the total's.",
-        "",
-        "| process | processes | idle MiB | peak MiB |",
-        "|---|---|---|---|",
-    ]
-    for r in s["rows"]:
-        peak = None if r["peak"] is None else r["peak"] / MIB
-        lines.append(
-            f"| {r['role']} | {r['processes']} | {r['idle'] / MIB:.0f} | {_fmt(peak, '.0f')} |"
-        )
-    peak = None if s["total_peak"] is None else s["total_peak"] / GIB
-    count = sum(r["processes"] for r in s["rows"])
-    lines.append(
-        f"| **total** | {count} | **{s['total_idle'] / GIB:.2f} GiB** "
-        f"| **{_fmt(peak, '.2f')} GiB** |"
-    )
-    at = "" if s["peak_at_s"] is None else f", the total's peak {s['peak_at_s']:g} s in"
-    lines += [
-        "",
-        f"The load: {load['answered']} answered ({load['throughput']:.2f} images/s, p50 "
-        f"{_fmt(load['p50_ms'], '.0f')} ms, p99 {_fmt(load['p99_ms'], '.0f')} ms), "
-        f"{load['refused']} refused as busy, {load['failed']} failed; {len(samples)} "
-        f"samples{at}.",
-    ]
-    return lines
-
-
 def _composing(meta, t) -> list[str]:
-    lines = [
+    head = ("ensemble", "step", "runs", "queue ms", "compute input", "compute infer",
+            "compute output")  # fmt: skip
+    rows = [
+        (ensemble, step, s.get("count", ""),
+         *(f"{s.get(k, 0):.1f}" for k in ("queue_ms", "compute_input_ms", "compute_infer_ms",
+                                          "compute_output_ms")))
+        for ensemble in _ensembles(meta)
+        for step, s in (t.get((ensemble, 8)) or {}).get("composing", {}).items()
+    ]  # fmt: skip
+    return [
         "Mean per run of each step while perf_analyzer held c=8 (a detector run is a whole "
         "dynamic batch, so its compute covers several requests).",
         "",
-        "| ensemble | step | runs | queue ms | compute input | compute infer | compute output |",
-        "|" + "---|" * 7,
+        *table(head, rows),
     ]
-    for ensemble in _ensembles(meta):
-        row = t.get((ensemble, 8))
-        for step, s in (row or {}).get("composing", {}).items():
-            lines.append(
-                f"| {ensemble} | {step} | {s.get('count', '')} | {s.get('queue_ms', 0):.1f} "
-                f"| {s.get('compute_input_ms', 0):.1f} | {s.get('compute_infer_ms', 0):.1f} "
-                f"| {s.get('compute_output_ms', 0):.1f} |"
-            )
-    return lines
 
 
 def _settings(meta) -> list[str]:
@@ -388,7 +323,7 @@ def _settings(meta) -> list[str]:
         f"{where}, {target.detector_threads} intra-op threads per framework on the CPU; "
         f"pre/post steps {target.step_instances} instance(s) each (Python backend).",
     ]
-    for name, d in served.settings_of(meta).items():
+    for name, d in meta.get("detector_settings", {}).items():
         lines.append(
             f"- {name}: dynamic batching, preferred batch sizes "
             f"{list(d['preferred_batch_sizes'])}, max queue delay {d['max_queue_delay_us']} µs, "
@@ -412,38 +347,30 @@ def _settings(meta) -> list[str]:
 
 
 def _paired(paired) -> list[str]:
-    lines = [
+    head = ("ensemble", "Triton mean", "p50", "p90 ms", "in process mean", "p50", "p90 ms",
+            "Triton / in process")  # fmt: skip
+    rows = [(p["ensemble"], *(f"{side[k]:.1f}" for side in (p["triton"], p["limit"])
+                              for k in ("mean_ms", "p50_ms", "p90_ms")), f"{p['gap']:+.0%}")
+            for p in paired]  # fmt: skip
+    return [
         "Alternating rounds of one-at-a-time requests through Triton (tritonclient, "
         "gRPC) and the same images in process, so both sides see the same drift of "
         "this machine.",
         "",
-        "| ensemble | Triton mean | p50 | p90 ms | in process mean | p50 | p90 ms "
-        "| Triton / in process |",
-        "|" + "---|" * 8,
+        *table(head, rows),
     ]
-    for p in paired:
-        tr, lo = p["triton"], p["limit"]
-        lines.append(
-            f"| {p['ensemble']} | {tr['mean_ms']:.1f} | {tr['p50_ms']:.1f} "
-            f"| {tr['p90_ms']:.1f} | {lo['mean_ms']:.1f} | {lo['p50_ms']:.1f} "
-            f"| {lo['p90_ms']:.1f} | {p['gap']:+.0%} |"
-        )
-    return lines
 
 
 def _limit(limits) -> list[str]:
-    lines = ["| model | batch | img/s | mean ms per call | p50 | p99 |", "|" + "---|" * 6]
-    for r in limits:
-        best = " (best)" if r["best"] else ""
-        lines.append(
-            f"| {r['model']} | {r['batch']}{best} | {r['throughput']:.2f} | {r['mean_ms']:.0f} "
-            f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |"
-        )
-    return lines
+    head = ("model", "batch", "img/s", "mean ms per call", "p50", "p99")
+    return table(head, [
+        (r["model"], f"{r['batch']}{' (best)' if r['best'] else ''}", f"{r['throughput']:.2f}",
+         f"{r['mean_ms']:.0f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}") for r in limits
+    ])  # fmt: skip
 
 
 def write_report(
-    out: Path, triton, wire, old, limits, meta, paired=(), post=(), memory=None
+    out: Path, triton, wire, old, limits, meta, paired=(), post=(), raw_memory=None
 ) -> Path:
     """Write ``out``/report.md and its plots from one run's rows (raw.json's keys:
     ``old`` is the fairer old design's, ``post`` the post's design's), with the size
@@ -462,11 +389,11 @@ def write_report(
     lines += ["", "## Targets", "", *[f"- {x}" for x in TARGETS], "", BASELINES_EXPLAINED]
     lines += ["", "Findings:", ""]
     lines += [f"- {x}" for x in _findings(meta, t, p, f, limits, wire, post, old, paired)]
-    lines.append(f"- {_memory_finding(memory, meta)}")
+    lines.append(f"- {_memory_finding(raw_memory, meta)}")
     lines += ["", "## Per model and concurrency", "", *_table(meta, t, p, f, limits)]
     lines += ["", "### Bytes on the wire per request", "", *_wire_table(meta, wire, post, old)]
     lines += ["", "## Memory of the server's processes (bench/memory.py)", ""]
-    lines += memory_lines(memory, meta.get("embedded") is not False, meta.get("url", ""))
+    lines += memory.markdown(raw_memory, meta.get("embedded") is not False, meta.get("url", ""))
     if paired:
         lines += ["", "## Concurrency 1, paired (bench/paired.py)", "", *_paired(paired)]
     lines += ["", "## The limit (in process, no server)", "", *_limit(limits)]

@@ -1,4 +1,5 @@
-"""What the server serves, as the benchmark learns it and as a run records it.
+"""The server a benchmark measures: started here unless given, what it serves, and
+that as a run records it.
 
 The benchmark asks the server (``client.DetectorClient``) which detection ensembles it
 has loaded, what each is called, whose results each returns, and each detector model's
@@ -11,24 +12,53 @@ batching settings. A run keeps that in raw.json's ``meta``:
 
 The report and the check read them back from there (no server needed): an ensemble
 that runs one detector (``detect_<name>``) has that detector as its in-process
-baseline (old design, limit, paired c=1); ``detect_all`` has none. (The committed runs
-in ``docs/bench/``, recorded before the models file existed, had both keys added
-afterwards, with the detector models' names of then.)
+baseline (old design, limit, paired c=1); ``detect_all`` has none. (The runs in
+``docs/bench/``, recorded before the models file, had both keys added afterwards.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ensemble import contract
 
-# --- from the server -----------------------------------------------------------------
+# --- the server -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def triton(
+    url: str | None, models=None, log: Callable[[str], None] = print, **options
+) -> Iterator[tuple[str, object | None]]:
+    """``(gRPC URL, running server)`` to measure: ``url`` and None (a server started
+    elsewhere, whose processes are not ours to see), or, without ``url``, a Triton
+    started here on ``models`` (a models file or registry; ``options`` are
+    ``ensemble.server.running_server``'s) and its ``TritonServer``, stopped on exit."""
+    if url is not None:
+        yield url, None
+        return
+    from ensemble.server import running_server
+
+    log("starting Triton")
+    with running_server(models, **options) as server:
+        log(f"Triton ready at {server.grpc_url}")
+        yield server.grpc_url, server
+
+
+def is_ready(http_url: str) -> bool:
+    """Whether ``<http_url>/v2/health/ready`` answers 200 within 1 s."""
+    try:
+        with urllib.request.urlopen(f"{http_url}/v2/health/ready", timeout=1) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def ready_ensembles(url: str, order: Sequence[str] = ()) -> list[str]:
-    """The detection ensembles (``detect_*``) loaded and ready on the server at ``url``:
-    those named in ``order`` first, in that order, then the others in the server's
-    order, ``detect_all`` last."""
+    """The detection ensembles loaded and ready on the server at ``url``, in
+    :func:`ordered`'s order."""
     from client import DetectorClient
 
     with DetectorClient(url) as client:
@@ -65,13 +95,13 @@ def describe(url: str, ensembles: Sequence[str]) -> tuple[dict, dict]:
             }
     names = dict.fromkeys(d["name"] for s in served.values() for d in s["detectors"])
     settings: dict[str, dict] = {}
-    triton = grpcclient.InferenceServerClient(url)
+    triton_client = grpcclient.InferenceServerClient(url)
     try:
         for name in names:
-            config = triton.get_model_config(name, as_json=True)
+            config = triton_client.get_model_config(name, as_json=True)
             settings[name] = detector_settings(config.get("config", config))
     finally:
-        triton.close()
+        triton_client.close()
     return served, settings
 
 
@@ -90,16 +120,6 @@ def detector_settings(config: Mapping) -> dict:
 # --- from a run's meta ---------------------------------------------------------------
 
 
-def served_of(meta: Mapping) -> dict:
-    """``meta["served"]``, or what was served then for a run recorded before it."""
-    return meta["served"]
-
-
-def settings_of(meta: Mapping) -> dict:
-    """``meta["detector_settings"]``, or the settings of a run recorded before it."""
-    return meta.get("detector_settings", {})
-
-
 def baseline(served: Mapping, ensemble: str) -> str | None:
     """The one detector ``ensemble`` runs (its in-process baseline), or None for
     ``detect_all`` and ensembles the run does not describe."""
@@ -111,11 +131,10 @@ def baseline(served: Mapping, ensemble: str) -> str | None:
 
 def baselines(meta: Mapping, ensembles: Sequence[str]) -> dict[str, str]:
     """``{ensemble: detector}`` for the ``ensembles`` that have a baseline, in order."""
-    served = served_of(meta)
-    found = {e: baseline(served, e) for e in ensembles}
+    found = {e: baseline(meta["served"], e) for e in ensembles}
     return {e: d for e, d in found.items() if d is not None}
 
 
 def title(meta: Mapping, ensemble: str) -> str:
     """What the server calls ``ensemble`` (its detector's title for ``detect_<name>``)."""
-    return served_of(meta).get(ensemble, {}).get("title", ensemble)
+    return meta["served"].get(ensemble, {}).get("title", ensemble)

@@ -96,12 +96,12 @@ def test_only_single_detector_ensembles_have_an_in_process_baseline():
     ("run", "model", "delay_us"), [("cpu-2core", "pytorch", 0), ("gpu-h100", "nanodet_m", 2000)]
 )
 def test_the_committed_runs_say_what_was_served(run, model, delay_us):
-    from bench.served import baselines, settings_of
+    from bench.served import baselines
 
     meta = json.loads((COMMITTED / run / "raw.json").read_text())["meta"]
     assert baselines(meta, meta["ensembles"])["detect_pytorch"] == model
-    assert settings_of(meta)[model]["preferred_batch_sizes"] == [4, 8]
-    assert settings_of(meta)[model]["max_queue_delay_us"] == delay_us
+    assert meta["detector_settings"][model]["preferred_batch_sizes"] == [4, 8]
+    assert meta["detector_settings"][model]["max_queue_delay_us"] == delay_us
 
 
 def test_the_committed_cpu_run_passes_the_check():
