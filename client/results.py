@@ -67,11 +67,6 @@ class ImageResult:
     # batch share their request, so they share this number.
     latency_s: float = 0.0
 
-    @property
-    def per_framework(self) -> dict[str, ImageResult]:
-        """The name this had when detectors were keyed by framework: ``per_detector``."""
-        return self.per_detector
-
     def summary(self) -> str:
         """``"person 0.92, cup 0.41"``, highest score first; ``"nothing found"`` if empty."""
         dets = sorted(self.detections, key=lambda d: d.score, reverse=True)
