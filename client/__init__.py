@@ -21,14 +21,7 @@ next (``FailoverPolicy``); one load-balanced address (``"lb:8001"``,
 ``"dns:///triton-headless:8001"``) is retried with backoff. Inference is idempotent.
 """
 
-from client.api import (
-    NO_RETRY,
-    DetectorClient,
-    EndpointStats,
-    FailoverPolicy,
-    RetryPolicy,
-    split_batches,
-)
+from client.api import DetectorClient, split_batches
 from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
 from client.errors import (
     SERVE_COMMAND,
@@ -53,6 +46,7 @@ from client.results import (
     parse_image_results,
     to_coco_results,
 )
+from client.retry import NO_RETRY, EndpointStats, FailoverPolicy, RetryPolicy
 from client.video import (
     MAX_CLIP_FRAMES,
     ClipInfo,

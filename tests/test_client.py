@@ -38,6 +38,7 @@ from client.results import (
     parse_image_results,
     to_coco_results,
 )
+from client.retry import run_isolating
 from ensemble import configgen, spec
 from ensemble.contract import (
     ANNOTATED_IMAGE,
@@ -516,7 +517,7 @@ def _fake_run(bad: set[int], calls: list[list[int]]):
 
 def test_a_refused_batch_is_retried_image_by_image_to_find_the_bad_one():
     calls: list[list[int]] = []
-    outcomes = api.run_isolating([0, 1, 2], _fake_run({1}, calls))
+    outcomes = run_isolating([0, 1, 2], _fake_run({1}, calls))
 
     assert calls == [[0, 1, 2], [0], [1], [2]]
     assert isinstance(outcomes[1], InvalidImage) and outcomes[1].index == 1
@@ -525,7 +526,7 @@ def test_a_refused_batch_is_retried_image_by_image_to_find_the_bad_one():
 
 def test_a_good_batch_is_sent_once():
     calls: list[list[int]] = []
-    outcomes = api.run_isolating([0, 1], _fake_run(set(), calls))
+    outcomes = run_isolating([0, 1], _fake_run(set(), calls))
     assert calls == [[0, 1]] and len(outcomes) == 2
 
 
@@ -539,7 +540,7 @@ def test_a_server_going_away_during_the_retries_is_raised_not_blamed_on_images()
         raise ServerUnavailable("h:1")
 
     with pytest.raises(ServerUnavailable):
-        api.run_isolating([0, 1], run)
+        run_isolating([0, 1], run)
     assert calls == [[0, 1], [0]]
 
 

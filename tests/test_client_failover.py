@@ -19,11 +19,20 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli, environment, errors
-from client.api import NO_RETRY, DetectorClient, EndpointPool, FailoverPolicy, RetryPolicy
+from client.api import DetectorClient
 from client.errors import (
     InvalidImage,
     ServerBusy,
     ServerUnavailable,
+)
+from client.retry import (
+    NO_RETRY,
+    EndpointPool,
+    FailoverPolicy,
+    RetryPolicy,
+    backoff_ceilings,
+    backoff_delays,
+    send_failing_over,
 )
 from ensemble.contract import BUSY_MESSAGES
 from ensemble.processes import free_port
@@ -180,13 +189,13 @@ def test_an_answer_ends_the_cooldown_and_all_cooling_means_all_are_tried():
 @pytest.mark.unit
 def test_the_failover_backoff_doubles_and_is_capped_and_bounded():
     policy = FailoverPolicy(rounds=6, first_delay_s=0.1, max_delay_s=0.5)
-    assert api.backoff_ceilings(policy.backoff) == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
+    assert backoff_ceilings(policy.backoff) == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
     rng = random.Random(3)
     for _ in range(200):
-        waits = api.backoff_delays(policy.backoff, rng)
+        waits = backoff_delays(policy.backoff, rng)
         assert len(waits) == policy.rounds - 1
         assert all(0 <= w <= c for w, c in zip(waits, [0.1, 0.2, 0.4, 0.5, 0.5], strict=True))
-    assert api.backoff_delays(FailoverPolicy(rounds=1).backoff, rng) == []
+    assert backoff_delays(FailoverPolicy(rounds=1).backoff, rng) == []
 
 
 @pytest.mark.unit
@@ -237,10 +246,10 @@ def test_an_unreachable_endpoint_passes_the_request_to_the_next_without_waiting(
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
     call = Endpoints(a=[grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED)])
-    assert api.send_failing_over(call, pool, sleep=clock.sleep) == "b"
+    assert send_failing_over(call, pool, sleep=clock.sleep) == "b"
     assert call.calls == ["a", "b"] and clock.waits == []
     assert pool.cooling() == ["a"]
-    assert api.send_failing_over(call, pool, sleep=clock.sleep) == "b"  # a is skipped
+    assert send_failing_over(call, pool, sleep=clock.sleep) == "b"  # a is skipped
     assert call.calls == ["a", "b", "b"]
 
 
@@ -252,7 +261,7 @@ def test_the_retries_end_after_the_rounds_with_every_endpoint_named():
     call = Endpoints(a=refused, b=refused, c=refused)
     policy = FailoverPolicy(rounds=3, first_delay_s=0.1, max_delay_s=0.15)
     with pytest.raises(ServerUnavailable) as raised:
-        api.send_failing_over(call, pool, failover=policy, sleep=clock.sleep)
+        send_failing_over(call, pool, failover=policy, sleep=clock.sleep)
     error = raised.value
     assert len(call.calls) == error.attempts == 9  # rounds x endpoints
     assert sorted(error.endpoints) == ["a", "b", "c"] and error.url == call.calls[-1]
@@ -269,7 +278,7 @@ def test_a_busy_refusal_is_retried_on_the_next_endpoint_after_a_wait():
     pool = EndpointPool(["a", "b"], clock=clock)
     busy = grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])
     call = Endpoints(a=[busy, busy])
-    assert api.send_failing_over(call, pool, sleep=clock.sleep) == "b"
+    assert send_failing_over(call, pool, sleep=clock.sleep) == "b"
     assert call.calls == ["a", "b"] and len(clock.waits) == 1
     assert pool.cooling() == []  # a busy server is up: no cooldown
 
@@ -281,10 +290,10 @@ def test_busy_refusals_on_one_endpoint_are_retried_after_growing_jittered_waits(
     busy = grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])
     call = Endpoints(a=[busy, busy, None])
     pool = EndpointPool(["a"], clock=clock)
-    got = api.send_failing_over(call, pool, retry=policy, rng=random.Random(1), sleep=clock.sleep)
+    got = send_failing_over(call, pool, retry=policy, rng=random.Random(1), sleep=clock.sleep)
     assert got == "a" and call.calls == ["a"] * 3
     assert len(clock.waits) == 2
-    assert all(0 <= w <= c for w, c in zip(clock.waits, api.backoff_ceilings(policy), strict=False))
+    assert all(0 <= w <= c for w, c in zip(clock.waits, backoff_ceilings(policy), strict=False))
 
 
 @pytest.mark.unit
@@ -294,7 +303,7 @@ def test_a_server_busy_through_every_retry_is_server_busy_saying_how_often():
     busy = [grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])]
     call = Endpoints(a=busy, b=busy)
     with pytest.raises(ServerBusy) as raised:
-        api.send_failing_over(call, pool, retry=RetryPolicy(attempts=3), sleep=clock.sleep)
+        send_failing_over(call, pool, retry=RetryPolicy(attempts=3), sleep=clock.sleep)
     assert raised.value.attempts == 3 and len(call.calls) == 3
     assert len(clock.waits) == 2  # no wait after the last attempt
     assert raised.value.url == call.calls[-1]  # the endpoint that refused last
@@ -309,7 +318,7 @@ def test_no_retry_sends_a_busy_refusal_once():
     clock = Clock()
     call = Endpoints(a=[grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])])
     with pytest.raises(ServerBusy):
-        api.send_failing_over(call, EndpointPool(["a"]), retry=NO_RETRY, sleep=clock.sleep)
+        send_failing_over(call, EndpointPool(["a"]), retry=NO_RETRY, sleep=clock.sleep)
     assert call.calls == ["a"] and clock.waits == []
 
 
@@ -330,7 +339,7 @@ def test_the_requests_own_errors_are_never_sent_again(code, msg):
     pool = EndpointPool(["a", "b"], clock=clock)
     call = Endpoints(a=[InferenceServerException(msg=msg, status=str(code))])
     with pytest.raises(errors.DetectorError):
-        api.send_failing_over(call, pool, sleep=clock.sleep)
+        send_failing_over(call, pool, sleep=clock.sleep)
     assert call.calls == ["a"] and clock.waits == []
 
 

@@ -22,7 +22,7 @@ from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
 from client import api, cli, environment, errors
-from client.api import NO_RETRY, DetectorClient, RetryPolicy
+from client.api import DetectorClient
 from client.errors import (
     ApiKeyRequired,
     DetectorError,
@@ -34,6 +34,7 @@ from client.errors import (
     ServerUnavailable,
 )
 from client.results import DetectorInfo, ImageResult, ModelInfo
+from client.retry import NO_RETRY, RetryPolicy, backoff_ceilings, backoff_delays, run_isolating
 from ensemble.contract import BUSY_MESSAGES, COCO80_LABELS, DETECT_ALL, MAX_REQUEST_BYTES
 from tests.tls import make_self_signed
 
@@ -47,6 +48,7 @@ REFUSED = (
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
     "Failed to connect to remote host: Connection refused"
 )
+
 QUEUE_FULL = "Exceeds maximum queue size"
 
 
@@ -76,14 +78,14 @@ def busy() -> InferenceServerException:
 
 def test_backoff_ceilings_double_from_the_first_delay_up_to_the_cap():
     policy = RetryPolicy(attempts=7, first_delay_s=0.1, max_delay_s=1.0)
-    assert api.backoff_ceilings(policy) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert backoff_ceilings(policy) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
 
 
 def test_backoff_delays_are_one_fewer_than_the_attempts_and_within_their_ceilings():
     policy = RetryPolicy()  # the default: 4 attempts, 0.1 s first, 2 s at most
-    ceilings = api.backoff_ceilings(policy)
+    ceilings = backoff_ceilings(policy)
     rng = random.Random(7)
-    runs = [api.backoff_delays(policy, rng) for _ in range(2000)]
+    runs = [backoff_delays(policy, rng) for _ in range(2000)]
     assert all(len(delays) == policy.attempts - 1 for delays in runs)
     for k, ceiling in enumerate(ceilings):
         waits = [delays[k] for delays in runs]
@@ -97,7 +99,7 @@ def test_backoff_delays_are_one_fewer_than_the_attempts_and_within_their_ceiling
 
 
 def test_one_attempt_means_no_wait_and_bad_policies_are_refused():
-    assert api.backoff_delays(NO_RETRY, random.Random(0)) == []
+    assert backoff_delays(NO_RETRY, random.Random(0)) == []
     with pytest.raises(ValueError, match="attempts must be at least 1"):
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="first_delay_s <= max_delay_s"):
@@ -244,7 +246,7 @@ def test_a_batch_refused_as_too_large_is_sent_image_by_image():
             raise RequestTooLarge(None, source=f"img{ids[0]}" if len(ids) == 1 else None)
         return [ImageResult([], b"", source=f"img{i}") for i in ids]
 
-    outcomes = api.run_isolating([0, 1, 2], run)
+    outcomes = run_isolating([0, 1, 2], run)
     assert calls == [[0, 1, 2], [0], [1], [2]]
     assert isinstance(outcomes[1], RequestTooLarge) and outcomes[1].source == "img1"
     assert [outcomes[i].source for i in (0, 2)] == ["img0", "img2"]
@@ -257,7 +259,7 @@ def test_a_server_busy_during_the_retries_is_raised_not_blamed_on_images():
         raise ServerBusy(URL, DETECT_ALL, 4, QUEUE_FULL)
 
     with pytest.raises(ServerBusy):
-        api.run_isolating([0, 1], run)
+        run_isolating([0, 1], run)
 
 
 def test_the_size_estimate_bounds_the_real_request():
