@@ -14,28 +14,23 @@ single-detector ensemble the server serves (``--all`` adds ``detect_all``;
 Per ensemble, size and mode, one after the other so that they never share the CPU:
 
 1. concurrency 1: ``warmup`` requests, then ``requests`` more, one at a time, over the
-   photos; mean and p50 latency (ms, from sending the request to its reply, raw
-   ``tritonclient`` gRPC, no retry). Triton's statistics are read before and after
-   these requests; the difference gives, per step model of the ensemble (the steps the
-   server's config names), its runs and mean queue and compute times per run, and its
-   time per request (:func:`step_breakdown`). Nothing else may use the server meanwhile.
-2. concurrency ``concurrency`` (8): as many threads, each with its own gRPC client,
-   send one photo after another for ``load_s`` seconds (closed loop); images/s
+   photos; mean and p50 latency (raw ``tritonclient`` gRPC, no retry). Triton's
+   statistics read before and after these requests give, per step model of the
+   ensemble, its runs, mean queue and compute times per run, and its time per request
+   (:func:`step_breakdown`). Nothing else may use the server meanwhile.
+2. ``bench.load``'s closed loop at ``concurrency`` (8) for ``load_s`` seconds: images/s
    answered, p50 and p99 latency, refused and failed requests.
 
 Writes ``sweep.json`` (everything: :func:`markdown` and :func:`plot` redraw from it,
-``--redraw DIR`` does), ``sweep.csv`` (one row per ensemble, size and mode),
-``sweep.png`` and ``sweep.md`` into ``--out`` (default results/sweep/). ``--quick``:
-two sizes (0.3 and 12 MP), 3 requests after 1 warm-up, 3 s of load.
+``--redraw`` does), ``sweep.csv`` (one row per ensemble, size and mode), ``sweep.png``
+and ``sweep.md`` into ``--out`` (default results/sweep/). ``--quick``: two sizes (0.3
+and 12 MP), 3 requests after 1 warm-up, 3 s of load.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import io
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -43,18 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import machine, served
+from bench import REPO, logger, machine, served, shown, table, write_csv
+from bench.load import Load, grpc, latency_summary
 from bench.photos import JPEG_QUALITY, NOISE_SEED, NOISE_SIGMA, PHOTO_NAMES, sized_photos
+from client.statistics import STEP_PHASES, between, read_statistics
 from ensemble import contract
 
-REPO = Path(__file__).resolve().parents[1]
 SIZES_MP = (0.3, 1.0, 3.0, 12.0, 24.0)
 QUICK_SIZES_MP = (0.3, 12.0)
 DISPLAY_SIDE = 1280  # pixels: a screen's worth, what a UI shows the annotated image at
-# The statistics' durations that make up a step's time, in the order Triton spends them.
-STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 TIMEOUT_S = 120.0  # per request: a 24 MP photo at c=8 on 2 cores takes seconds
 FILES = ("sweep.json", "sweep.csv", "sweep.png", "sweep.md")
+log = logger("sweep")
 
 
 @dataclass(frozen=True)
@@ -82,85 +77,38 @@ class Settings:
 QUICK = Settings(requests=3, warmup=1, load_s=3.0)
 
 
-def log(message: str) -> None:
-    print(f"[sweep] {message}", flush=True)
-
-
 # --- pure parts ----------------------------------------------------------------------
-
-
-def _ns(stats: Mapping, phase: str) -> tuple[int, int]:
-    """``(count, ns)`` of one duration of a model's ``inference_stats`` (JSON: 64-bit
-    numbers as strings, a duration that never counted as ``{}``)."""
-    d = stats.get("inference_stats", {}).get(phase, {})
-    return int(d.get("count", 0)), int(d.get("ns", 0))
-
-
-def _by_model(statistics: Mapping) -> dict[str, dict[str, tuple[int, int]]]:
-    """``{model: {phase: (count, ns)}}`` from a ``get_inference_statistics`` reply (as
-    JSON), each model's versions summed."""
-    models: dict[str, dict[str, tuple[int, int]]] = {}
-    for stats in statistics.get("model_stats", []):
-        phases = models.setdefault(stats["name"], {})
-        for phase in ("success", *STAT_PHASES):
-            count, ns = _ns(stats, phase)
-            before = phases.get(phase, (0, 0))
-            phases[phase] = (before[0] + count, before[1] + ns)
-    return models
 
 
 def step_breakdown(
     before: Mapping, after: Mapping, steps: Sequence[str], requests: int
 ) -> dict[str, dict]:
     """Where ``requests`` requests spent their time on the server, per step model, from
-    Triton's cumulative statistics (``get_inference_statistics`` as JSON, every model)
-    read ``before`` and ``after`` them.
+    two ``get_inference_statistics`` replies (JSON, every model) read ``before`` and
+    ``after`` them (``client.statistics``).
 
-    For each of ``steps`` (model names, in that order): ``runs`` (successful requests
-    the step served in between), the mean ``queue_ms``, ``compute_input_ms``,
+    For each of ``steps`` (model names, in that order) that ran in between: ``runs``
+    (its successful requests), the mean ``queue_ms``, ``compute_input_ms``,
     ``compute_infer_ms`` and ``compute_output_ms`` per run, and ``per_request_ms``: all
-    of those over the step's runs, divided by ``requests``. A step that did not run is
-    left out. Times in milliseconds.
+    of those over the step's runs, divided by ``requests``. Times in milliseconds.
     """
-    old, new = _by_model(before), _by_model(after)
+    old, new = read_statistics(before), read_statistics(after)
     found: dict[str, dict] = {}
     for step in steps:
-        if step not in new:
-            continue
-        runs = new[step]["success"][0] - old.get(step, {}).get("success", (0, 0))[0]
-        if runs <= 0:
-            continue
-        row: dict = {"runs": runs}
-        total_ns = 0
-        for phase in STAT_PHASES:
-            ns = new[step][phase][1] - old.get(step, {}).get(phase, (0, 0))[1]
-            total_ns += ns
-            row[f"{phase}_ms"] = ns / runs / 1e6
-        row["per_request_ms"] = total_ns / requests / 1e6
-        found[step] = row
+        done = between(old, new, step)
+        runs = 0 if done is None else done.duration("success").count
+        if runs > 0:
+            ns = {phase: done.duration(phase).ns for phase in STEP_PHASES}
+            found[step] = {"runs": runs, **{f"{p}_ms": n / runs / 1e6 for p, n in ns.items()},
+                           "per_request_ms": sum(ns.values()) / requests / 1e6}  # fmt: skip
     return found
 
 
 def server_ms(before: Mapping, after: Mapping, model: str) -> float | None:
     """Mean time in ms that Triton took per successful request of ``model`` between
     two statistics replies (its ``success`` duration), None when none succeeded."""
-    old, new = _by_model(before).get(model, {}), _by_model(after).get(model, {})
-    count, ns = new.get("success", (0, 0))
-    count0, ns0 = old.get("success", (0, 0))
-    return (ns - ns0) / (count - count0) / 1e6 if count > count0 else None
-
-
-def latency_summary(seconds: Sequence[float]) -> dict:
-    """``n``, ``mean_ms``, ``p50_ms`` and ``p99_ms`` of latencies given in seconds."""
-    if not seconds:
-        return {"n": 0, "mean_ms": None, "p50_ms": None, "p99_ms": None}
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "n": len(ms),
-        "mean_ms": float(ms.mean()),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
+    done = between(read_statistics(before), read_statistics(after), model)
+    return None if done is None else done.duration("success").mean_ms
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -180,17 +128,9 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 def request_inputs(photo: bytes, mode: Mode) -> list:
     """The request tensors for one photo in ``mode``: the photo, and the annotated
     image's longest side when the mode sets one."""
-    import tritonclient.grpc as grpcclient
-
     from client.api import build_inputs
 
-    inputs = build_inputs([photo])
-    if mode.annotated_max_side is not None:
-        name = contract.ANNOTATED_MAX_SIDE
-        side = grpcclient.InferInput(name, [1, 1], contract.DTYPES[name])
-        side.set_data_from_numpy(np.array([[mode.annotated_max_side]], dtype=np.int32))
-        inputs.append(side)
-    return inputs
+    return build_inputs([photo], annotated_max_side=mode.annotated_max_side)
 
 
 def _annotated(reply) -> bytes:
@@ -247,62 +187,13 @@ def measure_c1(
 def measure_load(
     url: str, ensemble: str, photos: Sequence[bytes], mode: Mode, settings: Settings
 ) -> dict:
-    """``settings.concurrency`` threads in a closed loop for ``settings.load_s``
-    seconds: ``images_per_s`` answered, latencies of the answered (ms), ``answered``,
-    ``refused`` (busy), ``failed`` (with the first line of each distinct reason)."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    from client.errors import first_line, is_busy
-
-    lock = threading.Lock()
-    seconds: list[float] = []
-    counts = {"answered": 0, "refused": 0, "failed": 0}
-    reasons: dict[str, int] = {}
-    t0 = time.perf_counter()
-    deadline = t0 + settings.load_s
-
-    def loop(index: int) -> None:
-        client = grpcclient.InferenceServerClient(url)
-        try:
-            n = index
-            while time.perf_counter() < deadline:
-                inputs = request_inputs(photos[n % len(photos)], mode)
-                n += 1
-                start = time.perf_counter()
-                try:
-                    client.infer(ensemble, inputs, client_timeout=TIMEOUT_S)
-                except InferenceServerException as e:
-                    with lock:
-                        result = "refused" if is_busy(e) else "failed"
-                        counts[result] += 1
-                        if result == "failed":
-                            reason = first_line(str(e))
-                            reasons[reason] = reasons.get(reason, 0) + 1
-                    time.sleep(0.05)  # pacing: a failing server is not a busy loop's
-                    continue
-                with lock:
-                    counts["answered"] += 1
-                    seconds.append(time.perf_counter() - start)
-        finally:
-            client.close()
-
-    threads = [
-        threading.Thread(target=loop, args=(i,), daemon=True) for i in range(settings.concurrency)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:  # each ends after its last request, at most TIMEOUT_S late
-        thread.join(settings.load_s + TIMEOUT_S + 30)
-    wall = time.perf_counter() - t0
-    return {
-        "concurrency": settings.concurrency,
-        "duration_s": wall,
-        "images_per_s": counts["answered"] / wall,
-        **latency_summary(seconds),
-        **counts,
-        "failures": reasons,
-    }
+    """``bench.load`` at ``settings.concurrency`` for ``settings.load_s`` seconds:
+    ``images_per_s`` answered, latencies of the answered (ms), ``answered``,
+    ``refused`` (busy), ``failed`` (``failures``: the first line of each reason)."""
+    connect = grpc(url, TIMEOUT_S, lambda photo: request_inputs(photo, mode))
+    load = Load(connect, [ensemble], photos, settings.concurrency, duration_s=settings.load_s)
+    figures = load.run().figures()
+    return {"concurrency": settings.concurrency, "duration_s": figures.pop("seconds"), **figures}
 
 
 # --- the run -------------------------------------------------------------------------
@@ -357,7 +248,6 @@ def run_sweep(
     """
     from tritonclient.utils import InferenceServerException
 
-    from client import DetectorClient
     from client.errors import first_line
 
     sizes_mp = list(sizes_mp or (QUICK_SIZES_MP if quick else SIZES_MP))
@@ -366,8 +256,7 @@ def run_sweep(
     if not ensembles:
         raise RuntimeError(f"the server at {url} has no detection ensemble ready")
     described, _ = served.describe(url, ensembles)
-    with DetectorClient(url) as client:
-        steps = {e: list(client.model_info(e).steps) for e in ensembles}
+    steps = {e: described[e]["steps"] for e in ensembles}
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {
         "meta": {
@@ -430,7 +319,7 @@ def row_line(row: Mapping) -> str:
     c1, c8 = row["c1"], row["c8"]
     return (
         f"{head}: c=1 mean {c1['mean_ms']:.0f} ms (p50 {c1['p50_ms']:.0f}); "
-        f"c={c8['concurrency']} {c8['images_per_s']:.2f} images/s, p99 {_num(c8['p99_ms'])} ms"
+        f"c={c8['concurrency']} {c8['images_per_s']:.2f} images/s, p99 {shown(c8['p99_ms'])} ms"
         + (f", {c8['failed']} failed" if c8["failed"] else "")
     )
 
@@ -448,7 +337,7 @@ def write_outputs(result: Mapping, out_dir: Path) -> list[Path]:
     """sweep.json, sweep.csv, sweep.png and sweep.md of ``result`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(result, out_dir)
-    write_csv(result, out_dir / "sweep.csv")
+    write_csv(out_dir / "sweep.csv", csv_rows(result))
     plot(result, out_dir / "sweep.png")
     (out_dir / "sweep.md").write_text(markdown(result) + "\n")
     return [out_dir / name for name in FILES]
@@ -463,40 +352,20 @@ def csv_rows(result: Mapping) -> list[dict]:
         p = photos.get(r["target_mp"], {})
         c1, c8 = r.get("c1", {}), r.get("c8", {})
         row = {
-            "ensemble": r["ensemble"],
-            "mode": r["mode"],
-            "annotated_max_side": r["annotated_max_side"] or "",
-            "target_mp": r["target_mp"],
-            "megapixels": p.get("megapixels"),
-            "photo_bytes_mean": p.get("bytes_mean"),
-            "c1_n": c1.get("n"),
-            "c1_mean_ms": c1.get("mean_ms"),
-            "c1_p50_ms": c1.get("p50_ms"),
+            "ensemble": r["ensemble"], "mode": r["mode"],
+            "annotated_max_side": r["annotated_max_side"] or "", "target_mp": r["target_mp"],
+            "megapixels": p.get("megapixels"), "photo_bytes_mean": p.get("bytes_mean"),
+            **{f"c1_{k}": c1.get(k) for k in ("n", "mean_ms", "p50_ms")},
             "server_ms": r.get("server_ms"),
-            "c8_images_per_s": c8.get("images_per_s"),
-            "c8_p50_ms": c8.get("p50_ms"),
-            "c8_p99_ms": c8.get("p99_ms"),
-            "c8_answered": c8.get("answered"),
-            "c8_refused": c8.get("refused"),
-            "c8_failed": c8.get("failed"),
+            **{f"c8_{k}": c8.get(k) for k in ("images_per_s", "p50_ms", "p99_ms", "answered",
+                                               "refused", "failed")},
             "annotated_bytes_mean": r.get("annotated", {}).get("bytes_mean"),
             "error": r.get("error") or "",
-        }
+        }  # fmt: skip
         for step, s in r.get("steps", {}).items():
             row[f"step {step} ms"] = s["per_request_ms"]
         rows.append(row)
     return rows
-
-
-def write_csv(result: Mapping, path: Path) -> None:
-    rows = csv_rows(result)
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, keys)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _row(result: Mapping, ensemble: str, megapixels: float, mode: str) -> dict | None:
@@ -546,7 +415,7 @@ def plot(result: Mapping, path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     for ax in (left, right):  # the sizes themselves as ticks, not powers of ten
-        ax.set_xticks(sorted(mp.values()), [_mp(round(x, 1)) for x in sorted(mp.values())])
+        ax.set_xticks(sorted(mp.values()), [f"{round(x, 1):g}" for x in sorted(mp.values())])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     left.set_yscale("log")
     left.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
@@ -557,14 +426,6 @@ def plot(result: Mapping, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _mp(value: float) -> str:
-    return f"{value:g}"
 
 
 def markdown(result: Mapping) -> str:
@@ -595,45 +456,37 @@ def markdown(result: Mapping) -> str:
         f"c={c}: {settings['load_s']:g} s closed loop. Measured {meta['date']} on "
         f"{meta['machine']}.",
         "",
-        "| MP | pixels (mean) | kB per photo | bytes/pixel |",
-        "|---|---|---|---|",
-    ]
-    for p in result["photos"]:
-        lines.append(
-            f"| {_mp(p['target_mp'])} | {p['megapixels']:.2f} MP | {p['bytes_mean'] / 1e3:.0f} "
-            f"| {p['bytes_per_pixel']:.2f} |"
-        )
+        *table(("MP", "pixels (mean)", "kB per photo", "bytes/pixel"), [
+            (f"{p['target_mp']:g}", f"{p['megapixels']:.2f} MP", f"{p['bytes_mean'] / 1e3:.0f}",
+             f"{p['bytes_per_pixel']:.2f}") for p in result["photos"]
+        ]),
+    ]  # fmt: skip
     notes: list[str] = []
     for ensemble in meta["ensembles"]:
         title = meta.get("served", {}).get(ensemble, {}).get("title", ensemble)
-        header = "| MP |" + "".join(
-            f" {m['name']}: c=1 mean / p50 ms | {m['name']}: c={c} images/s (p99 ms) "
-            f"| {m['name']}: kB back |"
-            for m in modes
-        )
-        lines += ["", f"### {ensemble} ({title})", "", header,
-                  "|---|" + "---|---|---|" * len(modes)]  # fmt: skip
+        head = ["MP"] + [f"{m['name']}: {what}" for m in modes for what in (
+            "c=1 mean / p50 ms", f"c={c} images/s (p99 ms)", "kB back")]  # fmt: skip
+        rows = []
         for megapixels in meta["sizes_mp"]:
-            cells = [_mp(megapixels)]
+            cells = [f"{megapixels:g}"]
             for m in modes:
                 row = _row(result, ensemble, megapixels, m["name"])
                 if not _measured(row):
                     cells += ["–", "–", "–"]
                     if row is not None and row.get("error"):
-                        notes.append(
-                            f"{ensemble}, {_mp(megapixels)} MP, {m['name']}: {row['error']}"
-                        )
+                        notes.append(f"{ensemble}, {megapixels:g} MP, {m['name']}: {row['error']}")
                     continue
                 c1, c8 = row["c1"], row["c8"]
                 back = row.get("annotated", {}).get("bytes_mean")
                 cells += [
-                    f"{_num(c1['mean_ms'])} / {_num(c1['p50_ms'])}",
-                    f"{c8['images_per_s']:.2f} ({_num(c8['p99_ms'])})",
-                    _num(None if back is None else back / 1e3),
+                    f"{shown(c1['mean_ms'])} / {shown(c1['p50_ms'])}",
+                    f"{c8['images_per_s']:.2f} ({shown(c8['p99_ms'])})",
+                    shown(None if back is None else back / 1e3),
                 ]
                 notes += _row_notes(ensemble, megapixels, m, row)
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
             notes += _detections_note(result, ensemble, megapixels)
+        lines += ["", f"### {ensemble} ({title})", "", *table(head, rows)]
         lines += [""] + _breakdown(result, ensemble)
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -644,7 +497,7 @@ def _row_notes(ensemble: str, megapixels: float, mode: Mapping, row: Mapping) ->
     """What a reader must know about one measured row: failed or refused requests
     under load, an annotated image larger than the mode asked for."""
     notes = []
-    where = f"{ensemble}, {_mp(megapixels)} MP, {mode['name']}"
+    where = f"{ensemble}, {megapixels:g} MP, {mode['name']}"
     c8 = row["c8"]
     if c8["failed"] or c8["refused"]:
         notes.append(f"{where}: under load {c8['failed']} failed, {c8['refused']} refused")
@@ -670,7 +523,7 @@ def _detections_note(result: Mapping, ensemble: str, megapixels: float) -> list[
     if len(set(found.values())) < 2:
         return []
     counts = ", ".join(f"{name} {n}" for name, n in found.items())
-    return [f"{ensemble}, {_mp(megapixels)} MP: detections in the first photo: {counts}"]
+    return [f"{ensemble}, {megapixels:g} MP: detections in the first photo: {counts}"]
 
 
 def _breakdown(result: Mapping, ensemble: str) -> list[str]:
@@ -687,37 +540,33 @@ def _breakdown(result: Mapping, ensemble: str) -> list[str]:
     for row in rows.values():
         if _measured(row):
             steps += [s for s in row["steps"] if s not in steps]
-    lines = [
-        f"Where the time goes at {_mp(largest)} MP, c=1: each step's queue + compute per "
-        "request (ms), from Triton's statistics; queue in brackets.",
-        "",
-        "| step |" + "".join(f" {m['name']} |" for m in modes),
-        "|---|" + "---|" * len(modes),
-    ]
+    table_rows = []
     for step in steps:
-        cells = []
+        cells = [step]
         for m in modes:
             s = rows[m["name"]]["steps"].get(step) if _measured(rows[m["name"]]) else None
             if s is None:
                 cells.append("–")
             else:
-                queue = s["queue_ms"] * s["runs"] / max(1, _requests(rows[m["name"]]))
+                queue = s["queue_ms"] * s["runs"] / max(1, int(rows[m["name"]]["c1"]["n"]))
                 cells.append(f"{s['per_request_ms']:.1f} ({queue:.1f})")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    server = [_num(r.get("server_ms"), 1) if _measured(r) else "–" for r in rows.values()]
-    client = [_num(r["c1"]["mean_ms"], 1) if _measured(r) else "–" for r in rows.values()]
-    lines += [
-        "| server, whole request | " + " | ".join(server) + " |",
-        "| client, request to reply | " + " | ".join(client) + " |",
+        table_rows.append(cells)
+    for what, figure in (
+        ("server, whole request", lambda r: r.get("server_ms")),
+        ("client, request to reply", lambda r: r["c1"]["mean_ms"]),
+    ):
+        table_rows.append([what, *(shown(figure(r), ".1f") if _measured(r) else "–"
+                                   for r in rows.values())])  # fmt: skip
+    lines = [
+        f"Where the time goes at {largest:g} MP, c=1: each step's queue + compute per "
+        "request (ms), from Triton's statistics; queue in brackets.",
+        "",
+        *table(["step", *(m["name"] for m in modes)], table_rows),
     ]
     growth = grows_with_pixels(result, ensemble)
     if growth:
         lines += ["", growth]
     return lines
-
-
-def _requests(row: Mapping) -> int:
-    return int(row["c1"]["n"])
 
 
 def grows_with_pixels(result: Mapping, ensemble: str, mode: str | None = None) -> str:
@@ -742,7 +591,7 @@ def grows_with_pixels(result: Mapping, ensemble: str, mode: str | None = None) -
     a, b = first["c1"]["mean_ms"], last["c1"]["mean_ms"]
     parts.append(f"whole request {a:.0f} → {b:.0f} ms")
     return (
-        f"What grows with the pixels ({mode}, {_mp(small)} → {_mp(large)} MP, per request): "
+        f"What grows with the pixels ({mode}, {small:g} → {large:g} MP, per request): "
         + ", ".join(parts)
         + "."
     )
@@ -755,13 +604,11 @@ def redraw(out_dir: Path) -> list[Path]:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.sweep", description=__doc__.split("\n\n")[0].replace("\n", " ")
-    )
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="127.0.0.1:8001", help="gRPC host:port of a running Triton")
-    ap.add_argument(
-        "--out", type=Path, default=REPO / "results" / "sweep", help="default: results/sweep/"
-    )
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "sweep")
     ap.add_argument("--quick", action="store_true", help="2 sizes, 3 requests, 3 s of load")
     ap.add_argument("--ensembles", nargs="+", help="default: every single-detector one")
     ap.add_argument("--all", action="store_true", help=f"also {contract.DETECT_ALL}")
