@@ -34,10 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from bench import REPO, command_parser, logger, served, table, write_stamped
-from bench.photos import photo_paths
 from bench.processes import MIB, process_tree, pss_bytes
 
 CLIP_SIZE = (480, 336)  # width, height: the photos' own scale
@@ -129,18 +126,10 @@ def format_report(result: dict) -> str:
 
 def make_clip(path: Path, frames: int) -> Path:
     """A WebM of ``frames`` frames cycling over the bundled photos, each held 3 frames."""
-    import cv2
-
+    from bench.clips import sized_frames, write_clip
     from client.video import CLIP_FOURCC
 
-    pictures = [cv2.resize(cv2.imread(str(p)), CLIP_SIZE) for p in photo_paths()]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*CLIP_FOURCC), CLIP_FPS, CLIP_SIZE)
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write a {CLIP_FOURCC} clip to {path}")
-    for i in range(frames):
-        writer.write(np.ascontiguousarray(pictures[(i // 3) % len(pictures)]))
-    writer.release()
-    return path
+    return write_clip(path, sized_frames(CLIP_SIZE), frames, CLIP_FOURCC, CLIP_FPS, hold=3)
 
 
 def page_answers(url: str) -> bool:

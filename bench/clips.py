@@ -26,9 +26,7 @@ Nothing else may use the server meanwhile.
 
 from __future__ import annotations
 
-import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -38,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import machine
+from bench import command_parser, logger, machine, served, table
 from bench.photos import JPEG_QUALITY, PHOTO_NAMES
+from bench.processes import children_cpu_seconds, cpu_seconds
+from client.statistics import between, read_statistics
 
-REPO = Path(__file__).resolve().parents[1]
 ENSEMBLE = "detect_tensorflow"
 SIZE = (640, 480)  # width, height in pixels: VGA, a webcam's or a phone clip's small size
 HOLD = 5  # frames each photo is held: the clip changes scene every 0.2 s at 25 fps
@@ -69,8 +68,7 @@ class Settings:
 QUICK = Settings(rounds=1, frames=64, windows=3, window_requests=24, warmup_frames=16)
 
 
-def log(message: str) -> None:
-    print(f"[clips] {message}", flush=True)
+log = logger("clips")
 
 
 # --- pure parts ----------------------------------------------------------------------
@@ -95,34 +93,18 @@ def scene_order(frames: int, photos: int, hold: int = HOLD) -> list[int]:
     return [(i // hold) % photos for i in range(frames)]
 
 
-def _counts(reply: Mapping) -> dict[str, tuple[int, int]]:
-    """``{model: (images, executions)}`` from a ``get_inference_statistics`` reply (as
-    JSON; 64-bit counts as strings), each model's versions summed."""
-    found: dict[str, tuple[int, int]] = {}
-    for stats in reply.get("model_stats", []):
-        images, runs = found.get(stats["name"], (0, 0))
-        found[stats["name"]] = (
-            images + int(stats.get("inference_count", 0)),
-            runs + int(stats.get("execution_count", 0)),
-        )
-    return found
-
-
 def images_served(before: Mapping, after: Mapping, model: str) -> int:
     """Images ``model`` answered between two ``get_inference_statistics`` replies."""
-    return _counts(after).get(model, (0, 0))[0] - _counts(before).get(model, (0, 0))[0]
+    done = between(read_statistics(before), read_statistics(after), model)
+    return 0 if done is None else done.images
 
 
 def mean_batches(before: Mapping, after: Mapping) -> dict[str, float]:
     """Mean batch size each model executed between two ``get_inference_statistics``
     replies: images over executions, for every model that executed in between."""
-    old, new = _counts(before), _counts(after)
-    batches = {}
-    for name, (images, runs) in new.items():
-        images0, runs0 = old.get(name, (0, 0))
-        if runs > runs0:
-            batches[name] = round((images - images0) / (runs - runs0), 2)
-    return batches
+    old, new = read_statistics(before), read_statistics(after)
+    done = {name: between(old, new, name) for name in new}
+    return {name: round(d.mean_batch, 2) for name, d in done.items() if d.executions > 0}
 
 
 def cpu_ms_per_image(side: Mapping) -> float | None:
@@ -191,36 +173,42 @@ def markdown(result: Mapping) -> str:
             f" CPU per image (client and server), still over clip: {s['cpu_ratio']:.0%} "
             "(the ratio each side alone on the machine would reach)."
         )
-    lines += [
-        "",
-        "| round | still img/s | clip img/s | clip / still | CPU ms/img still "
-        "| CPU ms/img clip | of which client, still | of which client, clip "
-        "| cores busy still | cores busy clip | server batch still | server batch clip |",
-        "|" + "---|" * 12,
-    ]
+    model = result.get("detector_model")
 
     def batch(side: Mapping) -> str:
         found = side.get("server_batches", {})
-        model = result.get("detector_model")
         return f"{found[model]:.1f}" if model in found else "–"
 
-    def cpu(side: Mapping) -> str:
+    def cpu(side: Mapping, cores: bool = False) -> str:
+        """CPU ms per image, or with ``cores`` the cores it kept busy (CPU s per s)."""
         ms = cpu_ms_per_image(side)
-        return "–" if ms is None else f"{ms:.0f}"
+        if ms is None:
+            return "–"
+        return f"{ms * side['images_per_s'] / 1e3:.2f}" if cores else f"{ms:.0f}"
 
-    def cores(side: Mapping) -> str:  # CPU seconds per second of the measurement
-        ms = cpu_ms_per_image(side)
-        return "–" if ms is None else f"{ms * side['images_per_s'] / 1e3:.2f}"
-
-    for i, r in enumerate(result["rounds"], 1):
-        still, clip = r["still"], r["clip"]
-        cells = [
-            str(i), f"{still['images_per_s']:.2f}", f"{clip['images_per_s']:.2f}",
-            f"{clip['images_per_s'] / still['images_per_s']:.0%}", cpu(still), cpu(clip),
-            f"{still['client_cpu_ms_per_image']:.1f}", f"{clip['client_cpu_ms_per_image']:.1f}",
-            cores(still), cores(clip), batch(still), batch(clip),
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+    head = (
+        "round",
+        "still img/s",
+        "clip img/s",
+        "clip / still",
+        "CPU ms/img still",
+        "CPU ms/img clip",
+        "of which client, still",
+        "of which client, clip",
+        "cores busy still",
+        "cores busy clip",
+        "server batch still",
+        "server batch clip",
+    )
+    rows = [
+        (i, f"{r['still']['images_per_s']:.2f}", f"{r['clip']['images_per_s']:.2f}",
+         f"{r['clip']['images_per_s'] / r['still']['images_per_s']:.0%}",
+         cpu(r["still"]), cpu(r["clip"]), f"{r['still']['client_cpu_ms_per_image']:.1f}",
+         f"{r['clip']['client_cpu_ms_per_image']:.1f}", cpu(r["still"], cores=True),
+         cpu(r["clip"], cores=True), batch(r["still"]), batch(r["clip"]))
+        for i, r in enumerate(result["rounds"], 1)
+    ]  # fmt: skip
+    lines += ["", *table(head, rows)]
     lines += [
         "",
         "CPU: user + system time per image of the client (perf_analyzer for the still "
@@ -229,7 +217,7 @@ def markdown(result: Mapping) -> str:
         "machine). Cores busy: that CPU per image times images/s, the CPU the side kept "
         "busy (the machine has 2; what other processes take is not counted). Server "
         "batch: the mean batch the detector's model "
-        f"(`{result.get('detector_model') or '?'}`) executed (Triton's statistics).",
+        f"(`{model or '?'}`) executed (Triton's statistics).",
     ]
     return "\n".join(lines)
 
@@ -258,19 +246,21 @@ def still_photos(frames: Sequence[np.ndarray]) -> list[bytes]:
     return [encode_jpeg(f, JPEG_QUALITY) for f in frames]
 
 
-def write_clip(path: Path, frames: Sequence[np.ndarray], count: int) -> Path:
-    """``count`` frames showing ``frames`` (RGB) in turn (:func:`scene_order`) as an
-    MPEG-4 clip at :data:`CLIP_FPS`."""
+def write_clip(
+    path: Path, frames: Sequence[np.ndarray], count: int, fourcc: str = CLIP_FOURCC,
+    fps: float = CLIP_FPS, hold: int = HOLD,
+) -> Path:  # fmt: skip
+    """``count`` frames showing ``frames`` (RGB) in turn, each held ``hold`` frames
+    (:func:`scene_order`), as a ``fourcc`` clip at ``fps`` (default MPEG-4, 25 fps)."""
     import cv2
 
     height, width = frames[0].shape[:2]
-    fourcc = cv2.VideoWriter_fourcc(*CLIP_FOURCC)
-    writer = cv2.VideoWriter(str(path), fourcc, CLIP_FPS, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     if not writer.isOpened():
-        raise OSError(f"this OpenCV cannot write {CLIP_FOURCC} to {path}")
+        raise OSError(f"this OpenCV cannot write {fourcc} to {path}")
     bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames]
     try:
-        for k in scene_order(count, len(frames)):
+        for k in scene_order(count, len(frames), hold):
             writer.write(bgr[k])
     finally:
         writer.release()
@@ -278,26 +268,6 @@ def write_clip(path: Path, frames: Sequence[np.ndarray], count: int) -> Path:
 
 
 # --- the two sides -------------------------------------------------------------------
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds the processes ``pids`` have used so far (those that
-    ended are left out)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def measure_still(
@@ -329,10 +299,11 @@ def measure_still(
     (out_dir / "still.cmd").write_text(" ".join(cmd) + "\n")
     with DetectorClient(url) as client:
         before = client.inference_statistics()
-        cpu0, server0 = _children_cpu_s(), cpu_seconds(server_pids)
+        cpu0, server0 = children_cpu_seconds(), cpu_seconds(server_pids)
         done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer.perf_analyzer_env(),
                               capture_output=True, text=True, timeout=600)  # fmt: skip
-        client_cpu, server_cpu = _children_cpu_s() - cpu0, cpu_seconds(server_pids) - server0
+        client_cpu = children_cpu_seconds() - cpu0
+        server_cpu = cpu_seconds(server_pids) - server0
         after = client.inference_statistics()
     (out_dir / "still.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0 or not (out_dir / "still.csv").is_file():
@@ -484,8 +455,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.clips", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", help="measure this Triton (gRPC host:port) instead of starting one")
+    ap = command_parser("python -m bench.clips", __doc__, out="clips")
     ap.add_argument("--ensemble", default=ENSEMBLE)
     ap.add_argument("--size", type=parse_size, default=SIZE, help="WIDTHxHEIGHT (640x480)")
     ap.add_argument("--rounds", type=int, help=f"rounds of (still, clip) ({Settings.rounds})")
@@ -493,29 +463,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, help="detect_frames' batch_size (the model's)")
     ap.add_argument("--max-in-flight", type=int, help="detect_frames' max_in_flight")
     ap.add_argument("--quick", action="store_true", help="one short round, for CI")
-    ap.add_argument("--out", type=Path, default=REPO / "results" / "clips")
-    ap.add_argument("--models", type=Path, default=REPO / "models.toml",
-                    help="models file the embedded Triton serves (without --url)")  # fmt: skip
     args = ap.parse_args(argv)
     settings = QUICK if args.quick else Settings()
     changes = {k: v for k, v in (("rounds", args.rounds), ("frames", args.frames)) if v}
     settings = Settings(**{**asdict(settings), **changes})
     options = {k: v for k, v in (("batch_size", args.batch_size),
                                  ("max_in_flight", args.max_in_flight)) if v}  # fmt: skip
-
-    def measure(url: str, pids: Sequence[int] = ()) -> dict:
-        return run(url, args.out, ensemble=args.ensemble, size=args.size,
-                   settings=settings, options=options, server_pids=pids)  # fmt: skip
-
-    if args.url:
-        result = measure(args.url)
-    else:
-        from ensemble.server import running_server
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        with running_server(args.models, workdir=args.out, load=(args.ensemble,)) as server:
-            log(f"started Triton at {server.grpc_url} with {args.ensemble}")
-            result = measure(server.grpc_url, server.pids())
+    args.out.mkdir(parents=True, exist_ok=True)
+    server_options = {"workdir": args.out, "load": (args.ensemble,)}
+    with served.triton(args.url, args.models, log, **server_options) as (url, server):
+        result = run(url, args.out, ensemble=args.ensemble, size=args.size, settings=settings,
+                     options=options, server_pids=server.pids() if server else ())  # fmt: skip
     s = result["summary"]
     log(
         f"still {s['still_images_per_s']:.2f} img/s, clip {s['clip_images_per_s']:.2f} img/s "
