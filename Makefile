@@ -73,7 +73,7 @@ configs: venv     ## regenerate model_repository/ from models.toml
 repository: setup ## write a deployable repository: make repository TARGET=gpu GPUS=0,1,2,3 [MODELS=...]
 	$(PY) -m ensemble.configgen --models $(MODELS) --target $(TARGET) --gpus $(GPUS) --link-artifacts
 
-# Scaling out (README "Scaling out"): container images, the Helm chart, a local cluster.
+# Scaling out (docs/scaling-out.md): container images, the Helm chart, a local cluster.
 image: setup      ## container images: make image TARGET=cpu (podman) | ngc; TARGET=check | kube runs the cpu one
 	scripts/image.sh $(if $(filter command line environment,$(origin TARGET)),$(TARGET),cpu)
 

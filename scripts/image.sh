@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's container images, one command each (README "Scaling out"):
+# The project's container images, one command each (docs/scaling-out.md):
 #
 #   scripts/image.sh cpu            triton-detectors:cpu: Debian 12, the embedded Triton of
 #                                   the pytriton wheel, the project and its built models
