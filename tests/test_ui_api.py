@@ -15,6 +15,7 @@ from client import DetectorClient
 from ensemble.processes import free_port
 from ui import app as ui_app
 from ui import timings
+from ui.catalog import ServerModels, detector_captions
 
 # The captions of models.toml's detectors: runtime, then title, as the configs say them.
 PYTORCH = "PyTorch (TorchScript) · NanoDet-m 416"
@@ -90,7 +91,7 @@ def test_gallery_has_the_fused_image_then_each_fused_detectors_for_detect_all(
     assert captions == ["Fused (WBF)", PYTORCH, TENSORFLOW, ONNXRUNTIME]
     # ...which is what the server's detect_all config names, in its order.
     fused = served["detect_all"].detectors
-    assert captions[1:] == [ui_app.detector_captions(fused)[d.name] for d in fused]
+    assert captions[1:] == [detector_captions(fused)[d.name] for d in fused]
     head, _, data = gallery[0]["image"]["url"].partition(",")
     assert head == "data:image/jpeg;base64"
     assert base64.b64decode(data).startswith(b"\xff\xd8")  # the server's JPEG
@@ -169,7 +170,7 @@ def test_timings_have_the_round_trip_and_each_step_of_the_ensembles_config(
 
 def test_status_line_lists_the_ready_ensembles_in_the_model_choices_order(triton_url):
     with DetectorClient(triton_url) as client:
-        text = ui_app.StatusLine(client, models=ui_app.ServerModels(client))()
+        text = ui_app.StatusLine(client, models=ServerModels(client))()
     assert text.startswith(
         "**Server: up** · ready: detect_all, detect_pytorch, detect_tensorflow, detect_onnxruntime"
     )

@@ -182,7 +182,7 @@ def client(triton_url):
 @pytest.fixture
 def tab(client, tmp_path):
     """The tab's detector as ``build_tab`` makes it, with an upload folder of its own."""
-    from ui.app import ServerModels
+    from ui.catalog import ServerModels
 
     uploads = tmp_path / "uploads"
     uploads.mkdir()

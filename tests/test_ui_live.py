@@ -270,7 +270,7 @@ class CountingClient:
 
 
 def streams_for(client, wait_s: float = 60.0):
-    from ui.app import ServerModels
+    from ui.catalog import ServerModels
 
     return live.LiveStreams(client, ServerModels(client), wait_s=wait_s)
 

@@ -27,6 +27,7 @@ from client.statistics import STEP_PHASES, between, read_statistics
 from ensemble import contract
 from ensemble.registry import RUNTIMES
 from ui import app, timings
+from ui.catalog import Catalog, ServerModels, detector_caption, detector_captions, model_label
 
 pytestmark = pytest.mark.unit
 
@@ -72,8 +73,8 @@ DETECT_ALL = _all(*DEFAULT_DETECTORS)
 INFOS = {info.name: info for info in [DETECT_ALL, *map(_single, DEFAULT_DETECTORS)]}
 
 
-def _catalog(infos: dict[str, ModelInfo] = INFOS) -> app.Catalog:
-    return app.Catalog(tuple(infos), infos)
+def _catalog(infos: dict[str, ModelInfo] = INFOS) -> Catalog:
+    return Catalog(tuple(infos), infos)
 
 
 # --- model choice, captions and examples ------------------------------------------
@@ -105,7 +106,7 @@ def test_choices_follow_a_models_file_with_other_detectors():
 def test_choices_follow_the_fused_detectors_order_whatever_the_index_order():
     index = ["detect_onnxruntime", "detect_mine", "detect_all", "detect_pytorch", "image_decode"]
     infos = {name: INFOS[name] for name in index if name in INFOS}
-    catalog = app.Catalog.build(index + ["detect_tensorflow"], infos | INFOS)
+    catalog = Catalog.build(index + ["detect_tensorflow"], infos | INFOS)
     assert catalog.names == (
         "detect_all",
         "detect_pytorch",
@@ -123,20 +124,20 @@ def test_choices_follow_the_fused_detectors_order_whatever_the_index_order():
 def test_a_server_without_detect_all_starts_on_its_first_ensemble():
     infos = {"detect_tensorflow": _single(TENSORFLOW)}
     assert _catalog(infos).default == "detect_tensorflow"
-    assert app.Catalog().choices() == [] and app.Catalog().default is None
+    assert Catalog().choices() == [] and Catalog().default is None
 
 
 def test_an_unknown_runtime_is_shown_by_its_key_and_a_listed_unloaded_ensemble_by_its_name():
     jax = served_detector("jax", "DETR R50", "jax")
-    assert app.detector_caption(jax) == "jax · DETR R50"
-    catalog = app.Catalog(("detect_all", "detect_jax"), {"detect_jax": _single(jax)})
+    assert detector_caption(jax) == "jax · DETR R50"
+    catalog = Catalog(("detect_all", "detect_jax"), {"detect_jax": _single(jax)})
     assert catalog.choices() == [("detect_all", "detect_all"), ("jax · DETR R50", "detect_jax")]
 
 
 def test_detectors_that_would_look_alike_get_their_names_in_the_caption():
     a = served_detector("parts_a", "YOLOv8n", "onnx")
     b = served_detector("parts_b", "YOLOv8n", "onnx")
-    assert app.detector_captions([a, b, PYTORCH]) == {
+    assert detector_captions([a, b, PYTORCH]) == {
         "parts_a": "ONNX Runtime · YOLOv8n (parts_a)",
         "parts_b": "ONNX Runtime · YOLOv8n (parts_b)",
         "pytorch": CAPTIONS["pytorch"],
@@ -145,7 +146,7 @@ def test_detectors_that_would_look_alike_get_their_names_in_the_caption():
 
 def test_detect_all_without_a_title_is_labelled_by_its_detector_count():
     untitled = ModelInfo("detect_all", "detect_all", (), (PYTORCH, ONNXRUNTIME), ())
-    assert app.model_label(untitled) == "All 2 fused"
+    assert model_label(untitled) == "All 2 fused"
 
 
 def test_a_page_gets_new_choices_only_when_the_servers_change_keeping_its_own_if_served():
@@ -446,7 +447,7 @@ def test_a_detection_on_a_non_default_server_uses_its_detectors_and_steps(tmp_pa
 
 def test_a_model_served_since_the_last_look_is_found_at_once(tmp_path):
     client = FakeClient(result=_result(), infos={"detect_all": DETECT_ALL})
-    detector = app.Detector(client, models=app.ServerModels(client, ttl_s=3600))
+    detector = app.Detector(client, models=ServerModels(client, ttl_s=3600))
     assert detector.models.get()[0].names == ("detect_all",)
     client.infos["detect_pytorch"] = INFOS["detect_pytorch"]
     outcome = detector(_upload(tmp_path), "detect_pytorch", 0.3, 0.5)
@@ -457,7 +458,7 @@ def test_a_model_served_since_the_last_look_is_found_at_once(tmp_path):
 def test_a_listed_model_that_is_not_loaded_gets_the_servers_reason(tmp_path):
     client = FakeClient(result=_result(), infos={"detect_all": DETECT_ALL})
     client.listed = ["detect_pytorch", "detect_all"]  # in the index, its config unreadable
-    models = app.ServerModels(client)
+    models = ServerModels(client)
     assert models.get()[0].choices() == [
         ("All 3 fused", "detect_all"),
         ("detect_pytorch", "detect_pytorch"),
@@ -589,7 +590,7 @@ def test_status_says_down_when_the_server_does_not_answer():
 
 def test_the_models_are_asked_at_most_once_per_interval_and_kept_while_the_server_is_down():
     client = FakeClient()
-    models = app.ServerModels(client, ttl_s=60)
+    models = ServerModels(client, ttl_s=60)
     catalog, error = models.get()
     assert (catalog.names, error) == (tuple(INFOS), "")
     assert models.get()[0] is catalog and client.index_calls == 1
@@ -608,7 +609,7 @@ def test_a_page_built_while_the_server_is_down_comes_up_and_fills_its_choices_la
     (radio,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-choice"]
     assert radio.choices == [] and radio.value is None
     client.down = False
-    catalog, error = app.ServerModels(client, ttl_s=0).get()
+    catalog, error = ServerModels(client, ttl_s=0).get()
     assert error == "" and catalog.choices()[0] == ("All 3 fused", "detect_all")
     assert app.choices_update(catalog, radio.choices, radio.value) == (
         catalog.choices(),

@@ -419,7 +419,7 @@ class ClipDetector:
         max_frames: int = MAX_CLIP_FRAMES,
     ):
         self.client = client
-        self.models = models  # ui.app.ServerModels: info(model) -> ModelInfo or InputError
+        self.models = models  # ui.catalog.ServerModels: info(model) -> ModelInfo or InputError
         self.folders = folders
         self.upload_root = upload_root  # uploads under it are deleted after their run
         self.stats_retries = stats_retries
@@ -618,7 +618,7 @@ def build_tab(
     """The tab's components and events, inside the caller's ``gr.Tab`` (and so inside
     its ``gr.Blocks``, whose ``unload`` deletes a closed page's result files).
 
-    ``models`` is ``ui.app.ServerModels``; ``downloads_root`` a folder in Gradio's cache;
+    ``models`` is ``ui.catalog.ServerModels``; ``downloads_root`` a folder in Gradio's cache;
     ``model``, ``score``, ``iou`` the page's shared inputs. Returns the tab's
     ``ClipDetector`` (its ``folders`` say what is kept)."""
     folders = ClipFolders(downloads_root)

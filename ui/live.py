@@ -305,7 +305,7 @@ class LiveStreams:
         """One streamed frame of session ``key``: send it (or drop it), show the latest."""
         try:
             jpeg = frame_jpeg(frame)
-            self.models.served(model)  # ui.app.ServerModels: InputError when not served
+            self.models.served(model)  # ui.catalog.ServerModels: InputError when not served
             name = model
             score_threshold = threshold(score, "score threshold")
             iou_threshold = threshold(iou, "IoU threshold")
