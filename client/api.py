@@ -33,7 +33,6 @@ Reliability and security (the server's side is ``ensemble.server``):
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -42,13 +41,20 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
-from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
+from client.connection import (
+    TlsOption,
+    api_key_headers,
+    channel_args,
+    channel_credentials,
+    is_loopback,
+    resolve_api_key,
+    resolve_endpoints,
+    resolve_tls,
+)
 from client.errors import (
     DetectorError,
     ImageNotReadable,
@@ -74,11 +80,9 @@ from client.retry import (
 from ensemble.contract import (
     ANNOTATED_IMAGE,
     ANNOTATED_MAX_SIDE,
-    API_KEY_HEADER,
     DETECT_ALL,
     DETECTIONS,
     DTYPES,
-    GRPC_API_KEY_HEADER,
     IMAGE,
     IOU_THRESHOLD,
     MAX_BATCH_SIZE,
@@ -88,7 +92,6 @@ from ensemble.contract import (
     SCORE_THRESHOLD,
     detector_outputs,
 )
-from ensemble.contract import is_loopback as contract_is_loopback
 
 if TYPE_CHECKING:
     from client.video import FrameResult
@@ -101,18 +104,6 @@ PROBE_TIMEOUT_S = 5.0
 
 ImageInput = bytes | str | Path
 T = TypeVar("T")
-
-# The restricted APIs' key travels under both API_KEY_HEADER and GRPC_API_KEY_HEADER
-# (see the contract): the second for Triton's gRPC endpoint, the first for any front
-# that checks the configured name itself.
-
-# The largest gRPC message the channel sends: a request body, the message plus gRPC's
-# 5-byte frame header, is at most the server's MAX_REQUEST_BYTES. Replies are not
-# bounded by the contract (up to four annotated JPEGs per image for detect_all), so
-# the channel accepts gRPC's largest message, as tritonclient does by default.
-GRPC_FRAME_HEADER_BYTES = 5
-MAX_SEND_MESSAGE_BYTES = MAX_REQUEST_BYTES - GRPC_FRAME_HEADER_BYTES
-MAX_RECEIVE_MESSAGE_BYTES = 2**31 - 1
 
 # Estimate of a request's size from its images' sizes (``request_bytes``). Per image: the
 # 4-byte length before each BYTES element, 4 bytes per threshold, and margin. Per
@@ -152,46 +143,6 @@ def pack_requests(image_sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES) ->
     if current:
         groups.append(current)
     return groups
-
-
-# --- endpoints and failover ------------------------------------------------------------
-
-# gRPC target schemes whose address part is itself a comma-separated list of addresses
-# ("ipv4:10.0.0.1:8001,10.0.0.2:8001"): such a string is one target, not several.
-_LIST_TARGET_SCHEMES = ("ipv4:", "ipv6:")
-
-
-def parse_endpoints(url: str | Sequence[str]) -> tuple[str, ...]:
-    """The endpoints in ``url``: one gRPC address, several separated by commas
-    (``"a:8001, b:8001"``), or a sequence of them; blanks around each are dropped, and so
-    is a ``grpc://`` scheme.
-
-    Any other gRPC target is kept whole: ``dns:///name:8001`` (gRPC resolves the name
-    and balances over its addresses), ``ipv4:a:8001,b:8001``. ``ValueError`` saying why
-    for no endpoint, an empty entry or an endpoint given twice.
-    """
-    entries = [url] if isinstance(url, str) else list(url)
-    if not entries:
-        raise ValueError("no Triton endpoint given: pass host:port, or several separated by ,")
-    found: list[str] = []
-    for entry in entries:
-        if not isinstance(entry, str):
-            raise ValueError(f"a Triton endpoint is a string host:port, got {entry!r}")
-        text = entry.strip()
-        parts = [text] if text.startswith(_LIST_TARGET_SCHEMES) else text.split(",")
-        for part in parts:
-            endpoint = part.strip().removeprefix("grpc://")
-            if not endpoint:
-                raise ValueError(
-                    f"empty Triton endpoint in {entry!r}: give host:port, several "
-                    f"separated by a comma"
-                )
-            if any(c.isspace() for c in endpoint):
-                raise ValueError(f"blank inside the Triton endpoint {endpoint!r}")
-            if endpoint in found:
-                raise ValueError(f"Triton endpoint {endpoint} given twice")
-            found.append(endpoint)
-    return tuple(found)
 
 
 def image_source(image: ImageInput, index: int) -> str:
@@ -293,90 +244,6 @@ def output_names(info: ModelInfo) -> list[str]:
     return names
 
 
-def resolve_endpoints(url: str | Sequence[str] | None = None) -> tuple[str, ...]:
-    """The endpoints of ``url``, else of $TRITON_URL, else localhost:8001 (see
-    ``parse_endpoints``: one address, or several separated by commas)."""
-    return parse_endpoints(url or os.environ.get(URL_ENV) or DEFAULT_URL)
-
-
-def resolve_url(url: str | Sequence[str] | None = None) -> str:
-    """``url``, else $TRITON_URL, else localhost:8001, as one string: its endpoints
-    separated by commas, each without a ``grpc://`` scheme."""
-    return ",".join(resolve_endpoints(url))
-
-
-TlsOption = bool | str | os.PathLike
-
-
-def resolve_tls(tls: TlsOption | None = None) -> bool | Path:
-    """``tls`` (False, True for the system's roots, or a CA file's path), else the path
-    in $DETECTOR_TLS_CA, else False."""
-    if tls is None:
-        tls = os.environ.get(TLS_CA_ENV) or False
-    if isinstance(tls, bool):
-        return tls
-    return Path(tls)
-
-
-def resolve_api_key(api_key: str | None = None) -> str | None:
-    """``api_key``, else $DETECTOR_API_KEY; surrounding blanks are dropped, and an empty
-    key is no key."""
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV, "")
-    return api_key.strip() or None
-
-
-def api_key_headers(api_key: str | None) -> dict[str, str] | None:
-    """The request headers (gRPC metadata) that carry ``api_key``; None without a key."""
-    return {API_KEY_HEADER: api_key, GRPC_API_KEY_HEADER: api_key} if api_key else None
-
-
-def read_ca_certificate(path: Path) -> bytes:
-    """The PEM bytes of a CA certificate file; ``DetectorError`` naming the file when it
-    cannot be read or holds no certificate."""
-    try:
-        pem = path.read_bytes()
-    except OSError as e:
-        raise DetectorError(f"cannot read the TLS CA file {path}: {e.strerror or e}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise DetectorError(f"the TLS CA file {path} holds no PEM certificate")
-    return pem
-
-
-def is_loopback(url: str) -> bool:
-    """Whether ``url`` (host:port, or a gRPC target ``dns:///host:port``,
-    ``ipv4:a:port,b:port``) names this machine."""
-    if url.startswith(_LIST_TARGET_SCHEMES):
-        scheme, _, addresses = url.partition(":")
-        return all(is_loopback(a) for a in addresses.split(","))
-    if url.startswith("dns:"):
-        url = url.rsplit("/", 1)[-1]
-    return contract_is_loopback(url.rsplit(":", 1)[0])
-
-
-# A channel that lost its server waits up to this long before connecting again (gRPC's
-# default grows to 120 s): a replica back from a restart is seen within this.
-MAX_RECONNECT_BACKOFF_MS = 10_000
-
-
-def channel_args() -> list[tuple[str, int | str]]:
-    """The gRPC channel's options: message size limits to match the server's,
-    tritonclient's default keepalive (which it leaves out when given options), and
-    round robin over every address the target resolves to (a headless Service's name
-    or ``dns:///name:8001``: gRPC's default, pick_first, would send everything to one)."""
-    keepalive = KeepAliveOptions()
-    return [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
-        ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
-        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
-        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
-        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
-    ]
-
-
 # --- client --------------------------------------------------------------------
 
 
@@ -431,12 +298,7 @@ class DetectorClient:
         for endpoint in self.endpoints:
             if key and not self.tls and not is_loopback(endpoint):
                 log.warning("sending the API key to %s without TLS: the path can read it", endpoint)
-        security: dict = {}
-        if isinstance(self.tls, Path):
-            pem = read_ca_certificate(self.tls)
-            security["creds"] = grpc.ssl_channel_credentials(root_certificates=pem)
-        elif self.tls:
-            security["ssl"] = True  # grpc's default roots
+        security = channel_credentials(self.tls)
         # One client (one channel) per endpoint; made here, never changed after, so
         # threads share the dict without a lock. Channels connect on first use.
         self._clients = {
@@ -743,17 +605,12 @@ class DetectorClient:
 
 
 __all__ = [
-    "API_KEY_HEADER",
-    "GRPC_API_KEY_HEADER",
     "KNOWN_FORMATS",
     "DetectorClient",
-    "api_key_headers",
     "build_inputs",
     "load_image",
     "pack_requests",
-    "parse_endpoints",
     "request_bytes",
-    "resolve_endpoints",
     "sniff_image_format",
     "split_batches",
 ]

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli, environment, errors
+from client import api, cli, connection, environment, errors
 from client.api import DetectorClient
 from client.errors import (
     ImageNotReadable,
@@ -433,10 +433,10 @@ def test_load_image_reports_unreadable_files_before_sending(tmp_path):
 
 def test_url_comes_from_argument_then_environment_then_default(monkeypatch):
     monkeypatch.delenv(environment.URL_ENV, raising=False)
-    assert api.resolve_url() == environment.DEFAULT_URL == "localhost:8001"
+    assert connection.resolve_url() == environment.DEFAULT_URL == "localhost:8001"
     monkeypatch.setenv(environment.URL_ENV, "triton:9001")
-    assert api.resolve_url() == "triton:9001"
-    assert api.resolve_url("grpc://other:8001") == "other:8001"
+    assert connection.resolve_url() == "triton:9001"
+    assert connection.resolve_url("grpc://other:8001") == "other:8001"
 
 
 # --- errors ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import grpc
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli, environment, errors
+from client import cli, connection, environment, errors
 from client.api import DetectorClient
 from client.errors import (
     InvalidImage,
@@ -73,8 +73,8 @@ class Clock:
 
 @pytest.mark.unit
 def test_endpoints_are_split_on_commas_with_blanks_and_grpc_schemes_dropped():
-    assert api.parse_endpoints("a:8001") == ("a:8001",)
-    assert api.parse_endpoints(" a:8001 ,grpc://b:8002,\tc:8003\n") == (
+    assert connection.parse_endpoints("a:8001") == ("a:8001",)
+    assert connection.parse_endpoints(" a:8001 ,grpc://b:8002,\tc:8003\n") == (
         "a:8001",
         "b:8002",
         "c:8003",
@@ -83,8 +83,8 @@ def test_endpoints_are_split_on_commas_with_blanks_and_grpc_schemes_dropped():
 
 @pytest.mark.unit
 def test_a_sequence_of_endpoints_is_taken_in_its_order():
-    assert api.parse_endpoints(["b:2", " a:1 "]) == ("b:2", "a:1")
-    assert api.parse_endpoints(("a:1", "b:2,c:3")) == ("a:1", "b:2", "c:3")
+    assert connection.parse_endpoints(["b:2", " a:1 "]) == ("b:2", "a:1")
+    assert connection.parse_endpoints(("a:1", "b:2,c:3")) == ("a:1", "b:2", "c:3")
 
 
 @pytest.mark.unit
@@ -103,39 +103,41 @@ def test_a_sequence_of_endpoints_is_taken_in_its_order():
 )
 def test_bad_endpoint_lists_are_refused_saying_why(url, words):
     with pytest.raises(ValueError, match=words):
-        api.parse_endpoints(url)
+        connection.parse_endpoints(url)
 
 
 @pytest.mark.unit
 def test_grpc_targets_that_resolve_to_many_addresses_are_kept_whole():
-    assert api.parse_endpoints("dns:///triton-headless:8001") == ("dns:///triton-headless:8001",)
-    assert api.parse_endpoints("dns:///a:1, b:2") == ("dns:///a:1", "b:2")
+    assert connection.parse_endpoints("dns:///triton-headless:8001") == (
+        "dns:///triton-headless:8001",
+    )
+    assert connection.parse_endpoints("dns:///a:1, b:2") == ("dns:///a:1", "b:2")
     # gRPC's ipv4: scheme takes a list of its own, separated by commas too
     target = "ipv4:10.0.0.1:8001,10.0.0.2:8001"
-    assert api.parse_endpoints(target) == (target,)
+    assert connection.parse_endpoints(target) == (target,)
 
 
 @pytest.mark.unit
 def test_several_endpoints_come_from_the_environment_too(monkeypatch):
     monkeypatch.setenv(environment.URL_ENV, "a:1, b:2")
-    assert api.resolve_endpoints() == ("a:1", "b:2")
-    assert api.resolve_url() == "a:1,b:2"
-    assert api.resolve_endpoints("c:3") == ("c:3",)  # the argument wins
+    assert connection.resolve_endpoints() == ("a:1", "b:2")
+    assert connection.resolve_url() == "a:1,b:2"
+    assert connection.resolve_endpoints("c:3") == ("c:3",)  # the argument wins
     with DetectorClient() as client:
         assert client.endpoints == ("a:1", "b:2") and client.url == "a:1,b:2"
 
 
 @pytest.mark.unit
 def test_loopback_is_told_for_grpc_targets_too():
-    assert api.is_loopback("dns:///localhost:8001")
-    assert not api.is_loopback("dns:///triton-headless:8001")
-    assert api.is_loopback("ipv4:127.0.0.1:1,127.0.0.1:2")
-    assert not api.is_loopback("ipv4:127.0.0.1:1,10.0.0.2:2")
+    assert connection.is_loopback("dns:///localhost:8001")
+    assert not connection.is_loopback("dns:///triton-headless:8001")
+    assert connection.is_loopback("ipv4:127.0.0.1:1,127.0.0.1:2")
+    assert not connection.is_loopback("ipv4:127.0.0.1:1,10.0.0.2:2")
 
 
 @pytest.mark.unit
 def test_the_channel_balances_over_every_address_of_a_name():
-    assert dict(api.channel_args())["grpc.lb_policy_name"] == "round_robin"
+    assert dict(connection.channel_args())["grpc.lb_policy_name"] == "round_robin"
 
 
 @pytest.mark.unit

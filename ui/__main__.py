@@ -179,7 +179,7 @@ def demo_access(host: str, env: Mapping[str, str], auth_file: Path | None, no_au
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from client.api import URL_ENV
+    from client import URL_ENV
     from ensemble.server import add_server_arguments
 
     ap = argparse.ArgumentParser(
@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.models and not args.serve:
         ap.error("--models is for --serve: a running Triton already serves its own")
     if args.url is not None:
-        from client.api import parse_endpoints
+        from client.connection import parse_endpoints
 
         try:
             parse_endpoints(args.url)
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.serve:
                 return serve_with_triton(args, access, stop)
-            from client.api import resolve_url
+            from client.connection import resolve_url
 
             url = resolve_url(args.url)
             close = launch_ui(args, access, url)
