@@ -53,16 +53,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench import table
+from bench.load import ANSWERED, FAILED, Load, grpc
+from bench.processes import kill_all, tree
+from bench.served import is_ready
 from cluster import chart
 from ensemble.processes import Ports, free_port, stop_process
 from ensemble.server import API_KEY_ENV, argument_parser
@@ -342,8 +344,6 @@ class Replica:
         log.close()
 
     def ready(self) -> bool:
-        from bench.soak import is_ready
-
         return is_ready(f"http://127.0.0.1:{self.ports.http}")
 
     def alive(self) -> bool:
@@ -357,36 +357,24 @@ class Replica:
         """SIGTERM, as the kubelet sends after preStop; the launcher drains and stops."""
         if not self.alive():
             return None
-        tree = self.tree()
+        processes = self.tree()
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             code = None
-        self.kill(tree)  # anything it left behind (nothing, after a clean stop)
+        self.kill(processes)  # anything it left behind (nothing, after a clean stop)
         return code
 
     def tree(self) -> list:
-        """The launcher and every process under it (``psutil.Process`` objects, which
-        remember their start time: a pid reused later is not signalled)."""
-        import psutil
+        """The launcher and every process under it (``bench.processes.tree``)."""
+        return tree(self.process.pid) if self.alive() else []
 
-        if not self.alive():
-            return []
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        return []
-
-    def kill(self, tree: list | None = None) -> None:
+    def kill(self, processes: list | None = None) -> None:
         """SIGKILL to every process of the replica at once (Triton, its workers and the
-        front run in sessions of their own under the launcher): ``tree``, or the
-        processes under the launcher now."""
-        import psutil
-
-        for p in self.tree() if tree is None else tree:
-            with contextlib.suppress(psutil.Error):
-                p.send_signal(signal.SIGKILL)
+        front run in sessions of their own under the launcher): ``processes``, or the
+        launcher's tree now."""
+        kill_all(self.tree() if processes is None else processes)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(10)
@@ -508,116 +496,20 @@ class Prometheus:
 # --- load --------------------------------------------------------------------------
 
 
-@dataclass
-class LoadResult:
-    seconds: float
-    answered: int
-    refused: int
-    failed: int
-    failures: Counter = field(default_factory=Counter)
-    latencies_s: list[float] = field(default_factory=list)
-    failed_at_s: list[float] = field(default_factory=list)  # since the load began
-
-    @property
-    def rate(self) -> float:
-        return self.answered / self.seconds if self.seconds else 0.0
-
-    def summary(self) -> dict:
-        import numpy as np
-
-        lat = np.asarray(self.latencies_s) * 1000.0
-        return {
-            "seconds": round(self.seconds, 1),
-            "answered": self.answered,
-            "refused_busy": self.refused,
-            "failed": self.failed,
-            "images_per_s": round(self.rate, 2),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
-            "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
-            "failures": dict(self.failures),
-        }
+def load(cluster: Cluster, ensembles: Sequence[str], photos: Sequence[bytes],
+         concurrency: int) -> Load:  # fmt: skip
+    """``bench.load``'s closed loop through HAProxy, started by ``with``: raw ``infer``
+    calls with no retry, so that a request the cluster lost is counted as failed."""
+    return Load(grpc(cluster.url), ensembles, photos, concurrency)
 
 
-class Load:
-    """Closed-loop gRPC load: ``concurrency`` threads, each with its own connection to
-    ``url``, sending one photo at a time over ``ensembles`` in turn. Raw ``infer`` calls
-    with no retry: a request the cluster lost is counted as failed."""
-
-    def __init__(self, url: str, ensembles: Sequence[str], photos: Sequence[bytes],
-                 concurrency: int):  # fmt: skip
-        self.url, self.ensembles, self.photos = url, list(ensembles), list(photos)
-        self.concurrency = concurrency
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
-        self.result = LoadResult(0.0, 0, 0, 0)
-        self.threads: list[threading.Thread] = []
-        self.t0 = 0.0
-
-    def _worker(self, index: int) -> None:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
-
-        from client.api import build_inputs
-        from client.errors import first_line, is_busy
-
-        client = grpcclient.InferenceServerClient(self.url)
-        n = index
-        try:
-            while not self.stop_event.is_set():
-                ensemble = self.ensembles[n % len(self.ensembles)]
-                photo = self.photos[n % len(self.photos)]
-                n += self.concurrency
-                sent = time.perf_counter()
-                try:
-                    client.infer(ensemble, build_inputs([photo]), client_timeout=120)
-                    outcome, reason = "answered", ""
-                except InferenceServerException as e:
-                    busy = is_busy(e)
-                    outcome, reason = ("refused" if busy else "failed"), first_line(str(e))
-                done = time.perf_counter()
-                with self.lock:
-                    if outcome == "answered":
-                        self.result.answered += 1
-                        self.result.latencies_s.append(done - sent)
-                    elif outcome == "refused":
-                        self.result.refused += 1
-                    else:
-                        self.result.failed += 1
-                        self.result.failures[reason] += 1
-                        self.result.failed_at_s.append(done - self.t0)
-                if outcome != "answered":
-                    time.sleep(0.05)  # pacing after an error, not a retry
-        finally:
-            client.close()
-
-    def start(self) -> Load:
-        self.t0 = time.perf_counter()
-        self.threads = [threading.Thread(target=self._worker, args=(i,), daemon=True)
-                        for i in range(self.concurrency)]  # fmt: skip
-        for t in self.threads:
-            t.start()
-        return self
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def stop(self) -> LoadResult:
-        self.stop_event.set()
-        for t in self.threads:
-            t.join(180)
-        self.result.seconds = self.elapsed()
-        return self.result
-
-
-@contextlib.contextmanager
-def load(url: str, ensembles: Sequence[str], photos: Sequence[bytes],
-         concurrency: int) -> Iterator[Load]:  # fmt: skip
-    running = Load(url, ensembles, photos, concurrency).start()
-    try:
-        yield running
-    finally:
-        if not running.stop_event.is_set():
-            running.stop()
+def summary(running: Load) -> dict:
+    """A load's figures as cluster.json keeps them."""
+    f = running.figures(digits=1)
+    return {"seconds": round(f["seconds"], 1), "answered": f["answered"],
+            "refused_busy": f["refused"], "failed": f["failed"],
+            "images_per_s": round(f["images_per_s"], 2), "p50_ms": f["p50_ms"],
+            "p99_ms": f["p99_ms"], "failures": f["failures"]}  # fmt: skip
 
 
 # --- the run -----------------------------------------------------------------------
@@ -714,11 +606,11 @@ class Cluster:
         for r in self.replicas:
             if r.alive():
                 r.process.send_signal(signal.SIGTERM)
-        for r, tree in zip(self.replicas, trees, strict=True):
+        for r, processes in zip(self.replicas, trees, strict=True):
             if r.process is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     r.process.wait(60)
-            r.kill(tree)
+            r.kill(processes)
         self.haproxy.stop()
         self.prometheus.stop()
 
@@ -740,27 +632,28 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
     result: dict = {"replicas": n, "ensembles": ensembles, "chart_args": cluster.chart_args,
                     "autoscaling": autoscaling.__dict__, "load": {}}  # fmt: skip
     for ensemble in ensembles:  # one request each through every replica: lazy set-up
-        with load(cluster.url, [ensemble], photos[:1], n) as warm:
-            while warm.result.answered < n and warm.elapsed() < 300:
+        with load(cluster, [ensemble], photos[:1], n) as warm:
+            while warm.count(ANSWERED) < n and warm.elapsed() < 300:
                 time.sleep(0.2)
 
     def steady(name: str, concurrency: int) -> None:
         log(f"{name} load: {concurrency} client(s) for {phases.steady:.0f} s")
         before = cluster.answered()
-        with load(cluster.url, ensembles, photos, concurrency) as running:
+        with load(cluster, ensembles, photos, concurrency) as running:
             time.sleep(phases.steady)
             # The HPA reads the metric while the load runs, as a live cluster's does.
             series = cluster.prometheus.values(f'{autoscaling.series}{{namespace="{NAMESPACE}"}}')
-            outcome = running.stop()
+            outcome = summary(running.stop())
         counts = _delta(cluster.answered(), before)
         desired = hpa_desired(n, list(series.values()), autoscaling.target,
                               autoscaling.min_replicas, autoscaling.max_replicas)  # fmt: skip
         result["load"][name] = {
-            "concurrency": concurrency, **outcome.summary(), "spread": spread(counts),
+            "concurrency": concurrency, **outcome, "spread": spread(counts),
             "hpa": {"metric_per_pod": {k: round(v, 1) for k, v in series.items()},
                     "current_replicas": n, "desired_replicas": desired},
         }  # fmt: skip
-        log(f"  {outcome.rate:.2f} images/s, {outcome.failed} failed; per replica {counts}; "
+        log(f"  {outcome['images_per_s']:.2f} images/s, {outcome['failed']} failed; "
+            f"per replica {counts}; "
             f"{autoscaling.series} {[round(v) for v in series.values()]} -> HPA wants "
             f"{desired} replica(s) (target {autoscaling.target:g})")  # fmt: skip
 
@@ -774,11 +667,11 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
         out = [r.name for r in cluster.replicas[count:]]
         for name in out:
             cluster.haproxy.set_state(name, "maint")
-        with load(cluster.url, ensembles, photos, high) as running:
+        with load(cluster, ensembles, photos, high) as running:
             time.sleep(phases.per_count)
-            outcome = running.stop()
-        result["throughput"][str(count)] = round(outcome.rate, 2)
-        log(f"{count} replica(s) in rotation, {high} clients: {outcome.rate:.2f} images/s")
+            rate = summary(running.stop())["images_per_s"]
+        result["throughput"][str(count)] = rate
+        log(f"{count} replica(s) in rotation, {high} clients: {rate:.2f} images/s")
         for name in out:
             cluster.haproxy.set_state(name, "ready")
     cluster.wait_ready(cluster.replicas, 60)
@@ -798,7 +691,7 @@ def drain(cluster: Cluster, victim: Replica, ensembles, photos, concurrency: int
     pause = cluster.pre_stop_s()
     log(f"drain {victim.name}: out of rotation, {pause:g} s preStop, SIGTERM, under "
         f"{concurrency} clients")  # fmt: skip
-    with load(cluster.url, ensembles, photos, concurrency) as running:
+    with load(cluster, ensembles, photos, concurrency) as running:
         time.sleep(phases.around)
         cluster.haproxy.set_state(victim.name, "maint")  # the endpoint is removed
         time.sleep(pause)  # preStop
@@ -806,8 +699,9 @@ def drain(cluster: Cluster, victim: Replica, ensembles, photos, concurrency: int
         code = victim.terminate()
         stopped_s = time.monotonic() - started
         time.sleep(phases.around)
-        outcome = running.stop()
-    log(f"  {outcome.answered} answered, {outcome.failed} failed, {outcome.refused} busy; "
+        outcome = summary(running.stop())
+    log(f"  {outcome['answered']} answered, {outcome['failed']} failed, "
+        f"{outcome['refused_busy']} busy; "
         f"{victim.name} exited {code} {stopped_s:.1f} s after SIGTERM")  # fmt: skip
     # A new pod in its place: it joins once its readiness check passes.
     victim.start(cluster.env)
@@ -818,14 +712,14 @@ def drain(cluster: Cluster, victim: Replica, ensembles, photos, concurrency: int
     log(f"  {victim.name} started again and back in rotation after {rejoined_s:.0f} s")
     return {"replica": victim.name, "pre_stop_s": pause, "exit_code": code,
             "stopped_s": round(stopped_s, 1), "rejoined_s": round(rejoined_s, 1),
-            **outcome.summary()}  # fmt: skip
+            **outcome}  # fmt: skip
 
 
 def crash(cluster: Cluster, victim: Replica, ensembles, photos, concurrency: int,
           phases: Phases, log) -> dict:  # fmt: skip
     """Every process of ``victim`` SIGKILLed at once, under load."""
     log(f"kill {victim.name} (SIGKILL to all its processes) under {concurrency} clients")
-    with load(cluster.url, ensembles, photos, concurrency) as running:
+    with load(cluster, ensembles, photos, concurrency) as running:
         time.sleep(phases.around)
         in_flight = int(cluster.haproxy.stats()[victim.name]["scur"] or 0)
         killed_at = running.elapsed()
@@ -835,17 +729,18 @@ def crash(cluster: Cluster, victim: Replica, ensembles, photos, concurrency: int
             if down_s is None and victim.name not in cluster.haproxy.up():
                 down_s = running.elapsed() - killed_at
             time.sleep(0.1)
-        outcome = running.stop()
-    last = max(outcome.failed_at_s, default=None)
-    after = [t - killed_at for t in outcome.failed_at_s]
-    log(f"  {outcome.failed} lost with {in_flight} in flight on {victim.name}; health check "
+        outcome = summary(running.stop())
+    failed_at = [r.end for r in running.records if r.outcome == FAILED]
+    last = max(failed_at, default=None)
+    after = [t - killed_at for t in failed_at]
+    log(f"  {outcome['failed']} lost with {in_flight} in flight on {victim.name}; health check "
         f"took it out after {down_s if down_s is None else round(down_s, 1)} s; last loss "
         f"{'-' if last is None else f'{last - killed_at:.1f} s'} after the kill")  # fmt: skip
     return {"replica": victim.name, "in_flight_at_kill": in_flight,
-            "lost": outcome.failed, "out_of_rotation_after_s": down_s and round(down_s, 2),
+            "lost": outcome["failed"], "out_of_rotation_after_s": down_s and round(down_s, 2),
             "last_loss_after_s": round(max(after), 2) if after else None,
             "lost_after_out_of_rotation": sum(1 for t in after if down_s and t > down_s + 0.5),
-            **outcome.summary()}  # fmt: skip
+            **outcome}  # fmt: skip
 
 
 def dashboard_queries(prometheus: Prometheus, log) -> list[dict]:
@@ -872,29 +767,23 @@ def markdown(r: dict) -> str:
         "",
         f"Launcher arguments from the chart: `{' '.join(r['chart_args'])}`",
         "",
-        "| load | clients | images/s | p50 ms | p99 ms | failed | busy | requests per replica | "
-        f"{a['series']} per pod | HPA desired (of {r['replicas']}) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, x in r["load"].items():
-        lines.append(
-            f"| {name} | {x['concurrency']} | {x['images_per_s']} | {x['p50_ms']} | "
-            f"{x['p99_ms']} | {x['failed']} | {x['refused_busy']} | "
-            f"{', '.join(f'{k}: {v}' for k, v in x['spread']['requests'].items())} | "
-            f"{', '.join(f'{v:g}' for v in x['hpa']['metric_per_pod'].values())} | "
-            f"{x['hpa']['desired_replicas']} |"
-        )
-    lines += [
+        *table(("load", "clients", "images/s", "p50 ms", "p99 ms", "failed", "busy",
+                "requests per replica", f"{a['series']} per pod",
+                f"HPA desired (of {r['replicas']})"), [
+            (name, x["concurrency"], x["images_per_s"], x["p50_ms"], x["p99_ms"], x["failed"],
+             x["refused_busy"], ", ".join(f"{k}: {v}" for k, v in x["spread"]["requests"].items()),
+             ", ".join(f"{v:g}" for v in x["hpa"]["metric_per_pod"].values()),
+             x["hpa"]["desired_replicas"]) for name, x in r["load"].items()
+        ]),
         "",
         f"HPA: `{a['metric']}` (served from `{a['series']}`), target average "
         f"{a['target']:g}, {a['min_replicas']} to {a['max_replicas']} replicas, "
         f"{int(HPA_TOLERANCE * 100)} % tolerance.",
         "",
-        "| replicas in rotation | " + " | ".join(r["throughput"]) + " |",
-        "|---|" + "---|" * len(r["throughput"]),
-        "| images/s | " + " | ".join(str(v) for v in r["throughput"].values()) + " |",
+        *table(("replicas in rotation", *r["throughput"]),
+               [("images/s", *r["throughput"].values())]),
         "",
-    ]
+    ]  # fmt: skip
     d = r["drain"]
     lines.append(
         f"Drain of {d['replica']} (out of rotation, {d['pre_stop_s']:g} s preStop, SIGTERM): "
@@ -913,8 +802,8 @@ def markdown(r: dict) -> str:
     dash = r["dashboard"]
     answered = sum(1 for q in dash if q["series"])
     lines += ["", f"Dashboard: {answered} of {len(dash)} panel queries return data.", "",
-              "| panel | series | query |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| {q['panel']} | {q['series']} | `{q['expr']}` |" for q in dash]
+              *table(("panel", "series", "query"),
+                     [(q["panel"], q["series"], f"`{q['expr']}`") for q in dash])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
