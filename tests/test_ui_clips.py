@@ -17,6 +17,7 @@ from media import CLIP_FPS, CLIP_SIZE, SCENES, count_frames, scene_frames, scene
 from client import ClipTooLong, DetectorClient, VideoNotReadable, probe_clip
 from client.statistics import DURATIONS, Duration, ModelStatistics
 from ui import clips
+from ui.results import CLIP, ResultFolders
 
 # --- unit: pure parts -----------------------------------------------------------------
 
@@ -134,28 +135,6 @@ def test_remove_upload_deletes_only_inside_the_upload_folder(tmp_path):
 
 
 @pytest.mark.unit
-def test_clip_folders_keep_one_result_per_session_and_a_bounded_count(tmp_path):
-    root = tmp_path / "downloads"
-    photo_folder = root / "0123abcd"  # a still image's result: not the clips' to prune
-    photo_folder.mkdir(parents=True)
-    folders = clips.ClipFolders(root, max_folders=3)
-    first = folders.new("session-a")
-    (first / "a.webm").write_bytes(b"1")
-    second = folders.new("session-a")  # the session's next result replaces its last
-    assert not first.exists() and second.is_dir()
-    others = [folders.new(f"session-{i}") for i in range(5)]
-    kept = folders.folders()
-    assert len(kept) == 3 and kept == others[-3:]
-    assert photo_folder.is_dir()
-    folders.end_session("session-4")  # its page was closed
-    assert not others[-1].exists() and len(folders.folders()) == 2
-    folders.end_session("never-seen")  # nothing to do, no error
-    anonymous = folders.new()
-    folders.discard(anonymous)
-    assert not anonymous.exists()
-
-
-@pytest.mark.unit
 def test_clip_errors_name_the_upload_and_the_limit():
     long = clips.clip_error(ClipTooLong("/tmp/gradio/x/c.mp4", 1801, 1800), "c.mp4")
     assert "c.mp4" in long and "1800 frames" in long and "/tmp/gradio" not in long
@@ -186,7 +165,7 @@ def tab(client, tmp_path):
 
     uploads = tmp_path / "uploads"
     uploads.mkdir()
-    folders = clips.ClipFolders(tmp_path / "downloads", max_folders=3)
+    folders = ResultFolders(tmp_path / "downloads", {CLIP: 3})
     return clips.ClipDetector(client, ServerModels(client), folders, upload_root=uploads)
 
 
@@ -233,7 +212,7 @@ def test_a_clip_comes_back_annotated_with_per_frame_detections_and_timings(tab, 
     assert outcome.waterfall.count('class="waterfall-bar"') == len(set(steps))
     # The upload is gone; the result's files are in the session's folder.
     assert not Path(upload["path"]).exists()
-    assert tab.folders.folders() == [outcome.clip.parent]
+    assert tab.folders.folders(CLIP) == [outcome.clip.parent]
 
 
 @pytest.mark.server
@@ -259,7 +238,7 @@ def test_damaged_clips_get_one_clear_message_and_the_next_clip_works(
         assert says in outcome.message, outcome.message
         assert "Traceback" not in outcome.message and str(tab.upload_root) not in outcome.message
         assert not Path(upload["path"]).exists()  # the upload is deleted all the same
-        assert tab.folders.folders() == []  # and no partial result is left
+        assert tab.folders.folders(CLIP) == []  # and no partial result is left
     outcome = tab(uploaded(tab, "good.webm", webm), MODEL, 0.3, 0.5, "session-2")
     assert not outcome.failed, outcome.message
     assert count_frames(outcome.clip) == len(scenes)
@@ -298,7 +277,7 @@ def test_bad_choices_get_a_message_and_touch_nothing(tab, scenes, tmp_path):
     Path(gone["path"]).unlink()  # as after an earlier run of the same upload
     again = tab(gone, MODEL, 0.3, 0.5).message
     assert "again.mp4 is no longer here" in again and "upload it again" in again, again
-    assert tab.folders.folders() == []
+    assert tab.folders.folders(CLIP) == []
     assert list(tab.upload_root.iterdir()) == []
 
 

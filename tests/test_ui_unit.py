@@ -28,6 +28,7 @@ from ensemble import contract
 from ensemble.registry import RUNTIMES
 from ui import app, timings
 from ui.catalog import Catalog, ServerModels, detector_caption, detector_captions, model_label
+from ui.results import ResultFolders
 
 pytestmark = pytest.mark.unit
 
@@ -639,7 +640,7 @@ def test_success_message_names_the_five_best_and_counts_the_rest():
 
 def test_downloads_are_each_views_jpeg_and_one_coco_json_of_every_table_row(tmp_path):
     views = app.result_views(_detect_all_result(), INFOS["detect_all"], CAPTIONS)
-    files = app.Downloads(tmp_path).write("my photo.png", views, "detect_all")
+    files = app.write_downloads(ResultFolders(tmp_path), "my photo.png", views, "detect_all")
     jpegs, (coco,) = files[:-1], files[-1:]
     assert [p.read_bytes() for p in jpegs] == [b"fused", b"pt", b"tf", b"ort"]
     assert len({p.parent for p in files}) == 1 and files[0].parent.parent == tmp_path
@@ -654,17 +655,3 @@ def test_downloads_are_each_views_jpeg_and_one_coco_json_of_every_table_row(tmp_
     person = next(e for e in entries if e["model"] == "Fused (WBF)")
     assert person["bbox"] == [11.24, 11.2, 356.47, 498.6] and person["category_id"] == 1
     assert {e["file_name"] for e in entries} == {"my photo.png"}
-
-
-def test_download_folders_stay_bounded_and_emptied_ones_go(tmp_path):
-    views = [("x", _result(("cup", 0.5, (1, 2, 3, 4))))]
-    downloads = app.Downloads(tmp_path, max_folders=3)
-    written = [downloads.write(f"p{i}.png", views, "detect_x") for i in range(5)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        files[0].parent.name for files in written[-3:]
-    )
-    for path in written[-1]:  # what the cache sweep does to an old result's files
-        path.unlink()
-    downloads.write("p5.png", views, "detect_x")
-    assert written[-1][0].parent not in set(tmp_path.iterdir())
-    assert len(list(tmp_path.iterdir())) == 3

@@ -17,7 +17,8 @@ How it stays flat under many requests:
   files go to the server byte for byte (the server's own validation names a bad file,
   Gradio never decodes it), and the server's JPEGs go to the browser as ``data:`` URLs
   in the gallery's value. The one set of files a result writes is its downloads (the
-  JPEGs again, and a COCO JSON), inside Gradio's cache folder (``Downloads``).
+  JPEGs again, and a COCO JSON), in a result folder of its own in Gradio's cache
+  (``ui.results``).
 - What Gradio does write, the uploads themselves, lands in ``GRADIO_TEMP_DIR``; the
   Blocks' ``delete_cache`` sweep removes uploads (and downloads) older than
   ``UPLOAD_MAX_AGE_S``
@@ -35,10 +36,8 @@ import importlib.util
 import json
 import logging
 import math
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +70,7 @@ from ui.catalog import (
     ranked,
 )
 from ui.common import InputError, slug, table_value, threshold
+from ui.results import PHOTO, ResultFolders, file_value
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,6 @@ STATUS_EVERY_S = 5.0  # the status line refreshes this often on every open page
 STATUS_TTL_S = 2.0  # ...but asks the server at most this often for all pages together
 UPLOAD_MAX_AGE_S = 600  # uploads older than this are deleted (a re-run needs a re-upload)
 CACHE_SWEEP = (60, UPLOAD_MAX_AGE_S)  # gr.Blocks(delete_cache=(every s, older than s))
-DOWNLOAD_MAX_FOLDERS = 200  # results whose download files are kept at most (one folder each)
 LAUNCH_OPTIONS: dict[str, Any] = {
     # Gradio keeps every session's last outputs (here the annotated JPEGs) in memory,
     # 10000 sessions by default; the oldest beyond this many are dropped. This app's
@@ -277,32 +276,15 @@ class Outcome:
     downloads: list[Path] = field(default_factory=list)  # annotated JPEGs, COCO JSON
 
 
-class Downloads:
-    """The files a result offers for download, written inside Gradio's cache folder.
-
-    Gradio serves a file already in its cache as it is and counts it among the app's
-    files, so the Blocks' ``delete_cache`` sweep deletes it after ``UPLOAD_MAX_AGE_S``
-    like an upload, and ``python -m ui`` removes the whole folder at exit. Each result
-    gets a folder of its own (two users' files never collide); folders the sweep has
-    emptied go on the next write, and beyond ``max_folders`` the oldest go too, so the
-    folder stays bounded even under a burst.
-    """
-
-    def __init__(self, root: Path, max_folders: int = DOWNLOAD_MAX_FOLDERS):
-        self.root = Path(root)
-        self.max_folders = max_folders
-        self._lock = threading.Lock()
-
-    def write(self, source: str, views: list[tuple[str, ImageResult]], model: str) -> list[Path]:
-        """One JPEG per view (the server's annotated image) and one COCO-results JSON
-        of every view's detections (``model`` in each entry is the view's caption, as
-        the detections table names it; ``bbox`` is x, y, width, height in
-        original-image pixels)."""
-        stem = slug(Path(source).stem)
-        folder = self.root / uuid.uuid4().hex
-        with self._lock:
-            self._prune()
-            folder.mkdir(parents=True)
+def write_downloads(
+    folders: ResultFolders, source: str, views: list[tuple[str, ImageResult]], model: str
+) -> list[Path]:
+    """A result's download files, in a new photo folder of ``folders``: one JPEG per view
+    (the server's annotated image) and one COCO-results JSON of every view's detections
+    (``model`` in each entry is the view's caption, as the detections table names it;
+    ``bbox`` is x, y, width, height in original-image pixels)."""
+    stem = slug(Path(source).stem)
+    with folders.writing(PHOTO) as folder:
         files = []
         for caption, result in views:
             path = folder / f"{stem}-{slug(caption)}.jpg"
@@ -315,35 +297,7 @@ class Downloads:
         ]
         coco = folder / f"{stem}-{slug(model)}-coco.json"
         coco.write_text(json.dumps(entries, indent=1))
-        return [*files, coco]
-
-    def _prune(self) -> None:
-        if not self.root.is_dir():
-            return
-        folders = []
-        for folder in (p for p in self.root.iterdir() if p.is_dir()):
-            if any(folder.iterdir()):
-                folders.append(folder)
-            else:
-                folder.rmdir()
-        folders.sort(key=lambda p: p.stat().st_mtime)
-        # Room for the one about to be written.
-        for folder in folders[: max(len(folders) - self.max_folders + 1, 0)]:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def file_value(paths: Sequence[Path]) -> list[dict]:
-    """A multiple-file ``gr.File``'s wire value for ``paths``."""
-    return [
-        {
-            "path": str(p),
-            "orig_name": p.name,
-            "size": p.stat().st_size,
-            "mime_type": "application/json" if p.suffix == ".json" else "image/jpeg",
-            "meta": {"_type": "gradio.FileData"},
-        }
-        for p in paths
-    ]
+    return [*files, coco]
 
 
 class Detector:
@@ -354,12 +308,12 @@ class Detector:
         client: DetectorClient,
         stats_retries: int = 5,
         models: ServerModels | None = None,
-        downloads: Downloads | None = None,
+        folders: ResultFolders | None = None,
     ):
         self.client = client
         self.stats_retries = stats_retries
         self.models = models or ServerModels(client)
-        self.downloads = downloads  # None: no files offered
+        self.folders = folders  # None: no files offered
 
     def __call__(
         self,
@@ -430,7 +384,7 @@ class Detector:
         log.info("%s %s: %s", model, upload.name, message)
         steps = timings.timing_rows(result.latency_s, model, info.steps, before, after)
         picture = self._waterfall(info, result.latency_s, before, after)
-        files = self.downloads.write(upload.name, views, model) if self.downloads else []
+        files = write_downloads(self.folders, upload.name, views, model) if self.folders else []
         return Outcome(views, rows, steps, message, picture, files)
 
     def _waterfall(
@@ -515,8 +469,8 @@ def build_app(client: DetectorClient) -> gr.Blocks:
     models = ServerModels(client)
     # Gradio's cache folder as the page is built (GRADIO_TEMP_DIR, which ``python -m ui``
     # points at a folder of its own); files written there are swept like uploads.
-    downloads = Downloads(Path(gr.utils.get_upload_folder()) / "downloads")
-    detector = Detector(client, models=models, downloads=downloads)
+    folders = ResultFolders(Path(gr.utils.get_upload_folder()) / "downloads")
+    detector = Detector(client, models=models, folders=folders)
     status = StatusLine(client, models=models)
     photos = example_photos()
     # The server may be down now: the page comes up without choices and gets them from
@@ -626,7 +580,7 @@ def build_app(client: DetectorClient) -> gr.Blocks:
                         elem_id="timings-table",
                     )
             with gr.Tab("Video clip", id="video-tab", elem_id="video-tab"):
-                clips.build_tab(client, models, downloads.root, model, score, iou)
+                clips.build_tab(client, models, folders, model, score, iou)
             with gr.Tab("Webcam", id="webcam-tab", elem_id="webcam-tab"):
                 live.build_tab(client, models, model, score, iou)
 
@@ -697,6 +651,12 @@ def build_app(client: DetectorClient) -> gr.Blocks:
         demo.load(refresh, **watch, **quiet)
         gr.Timer(STATUS_EVERY_S).tick(refresh, **watch, **quiet)
 
+        def forget_session(request: gr.Request) -> None:
+            """A closed page's result files go with it."""
+            folders.end_session(getattr(request, "session_hash", "") or "")
+
+        demo.unload(forget_session)
+
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 
@@ -708,7 +668,6 @@ def _clear_if_set(value: Any) -> Any:
 __all__ = [
     "LAUNCH_OPTIONS",
     "Detector",
-    "Downloads",
     "Outcome",
     "StatusLine",
     "build_app",
@@ -719,4 +678,5 @@ __all__ = [
     "read_upload",
     "result_views",
     "status_text",
+    "write_downloads",
 ]

@@ -13,12 +13,11 @@ Files, and how they stay bounded:
 
 - The uploaded clip (in Gradio's upload folder) is deleted when its run ends, whatever
   the outcome; the input is then cleared, so the page never offers a clip that is gone.
-- A result's files (the annotated clip and the per-frame JSON) go in a folder of their
-  own, ``clip-<hex>``, under the page's downloads folder in Gradio's cache (swept by
-  the Blocks' ``delete_cache`` like every upload). ``ClipFolders`` keeps one folder per
-  session (a session's next result replaces its last), deletes a session's folder when
-  its page is closed (``Blocks.unload``), and keeps at most ``MAX_CLIP_FOLDERS``
-  whatever happens (API clients never close a page).
+- A result's files (the annotated clip and the per-frame JSON) go in a result folder of
+  their own, ``clip-<hex>`` (``ui.results.ResultFolders``, the page's one owner of
+  result folders, in Gradio's cache): one per session (a session's next result
+  replaces its last), deleted when its page is closed (``Blocks.unload``), and at most
+  ``ui.results.MAX_FOLDERS[CLIP]`` whatever happens (API clients never close a page).
 """
 
 from __future__ import annotations
@@ -28,9 +27,6 @@ import html
 import json
 import logging
 import math
-import shutil
-import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,12 +55,12 @@ from client.video import (
 )
 from ensemble import contract
 from ui import timings, waterfall
+from ui.catalog import ServerModels
 from ui.common import InputError, slug, table_value, threshold
+from ui.results import CLIP, ResultFolders, file_data, file_value
 
 log = logging.getLogger(__name__)
 
-MAX_CLIP_FOLDERS = 20  # clip results whose files are kept at most (one folder each)
-CLIP_FOLDER_PREFIX = "clip-"
 CLIP_CONCURRENCY = 1  # clips processed at once; one clip keeps the server's batcher busy
 CLIP_TIMEOUT_S = 120.0  # per request of frames: a cold CPU server takes a few seconds
 # Annotated frames are for a screen: at most this many pixels on their longest side
@@ -314,93 +310,6 @@ def remove_upload(path: Path, upload_root: Path) -> bool:
     return removed
 
 
-def file_value(paths: Sequence[Path]) -> list[dict]:
-    """A multiple-file ``gr.File``'s wire value for ``paths``."""
-    return [video_value(p) for p in paths]
-
-
-def video_value(path: Path) -> dict:
-    """The wire value of a file in Gradio's cache (a ``gr.Video`` takes the same)."""
-    mime = {".json": "application/json", CLIP_SUFFIX: "video/webm"}.get(path.suffix)
-    return {
-        "path": str(path),
-        "orig_name": path.name,
-        "size": path.stat().st_size,
-        "mime_type": mime or "application/octet-stream",
-        "meta": {"_type": "gradio.FileData"},
-    }
-
-
-# --- result folders ---------------------------------------------------------------
-
-
-class ClipFolders:
-    """Folders for clip results under ``root``, one per result, bounded.
-
-    Each session keeps its latest result only (its previous folder goes when it gets a
-    new one), ``end_session`` deletes a session's folder, and beyond ``max_folders``
-    clip folders the oldest go, whoever's they are. Only ``clip-*`` folders are
-    counted and pruned here: the still images' folders beside them are theirs to prune.
-    """
-
-    def __init__(self, root: Path, max_folders: int = MAX_CLIP_FOLDERS):
-        self.root = Path(root)
-        self.max_folders = max_folders
-        self._lock = threading.Lock()
-        self._by_session: dict[str, Path] = {}
-
-    def new(self, session: str = "") -> Path:
-        """A new empty folder for ``session``'s result (its previous one is deleted)."""
-        with self._lock:
-            if session and (old := self._by_session.pop(session, None)):
-                shutil.rmtree(old, ignore_errors=True)
-            self._prune()
-            folder = self.root / f"{CLIP_FOLDER_PREFIX}{uuid.uuid4().hex}"
-            folder.mkdir(parents=True)
-            if session:
-                self._by_session[session] = folder
-            return folder
-
-    def discard(self, folder: Path) -> None:
-        """Delete a folder whose result failed."""
-        with self._lock:
-            shutil.rmtree(folder, ignore_errors=True)
-            for session, kept in list(self._by_session.items()):
-                if kept == folder:
-                    del self._by_session[session]
-
-    def end_session(self, session: str) -> None:
-        """Delete ``session``'s result folder (its page was closed)."""
-        with self._lock:
-            folder = self._by_session.pop(session, None)
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def folders(self) -> list[Path]:
-        """The clip folders now under ``root``, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = [p for p in self.root.glob(f"{CLIP_FOLDER_PREFIX}*") if p.is_dir()]
-        return sorted(found, key=_mtime)
-
-    def _prune(self) -> None:
-        folders = self.folders()
-        # Room for the one about to be made.
-        for folder in folders[: max(len(folders) - self.max_folders + 1, 0)]:
-            shutil.rmtree(folder, ignore_errors=True)
-        alive = {p for p in self.folders()}
-        for session, folder in list(self._by_session.items()):
-            if folder not in alive:
-                del self._by_session[session]
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:  # deleted meanwhile (the cache sweep)
-        return 0.0
-
-
 # --- one clip ---------------------------------------------------------------------
 
 Progress = Callable[[int, int | None], None]
@@ -412,15 +321,15 @@ class ClipDetector:
     def __init__(
         self,
         client: DetectorClient,
-        models: Any,
-        folders: ClipFolders,
+        models: ServerModels,
+        folders: ResultFolders,
         upload_root: Path | None = None,
         stats_retries: int = STATS_RETRIES,
         max_frames: int = MAX_CLIP_FRAMES,
     ):
         self.client = client
-        self.models = models  # ui.catalog.ServerModels: info(model) -> ModelInfo or InputError
-        self.folders = folders
+        self.models = models
+        self.folders = folders  # a clip's result folder is made here, one per session
         self.upload_root = upload_root  # uploads under it are deleted after their run
         self.stats_retries = stats_retries
         self.max_frames = max_frames
@@ -436,7 +345,6 @@ class ClipDetector:
     ) -> ClipOutcome:
         given = upload_path(clip)
         name = given[1] if given else "clip"
-        folder: Path | None = None
         try:
             if given is None:
                 raise InputError("no clip given: upload a video (MP4, WebM or MOV)")
@@ -450,10 +358,9 @@ class ClipDetector:
                     "upload it again"
                 )
             clip_info = probe_clip(path, self.max_frames)  # before any request
-            folder = self.folders.new(session)
-            outcome = self._run(clip_info, name, info, score, iou, folder, progress)
-            folder = None  # delivered: the folder is the session's now
-            return outcome
+            # Kept as the session's result once written; deleted when the run fails.
+            with self.folders.writing(CLIP, session) as folder:
+                return self._run(clip_info, name, info, score, iou, folder, progress)
         except InputError as e:
             return ClipOutcome(message=f"**Error:** {e}")
         except (VideoNotReadable, ClipTooLong) as e:
@@ -471,8 +378,6 @@ class ClipDetector:
                 message=f"**Error:** unexpected {type(e).__name__}: {first_line(str(e))}"
             )
         finally:
-            if folder is not None:
-                self.folders.discard(folder)
             if given is not None and self.upload_root is not None:
                 remove_upload(given[0], self.upload_root)
 
@@ -613,16 +518,18 @@ API_DESCRIPTION = (
 
 
 def build_tab(
-    client: DetectorClient, models: Any, downloads_root: Path, model: Any, score: Any, iou: Any
+    client: DetectorClient,
+    models: ServerModels,
+    folders: ResultFolders,
+    model: Any,
+    score: Any,
+    iou: Any,
 ) -> ClipDetector:
-    """The tab's components and events, inside the caller's ``gr.Tab`` (and so inside
-    its ``gr.Blocks``, whose ``unload`` deletes a closed page's result files).
-
-    ``models`` is ``ui.catalog.ServerModels``; ``downloads_root`` a folder in Gradio's cache;
-    ``model``, ``score``, ``iou`` the page's shared inputs. Returns the tab's
-    ``ClipDetector`` (its ``folders`` say what is kept)."""
-    folders = ClipFolders(downloads_root)
-    detector = ClipDetector(client, models, folders, upload_root=Path(gr.utils.get_upload_folder()))
+    """The tab's components and events, inside the caller's ``gr.Tab``; its results go
+    in ``folders`` (the page deletes a closed page's). ``model``, ``score``, ``iou`` are
+    the page's shared inputs. Returns the tab's ``ClipDetector``."""
+    upload_root = Path(gr.utils.get_upload_folder())
+    detector = ClipDetector(client, models, folders, upload_root=upload_root)
     from ui.app import LAUNCH_OPTIONS  # here: ui.app imports this module
 
     gr.Markdown(intro_text(LAUNCH_OPTIONS.get("max_file_size")), elem_id="clip-intro")
@@ -685,7 +592,7 @@ def build_tab(
         outcome = detector(clip, model, score_threshold, iou_threshold, session, report)
         # postprocess=False: these are the components' wire values.
         return (
-            video_value(outcome.clip) if outcome.clip else None,
+            file_data(outcome.clip) if outcome.clip else None,
             file_value(outcome.files) or None,
             outcome.message,
             table_value(TIMING_HEADERS, outcome.timings),
@@ -712,21 +619,11 @@ def build_tab(
         show_progress="hidden",
         api_visibility="private",
     )
-
-    blocks = gr.context.Context.root_block
-    if blocks is not None:
-
-        def forget_session(request: gr.Request) -> None:
-            folders.end_session(getattr(request, "session_hash", "") or "")
-
-        blocks.unload(forget_session)
     return detector
 
 
 __all__ = [
-    "MAX_CLIP_FOLDERS",
     "ClipDetector",
-    "ClipFolders",
     "ClipOutcome",
     "build_tab",
     "clip_error",
