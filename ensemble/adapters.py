@@ -325,8 +325,9 @@ class Fuse(_Drawing):
         return outputs
 
 
-class Detector(_Adapter):
-    """Runs one detector artifact; the dynamic batcher's requests share one forward pass.
+class DetectorRunner(_Adapter):
+    """A detector's Python runner: its artifact run by ``ensemble.runners`` where no
+    native backend serves it; the dynamic batcher's requests share one forward pass.
 
     Which runtime runs it and the tensors it has come from the model config."""
 

@@ -412,7 +412,7 @@ def render(target: Target, registry: Registry | None = None) -> dict[str, str]:
         files[f"{det.name}/config.pbtxt"] = to_text(detector_config(det, target), doc)
         if not where.platform:
             files[f"{det.name}/1/model.py"] = model_py(
-                "ensemble.adapters.Detector", f"{d.title} runner."
+                "ensemble.adapters.DetectorRunner", f"{d.title} runner."
             )
     for ens in repo.ensembles:
         files[f"{ens.name}/config.pbtxt"] = to_text(ensemble_config(ens, target), ens.doc)

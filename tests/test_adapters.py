@@ -444,10 +444,10 @@ def stand_in_runner(monkeypatch):
 
 
 def make_detector(adapters, tmp_path, name="onnxruntime", kind="CPU", device_id="0", instance=0):
-    """The Detector adapter of the committed detector ``name``, from its cpu config."""
+    """The DetectorRunner adapter of the committed detector ``name``, from its cpu config."""
     model = spec.DetectorModel(COMMITTED[name])
     config = configgen.detector_config(model, CPU_PYTHON_RUNNERS)
-    detector = adapters.Detector()
+    detector = adapters.DetectorRunner()
     detector.initialize(
         {
             "model_config": as_triton_json(config),
