@@ -21,7 +21,7 @@ from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli, environment, errors
+from client import api, cli, connection, environment, errors
 from client.api import DetectorClient
 from client.errors import (
     ApiKeyRequired,
@@ -275,14 +275,14 @@ def test_the_size_estimate_bounds_the_real_request():
         request = _get_inference_request(
             DETECT_ALL, inputs, "", "", outputs, 0, False, False, 0, None, None
         )
-        body = request.ByteSize() + api.GRPC_FRAME_HEADER_BYTES  # what the server counts
+        body = request.ByteSize() + connection.GRPC_FRAME_HEADER_BYTES  # what the server counts
         estimate = api.request_bytes(sizes)
         assert body <= estimate <= body + api.REQUEST_OVERHEAD_BYTES + 64 * len(sizes)
 
 
 def test_the_channel_sends_at_most_what_the_server_reads():
-    args = dict(api.channel_args())
-    sent = args["grpc.max_send_message_length"] + api.GRPC_FRAME_HEADER_BYTES
+    args = dict(connection.channel_args())
+    sent = args["grpc.max_send_message_length"] + connection.GRPC_FRAME_HEADER_BYTES
     assert sent == MAX_REQUEST_BYTES
     assert args["grpc.max_receive_message_length"] > MAX_REQUEST_BYTES  # replies are larger
     assert "grpc.keepalive_time_ms" in args  # tritonclient's defaults kept
@@ -294,20 +294,20 @@ def test_the_channel_sends_at_most_what_the_server_reads():
 def test_tls_and_api_key_come_from_the_environment_unless_given(monkeypatch, tmp_path):
     monkeypatch.delenv(environment.TLS_CA_ENV, raising=False)
     monkeypatch.delenv(environment.API_KEY_ENV, raising=False)
-    assert api.resolve_tls() is False and api.resolve_api_key() is None
+    assert connection.resolve_tls() is False and connection.resolve_api_key() is None
 
     monkeypatch.setenv(environment.TLS_CA_ENV, str(tmp_path / "ca.pem"))
     monkeypatch.setenv(environment.API_KEY_ENV, "  s3cret\n")
-    assert api.resolve_tls() == tmp_path / "ca.pem"
-    assert api.resolve_tls(False) is False and api.resolve_tls(True) is True
-    assert api.resolve_api_key() == "s3cret"
-    assert api.resolve_api_key("") is None and api.resolve_api_key("other") == "other"
+    assert connection.resolve_tls() == tmp_path / "ca.pem"
+    assert connection.resolve_tls(False) is False and connection.resolve_tls(True) is True
+    assert connection.resolve_api_key() == "s3cret"
+    assert connection.resolve_api_key("") is None and connection.resolve_api_key("other") == "other"
 
 
 def test_the_api_key_goes_in_the_header_triton_checks_on_grpc():
-    headers = api.api_key_headers("s3cret")
+    headers = connection.api_key_headers("s3cret")
     assert headers == {"triton-grpc-protocol-triton-api-key": "s3cret", "triton-api-key": "s3cret"}
-    assert api.api_key_headers(None) is None
+    assert connection.api_key_headers(None) is None
 
 
 def test_a_ca_file_is_read_when_the_client_is_made(tmp_path):
@@ -343,9 +343,10 @@ def test_make_self_signed_writes_a_certificate_and_key_openssl_reads(tmp_path):
 
 
 def test_loopback_addresses_are_told_apart():
-    assert api.is_loopback("localhost:8001") and api.is_loopback("127.0.0.1:8001")
-    assert api.is_loopback("[::1]:8001")
-    assert not api.is_loopback("gpu-host:8001") and not api.is_loopback("10.0.0.5:8001")
+    assert connection.is_loopback("localhost:8001") and connection.is_loopback("127.0.0.1:8001")
+    assert connection.is_loopback("[::1]:8001")
+    assert not connection.is_loopback("gpu-host:8001")
+    assert not connection.is_loopback("10.0.0.5:8001")
 
 
 # --- the CLI and the page --------------------------------------------------------------
