@@ -427,13 +427,13 @@ def test_cli_reads_the_api_key_file_stripped(tmp_path):
 
 
 def test_the_page_says_plainly_that_the_server_is_busy():
-    from ui import app
+    from ui import photos
 
     busy_error = ServerBusy(URL, DETECT_ALL, 4, QUEUE_FULL)
-    assert app._describe(busy_error, "photo.png") == (
+    assert photos.error_message(busy_error, "photo.png") == (
         "The server is busy right now; try again in a moment."
     )
     too_large = RequestTooLarge(70 * 2**20, source="image #0", index=0)
-    assert app._describe(too_large, "photo.png") == (
+    assert photos.error_message(too_large, "photo.png") == (
         "too large to send: photo.png makes a request of 70 MiB, over the limit of 64 MiB"
     )

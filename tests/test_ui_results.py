@@ -10,7 +10,7 @@ import pytest
 
 from client import Detection, ImageResult
 from ensemble import contract
-from ui import app
+from ui import photos
 from ui.results import CLIP, PHOTO, ResultFolders
 
 pytestmark = pytest.mark.unit
@@ -27,20 +27,20 @@ def clip_result(folders: ResultFolders, session: str = "") -> Path:
 
 def test_photo_folders_stay_bounded_and_emptied_ones_go(tmp_path):
     folders = ResultFolders(tmp_path, {PHOTO: 3})
-    written = [app.write_downloads(folders, f"p{i}.png", VIEWS, "detect_x") for i in range(5)]
+    written = [photos.write_downloads(folders, f"p{i}.png", VIEWS, "detect_x") for i in range(5)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         files[0].parent.name for files in written[-3:]
     )
     for path in written[-1]:  # what the cache sweep does to an old result's files
         path.unlink()
-    app.write_downloads(folders, "p5.png", VIEWS, "detect_x")
+    photos.write_downloads(folders, "p5.png", VIEWS, "detect_x")
     assert written[-1][0].parent not in set(tmp_path.iterdir())
     assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_a_session_keeps_its_latest_clip_and_each_kind_is_bounded_on_its_own(tmp_path):
     folders = ResultFolders(tmp_path, {CLIP: 3, PHOTO: 3})
-    (photo,) = {p.parent for p in app.write_downloads(folders, "p.png", VIEWS, "detect_x")}
+    (photo,) = {p.parent for p in photos.write_downloads(folders, "p.png", VIEWS, "detect_x")}
     first = clip_result(folders, "session-a")
     second = clip_result(folders, "session-a")  # the session's next result replaces its last
     assert not first.exists() and second.is_dir()
@@ -82,7 +82,7 @@ def test_photo_requests_never_remove_a_new_clip_runs_folder(tmp_path):
         nonlocal photos_written
         try:
             while not clips_done.is_set():
-                app.write_downloads(folders, f"{name}.png", VIEWS, "detect_x")
+                photos.write_downloads(folders, f"{name}.png", VIEWS, "detect_x")
                 with written:
                     photos_written += 1
                     written.notify_all()

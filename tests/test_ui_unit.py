@@ -26,7 +26,7 @@ from client import (
 from client.statistics import STEP_PHASES, between, read_statistics
 from ensemble import contract
 from ensemble.registry import RUNTIMES
-from ui import app, timings
+from ui import app, common, photos, timings
 from ui.catalog import Catalog, ServerModels, detector_caption, detector_captions, model_label
 from ui.results import ResultFolders
 
@@ -183,14 +183,14 @@ def test_the_ui_imports_nothing_of_the_server_side_package_but_the_contract():
 
 
 def test_example_photos_are_scikit_images_bundled_pngs():
-    photos = app.example_photos()
-    assert [p.stem for p in photos] == list(app.EXAMPLE_PHOTOS)
-    assert all(p.read_bytes().startswith(b"\x89PNG") for p in photos)
+    found = photos.example_photos()
+    assert [p.stem for p in found] == list(photos.EXAMPLE_PHOTOS)
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in found)
 
 
 def test_no_examples_without_scikit_image(monkeypatch):
-    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
-    assert app.example_photos() == []
+    monkeypatch.setattr(photos.importlib.util, "find_spec", lambda name: None)
+    assert photos.example_photos() == []
 
 
 # --- detections table and gallery -------------------------------------------------
@@ -220,25 +220,25 @@ def _detect_all_result() -> ImageResult:
 
 
 def test_detect_all_rows_list_the_fused_result_then_each_detector_in_pixels():
-    views = app.result_views(_detect_all_result(), DETECT_ALL)
-    rows = app.detection_rows(views)
+    views = photos.result_views(_detect_all_result(), DETECT_ALL)
+    rows = photos.detection_rows(views)
     assert rows == [
         ["Fused (WBF)", "person", 0.717, 11.2, 11.2, 367.7, 509.8],
         [CAPTIONS["pytorch"], "person", 0.73, 14.0, 14.0, 364.0, 508.0],
         [CAPTIONS["pytorch"], "chair", 0.33, 275.0, 347.0, 500.0, 512.0],
         [CAPTIONS["tensorflow"], "person", 0.81, 10.0, 10.0, 370.0, 510.0],
     ]
-    assert len(rows[0]) == len(app.DETECTION_HEADERS)
+    assert len(rows[0]) == len(photos.DETECTION_HEADERS)
 
 
 def test_one_detector_shows_one_image_captioned_with_its_runtime_and_network():
-    views = app.result_views(_result(("cup", 0.95, (1, 2, 3, 4))), INFOS["detect_tensorflow"])
+    views = photos.result_views(_result(("cup", 0.95, (1, 2, 3, 4))), INFOS["detect_tensorflow"])
     assert [caption for caption, _ in views] == [CAPTIONS["tensorflow"]]
-    assert app.detection_rows(views)[0][:2] == [CAPTIONS["tensorflow"], "cup"]
+    assert photos.detection_rows(views)[0][:2] == [CAPTIONS["tensorflow"], "cup"]
 
 
 def test_gallery_has_the_fused_image_then_each_detectors_in_the_configs_order():
-    value = app.gallery_value(app.result_views(_detect_all_result(), DETECT_ALL))
+    value = photos.gallery_value(photos.result_views(_detect_all_result(), DETECT_ALL))
     assert [item["caption"] for item in value] == ["Fused (WBF)", *CAPTIONS.values()]
     first = value[0]["image"]
     assert first["path"] is None  # nothing on disk for Gradio to serve or keep
@@ -419,7 +419,9 @@ def _upload(tmp_path, name="photo.png", data=b"\x89PNG..."):
 
 def test_a_detection_sends_the_upload_unchanged_with_the_chosen_thresholds(tmp_path):
     client = FakeClient(result=_detect_all_result())
-    outcome = app.Detector(client)(_upload(tmp_path, data=b"raw bytes"), "detect_all", 0.4, 0.6)
+    outcome = photos.PhotoDetector(client)(
+        _upload(tmp_path, data=b"raw bytes"), "detect_all", 0.4, 0.6
+    )
     assert client.requests == [([b"raw bytes"], "detect_all", 0.4, 0.6)]
     # annotated images sized for a screen, whatever the photo's size
     assert client.max_sides == [2048]
@@ -436,10 +438,10 @@ def test_a_detection_on_a_non_default_server_uses_its_detectors_and_steps(tmp_pa
     result = _result(("person", 0.9, (1, 2, 3, 4)))
     result.per_detector = {"parts_onnx": _result(("person", 0.9, (1, 2, 3, 4)))}
     client = FakeClient(result=result, infos=infos)
-    outcome = app.Detector(client)(_upload(tmp_path), "detect_all", 0.3, 0.5)
+    outcome = photos.PhotoDetector(client)(_upload(tmp_path), "detect_all", 0.3, 0.5)
     assert [caption for caption, _ in outcome.views] == ["Fused (WBF)", "ONNX Runtime · Parts v3"]
     assert [row[0] for row in outcome.timings[2:]] == list(infos["detect_all"].steps)
-    outcome = app.Detector(client)(_upload(tmp_path, "b.png"), "detect_pytorch", 0.3, 0.5)
+    outcome = photos.PhotoDetector(client)(_upload(tmp_path, "b.png"), "detect_pytorch", 0.3, 0.5)
     assert outcome.message == (
         "**Error:** unknown model 'detect_pytorch': this server serves "
         "detect_all, detect_parts_onnx"
@@ -448,7 +450,7 @@ def test_a_detection_on_a_non_default_server_uses_its_detectors_and_steps(tmp_pa
 
 def test_a_model_served_since_the_last_look_is_found_at_once(tmp_path):
     client = FakeClient(result=_result(), infos={"detect_all": DETECT_ALL})
-    detector = app.Detector(client, models=ServerModels(client, ttl_s=3600))
+    detector = photos.PhotoDetector(client, models=ServerModels(client, ttl_s=3600))
     assert detector.models.get()[0].names == ("detect_all",)
     client.infos["detect_pytorch"] = INFOS["detect_pytorch"]
     outcome = detector(_upload(tmp_path), "detect_pytorch", 0.3, 0.5)
@@ -464,14 +466,16 @@ def test_a_listed_model_that_is_not_loaded_gets_the_servers_reason(tmp_path):
         ("All 3 fused", "detect_all"),
         ("detect_pytorch", "detect_pytorch"),
     ]
-    outcome = app.Detector(client, models=models)(_upload(tmp_path), "detect_pytorch", 0.3, 0.5)
+    outcome = photos.PhotoDetector(client, models=models)(
+        _upload(tmp_path), "detect_pytorch", 0.3, 0.5
+    )
     assert outcome.message.startswith("**Error:** model 'detect_pytorch' is not ready")
     assert client.requests == []
 
 
 def test_with_the_server_down_a_detection_says_so_and_sends_nothing(tmp_path):
     client = FakeClient(result=_result(), down=True)
-    outcome = app.Detector(client)(_upload(tmp_path), "detect_all", 0.3, 0.5)
+    outcome = photos.PhotoDetector(client)(_upload(tmp_path), "detect_all", 0.3, 0.5)
     assert outcome.message.startswith("**Error:** Triton server at fake:8001 is not reachable")
     assert client.requests == []
 
@@ -482,13 +486,13 @@ def test_the_file_input_wins_over_the_image_input(tmp_path):
     (tmp_path / "other").mkdir()
     file = {"path": str(tmp_path / "other" / "f"), "orig_name": "f.bin"}
     (tmp_path / "other" / "f").write_bytes(b"file")
-    app.Detector(client)(image, "detect_pytorch", 0.3, 0.5, file)
+    photos.PhotoDetector(client)(image, "detect_pytorch", 0.3, 0.5, file)
     assert client.requests[0][0] == [b"file"]
 
 
 def test_no_image_gives_a_message_and_sends_nothing():
     client = FakeClient(result=_result())
-    outcome = app.Detector(client)(None, "detect_all", 0.3, 0.5)
+    outcome = photos.PhotoDetector(client)(None, "detect_all", 0.3, 0.5)
     assert outcome.message.startswith("**Error:** no image given")
     assert client.requests == [] and outcome.views == []
 
@@ -506,14 +510,16 @@ def test_no_image_gives_a_message_and_sends_nothing():
 )
 def test_client_errors_become_one_line_on_the_page(tmp_path, error, expected):
     name = "notes.txt" if isinstance(error, InvalidImage) else "photo.png"
-    outcome = app.Detector(FakeClient(error=error))(_upload(tmp_path, name), "detect_all", 0.3, 0.5)
+    outcome = photos.PhotoDetector(FakeClient(error=error))(
+        _upload(tmp_path, name), "detect_all", 0.3, 0.5
+    )
     assert outcome.message.startswith("**Error:** ") and expected in outcome.message
     assert "Traceback" not in outcome.message and "/tmp/gradio" not in outcome.message
     assert outcome.views == [] and outcome.detections == [] and outcome.timings == []
 
 
 def test_an_unexpected_failure_is_one_line_too(tmp_path):
-    outcome = app.Detector(FakeClient(error=RuntimeError("boom\nline 2")))(
+    outcome = photos.PhotoDetector(FakeClient(error=RuntimeError("boom\nline 2")))(
         _upload(tmp_path), "detect_all", 0.3, 0.5
     )
     assert outcome.message == "**Error:** unexpected RuntimeError: boom"
@@ -531,14 +537,14 @@ def test_an_unexpected_failure_is_one_line_too(tmp_path):
 )
 def test_bad_choices_are_refused_before_any_request(tmp_path, model, score, iou, expected):
     client = FakeClient(result=_result())
-    outcome = app.Detector(client)(_upload(tmp_path), model, score, iou)
+    outcome = photos.PhotoDetector(client)(_upload(tmp_path), model, score, iou)
     assert expected in outcome.message
     assert client.requests == []
 
 
 def test_a_statistics_failure_never_breaks_the_detection(tmp_path):
     client = FakeClient(result=_result(("cup", 0.9, (1, 2, 3, 4))), stats_error=OSError("nope"))
-    outcome = app.Detector(client)(_upload(tmp_path), "detect_tensorflow", 0.3, 0.5)
+    outcome = photos.PhotoDetector(client)(_upload(tmp_path), "detect_tensorflow", 0.3, 0.5)
     assert outcome.detections[0][1] == "cup"
     assert outcome.timings == [["round trip (client)", 250.0]]
     assert "server step times unavailable" in outcome.message
@@ -546,13 +552,13 @@ def test_a_statistics_failure_never_breaks_the_detection(tmp_path):
 
 def test_an_expired_upload_asks_to_upload_again(tmp_path):
     gone = {"path": str(tmp_path / "gone.png"), "orig_name": "holiday.png"}
-    with pytest.raises(app.InputError, match="holiday.png is no longer on this server"):
-        app.read_upload(gone)
+    with pytest.raises(common.InputError, match="holiday.png is no longer on this server"):
+        photos.read_upload(gone)
 
 
 def test_a_data_url_input_is_decoded():
     value = {"path": None, "url": "data:image/png;base64," + base64.b64encode(b"px").decode()}
-    assert app.read_upload(value).data == b"px"
+    assert photos.read_upload(value).data == b"px"
 
 
 # --- status line ----------------------------------------------------------------------
@@ -622,31 +628,31 @@ def test_table_values_are_what_gradios_dataframe_makes_of_the_rows():
     import gradio as gr
 
     rows = [["round trip (client)", 12.5], ["image_decode", None]]
-    table = gr.Dataframe(headers=app.TIMING_HEADERS, datatype=["str", "number"])
-    assert app.table_value(app.TIMING_HEADERS, rows) == table.postprocess(rows).model_dump()
+    table = gr.Dataframe(headers=photos.TIMING_HEADERS, datatype=["str", "number"])
+    assert common.table_value(photos.TIMING_HEADERS, rows) == table.postprocess(rows).model_dump()
 
 
 def test_success_message_names_the_five_best_and_counts_the_rest():
     names = contract.COCO80_LABELS[:8]
     dets = [(name, 0.3 + i / 100, (0.0, 0.0, 1.0, 1.0)) for i, name in enumerate(names)]
-    text = app.short_summary(_result(*dets))
+    text = photos.short_summary(_result(*dets))
     assert text.startswith(f"{names[7]} 0.37, {names[6]} 0.36")
     assert text.count(",") == 4 and text.endswith("(+3 more)")
-    assert app.short_summary(_result()) == "nothing found"
+    assert photos.short_summary(_result()) == "nothing found"
 
 
 # --- downloads ----------------------------------------------------------------------
 
 
 def test_downloads_are_each_views_jpeg_and_one_coco_json_of_every_table_row(tmp_path):
-    views = app.result_views(_detect_all_result(), INFOS["detect_all"], CAPTIONS)
-    files = app.write_downloads(ResultFolders(tmp_path), "my photo.png", views, "detect_all")
+    views = photos.result_views(_detect_all_result(), INFOS["detect_all"], CAPTIONS)
+    files = photos.write_downloads(ResultFolders(tmp_path), "my photo.png", views, "detect_all")
     jpegs, (coco,) = files[:-1], files[-1:]
     assert [p.read_bytes() for p in jpegs] == [b"fused", b"pt", b"tf", b"ort"]
     assert len({p.parent for p in files}) == 1 and files[0].parent.parent == tmp_path
     entries = json.loads(coco.read_text())
     # Every row of the detections table, as (model, label, score, x1, y1): bbox is xywh.
-    rows = app.detection_rows(views)
+    rows = photos.detection_rows(views)
     got = sorted((e["model"], e["category_name"], e["score"], *e["bbox"][:2]) for e in entries)
     shown = sorted(tuple(r[:5]) for r in rows)
     assert [g[:2] for g in got] == [r[:2] for r in shown]

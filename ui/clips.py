@@ -56,7 +56,7 @@ from client.video import (
 from ensemble import contract
 from ui import timings, waterfall
 from ui.catalog import ServerModels
-from ui.common import InputError, slug, table_value, threshold
+from ui.common import InputError, Page, slug, table_value, threshold
 from ui.results import CLIP, ResultFolders, file_data, file_value
 
 log = logging.getLogger(__name__)
@@ -517,22 +517,13 @@ API_DESCRIPTION = (
 )
 
 
-def build_tab(
-    client: DetectorClient,
-    models: ServerModels,
-    folders: ResultFolders,
-    model: Any,
-    score: Any,
-    iou: Any,
-) -> ClipDetector:
+def build_tab(page: Page) -> ClipDetector:
     """The tab's components and events, inside the caller's ``gr.Tab``; its results go
-    in ``folders`` (the page deletes a closed page's). ``model``, ``score``, ``iou`` are
-    the page's shared inputs. Returns the tab's ``ClipDetector``."""
+    in ``page.folders`` (the page deletes a closed page's). Returns the tab's
+    ``ClipDetector``."""
     upload_root = Path(gr.utils.get_upload_folder())
-    detector = ClipDetector(client, models, folders, upload_root=upload_root)
-    from ui.app import LAUNCH_OPTIONS  # here: ui.app imports this module
-
-    gr.Markdown(intro_text(LAUNCH_OPTIONS.get("max_file_size")), elem_id="clip-intro")
+    detector = ClipDetector(page.client, page.models, page.folders, upload_root=upload_root)
+    gr.Markdown(intro_text(page.max_file_size), elem_id="clip-intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
             # A file input, not a gr.Video: the browser cannot preview many clips the
@@ -602,7 +593,7 @@ def build_tab(
 
     button.click(
         detect_clip,
-        inputs=[clip, model, score, iou],
+        inputs=[clip, page.model, page.score, page.iou],
         outputs=[annotated, downloads, message, table, steps, latency],
         api_name="detect_clip",
         api_description=API_DESCRIPTION,

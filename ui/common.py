@@ -1,11 +1,40 @@
-"""What the page's tabs share: the error a tab shows for input it refuses, the
-thresholds' check, file-name slugs and a table's wire value."""
+"""What the page's tabs share: what the page gives each tab (``Page``), how long
+uploads are kept, the error a tab shows for input it refuses, the thresholds' check,
+file-name slugs and a table's wire value."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the annotations only: those modules import this one
+    import gradio as gr
+
+    from client import DetectorClient
+    from ui.catalog import ServerModels
+    from ui.results import ResultFolders
+
+# Uploads (and result files) older than this are deleted by the page's cache sweep: a
+# re-run needs a re-upload.
+UPLOAD_MAX_AGE_S = 600
+
+
+@dataclass(frozen=True)
+class Page:
+    """What the page gives each tab's ``build_tab``: the one client every user shares,
+    the server's model catalogue, the result folders, the page's inputs every tab reads
+    (the model choice and the two thresholds) and its upload limit (Gradio's ``"50mb"``
+    form; None: Gradio's default)."""
+
+    client: DetectorClient
+    models: ServerModels
+    folders: ResultFolders
+    model: gr.Radio
+    score: gr.Slider
+    iou: gr.Slider
+    max_file_size: str | None = None
 
 
 class InputError(ValueError):

@@ -39,7 +39,8 @@ import gradio as gr
 from gradio.data_classes import ImageData
 
 from client import DetectorClient, DetectorError, ImageResult
-from ui.common import threshold
+from ui.catalog import ServerModels
+from ui.common import Page, threshold
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ class LiveStreams:
     def __init__(
         self,
         client: DetectorClient,
-        models: Any,
+        models: ServerModels,
         workers: int = MAX_STREAMS,
         wait_s: float = RESULT_WAIT_S,
     ):
@@ -305,7 +306,7 @@ class LiveStreams:
         """One streamed frame of session ``key``: send it (or drop it), show the latest."""
         try:
             jpeg = frame_jpeg(frame)
-            self.models.served(model)  # ui.catalog.ServerModels: InputError when not served
+            self.models.served(model)  # InputError when the server does not serve it
             name = model
             score_threshold = threshold(score, "score threshold")
             iou_threshold = threshold(iou, "IoU threshold")
@@ -343,9 +344,9 @@ class LiveStreams:
 # --- the tab --------------------------------------------------------------------------
 
 
-def build_tab(client: DetectorClient, models: Any, model: Any, score: Any, iou: Any) -> None:
+def build_tab(page: Page) -> None:
     """The tab's components and events, inside the caller's ``gr.Tab``."""
-    streams = LiveStreams(client, models)
+    streams = LiveStreams(page.client, page.models)
     gr.HTML(
         CAMERA_MESSAGE_HTML,
         elem_id=CAMERA_MESSAGE_ID,
@@ -378,7 +379,7 @@ def build_tab(client: DetectorClient, models: Any, model: Any, score: Any, iou: 
 
     camera.stream(
         on_frame,
-        inputs=[camera, model, score, iou],
+        inputs=[camera, page.model, page.score, page.iou],
         outputs=[annotated, stats, found],
         stream_every=STREAM_EVERY_S,
         time_limit=STREAM_TIME_LIMIT_S,
