@@ -411,16 +411,18 @@ def _check_selectors(docs: list[dict], pod_labels: dict, ports: dict[str, int]) 
 
 
 def _check_secret(docs: list[dict], container: dict) -> list[str]:
-    from ensemble.server import API_KEY_ENV
+    from ensemble.server import SERVER_API_KEY_ENV
 
     env = {e["name"]: e for e in container.get("env", [])}
-    ref = env.get(API_KEY_ENV, {}).get("valueFrom", {}).get("secretKeyRef")
+    ref = env.get(SERVER_API_KEY_ENV, {}).get("valueFrom", {}).get("secretKeyRef")
     if ref is None:
-        return [f"no {API_KEY_ENV} from a Secret: the restricted APIs get a key nobody knows"]
+        return [
+            f"no {SERVER_API_KEY_ENV} from a Secret: the restricted APIs get a key nobody knows"
+        ]
     secrets = {d["metadata"]["name"]: d for d in _of_kind(docs, "Secret")}
     secret = secrets.get(ref["name"])
     if secret is not None and ref["key"] not in secret.get("data", {}):
-        return [f"Secret/{ref['name']} has no key {ref['key']} for {API_KEY_ENV}"]
+        return [f"Secret/{ref['name']} has no key {ref['key']} for {SERVER_API_KEY_ENV}"]
     return []  # absent: an existing Secret the chart was pointed at
 
 

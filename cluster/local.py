@@ -67,7 +67,7 @@ from bench.processes import kill_all, tree
 from bench.served import is_ready
 from cluster import chart
 from ensemble.processes import Ports, free_port, stop_process
-from ensemble.server import API_KEY_ENV, argument_parser
+from ensemble.server import SERVER_API_KEY_ENV, argument_parser
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "build" / "cluster"
@@ -561,7 +561,7 @@ class Cluster:
             prometheus_config(named, chart.RECORDING_RULES, stats), WORK, prom
         )
         self.env = dict(os.environ)
-        self.env[API_KEY_ENV] = secrets.token_urlsafe(24)  # as the chart's Secret does
+        self.env[SERVER_API_KEY_ENV] = secrets.token_urlsafe(24)  # as the chart's Secret does
 
     @property
     def url(self) -> str:
@@ -625,7 +625,7 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
     from bench import served
     from client import DetectorClient
 
-    with DetectorClient(cluster.url, api_key=cluster.env[API_KEY_ENV]) as client:
+    with DetectorClient(cluster.url, api_key=cluster.env[SERVER_API_KEY_ENV]) as client:
         ensembles = served.ordered([m for m, ok in client.ready_models().items() if ok])
     n = len(cluster.replicas)
     high = HIGH_CLIENTS_PER_REPLICA * n

@@ -67,7 +67,8 @@ class ServerError(RuntimeError):
 # Triton's APIs that need the key once the server listens beyond localhost: they
 # change or reveal what it serves. Inference, health, metadata, model-config stay open.
 RESTRICTED_APIS = ("model-repository", "statistics", "logging", "trace", "shared-memory")
-API_KEY_ENV = "TRITON_API_KEY"
+# Where the launcher reads that key (the client reads its own from DETECTOR_API_KEY).
+SERVER_API_KEY_ENV = "TRITON_API_KEY"
 # Triton's own stop waits this long for requests in flight (the front drained first)
 # and for its models to unload: ten workers' unloading took over 10 s on a loaded
 # 2-core machine (Triton then exits 1). A pod's grace period covers it (the chart).
@@ -88,8 +89,8 @@ def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | No
         if not key:
             raise ServerError(f"the API key file {key_file} is empty")
         return key
-    if os.environ.get(API_KEY_ENV, "").strip():
-        return os.environ[API_KEY_ENV].strip()
+    if os.environ.get(SERVER_API_KEY_ENV, "").strip():
+        return os.environ[SERVER_API_KEY_ENV].strip()
     if is_loopback(host):
         return None
     path = workdir / "api-key"
@@ -603,8 +604,8 @@ def create_server(
     api_key = resolve_api_key(host, api_key_file, root)
     if api_key_file is not None:
         api_key_source = str(api_key_file)
-    elif api_key and os.environ.get(API_KEY_ENV, "").strip():
-        api_key_source = f"${API_KEY_ENV}"
+    elif api_key and os.environ.get(SERVER_API_KEY_ENV, "").strip():
+        api_key_source = f"${SERVER_API_KEY_ENV}"
     else:
         api_key_source = f"written to {root / 'api-key'}" if api_key else ""
     t = launch_target(target, gpus, cpu_profile)
@@ -680,7 +681,7 @@ def add_server_arguments(ap: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     ap.add_argument(
         "--api-key-file", type=Path,
-        help=f"key for the restricted APIs (default: ${API_KEY_ENV}; beyond localhost "
+        help=f"key for the restricted APIs (default: ${SERVER_API_KEY_ENV}; beyond localhost "
         "without either, a new key is written to build/api-key)",
     )  # fmt: skip
     ap.add_argument("--tls-cert", type=Path, help="PEM certificate: TLS on gRPC and HTTP")

@@ -12,7 +12,7 @@ import pytest
 from ensemble import contract
 from ensemble.front import MAX_INFLIGHT, Tls, nginx_config
 from ensemble.server import (
-    API_KEY_ENV,
+    SERVER_API_KEY_ENV,
     ServerError,
     add_server_arguments,
     is_loopback,
@@ -34,13 +34,13 @@ def test_every_other_address_is_beyond_localhost(host):
 
 
 def test_on_loopback_without_a_key_nothing_is_restricted(tmp_path, monkeypatch):
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    monkeypatch.delenv(SERVER_API_KEY_ENV, raising=False)
     assert resolve_api_key("127.0.0.1", None, tmp_path) is None
     assert not (tmp_path / "api-key").exists()
 
 
 def test_beyond_localhost_a_new_key_is_written_for_the_owner_only(tmp_path, monkeypatch):
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    monkeypatch.delenv(SERVER_API_KEY_ENV, raising=False)
     key = resolve_api_key("0.0.0.0", None, tmp_path)
     written = tmp_path / "api-key"
     assert key and len(key) >= 32
@@ -50,7 +50,7 @@ def test_beyond_localhost_a_new_key_is_written_for_the_owner_only(tmp_path, monk
 
 
 def test_a_key_file_wins_over_the_environment_which_wins_over_a_new_key(tmp_path, monkeypatch):
-    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    monkeypatch.setenv(SERVER_API_KEY_ENV, "from-env")
     assert resolve_api_key("0.0.0.0", None, tmp_path) == "from-env"
     key_file = tmp_path / "key.txt"
     key_file.write_text("from-file\n")
