@@ -59,7 +59,7 @@ def grpc(url: str, timeout_s: float = 120.0, inputs: Callable[[bytes], list] | N
     def connect() -> tuple[Send, Callable[[], None]]:
         import tritonclient.grpc as grpcclient
 
-        from client.api import build_inputs
+        from client.payload import build_inputs
 
         client = grpcclient.InferenceServerClient(url)
         tensors = inputs or (lambda photo: build_inputs([photo]))

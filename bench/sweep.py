@@ -128,7 +128,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 def request_inputs(photo: bytes, mode: Mode) -> list:
     """The request tensors for one photo in ``mode``: the photo, and the annotated
     image's longest side when the mode sets one."""
-    from client.api import build_inputs
+    from client.payload import build_inputs
 
     return build_inputs([photo], annotated_max_side=mode.annotated_max_side)
 

@@ -21,7 +21,7 @@ next (``FailoverPolicy``); one load-balanced address (``"lb:8001"``,
 ``"dns:///triton-headless:8001"``) is retried with backoff. Inference is idempotent.
 """
 
-from client.api import DetectorClient, split_batches
+from client.api import DetectorClient
 from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
 from client.errors import (
     SERVE_COMMAND,
@@ -38,6 +38,7 @@ from client.errors import (
     VideoNotReadable,
     map_server_error,
 )
+from client.payload import split_batches
 from client.results import (
     Detection,
     DetectorInfo,

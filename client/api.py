@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -62,6 +61,16 @@ from client.errors import (
     is_unreachable,
     map_server_error,
 )
+from client.payload import (
+    ImageInput,
+    build_inputs,
+    image_source,
+    load_image,
+    output_names,
+    pack_requests,
+    request_bytes,
+    split_batches,
+)
 from client.results import (
     ImageResult,
     ModelInfo,
@@ -78,19 +87,9 @@ from client.retry import (
     send_failing_over,
 )
 from ensemble.contract import (
-    ANNOTATED_IMAGE,
-    ANNOTATED_MAX_SIDE,
     DETECT_ALL,
-    DETECTIONS,
-    DTYPES,
-    IMAGE,
-    IOU_THRESHOLD,
     MAX_BATCH_SIZE,
-    MAX_IMAGE_SIDE,
     MAX_REQUEST_BYTES,
-    NUM_DETECTIONS,
-    SCORE_THRESHOLD,
-    detector_outputs,
 )
 
 if TYPE_CHECKING:
@@ -102,149 +101,7 @@ log = logging.getLogger(__name__)
 # waiting forever; inference calls use the caller's timeout.
 PROBE_TIMEOUT_S = 5.0
 
-ImageInput = bytes | str | Path
 T = TypeVar("T")
-
-# Estimate of a request's size from its images' sizes (``request_bytes``). Per image: the
-# 4-byte length before each BYTES element, 4 bytes per threshold, and margin. Per
-# request: model, tensor and output names (three per detector of detect_all), their
-# shapes, gRPC and HTTP/2 framing, with room to spare.
-IMAGE_OVERHEAD_BYTES = 64
-REQUEST_OVERHEAD_BYTES = 16 * 1024
-
-
-# --- requests ------------------------------------------------------------------
-
-
-def split_batches(items: Sequence[T], batch_size: int = MAX_BATCH_SIZE) -> list[list[T]]:
-    """Consecutive chunks of at most ``batch_size`` items (1..MAX_BATCH_SIZE)."""
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
-    return [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-
-
-def request_bytes(image_sizes: Iterable[int]) -> int:
-    """Upper estimate of the size in bytes of one request carrying images of these sizes
-    (their encoded bytes), as the server counts it against ``MAX_REQUEST_BYTES``."""
-    return sum(n + IMAGE_OVERHEAD_BYTES for n in image_sizes) + REQUEST_OVERHEAD_BYTES
-
-
-def pack_requests(image_sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES) -> list[list[int]]:
-    """Consecutive groups of positions in ``image_sizes`` whose requests fit in ``limit``
-    bytes (by ``request_bytes``). An image too large even alone is a group of its own,
-    so that its request, refused, fails that image only."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    for i, size in enumerate(image_sizes):
-        if current and request_bytes([*(image_sizes[j] for j in current), size]) > limit:
-            groups.append(current)
-            current = []
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
-
-
-def image_source(image: ImageInput, index: int) -> str:
-    """How an image is named in messages: its path, or its position for raw bytes."""
-    return str(image) if isinstance(image, (str, Path)) else f"image #{index}"
-
-
-def load_image(image: ImageInput, index: int = 0) -> bytes:
-    """The encoded bytes of an image, reading files from disk.
-
-    Nothing is decoded here: the server decodes and validates every image. A file that
-    is missing, unreadable or empty raises ``ImageNotReadable`` before any request.
-    """
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-    else:
-        try:
-            data = Path(image).read_bytes()
-        except FileNotFoundError:
-            raise ImageNotReadable(str(image), "no such file", index) from None
-        except IsADirectoryError:
-            raise ImageNotReadable(str(image), "is a directory", index) from None
-        except OSError as e:
-            raise ImageNotReadable(str(image), e.strerror or str(e), index) from None
-    if not data:
-        raise ImageNotReadable(image_source(image, index), "empty", index)
-    return data
-
-
-# Leading bytes of the formats the CLI sends. A fast local hint only: the server
-# decodes and validates every image anyway and is the authority on what it accepts.
-_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
-    ("JPEG", b"\xff\xd8\xff", 0),
-    ("PNG", b"\x89PNG\r\n\x1a\n", 0),
-    ("GIF", b"GIF87a", 0),
-    ("GIF", b"GIF89a", 0),
-    ("BMP", b"BM", 0),
-    ("TIFF", b"II*\x00", 0),
-    ("TIFF", b"MM\x00*", 0),
-    ("WebP", b"WEBP", 8),  # after "RIFF" and the chunk size
-)
-SNIFF_BYTES = 16
-KNOWN_FORMATS = tuple(dict.fromkeys(name for name, _, _ in _SIGNATURES))
-
-
-def sniff_image_format(head: bytes) -> str | None:
-    """The format whose signature ``head`` (the first bytes of a file) starts with, or None."""
-    for name, magic, offset in _SIGNATURES:
-        if head[offset : offset + len(magic)] == magic:
-            if name == "WebP" and not head.startswith(b"RIFF"):
-                continue
-            return name
-    return None
-
-
-def _fp32_column(value: float, n: int, name: str) -> grpcclient.InferInput:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1, got {value}")
-    tensor = grpcclient.InferInput(name, [n, 1], DTYPES[name])
-    tensor.set_data_from_numpy(np.full((n, 1), value, dtype=np.float32))
-    return tensor
-
-
-def build_inputs(
-    payloads: Sequence[bytes],
-    score_threshold: float | None = None,
-    iou_threshold: float | None = None,
-    annotated_max_side: int | None = None,
-) -> list[grpcclient.InferInput]:
-    """The request tensors for one batch; thresholds and the annotated image's longest
-    side (pixels) are sent only when given."""
-    images = np.empty((len(payloads), 1), dtype=object)
-    images[:, 0] = list(payloads)
-    image = grpcclient.InferInput(IMAGE, list(images.shape), DTYPES[IMAGE])
-    image.set_data_from_numpy(images)
-    inputs = [image]
-    if score_threshold is not None:
-        inputs.append(_fp32_column(score_threshold, len(payloads), SCORE_THRESHOLD))
-    if iou_threshold is not None:
-        inputs.append(_fp32_column(iou_threshold, len(payloads), IOU_THRESHOLD))
-    if annotated_max_side is not None:
-        if not 0 <= annotated_max_side <= MAX_IMAGE_SIDE:
-            raise ValueError(
-                f"annotated_max_side must be 0 (full size) to {MAX_IMAGE_SIDE} pixels, "
-                f"got {annotated_max_side}"
-            )
-        shape = [len(payloads), 1]
-        side = grpcclient.InferInput(ANNOTATED_MAX_SIDE, shape, DTYPES[ANNOTATED_MAX_SIDE])
-        side.set_data_from_numpy(np.full((len(payloads), 1), annotated_max_side, np.int32))
-        inputs.append(side)
-    return inputs
-
-
-def output_names(info: ModelInfo) -> list[str]:
-    """Every output of ``info``'s ensemble: the main result, then each detector's."""
-    names = [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
-    for d in info.per_detector_outputs:
-        names.extend(detector_outputs(d.name))
-    return names
-
-
-# --- client --------------------------------------------------------------------
 
 
 class DetectorClient:
@@ -605,12 +462,5 @@ class DetectorClient:
 
 
 __all__ = [
-    "KNOWN_FORMATS",
     "DetectorClient",
-    "build_inputs",
-    "load_image",
-    "pack_requests",
-    "request_bytes",
-    "sniff_image_format",
-    "split_batches",
 ]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.api import KNOWN_FORMATS, SNIFF_BYTES, DetectorClient, sniff_image_format
+from client.api import DetectorClient
 from client.environment import API_KEY_ENV, TLS_CA_ENV, URL_ENV
 from client.errors import (
     ClipTooLong,
@@ -43,6 +43,7 @@ from client.errors import (
     ServerBusy,
     VideoNotReadable,
 )
+from client.payload import KNOWN_FORMATS, SNIFF_BYTES, sniff_image_format
 from client.results import ImageResult, to_coco_results
 from client.video import (
     CLIP_SUFFIX,

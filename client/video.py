@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from client.api import SNIFF_BYTES, sniff_image_format
 from client.errors import ClipTooLong, DetectorError, VideoNotReadable
+from client.payload import SNIFF_BYTES, sniff_image_format
 from client.results import ImageResult, to_coco_results
 from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE, ensemble_name
 

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli, connection, environment, errors
+from client import cli, connection, environment, errors, payload
 from client.api import DetectorClient
 from client.errors import (
     ImageNotReadable,
@@ -320,7 +320,7 @@ def test_coco_image_ids_follow_coco_file_names_else_count_from_one():
 
 
 def test_twenty_images_go_in_batches_of_8_8_4():
-    batches = api.split_batches(list(range(20)))
+    batches = payload.split_batches(list(range(20)))
     assert MAX_BATCH_SIZE == 8
     assert [len(b) for b in batches] == [8, 8, 4]
     assert [i for b in batches for i in b] == list(range(20))
@@ -328,40 +328,43 @@ def test_twenty_images_go_in_batches_of_8_8_4():
 
 def test_batch_size_above_the_servers_limit_is_refused():
     with pytest.raises(ValueError, match=str(MAX_BATCH_SIZE)):
-        api.split_batches(list(range(3)), MAX_BATCH_SIZE + 1)
+        payload.split_batches(list(range(3)), MAX_BATCH_SIZE + 1)
 
 
 def test_threshold_tensors_are_sent_only_when_given():
-    [image] = api.build_inputs([b"a", b"b"])
+    [image] = payload.build_inputs([b"a", b"b"])
     assert (image.name(), image.datatype(), image.shape()) == (IMAGE, "BYTES", [2, 1])
 
-    inputs = api.build_inputs([b"a", b"b"], score_threshold=0.25, iou_threshold=0.6)
+    inputs = payload.build_inputs([b"a", b"b"], score_threshold=0.25, iou_threshold=0.6)
     assert [(t.name(), t.datatype(), t.shape()) for t in inputs[1:]] == [
         (SCORE_THRESHOLD, "FP32", [2, 1]),
         (IOU_THRESHOLD, "FP32", [2, 1]),
     ]
-    assert [t.name() for t in api.build_inputs([b"a"], iou_threshold=0.5)] == [IMAGE, IOU_THRESHOLD]
+    assert [t.name() for t in payload.build_inputs([b"a"], iou_threshold=0.5)] == [
+        IMAGE,
+        IOU_THRESHOLD,
+    ]
 
     with pytest.raises(ValueError, match="between 0 and 1"):
-        api.build_inputs([b"a"], score_threshold=1.5)
+        payload.build_inputs([b"a"], score_threshold=1.5)
 
 
 def test_the_annotated_images_longest_side_is_sent_only_when_given():
-    inputs = api.build_inputs([b"a", b"b", b"c"], annotated_max_side=1280)
+    inputs = payload.build_inputs([b"a", b"b", b"c"], annotated_max_side=1280)
     side = inputs[-1]
     assert (side.name(), side.datatype(), side.shape()) == ("ANNOTATED_MAX_SIDE", "INT32", [3, 1])
-    assert [t.name() for t in api.build_inputs([b"a"])] == [IMAGE]
+    assert [t.name() for t in payload.build_inputs([b"a"])] == [IMAGE]
     with pytest.raises(ValueError, match="0 \\(full size\\) to 65500 pixels, got -1"):
-        api.build_inputs([b"a"], annotated_max_side=-1)
+        payload.build_inputs([b"a"], annotated_max_side=-1)
 
 
 def test_detect_all_requests_every_fused_detector_output():
-    names = api.output_names(ModelInfo.from_config(served_config(DETECT_ALL)))
+    names = payload.output_names(ModelInfo.from_config(served_config(DETECT_ALL)))
     for name in NAMES:
         assert set(detector_outputs(name)) <= set(names)
     assert len(names) == 3 * (1 + len(NAMES))
     one = ModelInfo.from_config(served_config("detect_pytorch"))
-    assert api.output_names(one) == [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
+    assert payload.output_names(one) == [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
 
 
 def test_directories_are_searched_recursively_for_images_by_extension(tmp_path):
@@ -418,17 +421,17 @@ def test_precheck_refuses_obvious_non_images_only(tmp_path):
     ],
 )
 def test_sniff_image_format_by_magic_bytes(head, fmt):
-    assert api.sniff_image_format(head) == fmt
+    assert payload.sniff_image_format(head) == fmt
 
 
 def test_load_image_reports_unreadable_files_before_sending(tmp_path):
-    assert api.load_image(b"raw") == b"raw"
+    assert payload.load_image(b"raw") == b"raw"
     with pytest.raises(ImageNotReadable, match="no such file") as err:
-        api.load_image(tmp_path / "nope.jpg", index=4)
+        payload.load_image(tmp_path / "nope.jpg", index=4)
     assert err.value.index == 4
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageNotReadable, match="empty"):
-        api.load_image(tmp_path / "empty.png")
+        payload.load_image(tmp_path / "empty.png")
 
 
 def test_url_comes_from_argument_then_environment_then_default(monkeypatch):

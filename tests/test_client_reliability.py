@@ -21,7 +21,7 @@ from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc._utils import _get_inference_request
 from tritonclient.utils import InferenceServerException
 
-from client import api, cli, connection, environment, errors
+from client import cli, connection, environment, errors, payload
 from client.api import DetectorClient
 from client.errors import (
     ApiKeyRequired,
@@ -208,7 +208,7 @@ def test_a_request_over_the_limit_is_refused_before_any_connection():
     ):
         client.detect([big])
     error = raised.value
-    assert error.size == api.request_bytes([len(big)]) and error.limit == MAX_REQUEST_BYTES
+    assert error.size == payload.request_bytes([len(big)]) and error.limit == MAX_REQUEST_BYTES
     assert error.index == 0
     assert str(error) == (
         f"too large to send: image #0 makes a request of {error.size:,} bytes, "
@@ -229,12 +229,12 @@ def test_each_image_too_large_fails_alone_without_a_connection(tmp_path):
 
 def test_images_are_packed_into_requests_that_fit():
     mib = 2**20
-    assert api.pack_requests([10 * mib] * 8) == [[0, 1, 2, 3, 4, 5], [6, 7]]
-    assert api.pack_requests([mib, MAX_REQUEST_BYTES, mib, mib]) == [[0], [1], [2, 3]]
-    assert api.pack_requests([]) == []
-    for group in api.pack_requests([20 * mib, 30 * mib, 10 * mib, 5 * mib, 40 * mib]):
+    assert payload.pack_requests([10 * mib] * 8) == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    assert payload.pack_requests([mib, MAX_REQUEST_BYTES, mib, mib]) == [[0], [1], [2, 3]]
+    assert payload.pack_requests([]) == []
+    for group in payload.pack_requests([20 * mib, 30 * mib, 10 * mib, 5 * mib, 40 * mib]):
         sizes = [[20, 30, 10, 5, 40][i] * mib for i in group]
-        assert api.request_bytes(sizes) <= MAX_REQUEST_BYTES
+        assert payload.request_bytes(sizes) <= MAX_REQUEST_BYTES
 
 
 def test_a_batch_refused_as_too_large_is_sent_image_by_image():
@@ -268,16 +268,16 @@ def test_the_size_estimate_bounds_the_real_request():
         DetectorInfo(f"detector_with_a_long_name_{i:02d}", "t", "onnx") for i in range(30)
     )
     info = ModelInfo(DETECT_ALL, "t", COCO80_LABELS, detectors, ())
-    outputs = [InferRequestedOutput(n) for n in api.output_names(info)]
+    outputs = [InferRequestedOutput(n) for n in payload.output_names(info)]
     for sizes in ([1], [100_000] * 8, [5_000_000, 17, 3_000]):
         images = [bytes(n) for n in sizes]
-        inputs = api.build_inputs(images, 0.3, 0.5)
+        inputs = payload.build_inputs(images, 0.3, 0.5)
         request = _get_inference_request(
             DETECT_ALL, inputs, "", "", outputs, 0, False, False, 0, None, None
         )
         body = request.ByteSize() + connection.GRPC_FRAME_HEADER_BYTES  # what the server counts
-        estimate = api.request_bytes(sizes)
-        assert body <= estimate <= body + api.REQUEST_OVERHEAD_BYTES + 64 * len(sizes)
+        estimate = payload.request_bytes(sizes)
+        assert body <= estimate <= body + payload.REQUEST_OVERHEAD_BYTES + 64 * len(sizes)
 
 
 def test_the_channel_sends_at_most_what_the_server_reads():
@@ -397,7 +397,7 @@ def test_cli_skips_an_image_too_large_to_send_without_a_connection(tmp_path):
     assert proc.returncode == cli.EXIT_SKIPPED
     assert proc.stderr.strip().splitlines() == [
         f"too large to send: {image} makes a request of "
-        f"{api.request_bytes([image.stat().st_size]):,} bytes, "
+        f"{payload.request_bytes([image.stat().st_size]):,} bytes, "
         f"over the limit of {MAX_REQUEST_BYTES:,} bytes"
     ]
 
