@@ -90,3 +90,10 @@ def shown(value: float | None, spec: str = ".0f") -> str:
     """A figure as a table shows it: ``format(value, spec)``, a dash when not measured
     (None or NaN)."""
     return "–" if value is None or math.isnan(value) else format(value, spec)
+
+
+def aligned(cells: Sequence, widths: Sequence[int]) -> str:
+    """One line of a plain-text table: each cell right-aligned in its width, or
+    left-aligned where the width is negative."""
+    pairs = zip(cells, widths, strict=True)
+    return " ".join(f"{c!s:>{w}}" if w > 0 else f"{c!s:<{-w}}" for c, w in pairs)

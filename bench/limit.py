@@ -22,8 +22,8 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
+from bench import aligned
+from bench.load import latency_summary
 from bench.photos import FORMATS, photo_files
 from bench.pipeline import THREADS, Pipeline, detectors_from_arguments
 from ensemble.registry import Detector
@@ -35,7 +35,8 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
     """Time ``images`` images (rounded up to whole batches) through the full path.
 
     Returns ``batch``, ``images``, ``throughput`` (images/s), and the latency of one
-    call of ``batch`` images in ms: ``p50_ms``, ``p99_ms``, ``mean_ms``.
+    call of ``batch`` images (``bench.load.latency_summary``: ``mean_ms``, ``p50_ms``,
+    ``p99_ms``, ...).
     """
 
     def one_batch(start: int) -> None:
@@ -51,15 +52,8 @@ def measure(pipeline: Pipeline, photos: list[bytes], batch: int, images: int) ->
         one_batch(c * batch)
         times.append(time.perf_counter() - start)
     total = time.perf_counter() - total_start
-    ms = np.array(times) * 1000.0
-    return {
-        "batch": batch,
-        "images": calls * batch,
-        "throughput": calls * batch / total,
-        "mean_ms": float(ms.mean()),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
+    return {"batch": batch, "images": calls * batch, "throughput": calls * batch / total,
+            **latency_summary(times)}  # fmt: skip
 
 
 def limit(
@@ -89,18 +83,16 @@ def limit(
 
 
 def format_table(results: list[dict]) -> str:
-    lines = [
-        f"{'model':<24} {'b1 img/s':>8} {'b1 p50':>7} {'b1 p99':>7}"
-        f" {'best b':>6} {'img/s':>7} {'batch p50':>9} {'load':>5}   all (batch: img/s)",
-    ]
+    widths = (-24, 8, 7, 7, 6, 7, 9, 5)
+    head = ("model", "b1 img/s", "b1 p50", "b1 p99", "best b", "img/s", "batch p50", "load")
+    lines = [aligned(head, widths) + "   all (batch: img/s)"]
     for r in results:
         b1, best = r["batch1"], r["best"]
         every = "  ".join(f"{x['batch']}: {x['throughput']:.2f}" for x in r["runs"])
-        lines.append(
-            f"{r['model']:<24} {b1['throughput']:>8.2f} {b1['p50_ms']:>7.0f} {b1['p99_ms']:>7.0f}"
-            f" {best['batch']:>6} {best['throughput']:>7.2f} {best['p50_ms']:>9.0f}"
-            f" {r['loadavg_1m_after']:>5.1f}   {every}"
-        )
+        cells = (r["model"], f"{b1['throughput']:.2f}", f"{b1['p50_ms']:.0f}",
+                 f"{b1['p99_ms']:.0f}", best["batch"], f"{best['throughput']:.2f}",
+                 f"{best['p50_ms']:.0f}", f"{r['loadavg_1m_after']:.1f}")  # fmt: skip
+        lines.append(f"{aligned(cells, widths)}   {every}")
     return "\n".join(lines)
 
 

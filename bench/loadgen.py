@@ -1,10 +1,8 @@
-"""Closed-loop load generator for the old design's REST API (:mod:`bench.old_design`).
+"""Closed-loop load on the old design's REST API (:mod:`bench.old_design`).
 
-``concurrency`` threads, each with its own ``requests.Session`` (one keep-alive
-connection), send the photos round-robin, one request at a time: a thread sends its
-next request as soon as the previous answer is fully read. The run stops at
-``duration_s`` seconds or after ``requests`` answers, whichever comes first; only
-127.0.0.1 / localhost is accepted.
+``bench.load``'s loop with a ``requests.Session`` (one keep-alive connection) per
+thread, stopped at ``duration_s`` seconds or after ``requests`` requests, whichever
+comes first; only 127.0.0.1 / localhost is accepted.
 
 Each request is what the old design's client did with a photo file: decode it to an
 array, base64 it into the JSON body, POST, then parse the JSON answer and turn the
@@ -29,7 +27,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,10 +34,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bench import aligned, shown
+from bench.load import ANSWERED, Load, latency_summary
 from bench.old_design import ANSWER_DTYPES, FAIR, WIRES
 from bench.photos import FORMATS, photo_files
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+HEADERS = {"Content-Type": "application/json"}
 
 
 def request_body(photo: bytes) -> bytes:
@@ -70,8 +70,7 @@ def check_answer(url: str, photo: bytes, wire: str = FAIR) -> int:
 
     from ensemble.imaging import decode_image
 
-    headers = {"Content-Type": "application/json"}
-    response = http.post(url, data=request_body(photo), headers=headers, timeout=120)
+    response = http.post(url, data=request_body(photo), headers=HEADERS, timeout=120)
     response.raise_for_status()
     detections, drawn = read_answer(response.content, wire)
     if drawn.shape != decode_image(photo).shape:
@@ -94,16 +93,16 @@ def run(
     timeout_s: float = 120.0,
     wire: str = FAIR,
 ) -> dict:
-    """One closed-loop run against ``url`` (the ``/predict`` endpoint), whose answers
-    are in the ``wire`` format (:data:`bench.old_design.WIRES`).
+    """``bench.load``'s closed loop against ``url`` (the ``/predict`` endpoint), whose
+    answers are in the ``wire`` format (:data:`bench.old_design.WIRES`), after
+    ``warmup_requests`` per thread that are not counted.
 
-    Returns ``wire``, ``concurrency``, ``requests`` (answered OK), ``errors``, ``duration_s``,
-    ``throughput`` (images per second: OK answers over the measured wall time),
-    ``p50_ms``/``p95_ms``/``p99_ms``/``mean_ms`` (latency of OK answers, from sending
-    the request to having read the whole answer), and per request on average
-    ``request_bytes``, ``response_bytes`` (bodies) and ``wire_bytes`` (both bodies plus
-    both HTTP heads, approximately: TCP/IP framing not counted). Each thread first
-    sends ``warmup_requests`` that are not counted.
+    Returns ``wire``, ``concurrency``, ``requests`` (answered OK), ``errors``,
+    ``first_error``, ``duration_s``, ``throughput`` (images per second: OK answers over
+    the measured wall time), the latency of OK answers (``bench.load.latency_summary``,
+    from sending the request to having read the whole answer), and per request on
+    average ``request_bytes``, ``response_bytes`` (bodies) and ``wire_bytes`` (both
+    bodies plus both HTTP heads, approximately: TCP/IP framing not counted).
     """
     import requests as http
 
@@ -115,82 +114,40 @@ def run(
     if wire not in WIRES:
         raise ValueError(f"wire format must be one of {list(WIRES)}, not {wire!r}")
     path = urlsplit(url).path or "/"
+    sizes: list[tuple[int, int, int]] = []  # per OK answer: request, response, on the wire
 
-    lock = threading.Lock()
-    latencies: list[float] = []
-    sizes: list[tuple[int, int, int]] = []
-    errors: list[str] = []
-    budget = [requests if requests is not None else float("inf")]
-    ready = threading.Barrier(concurrency + 1)
-    window: dict[str, float] = {}
+    def connect():
+        session = http.Session()
 
-    def take() -> bool:
-        with lock:
-            if budget[0] <= 0 or time.perf_counter() >= window["stop"]:
-                return False
-            budget[0] -= 1
-            return True
+        def send(target: str, photo: bytes) -> None:
+            body = request_body(photo)
+            response = session.post(target, data=body, headers=HEADERS, timeout=timeout_s)
+            content = response.content
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {content[:200]!r}")
+            read_answer(content, wire)
+            head = _header_bytes(f"POST {path} HTTP/1.1", response.request.headers)
+            head += _header_bytes(f"HTTP/1.1 {response.status_code} OK", response.headers)
+            sizes.append((len(body), len(content), len(body) + len(content) + head))
 
-    def worker(index: int) -> None:
-        with http.Session() as session:
-            headers = {"Content-Type": "application/json"}
-            for i in range(warmup_requests):
-                with contextlib.suppress(http.RequestException):
-                    body = request_body(photos[(index + i) % len(photos)])
-                    session.post(url, data=body, headers=headers, timeout=timeout_s)
-            ready.wait()
-            n = index
-            while take():
-                photo = photos[n % len(photos)]
-                n += 1
-                start = time.perf_counter()
-                try:
-                    body = request_body(photo)
-                    response = session.post(url, data=body, headers=headers, timeout=timeout_s)
-                    content = response.content
-                    if response.status_code == 200:
-                        read_answer(content, wire)
-                except (http.RequestException, ValueError, KeyError) as e:
-                    with lock:
-                        errors.append(f"{type(e).__name__}: {e}")
-                    continue
-                elapsed = time.perf_counter() - start
-                if response.status_code != 200:
-                    with lock:
-                        errors.append(f"HTTP {response.status_code}: {content[:200]!r}")
-                    continue
-                sent = response.request
-                head = _header_bytes(f"POST {path} HTTP/1.1", sent.headers)
-                head += _header_bytes(f"HTTP/1.1 {response.status_code} OK", response.headers)
-                with lock:
-                    latencies.append(elapsed)
-                    sizes.append((len(body), len(content), len(body) + len(content) + head))
+        return send, session.close
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
-    window["stop"] = float("inf")
-    for t in threads:
-        t.start()
-    ready.wait()
-    start = time.perf_counter()
-    window["stop"] = start + (duration_s if duration_s is not None else float("inf"))
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-
-    ms = np.array(latencies) * 1000.0 if latencies else np.array([np.nan])
+    if warmup_requests:
+        Load(connect, [url], photos, concurrency, requests=concurrency * warmup_requests).run()
+        sizes.clear()
+    load = Load(connect, [url], photos, concurrency, duration_s=duration_s, requests=requests)
+    f = load.run().figures()
+    errors = [r.error for r in load.records if r.outcome != ANSWERED]
     size = np.array(sizes, dtype=np.float64) if sizes else np.full((1, 3), np.nan)
     return {
         "wire": wire,
         "concurrency": concurrency,
-        "requests": len(latencies),
+        "requests": f[ANSWERED],
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
-        "duration_s": round(wall, 2),
-        "throughput": len(latencies) / wall if wall > 0 else 0.0,
-        "mean_ms": float(np.mean(ms)),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
+        "duration_s": round(load.seconds, 2),
+        "throughput": f["images_per_s"],
+        **latency_summary([r.seconds for r in load.records if r.outcome == ANSWERED]),
         "request_bytes": float(size[:, 0].mean()),
         "response_bytes": float(size[:, 1].mean()),
         "wire_bytes": float(size[:, 2].mean()),
@@ -249,18 +206,16 @@ def old_design_server(
 
 
 def format_table(rows: list[dict], title: str) -> str:
-    lines = [
-        title,
-        f"{'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'n':>5} {'err':>4}"
-        f" {'req KiB':>8} {'resp KiB':>9} {'wire KiB':>9} {'load':>5}",
-    ]
+    widths = (4, 7, 8, 8, 8, 5, 4, 8, 9, 9, 5)
+    head = ("conc", "img/s", "p50 ms", "p95 ms", "p99 ms", "n", "err", "req KiB", "resp KiB",
+            "wire KiB", "load")  # fmt: skip
+    lines = [title, aligned(head, widths)]
     for r in rows:
-        lines.append(
-            f"{r['concurrency']:>4} {r['throughput']:>7.2f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f}"
-            f" {r['p99_ms']:>8.0f} {r['requests']:>5} {r['errors']:>4}"
-            f" {r['request_bytes'] / 1024:>8.0f} {r['response_bytes'] / 1024:>9.0f}"
-            f" {r['wire_bytes'] / 1024:>9.0f} {r['loadavg_1m_after']:>5.1f}"
-        )
+        kib = (shown(r[k] / 1024) for k in ("request_bytes", "response_bytes", "wire_bytes"))
+        cells = (r["concurrency"], f"{r['throughput']:.2f}", shown(r["p50_ms"]),
+                 shown(r["p95_ms"]), shown(r["p99_ms"]), r["requests"], r["errors"], *kib,
+                 f"{r['loadavg_1m_after']:.1f}")  # fmt: skip
+        lines.append(aligned(cells, widths))
     return "\n".join(lines)
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
+from bench.load import latency_summary
 from bench.pipeline import Pipeline
 
 
@@ -32,8 +31,9 @@ def paired_latency(
     rounds: int = 6,
     per_round: int = 10,
 ) -> dict:
-    """Alternating rounds of c=1 requests to Triton and in-process runs; mean, p50 and
-    p90 ms of each side, and ``gap``: Triton's mean over the limit's, minus 1."""
+    """Alternating rounds of c=1 requests to Triton and in-process runs: each side's
+    ``bench.load.latency_summary`` (``triton``, ``limit``), and ``gap``: Triton's mean
+    over the limit's, minus 1."""
     from client import DetectorClient
 
     triton, local = [], []
@@ -51,15 +51,9 @@ def paired_latency(
                         client.detect([photo], model=ensemble)
                     else:
                         pipeline.serve_files([photo])
-                    times.append((time.perf_counter() - start) * 1000.0)
+                    times.append(time.perf_counter() - start)
             n += per_round
-
-    def stats(ms: list[float]) -> dict:
-        a = np.array(ms)
-        return {"mean_ms": float(a.mean()), "p50_ms": float(np.median(a)),
-                "p90_ms": float(np.percentile(a, 90)), "n": len(ms)}  # fmt: skip
-
-    t, lim = stats(triton), stats(local)
+    t, lim = latency_summary(triton), latency_summary(local)
     return {"triton": t, "limit": lim, "gap": t["mean_ms"] / lim["mean_ms"] - 1}
 
 
