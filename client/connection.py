@@ -18,8 +18,12 @@ from tritonclient.grpc import KeepAliveOptions
 
 from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
 from client.errors import DetectorError
-from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, MAX_REQUEST_BYTES
-from ensemble.contract import is_loopback as contract_is_loopback
+from ensemble.contract import (
+    API_KEY_HEADER,
+    GRPC_API_KEY_HEADER,
+    MAX_REQUEST_BYTES,
+    is_loopback_host,
+)
 
 # The largest gRPC message the channel sends: a request body, the message plus gRPC's
 # 5-byte frame header, is at most the server's MAX_REQUEST_BYTES. Replies are not
@@ -145,7 +149,7 @@ def is_loopback(url: str) -> bool:
         return all(is_loopback(a) for a in addresses.split(","))
     if url.startswith("dns:"):
         url = url.rsplit("/", 1)[-1]
-    return contract_is_loopback(url.rsplit(":", 1)[0])
+    return is_loopback_host(url.rsplit(":", 1)[0])
 
 
 def channel_args() -> list[tuple[str, int | str]]:

@@ -94,7 +94,7 @@ BUSY_MESSAGES = (
 )
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     """Whether ``host`` (an address to listen on or connect to, without its port) is
     reachable only from this machine: the rule for what "beyond localhost" means to the
     server (restricted APIs), the demo (its login) and the client (a key without TLS).

@@ -49,7 +49,7 @@ from pathlib import Path
 import psutil
 
 from ensemble import configgen
-from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, is_loopback
+from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, is_loopback_host
 from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
 from ensemble.processes import Ports, free_port, port_in_use, stop_signals
 from ensemble.registry import ModelsFileError, Registry, load_models
@@ -91,7 +91,7 @@ def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | No
         return key
     if os.environ.get(SERVER_API_KEY_ENV, "").strip():
         return os.environ[SERVER_API_KEY_ENV].strip()
-    if is_loopback(host):
+    if is_loopback_host(host):
         return None
     path = workdir / "api-key"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from ui.__main__ import (
     AccessError,
     Account,
     demo_access,
-    is_loopback,
+    is_loopback_host,
     parse_auth_lines,
     read_auth_file,
 )
@@ -57,14 +57,14 @@ def refusal(host="0.0.0.0", env=None, file=None, no_auth=False) -> str:
      "::ffff:127.0.0.1"],
 )  # fmt: skip
 def test_loopback_addresses(host):
-    assert is_loopback(host)
+    assert is_loopback_host(host)
 
 
 @pytest.mark.parametrize(
     "host", ["0.0.0.0", "::", "192.168.1.20", "10.0.0.1", "fd00::2", "", "myhost.lan", "128.0.0.1"]
 )
 def test_other_addresses_are_not_loopback(host):
-    assert not is_loopback(host)
+    assert not is_loopback_host(host)
 
 
 # --- the decision ----------------------------------------------------------------

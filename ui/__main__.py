@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ensemble.contract import is_loopback
+from ensemble.contract import is_loopback_host
 
 USERNAME_ENV = "DEMO_USERNAME"
 PASSWORD_ENV = "DEMO_PASSWORD"
@@ -161,7 +161,7 @@ def demo_access(host: str, env: Mapping[str, str], auth_file: Path | None, no_au
         )
     if accounts:
         return Access(tuple(accounts), " and ".join(sources), tuple(warnings))
-    if is_loopback(host):
+    if is_loopback_host(host):
         return Access()
     if no_auth:
         return Access(
