@@ -39,10 +39,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import machine, memory, perf_analyzer, served
+from bench import REPO, logger, machine, memory, perf_analyzer, served, shown, table
+from bench.processes import GIB
 from ensemble import contract
 
-REPO = Path(__file__).resolve().parents[1]
 NATIVE = "native"  # the default CPU profile, throughput
 LATENCY = "native-latency"  # --cpu-profile latency
 PYTHON = "python"
@@ -58,11 +58,7 @@ GOAL_IDLE_GIB = 1.2  # whole-server PSS, idle
 GOAL_PEAK_GIB = 2.0  # whole-server PSS, peak under the c=8 load
 GOAL_OVER_POST = 4.0  # c=8 images/s of this detector's ensemble over the post's design
 OLD_DESIGN_DETECTOR = "tensorflow"
-GIB = 2**30
-
-
-def log(message: str) -> None:
-    print(f"[native] {message}", flush=True)
+log = logger("native")
 
 
 # --- pure parts: raw rounds -> summary -> table ----------------------------------------
@@ -214,44 +210,43 @@ def _verdict(met: bool | None) -> str:
 
 
 def _steps_lines(summary: Mapping) -> list[str]:
-    lines = [
-        "| ensemble | step | native runs | queue ms | infer ms | python runs | queue ms "
-        "| infer ms |",
-        "|" + "---|" * 8,
-    ]
+    head = ("ensemble", "step", "native runs", "queue ms", "infer ms", "python runs",
+            "queue ms", "infer ms")  # fmt: skip
+    rows = []
     nat, py = summary["modes"][NATIVE].get("c8", {}), summary["modes"][PYTHON].get("c8", {})
     for e in dict.fromkeys([*nat, *py]):
         n, p = nat.get(e, {}).get("steps", {}), py.get(e, {}).get("steps", {})
         for step in dict.fromkeys([*n, *p]):
-            cells = []
-            for side in (n, p):
-                s = side.get(step)
+            cells = [e, step]
+            for s in (n.get(step), p.get(step)):
                 cells += (["–"] * 3 if s is None else
                           [f"{s['count']:.0f}", f"{s['queue_ms']:.1f}",
                            f"{s['compute_infer_ms']:.1f}"])  # fmt: skip
-            lines.append(f"| {e} | {step} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append(cells)
+    return table(head, rows)
 
 
 def _rounds_lines(raw: Mapping) -> list[str]:
     ensembles = list(dict.fromkeys(e for r in raw["rounds"] for e in r.get("perf", {})))
-    lines = [
-        "| round | mode | cold start s | idle GiB | peak GiB | "
-        + " | ".join(f"{e} c=8" for e in ensembles) + " |",
-        "|" + "---|" * (5 + len(ensembles)),
-    ]  # fmt: skip
+    head = (
+        "round",
+        "mode",
+        "cold start s",
+        "idle GiB",
+        "peak GiB",
+        *(f"{e} c=8" for e in ensembles),
+    )
+    rows = []
     for r in raw["rounds"]:
         if "error" in r:
-            lines.append(f"| {r['round']} | {r['mode']} | failed: {r['error']} |")
+            rows.append((r["round"], r["mode"], f"failed: {r['error']}"))
             continue
         m = memory.summary(r["memory"])
-        peak = "–" if m["total_peak"] is None else f"{m['total_peak'] / GIB:.2f}"
-        rates = [f"{r['perf'][e]['throughput']:.2f}" if e in r["perf"] else "–" for e in ensembles]
-        lines.append(
-            f"| {r['round']} | {r['mode']} | {r['cold_start_s']:.1f} | "
-            f"{m['total_idle'] / GIB:.2f} | {peak} | " + " | ".join(rates) + " |"
-        )
-    return lines
+        peak = None if m["total_peak"] is None else m["total_peak"] / GIB
+        rates = [shown(r["perf"].get(e, {}).get("throughput"), ".2f") for e in ensembles]
+        rows.append((r["round"], r["mode"], f"{r['cold_start_s']:.1f}",
+                     f"{m['total_idle'] / GIB:.2f}", shown(peak, ".2f"), *rates))  # fmt: skip
+    return table(head, rows)
 
 
 def _method(raw: Mapping) -> list[str]:
@@ -301,13 +296,28 @@ def markdown(raw: Mapping, summary: Mapping) -> str:
     lines = [
         "# Native backends vs Python runners (bench/native.py)",
         "",
-        "| figure | native (throughput, default) | native (latency) | python runners | goal "
-        "| throughput meets it | latency meets it |",
-        "|---|---|---|---|---|---|---|",
-        *(
-            f"| {r['figure']} | {r['native']} | {r['latency']} | {r['python']} | {r['goal']} | "
-            f"{_verdict(r['met'])} | {_verdict(r['latency_met'])} |"
-            for r in rows
+        *table(
+            (
+                "figure",
+                "native (throughput, default)",
+                "native (latency)",
+                "python runners",
+                "goal",
+                "throughput meets it",
+                "latency meets it",
+            ),
+            [
+                (
+                    r["figure"],
+                    r["native"],
+                    r["latency"],
+                    r["python"],
+                    r["goal"],
+                    _verdict(r["met"]),
+                    _verdict(r["latency_met"]),
+                )
+                for r in rows
+            ],
         ),  # fmt: skip
         "",
         ("Missed by the default (throughput) profile: " + "; ".join(missed) + ".")
@@ -366,14 +376,11 @@ def python_runners_only() -> Iterator[None]:
 @contextlib.contextmanager
 def mode_server(mode: str, registry, workdir: Path) -> Iterator[tuple[object, float]]:
     """``(running TritonServer, cold start s)`` in ``mode``; stopped on exit."""
-    from ensemble.server import running_server
-
     with contextlib.ExitStack() as stack:
         start = time.monotonic()
         with python_runners_only() if mode == PYTHON else contextlib.nullcontext():
-            server = stack.enter_context(
-                running_server(registry, workdir=workdir, cpu_profile=PROFILES[mode])
-            )
+            _, server = stack.enter_context(served.triton(
+                None, registry, log, workdir=workdir, cpu_profile=PROFILES[mode]))  # fmt: skip
         yield server, time.monotonic() - start
 
 

@@ -6,7 +6,6 @@ import pytest
 
 from bench.memory import TRITON
 from bench.native import (
-    GIB,
     GOAL_OVER_POST,
     LATENCY,
     NATIVE,
@@ -16,6 +15,7 @@ from bench.native import (
     mode_summary,
     summarize,
 )
+from bench.processes import GIB
 
 pytestmark = pytest.mark.unit
 
