@@ -25,7 +25,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from ensemble.families import TensorSpec
+from ensemble.families import NetworkTensor
 
 
 class ArtifactError(ValueError):
@@ -229,7 +229,7 @@ def _saved_model_class():
 
 
 def bind(
-    inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], sig: Signature
+    inputs: tuple[NetworkTensor, ...], outputs: tuple[NetworkTensor, ...], sig: Signature
 ) -> Binding:
     """The artifact's tensors for a family's ``inputs`` and ``outputs``; raises
     :class:`ArtifactError` saying why the artifact cannot run natively with them.
@@ -259,14 +259,14 @@ def bind(
     return Binding(model_input, tuple((o.name, t) for o, t in zip(outputs, chosen, strict=True)))
 
 
-def _same_dtype(kind: str, want: TensorSpec, got: ArtifactTensor) -> None:
+def _same_dtype(kind: str, want: NetworkTensor, got: ArtifactTensor) -> None:
     if got.dtype is not None and got.dtype != want.dtype:
         raise ArtifactError(
             f"its {kind} {got.name!r} is {got.dtype}, the family's {want.name!r} is {want.dtype}"
         )
 
 
-def config_dims(want: TensorSpec, got: ArtifactTensor) -> tuple[int, ...]:
+def config_dims(want: NetworkTensor, got: ArtifactTensor) -> tuple[int, ...]:
     """The dims a native config gives a tensor: the artifact's where it fixes them (ONNX
     Runtime refuses a config that leaves open what the graph fixes), else the family's."""
     if got.dims is None or len(got.dims) != len(want.dims):

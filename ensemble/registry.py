@@ -45,7 +45,7 @@ from ensemble.artifacts import (
     onnx_signature,
     read_signature,
 )
-from ensemble.families import Family, FamilyError, TensorSpec, make_options, resolve
+from ensemble.families import Family, FamilyError, NetworkTensor, make_options, resolve
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = REPO_ROOT / "models.toml"
@@ -142,30 +142,30 @@ class Detector:
         return recipes.artifact_path(self.recipe)
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
+    def inputs(self) -> tuple[NetworkTensor, ...]:
         return self.family.inputs
 
     @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
+    def outputs(self) -> tuple[NetworkTensor, ...]:
         return self.family.outputs
 
     @property
-    def model_inputs(self) -> tuple[TensorSpec, ...]:
+    def model_inputs(self) -> tuple[NetworkTensor, ...]:
         """The detector's Triton model's inputs: the family's, under the artifact's names
         and with the dims it fixes where it runs natively."""
         if self.binding is None:
             return self.inputs
         got = self.binding.input
-        return (TensorSpec(got.name, self.inputs[0].dtype, config_dims(self.inputs[0], got)),)
+        return (NetworkTensor(got.name, self.inputs[0].dtype, config_dims(self.inputs[0], got)),)
 
     @property
-    def model_outputs(self) -> tuple[TensorSpec, ...]:
+    def model_outputs(self) -> tuple[NetworkTensor, ...]:
         """The detector's Triton model's outputs, in the family's order (see
         :attr:`model_inputs`)."""
         if self.binding is None:
             return self.outputs
         return tuple(
-            TensorSpec(self.binding.output(t.name).name, t.dtype,
+            NetworkTensor(self.binding.output(t.name).name, t.dtype,
                        config_dims(t, self.binding.output(t.name)))
             for t in self.outputs
         )  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ensemble import contract
-from ensemble.families import TensorSpec
+from ensemble.families import NetworkTensor
 from ensemble.registry import Detector, Registry, parameters_json
 
 # --- tensor names private to the server (steps' own input/output names) ---------
@@ -27,13 +27,17 @@ PREPROCESSED = "PREPROCESSED"  # the detector's input, one image
 
 @dataclass(frozen=True)
 class Tensor:
+    """An input or output of a Triton model's config (the batch dimension left out);
+    ``optional`` inputs may be absent from a request. A family's network declares its
+    own tensors as ``families.NetworkTensor``."""
+
     name: str
     dtype: str  # Triton dtype without the TYPE_ prefix
     dims: tuple[int, ...]
     optional: bool = False
 
     @classmethod
-    def of(cls, t: TensorSpec, name: str | None = None) -> Tensor:
+    def of(cls, t: NetworkTensor, name: str | None = None) -> Tensor:
         return cls(name or t.name, t.dtype, t.dims)
 
 

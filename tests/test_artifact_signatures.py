@@ -16,10 +16,10 @@ from ensemble.artifacts import (
     config_dims,
     read_signature,
 )
-from ensemble.families import TensorSpec
+from ensemble.families import NetworkTensor
 
-IMAGES = TensorSpec("images", "FP32", (3, 64, 64))
-BOXES = TensorSpec("boxes", "FP32", (100, 6))
+IMAGES = NetworkTensor("images", "FP32", (3, 64, 64))
+BOXES = NetworkTensor("boxes", "FP32", (100, 6))
 
 
 def onnx_file(folder: Path, batch="batch", inputs=("pixels",), outputs=("dets",),
@@ -58,7 +58,7 @@ def test_names_that_match_bind_by_name_whatever_their_order():
         (ArtifactTensor("x", "FP32", None),),
         (ArtifactTensor("b", "FP32", None), ArtifactTensor("a", "FP32", None)),
     )
-    a, b = TensorSpec("a", "FP32", (1,)), TensorSpec("b", "FP32", (1,))
+    a, b = NetworkTensor("a", "FP32", (1,)), NetworkTensor("b", "FP32", (1,))
     binding = bind((IMAGES,), (a, b), sig)
     assert [t.name for _, t in binding.outputs] == ["a", "b"]
 
@@ -82,7 +82,7 @@ def test_an_artifact_its_native_backend_cannot_take_is_refused_with_the_reason(
 @pytest.mark.unit
 def test_too_few_outputs_are_refused():
     sig = Signature((ArtifactTensor("x", "FP32", None),), (ArtifactTensor("y", "FP32", None),))
-    two = (BOXES, TensorSpec("count", "FP32", (1,)))
+    two = (BOXES, NetworkTensor("count", "FP32", (1,)))
     with pytest.raises(ArtifactError, match="1 outputs \\(y\\), the family reads 2"):
         bind((IMAGES,), two, sig)
 
@@ -96,9 +96,9 @@ def test_a_torchscript_is_named_by_libtorchs_index_convention(tmp_path):
 
 @pytest.mark.unit
 def test_config_dims_keep_what_the_artifact_fixes_and_the_familys_elsewhere():
-    yolo = TensorSpec("output0", "FP32", (7, -1))
+    yolo = NetworkTensor("output0", "FP32", (7, -1))
     assert config_dims(yolo, ArtifactTensor("o", "FP32", (7, 2100))) == (7, 2100)
-    ssd_in = TensorSpec("image_tensor", "UINT8", (300, 300, 3))
+    ssd_in = NetworkTensor("image_tensor", "UINT8", (300, 300, 3))
     assert config_dims(ssd_in, ArtifactTensor("i", "UINT8", (-1, -1, 3))) == (300, 300, 3)
     assert config_dims(yolo, ArtifactTensor("o", "FP32", None)) == (7, -1)
 

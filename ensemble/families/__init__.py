@@ -34,8 +34,10 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One tensor of a network, per image (the batch dimension left out)."""
+class NetworkTensor:
+    """One input or output tensor of a family's network, per image (the batch dimension
+    left out), as the artifact declares it; ``ensemble.spec.Tensor`` is a tensor of a
+    Triton model's config."""
 
     name: str
     dtype: str  # Triton dtype name without the TYPE_ prefix: FP32, UINT8, INT32, BYTES
@@ -74,12 +76,12 @@ class Family:
         return len(self.labels)
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
+    def inputs(self) -> tuple[NetworkTensor, ...]:
         """The network's input tensors (one, for every family here)."""
         raise NotImplementedError
 
     @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
+    def outputs(self) -> tuple[NetworkTensor, ...]:
         raise NotImplementedError
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble import boxes, imaging
-from ensemble.families import Family, TensorSpec
+from ensemble.families import Family, NetworkTensor
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,14 @@ class CenterNet(Family):
     Options = CenterNetOptions
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
+    def inputs(self) -> tuple[NetworkTensor, ...]:
         size = self.options.input_size
-        return (TensorSpec("images", "FP32", (size, size, 3)),)
+        return (NetworkTensor("images", "FP32", (size, size, 3)),)
 
     @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
+    def outputs(self) -> tuple[NetworkTensor, ...]:
         # Already decoded: x1, y1, x2, y2 in input pixels, score, 0-based class.
-        return (TensorSpec("detections", "FP32", (self.options.max_boxes, 6)),)
+        return (NetworkTensor("detections", "FP32", (self.options.max_boxes, 6)),)
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
         """``uint8`` RGB ``(H, W, 3)`` -> float32 ``(size, size, 3)`` in 0..255, stretched

@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from ensemble import boxes, imaging
-from ensemble.families import Family, TensorSpec
+from ensemble.families import Family, NetworkTensor
 
 # As NanoDet's own nms_pre: NMS only on the best candidates, so a very low score
 # threshold cannot hand NMS every anchor times every class.
@@ -62,16 +62,16 @@ class NanoDet(Family):
         return len(self._anchors[0])
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
+    def inputs(self) -> tuple[NetworkTensor, ...]:
         size = self.options.input_size
-        return (TensorSpec("INPUT__0", "FP32", (3, size, size)),)
+        return (NetworkTensor("INPUT__0", "FP32", (3, size, size)),)
 
     @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
+    def outputs(self) -> tuple[NetworkTensor, ...]:
         # Anchor points of every level, row-major; columns: the class scores after
         # sigmoid, then the GFL box distributions (left, top, right, bottom) x bins.
         width = self.num_classes + 4 * self.options.bins
-        return (TensorSpec("OUTPUT__0", "FP32", (self.num_anchors, width)),)
+        return (NetworkTensor("OUTPUT__0", "FP32", (self.num_anchors, width)),)
 
     @cached_property
     def _normalise(self) -> tuple[np.ndarray, np.ndarray]:

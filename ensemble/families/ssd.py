@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble import boxes, contract, imaging
-from ensemble.families import Family, TensorSpec
+from ensemble.families import Family, NetworkTensor
 
 # COCO category id -> COCO-80 index; -1 for the ten ids that name no class.
 COCO80_OF_COCO91 = np.full(max(contract.COCO91_IDS) + 1, -1, dtype=np.int64)
@@ -38,18 +38,18 @@ class SSD(Family):
     Options = SSDOptions
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
+    def inputs(self) -> tuple[NetworkTensor, ...]:
         size = self.options.input_size
-        return (TensorSpec("image_tensor", "UINT8", (size, size, 3)),)
+        return (NetworkTensor("image_tensor", "UINT8", (size, size, 3)),)
 
     @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
+    def outputs(self) -> tuple[NetworkTensor, ...]:
         n = self.options.max_boxes
         return (
-            TensorSpec("detection_boxes", "FP32", (n, 4)),  # normalised ymin, xmin, ymax, xmax
-            TensorSpec("detection_scores", "FP32", (n,)),
-            TensorSpec("detection_classes", "FP32", (n,)),  # COCO-91 ids or 1-based
-            TensorSpec("num_detections", "FP32", (1,)),
+            NetworkTensor("detection_boxes", "FP32", (n, 4)),  # normalised ymin, xmin, ymax, xmax
+            NetworkTensor("detection_scores", "FP32", (n,)),
+            NetworkTensor("detection_classes", "FP32", (n,)),  # COCO-91 ids or 1-based
+            NetworkTensor("num_detections", "FP32", (1,)),
         )
 
     @property

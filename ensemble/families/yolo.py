@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ensemble import boxes, contract
-from ensemble.families import Family, TensorSpec
+from ensemble.families import Family, NetworkTensor
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,14 @@ class YOLO(Family):
     Options = YOLOOptions
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
+    def inputs(self) -> tuple[NetworkTensor, ...]:
         size = self.options.input_size
-        return (TensorSpec("images", "FP32", (3, size, size)),)
+        return (NetworkTensor("images", "FP32", (3, size, size)),)
 
     @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
+    def outputs(self) -> tuple[NetworkTensor, ...]:
         # The number of candidates depends on the input size and the head's strides.
-        return (TensorSpec("output0", "FP32", (4 + self.num_classes, -1)),)
+        return (NetworkTensor("output0", "FP32", (4 + self.num_classes, -1)),)
 
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
         """``uint8`` RGB ``(H, W, 3)`` -> float32 ``(3, size, size)`` in 0..1: resized
