@@ -49,7 +49,7 @@ from client.connection import (
     api_key_headers,
     channel_args,
     channel_credentials,
-    is_loopback,
+    is_loopback_url,
     resolve_api_key,
     resolve_endpoints,
     resolve_tls,
@@ -153,7 +153,7 @@ class DetectorClient:
         key = resolve_api_key(api_key)
         self._headers = api_key_headers(key)  # sent on every call: cheap, and simpler
         for endpoint in self.endpoints:
-            if key and not self.tls and not is_loopback(endpoint):
+            if key and not self.tls and not is_loopback_url(endpoint):
                 log.warning("sending the API key to %s without TLS: the path can read it", endpoint)
         security = channel_credentials(self.tls)
         # One client (one channel) per endpoint; made here, never changed after, so

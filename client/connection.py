@@ -141,12 +141,12 @@ def channel_credentials(tls: bool | Path) -> dict:
     return {"ssl": True} if tls else {}
 
 
-def is_loopback(url: str) -> bool:
+def is_loopback_url(url: str) -> bool:
     """Whether ``url`` (host:port, or a gRPC target ``dns:///host:port``,
     ``ipv4:a:port,b:port``) names this machine."""
     if url.startswith(_LIST_TARGET_SCHEMES):
         scheme, _, addresses = url.partition(":")
-        return all(is_loopback(a) for a in addresses.split(","))
+        return all(is_loopback_url(a) for a in addresses.split(","))
     if url.startswith("dns:"):
         url = url.rsplit("/", 1)[-1]
     return is_loopback_host(url.rsplit(":", 1)[0])

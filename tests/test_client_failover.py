@@ -128,11 +128,14 @@ def test_several_endpoints_come_from_the_environment_too(monkeypatch):
 
 
 @pytest.mark.unit
-def test_loopback_is_told_for_grpc_targets_too():
-    assert connection.is_loopback("dns:///localhost:8001")
-    assert not connection.is_loopback("dns:///triton-headless:8001")
-    assert connection.is_loopback("ipv4:127.0.0.1:1,127.0.0.1:2")
-    assert not connection.is_loopback("ipv4:127.0.0.1:1,10.0.0.2:2")
+def test_loopback_is_told_for_addresses_and_grpc_targets():
+    loopback = connection.is_loopback_url
+    assert loopback("localhost:8001") and loopback("127.0.0.1:8001") and loopback("[::1]:8001")
+    assert not loopback("gpu-host:8001") and not loopback("10.0.0.5:8001")
+    assert loopback("dns:///localhost:8001")
+    assert not loopback("dns:///triton-headless:8001")
+    assert loopback("ipv4:127.0.0.1:1,127.0.0.1:2")
+    assert not loopback("ipv4:127.0.0.1:1,10.0.0.2:2")
 
 
 @pytest.mark.unit
