@@ -1,10 +1,9 @@
-"""The webcam tab's stream handler: frames in, the server's annotated frames out, and
-frames dropped (never queued) while the server is busy.
+"""The webcam tab's stream handler without a server: frames dropped (never queued)
+while the previous one is at the server, the counters, reading a frame.
 
-The unit tests drive ``LiveSession`` with a detect function held at a gate and a clock
-the test sets, so that "the server is still busy" and "250 ms later" are facts of the
-test, not of the machine. The server tests send real webcam-like frames (JPEG ``data:``
-URLs, as Gradio's webcam posts them) through ``LiveStreams.on_frame`` to the real Triton.
+The tests drive ``LiveSession`` with a detect function held at a gate and a clock the
+test sets, so that "the server is still busy" and "250 ms later" are facts of the test,
+not of the machine. Real frames through the real server: test_ui_live_server.py.
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
-import numpy as np
 import pytest
 
-from client import Detection, DetectorClient, ImageResult
-from ensemble import contract
+from client import Detection, ImageResult
 from ui import live
+
+pytestmark = pytest.mark.unit
 
 # --- helpers --------------------------------------------------------------------------
 
@@ -53,10 +51,6 @@ def pool():
         yield pool
 
 
-# --- unit: dropping, counting, reading frames ----------------------------------------
-
-
-@pytest.mark.unit
 def test_a_long_stream_keeps_the_last_result_only_not_every_annotated_frame(pool):
     # Each answer carries an annotated JPEG (tens of kB); a session keeps its timings for
     # the frames/s and latency lines, not the frames.
@@ -80,7 +74,6 @@ def test_a_long_stream_keeps_the_last_result_only_not_every_annotated_frame(pool
     assert "50 shown, 0 dropped of 50 frames" in session.shown().stats
 
 
-@pytest.mark.unit
 def test_a_frame_arriving_while_the_previous_is_at_the_server_is_dropped(pool):
     gate = threading.Event()
     sent = []
@@ -113,7 +106,6 @@ def test_a_frame_arriving_while_the_previous_is_at_the_server_is_dropped(pool):
     assert shown.jpeg == b"drawn frame 7" and shown.fresh
 
 
-@pytest.mark.unit
 def test_frames_per_second_and_latency_are_those_of_the_answered_frames(pool):
     clock = Clock()
 
@@ -138,7 +130,6 @@ def test_frames_per_second_and_latency_are_those_of_the_answered_frames(pool):
     assert session.frames_per_s() == 0.0
 
 
-@pytest.mark.unit
 def test_latency_is_over_the_last_frames_only(pool):
     clock = Clock()
     delays = iter([5.0] + [0.1] * live.LATENCY_FRAMES)
@@ -155,7 +146,6 @@ def test_latency_is_over_the_last_frames_only(pool):
     assert max(session.latencies_ms()) == pytest.approx(100.0)
 
 
-@pytest.mark.unit
 def test_a_server_error_is_said_and_the_last_good_frame_stays(pool):
     from client import ServerUnavailable
 
@@ -178,12 +168,10 @@ def test_a_server_error_is_said_and_the_last_good_frame_stays(pool):
     assert session.answered == 2
 
 
-@pytest.mark.unit
 def test_frame_jpeg_reads_the_webcams_data_url():
     assert live.frame_jpeg(data_url(b"\xff\xd8jpeg bytes")) == b"\xff\xd8jpeg bytes"
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "value",
     [None, {"path": "/tmp/x.jpg", "url": None}, "data:text/plain;base64,aGk=",
@@ -195,7 +183,6 @@ def test_frame_jpeg_refuses_what_is_not_a_webcam_frame(value):
         live.frame_jpeg(value)
 
 
-@pytest.mark.unit
 def test_detections_text_lists_the_best_first_and_counts_the_rest():
     many = result(*[("person", 0.1 * k) for k in range(1, 11)])
     text = live.detections_text(many, most=3)
@@ -204,7 +191,6 @@ def test_detections_text_lists_the_best_first_and_counts_the_rest():
     assert live.detections_text(None) == "Last frame: none yet"
 
 
-@pytest.mark.unit
 def test_image_value_carries_the_jpeg_inline():
     value = live.image_value(b"\xff\xd8abc")
     assert value["url"] == "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8abc").decode()
@@ -212,7 +198,6 @@ def test_image_value_carries_the_jpeg_inline():
     assert live.image_value(None) is None
 
 
-@pytest.mark.unit
 def test_the_sessions_kept_are_capped(monkeypatch):
     monkeypatch.setattr(live, "MAX_SESSIONS", 3)
     streams = live.LiveStreams(client=None, models=None, workers=1)
@@ -222,143 +207,3 @@ def test_the_sessions_kept_are_capped(monkeypatch):
         assert sorted(streams._sessions) == ["s2", "s3", "s4"]
     finally:
         streams.pool.shutdown()
-
-
-# --- server: real frames through the real server ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def detector(triton_url):
-    with DetectorClient(triton_url) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def frames(photos_dir) -> dict[str, dict]:
-    """The photos as the webcam sends them: JPEG data: URLs."""
-    out = {}
-    for name in ("astronaut", "coffee"):
-        ok, jpeg = cv2.imencode(".jpg", cv2.imread(str(photos_dir / f"{name}.png")))
-        assert ok
-        out[name] = data_url(jpeg.tobytes())
-    return out
-
-
-class CountingClient:
-    """The real client, counting how many detect calls are at the server at once."""
-
-    def __init__(self, client: DetectorClient):
-        self.client = client
-        self.calls = 0
-        self.at_once = 0
-        self.most_at_once = 0
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str):
-        return getattr(self.client, name)
-
-    def detect(self, *args, **kwargs):
-        with self._lock:
-            self.calls += 1
-            self.at_once += 1
-            self.most_at_once = max(self.most_at_once, self.at_once)
-        try:
-            return self.client.detect(*args, **kwargs)
-        finally:
-            with self._lock:
-                self.at_once -= 1
-
-
-def streams_for(client, wait_s: float = 60.0):
-    from ui.catalog import ServerModels
-
-    return live.LiveStreams(client, ServerModels(client), wait_s=wait_s)
-
-
-def labels_of(shown: live.Shown) -> set[str]:
-    return {part.rsplit(" ", 1)[0] for part in shown.detections.split(": ", 1)[1].split(", ")}
-
-
-@pytest.mark.server
-def test_a_streamed_frame_comes_back_drawn_by_the_server(detector, frames):
-    streams = streams_for(detector)
-    model = contract.ensemble_name("tensorflow")
-    shown = streams.on_frame(frames["astronaut"], model, 0.5, 0.5, "session-a")
-    assert shown.jpeg is not None and shown.jpeg[:3] == b"\xff\xd8\xff", "a JPEG"
-    assert cv2.imdecode(np.frombuffer(shown.jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
-    assert labels_of(shown) == {"person"}, shown.detections
-    # The same frame straight through the client: the same objects.
-    (direct,) = detector.detect([live.frame_jpeg(frames["astronaut"])], model, 0.5, 0.5)
-    assert shown.detections == live.detections_text(direct)
-    assert "1 shown, 0 dropped of 1 frames" in shown.stats
-    # The next frame (another scene) replaces it; the thresholds are the page's.
-    shown = streams.on_frame(frames["coffee"], model, 0.5, 0.5, "session-a")
-    assert "cup" in labels_of(shown) and "person" not in labels_of(shown), shown.detections
-    streams.pool.shutdown()
-
-
-@pytest.mark.server
-def test_frames_faster_than_the_server_are_dropped_not_queued(detector, frames):
-    """The handler never waits for a result here, and frames come in a loop with no
-    pause: at most one frame is ever at the server, every other frame is dropped and
-    counted, and each frame shown is one that went straight to the server."""
-    counting = CountingClient(detector)
-    streams = streams_for(counting, wait_s=0.0)
-    key = "session-b"
-    model = contract.ensemble_name("onnxruntime")
-    answered_wanted = 3
-    shown = None
-    for _ in range(100_000):  # a bound on the loop, not on time
-        shown = streams.on_frame(frames["astronaut"], model, 0.3, 0.5, key)
-        session = streams._sessions[key]
-        if session.answered >= answered_wanted:
-            break
-        threading.Event().wait(0.002)  # let the worker thread run on a small machine
-    session = streams._sessions[key]
-    assert session.answered >= answered_wanted
-    assert session.sent - session.answered in (0, 1), "at most the last frame unanswered"
-    session.wait(60)
-    assert counting.most_at_once == 1, "frames queued at the server"
-    assert session.sent == session.answered == counting.calls
-    assert session.dropped == session.offered - session.sent
-    assert session.dropped > session.sent, (session.offered, session.sent, session.dropped)
-    assert f"{session.dropped} dropped of {session.offered} frames" in shown.stats
-    print(f"frames in a tight loop: {shown.stats}")  # the figures, for the record
-    assert "person" in labels_of(shown)
-    streams.pool.shutdown()
-
-
-@pytest.mark.server
-def test_sessions_do_not_hold_each_other_back(detector, frames):
-    """One session's frame at the server does not make another session's frame drop."""
-    streams = streams_for(detector, wait_s=0.0)
-    model = contract.ensemble_name("tensorflow")
-    streams.on_frame(frames["astronaut"], model, 0.5, 0.5, "session-c")
-    streams.on_frame(frames["coffee"], model, 0.5, 0.5, "session-d")
-    a, b = streams._sessions["session-c"], streams._sessions["session-d"]
-    assert (a.sent, a.dropped, b.sent, b.dropped) == (1, 0, 1, 0)
-    a.wait(60)
-    b.wait(60)
-    assert "person" in labels_of(a.shown()) and "cup" in labels_of(b.shown())
-    streams.pool.shutdown()
-
-
-@pytest.mark.server
-def test_a_bad_model_or_frame_is_said_and_the_stream_goes_on(detector, frames):
-    streams = streams_for(detector)
-    model = contract.ensemble_name("tensorflow")
-    key = "session-e"
-    shown = streams.on_frame(frames["astronaut"], "detect_nothing", 0.5, 0.5, key)
-    assert shown.stats.startswith("**Error:** unknown model 'detect_nothing'"), shown.stats
-    assert model in shown.stats, "the message names what the server serves"
-    shown = streams.on_frame({"url": "blob:nothing"}, model, 0.5, 0.5, key)
-    assert "not a webcam frame" in shown.stats
-    # A data: URL whose bytes are no image: the server's refusal, said in the line.
-    shown = streams.on_frame(data_url(b"not a jpeg at all"), model, 0.5, 0.5, key)
-    assert "**Error:**" in shown.stats and "image" in shown.stats.lower(), shown.stats
-    assert shown.jpeg is None
-    # ...and the next good frame is detected as ever.
-    shown = streams.on_frame(frames["astronaut"], model, 0.5, 0.5, key)
-    assert labels_of(shown) == {"person"}
-    assert "**Error:**" not in shown.stats
-    streams.pool.shutdown()
