@@ -1,5 +1,7 @@
 """What an artifact says of its tensors (ensemble.artifacts): read without a framework,
-then bound to a family's tensors, or refused for its native backend with the reason."""
+then bound to a family's tensors, or refused for its native backend with the reason.
+Against TensorFlow's own reading and the built artifacts: test_artifact_signatures_models.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from ensemble.families import NetworkTensor
 IMAGES = NetworkTensor("images", "FP32", (3, 64, 64))
 BOXES = NetworkTensor("boxes", "FP32", (100, 6))
 
+pytestmark = pytest.mark.unit
+
 
 def onnx_file(folder: Path, batch="batch", inputs=("pixels",), outputs=("dets",),
               elem=1) -> Path:  # fmt: skip
@@ -37,7 +41,6 @@ def onnx_file(folder: Path, batch="batch", inputs=("pixels",), outputs=("dets",)
     return path
 
 
-@pytest.mark.unit
 def test_an_onnx_graph_gives_its_own_names_dtypes_and_per_image_dims(tmp_path):
     sig = read_signature("onnx", onnx_file(tmp_path))
     assert sig.inputs == (ArtifactTensor("pixels", "FP32", (3, 64, 64)),)
@@ -45,14 +48,12 @@ def test_an_onnx_graph_gives_its_own_names_dtypes_and_per_image_dims(tmp_path):
     assert sig.batch_open is True
 
 
-@pytest.mark.unit
 def test_a_family_binds_an_artifact_of_other_names_by_position(tmp_path):
     binding = bind((IMAGES,), (BOXES,), read_signature("onnx", onnx_file(tmp_path)))
     assert binding.input.name == "pixels"
     assert binding.output("boxes").name == "dets"
 
 
-@pytest.mark.unit
 def test_names_that_match_bind_by_name_whatever_their_order():
     sig = Signature(
         (ArtifactTensor("x", "FP32", None),),
@@ -63,7 +64,6 @@ def test_names_that_match_bind_by_name_whatever_their_order():
     assert [t.name for _, t in binding.outputs] == ["a", "b"]
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "kwargs, reason",
     [
@@ -79,7 +79,6 @@ def test_an_artifact_its_native_backend_cannot_take_is_refused_with_the_reason(
         bind((IMAGES,), (BOXES,), read_signature("onnx", onnx_file(tmp_path, **kwargs)))
 
 
-@pytest.mark.unit
 def test_too_few_outputs_are_refused():
     sig = Signature((ArtifactTensor("x", "FP32", None),), (ArtifactTensor("y", "FP32", None),))
     two = (BOXES, NetworkTensor("count", "FP32", (1,)))
@@ -87,14 +86,12 @@ def test_too_few_outputs_are_refused():
         bind((IMAGES,), two, sig)
 
 
-@pytest.mark.unit
 def test_a_torchscript_is_named_by_libtorchs_index_convention(tmp_path):
     sig = read_signature("torchscript", tmp_path / "never-read.pt", family_outputs=2)
     assert [t.name for t in sig.inputs] == ["INPUT__0"]
     assert [t.name for t in sig.outputs] == ["OUTPUT__0", "OUTPUT__1"]
 
 
-@pytest.mark.unit
 def test_config_dims_keep_what_the_artifact_fixes_and_the_familys_elsewhere():
     yolo = NetworkTensor("output0", "FP32", (7, -1))
     assert config_dims(yolo, ArtifactTensor("o", "FP32", (7, 2100))) == (7, 2100)
@@ -103,7 +100,6 @@ def test_config_dims_keep_what_the_artifact_fixes_and_the_familys_elsewhere():
     assert config_dims(yolo, ArtifactTensor("o", "FP32", None)) == (7, -1)
 
 
-@pytest.mark.unit
 def test_unreadable_artifacts_say_so(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(ArtifactError, match="not a readable ONNX file"):
@@ -111,50 +107,3 @@ def test_unreadable_artifacts_say_so(tmp_path):
     (tmp_path / "sm").mkdir()
     with pytest.raises(ArtifactError, match="cannot read"):
         read_signature("savedmodel", tmp_path / "sm")
-
-
-@pytest.mark.models
-def test_a_savedmodels_signature_reads_as_tensorflow_itself_reads_it(tmp_path):
-    """A SavedModel of a signature of its own (names, dtypes, shapes unlike SSD's),
-    read from saved_model.pb without TensorFlow, against TensorFlow's own loading."""
-    import tensorflow as tf
-
-    class Odd(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 64, 64, 3], tf.uint8, name="px")])
-        def serve(self, px):
-            x = tf.cast(px, tf.float32)
-            return {
-                "zeta": tf.reduce_mean(x, axis=[1, 2]),
-                "alpha": tf.zeros([tf.shape(x)[0], 5, 4]),
-            }
-
-    path = tmp_path / "odd.savedmodel"
-    module = Odd()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    sig = read_signature("savedmodel", path)
-    loaded = tf.saved_model.load(str(path)).signatures["serving_default"]
-    _, keywords = loaded.structured_input_signature
-    assert [t.name for t in sig.inputs] == list(keywords) == ["px"]
-    assert sig.inputs[0].dtype == "UINT8" and sig.inputs[0].dims == (64, 64, 3)
-    # A signature's outputs are a map: TensorFlow's own dict order varies between
-    # loads, so the reader gives them in key order, as the SavedModel stores them.
-    assert [t.name for t in sig.outputs] == sorted(loaded.structured_outputs) == ["alpha", "zeta"]
-    tf_dims = {k: tuple(v.shape[1:]) for k, v in loaded.structured_outputs.items()}
-    assert {t.name: t.dims for t in sig.outputs} == tf_dims == {"alpha": (5, 4), "zeta": (3,)}
-    assert sig.batch_open is True
-
-
-@pytest.mark.models
-def test_the_bundled_artifacts_carry_their_familys_own_tensor_names():
-    """The registry binds a recipe before it is built, with the family's names: the
-    built artifacts must say the same."""
-    from ensemble.recipes import artifact_path
-    from ensemble.registry import load_models
-
-    for d in load_models().detectors:
-        if d.recipe is None or d.runtime_info.native_platform is None:
-            continue
-        sig = read_signature(d.runtime, artifact_path(d.recipe), len(d.outputs))
-        binding = bind(d.inputs, d.outputs, sig)
-        assert binding.input.name == d.inputs[0].name, d.name
-        assert [t.name for _, t in binding.outputs] == [t.name for t in d.outputs], d.name
