@@ -154,6 +154,14 @@ class Launcher:
         stop_process(self.process, 60)
 
 
+def poll_until(condition, what: str, timeout: float = 60) -> None:
+    """Return once ``condition()`` holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
 def test_without_built_backends_every_runtime_runs_on_its_python_runner(tmp_path):
     import tritonclient.grpc as grpcclient
 
@@ -204,13 +212,18 @@ def test_a_killed_tritonserver_is_restarted_and_serves_again(tmp_path, photos):
         clients = [threading.Thread(target=load) for _ in range(2)]
         for c in clients:
             c.start()
-        time.sleep(2)
+
+        def served(since: float) -> bool:
+            """A request was answered at ``since`` (time.monotonic) or later."""
+            return any(o == "ok" for t, o in list(outcomes) if t >= since)
+
+        poll_until(lambda: served(0), "a request served before the kill")
         killed = time.monotonic()
         os.kill(launcher.tritonserver(), signal.SIGKILL)
         launcher.wait_for(r"tritonserver died \(signal SIGKILL\)", 10)
         down = [launcher.http("/v2/health/ready") for _ in range(3)]
         back = launcher.wait_for(r"Triton serves again, [\d.]+ s after it died", 120)
-        time.sleep(2)
+        poll_until(lambda: served(killed), "a request served after the restart")
         stop.set()
         for c in clients:
             c.join(30)
