@@ -38,7 +38,7 @@ from client.errors import (
     VideoNotReadable,
     map_server_error,
 )
-from client.payload import split_batches
+from client.payload import DetectOptions, split_batches
 from client.results import (
     Detection,
     DetectorInfo,
@@ -58,6 +58,7 @@ from client.video import (
 )
 
 __all__ = [
+    "DetectOptions",
     "read_clip_frames",
     "probe_clip",
     "detect_frames",

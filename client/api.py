@@ -38,9 +38,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
@@ -62,6 +61,8 @@ from client.errors import (
     map_server_error,
 )
 from client.payload import (
+    DEFAULT_OPTIONS,
+    DetectOptions,
     ImageInput,
     build_inputs,
     image_source,
@@ -77,6 +78,7 @@ from client.results import (
     Outcome,
     detection_ensembles,
     parse_image_results,
+    results_or_raise,
 )
 from client.retry import (
     EndpointPool,
@@ -86,14 +88,12 @@ from client.retry import (
     run_isolating,
     send_failing_over,
 )
+from client.video import Frame, FrameResult, detect_frames
 from ensemble.contract import (
     DETECT_ALL,
     MAX_BATCH_SIZE,
     MAX_REQUEST_BYTES,
 )
-
-if TYPE_CHECKING:
-    from client.video import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -325,42 +325,30 @@ class DetectorClient:
 
         ``images`` are encoded image files as bytes or paths. They go in batches of at
         most ``batch_size`` (<= MAX_BATCH_SIZE), one request per batch, fewer images when
-        they would make a request over ``MAX_REQUEST_BYTES``; ``timeout`` is in seconds
-        per request and per try. Thresholds are sent only when given, otherwise the
-        server's defaults apply. ``annotated_max_side`` (pixels) asks for annotated images
-        no larger than that on their longest side, which makes large photos much cheaper
-        to serve (the server may decode them reduced); detections stay in pixels of the
-        original photos. Raises ``InvalidImage`` naming the first image the
-        server refused (or ``ImageNotReadable`` for a file that cannot be read,
-        ``RequestTooLarge`` for an image too large to send), ``ServerBusy`` when the
-        server stayed busy through every try of ``retry``.
+        they would make a request over ``MAX_REQUEST_BYTES``. The thresholds, ``timeout``
+        (seconds per request and per try) and ``annotated_max_side`` (pixels) are
+        ``DetectOptions``' fields, which say what each means; ``iter_detect``,
+        ``detect_frames`` and ``annotate_clip`` take them as one ``DetectOptions``.
+        Detections are in pixels of the original photos. Raises ``InvalidImage`` naming
+        the first image the server refused (or ``ImageNotReadable`` for a file that
+        cannot be read, ``RequestTooLarge`` for an image too large to send),
+        ``ServerBusy`` when the server stayed busy through every try of ``retry``.
         """
-        results: list[ImageResult] = []
-        for outcomes in self.iter_detect(
-            images,
-            model,
-            score_threshold,
-            iou_threshold,
-            timeout,
-            batch_size=batch_size,
+        options = DetectOptions(
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
             annotated_max_side=annotated_max_side,
-        ):
-            for outcome in outcomes:
-                if isinstance(outcome, DetectorError):
-                    raise outcome
-                results.append(outcome)
-        return results
+            timeout=timeout,
+        )
+        return results_or_raise(self.iter_detect(images, model, options, batch_size=batch_size))
 
     def iter_detect(
         self,
         images: Sequence[ImageInput],
         model: str = DETECT_ALL,
-        score_threshold: float | None = None,
-        iou_threshold: float | None = None,
-        timeout: float | None = None,
+        options: DetectOptions = DEFAULT_OPTIONS,
         *,
         batch_size: int = MAX_BATCH_SIZE,
-        annotated_max_side: int | None = None,
     ) -> Iterator[list[Outcome]]:
         """Like ``detect`` but yields each batch's outcomes as it completes.
 
@@ -384,14 +372,7 @@ class DetectorClient:
                 except ImageNotReadable as e:
                     outcomes[i] = e
             sources = {i: image_source(images[i], i) for i in batch}
-            run = partial(
-                self._infer,
-                payloads,
-                sources,
-                model,
-                (score_threshold, iou_threshold, annotated_max_side),
-                timeout,
-            )
+            run = partial(self._infer, payloads, sources, model, options)
             ids = list(payloads)
             for group in pack_requests([len(payloads[i]) for i in ids]):
                 outcomes.update(run_isolating([ids[k] for k in group], run))
@@ -399,36 +380,27 @@ class DetectorClient:
 
     def detect_frames(
         self,
-        frames: Iterable[np.ndarray | bytes],
+        frames: Iterable[Frame],
         model: str = DETECT_ALL,
-        score_threshold: float | None = None,
-        iou_threshold: float | None = None,
-        timeout: float | None = None,
-        **options: int | None,
+        options: DetectOptions = DEFAULT_OPTIONS,
+        **pacing: int | None,
     ) -> Iterator[FrameResult]:
         """Detect objects in a stream of video frames, one ``FrameResult`` per frame in
         order, batched and with bounded requests in flight: ``client.video.detect_frames``
-        (options ``batch_size``, ``max_in_flight``, ``annotated_max_side``,
-        ``jpeg_quality``)."""
-        from client.video import detect_frames  # it builds on this module
-
-        return detect_frames(
-            self, frames, model, score_threshold, iou_threshold, timeout, **options
-        )
+        (``pacing``: its ``batch_size``, ``max_in_flight`` and ``jpeg_quality``)."""
+        return detect_frames(self, frames, model, options, **pacing)
 
     def _infer(
         self,
         payloads: Mapping[int, bytes],
         sources: Mapping[int, str],
         model: str,
-        options: tuple[float | None, float | None, int | None],
-        timeout: float | None,
+        options: DetectOptions,
         ids: Sequence[int],
     ) -> list[ImageResult]:
         """One request carrying the images ``ids`` (indices into the caller's sequence),
-        with ``options`` (score threshold, IoU threshold, annotated image's longest
-        side; None: not sent), sent again while the server is busy (``self.retry``) or
-        unreachable (``self.failover``)."""
+        asking what ``options`` say, sent again while the server is busy (``self.retry``)
+        or unreachable (``self.failover``)."""
         # Only a one-image request tells which image the server objected to.
         one = len(ids) == 1
         source, index = (sources[ids[0]], ids[0]) if one else (None, None)
@@ -436,13 +408,17 @@ class DetectorClient:
         if size > MAX_REQUEST_BYTES:  # the server would refuse it after the upload
             raise RequestTooLarge(size, MAX_REQUEST_BYTES, source, index)
         info = self.model_info(model)
-        inputs = build_inputs([payloads[i] for i in ids], *options)
+        inputs = build_inputs([payloads[i] for i in ids], options)
         names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         start = time.perf_counter()
         reply = self._send(
             lambda c: c.infer(
-                model, inputs, outputs=outputs, headers=self._headers, client_timeout=timeout
+                model,
+                inputs,
+                outputs=outputs,
+                headers=self._headers,
+                client_timeout=options.timeout,
             ),
             f"request to {model}",
             model=model,

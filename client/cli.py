@@ -43,7 +43,7 @@ from client.errors import (
     ServerBusy,
     VideoNotReadable,
 )
-from client.payload import KNOWN_FORMATS, SNIFF_BYTES, sniff_image_format
+from client.payload import KNOWN_FORMATS, SNIFF_BYTES, DetectOptions, sniff_image_format
 from client.results import ImageResult, to_coco_results
 from client.video import (
     CLIP_SUFFIX,
@@ -317,8 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SKIPPED
 
     try:
-        api_key = read_api_key(args.api_key_file) if args.api_key_file else None
-        client = DetectorClient(args.url, tls=args.tls_ca or args.tls or None, api_key=api_key)
+        client = connect(args)
     except (ValueError, DetectorError) as e:  # a file named on the command line
         print(f"detect: {e}", file=err)
         return EXIT_USAGE
@@ -335,10 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcomes = client.iter_detect(
                 to_send,
                 args.model,
-                args.score_threshold,
-                args.iou_threshold,
+                detect_options(args),
                 batch_size=args.batch_size or MAX_BATCH_SIZE,
-                annotated_max_side=args.annotated_max_side,
             )
             done = 0
             for batch in outcomes:
@@ -372,6 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=err,
         )
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def detect_options(args: argparse.Namespace) -> DetectOptions:
+    """What every request asks of the server, from the options."""
+    return DetectOptions(
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
+        annotated_max_side=args.annotated_max_side,
+    )
 
 
 def connect(args: argparse.Namespace) -> DetectorClient:
@@ -423,11 +429,9 @@ def detect_clip(client: DetectorClient, clip: Path, args: argparse.Namespace) ->
                 info,
                 args.model,
                 partial_video,
-                args.score_threshold,
-                args.iou_threshold,
+                detect_options(args),
                 max_frames=args.max_frames,
                 batch_size=args.batch_size,
-                annotated_max_side=args.annotated_max_side,
                 on_frame=lambda _frame: bar.update(1),
             )
         document = run.document(info, args.model, output=video_path.name)

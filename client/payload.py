@@ -1,4 +1,5 @@
-"""What a request carries: the images, read and sized here, and the tensors they go in.
+"""What a request carries: the images, read and sized here, what the caller asks of the
+server for them (``DetectOptions``), and the tensors they all go in.
 
 Nothing is decoded here: the server decodes and validates every image. An image is
 its encoded bytes, or a path to read them from; a file that cannot be read is refused
@@ -10,6 +11,7 @@ requests no larger than the server reads (``contract.MAX_REQUEST_BYTES``, by
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +37,39 @@ from ensemble.contract import (
 
 ImageInput = bytes | str | Path  # encoded image bytes, or the path of an image file
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectOptions:
+    """What each request of one call asks of the server besides its images, and how long
+    the client waits for each answer. Built once per call, from the caller's keywords
+    (``DetectorClient.detect``) or by the caller, and passed down as it is.
+
+    A threshold or side left None is not sent: the server's default applies
+    (``contract.DEFAULT_SCORE_THRESHOLD``, ``DEFAULT_IOU_THRESHOLD``, full size).
+    """
+
+    score_threshold: float | None = None  # 0..1: keep detections scoring at least this
+    iou_threshold: float | None = None  # 0..1: the NMS / fusion overlap threshold
+    # Pixels, 0 (full size) to MAX_IMAGE_SIDE: the annotated image's longest side at
+    # most. Large photos are then much cheaper to serve (the server may decode them
+    # reduced); the boxes stay in the original image's pixels.
+    annotated_max_side: int | None = None
+    timeout: float | None = None  # seconds per request and per try; None: no limit
+
+    def __post_init__(self) -> None:
+        for name in ("score_threshold", "iou_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        side = self.annotated_max_side
+        if side is not None and not 0 <= side <= MAX_IMAGE_SIDE:
+            raise ValueError(
+                f"annotated_max_side must be 0 (full size) to {MAX_IMAGE_SIDE} pixels, got {side}"
+            )
+
+
+DEFAULT_OPTIONS = DetectOptions()  # the server's thresholds, full-size images, no timeout
 
 # Estimate of a request's size from its images' sizes (``request_bytes``). Per image: the
 # 4-byte length before each BYTES element, 4 bytes per threshold, and margin. Per
@@ -126,41 +161,30 @@ def pack_requests(image_sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES) ->
     return groups
 
 
-def _fp32_column(value: float, n: int, name: str) -> grpcclient.InferInput:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1, got {value}")
-    tensor = grpcclient.InferInput(name, [n, 1], DTYPES[name])
-    tensor.set_data_from_numpy(np.full((n, 1), value, dtype=np.float32))
+def _tensor(name: str, array: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), DTYPES[name])
+    tensor.set_data_from_numpy(array)
     return tensor
 
 
 def build_inputs(
-    payloads: Sequence[bytes],
-    score_threshold: float | None = None,
-    iou_threshold: float | None = None,
-    annotated_max_side: int | None = None,
+    payloads: Sequence[bytes], options: DetectOptions = DEFAULT_OPTIONS
 ) -> list[grpcclient.InferInput]:
-    """The request tensors for one batch; thresholds and the annotated image's longest
-    side (pixels) are sent only when given."""
-    images = np.empty((len(payloads), 1), dtype=object)
+    """The request tensors for one batch: the images, then each of ``options``'
+    thresholds and annotated image side that is given (one value per image)."""
+    n = len(payloads)
+    images = np.empty((n, 1), dtype=object)
     images[:, 0] = list(payloads)
-    image = grpcclient.InferInput(IMAGE, list(images.shape), DTYPES[IMAGE])
-    image.set_data_from_numpy(images)
-    inputs = [image]
-    if score_threshold is not None:
-        inputs.append(_fp32_column(score_threshold, len(payloads), SCORE_THRESHOLD))
-    if iou_threshold is not None:
-        inputs.append(_fp32_column(iou_threshold, len(payloads), IOU_THRESHOLD))
-    if annotated_max_side is not None:
-        if not 0 <= annotated_max_side <= MAX_IMAGE_SIDE:
-            raise ValueError(
-                f"annotated_max_side must be 0 (full size) to {MAX_IMAGE_SIDE} pixels, "
-                f"got {annotated_max_side}"
-            )
-        shape = [len(payloads), 1]
-        side = grpcclient.InferInput(ANNOTATED_MAX_SIDE, shape, DTYPES[ANNOTATED_MAX_SIDE])
-        side.set_data_from_numpy(np.full((len(payloads), 1), annotated_max_side, np.int32))
-        inputs.append(side)
+    inputs = [_tensor(IMAGE, images)]
+    for name, value in (
+        (SCORE_THRESHOLD, options.score_threshold),
+        (IOU_THRESHOLD, options.iou_threshold),
+    ):
+        if value is not None:
+            inputs.append(_tensor(name, np.full((n, 1), value, np.float32)))
+    if options.annotated_max_side is not None:
+        side = np.full((n, 1), options.annotated_max_side, np.int32)
+        inputs.append(_tensor(ANNOTATED_MAX_SIDE, side))
     return inputs
 
 

@@ -78,6 +78,18 @@ class ImageResult:
 Outcome = ImageResult | DetectorError
 
 
+def results_or_raise(outcomes: Iterable[Sequence[Outcome]]) -> list[ImageResult]:
+    """The results of ``outcomes`` (batches of them, as ``DetectorClient.iter_detect``
+    yields them), in order; the first error among them is raised instead."""
+    results: list[ImageResult] = []
+    for batch in outcomes:
+        for outcome in batch:
+            if isinstance(outcome, DetectorError):
+                raise outcome
+            results.append(outcome)
+    return results
+
+
 def label_for(class_id: int, labels: Sequence[str]) -> str:
     return labels[class_id] if 0 <= class_id < len(labels) else f"class {class_id}"
 

@@ -1,11 +1,11 @@
 """Video clips through the detection ensembles: read frames, send them in batches, write
 the annotated clip and the per-frame detections.
 
-    from client import DetectorClient
-    from client.video import read_clip_frames, probe_clip
+    from client import DetectOptions, DetectorClient, probe_clip, read_clip_frames
     with DetectorClient() as c:
         info = probe_clip("clip.mp4")
-        for fr in c.detect_frames(read_clip_frames("clip.mp4", info), model="detect_all"):
+        options = DetectOptions(score_threshold=0.5)
+        for fr in c.detect_frames(read_clip_frames(info), "detect_all", options):
             print(fr.index, fr.result.summary())
 
 Frames are decoded here with OpenCV (its bundled FFmpeg reads MP4, WebM, MOV, MKV) and
@@ -19,23 +19,20 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from client.errors import ClipTooLong, DetectorError, VideoNotReadable
-from client.payload import SNIFF_BYTES, sniff_image_format
-from client.results import ImageResult, to_coco_results
+from client.payload import DEFAULT_OPTIONS, SNIFF_BYTES, DetectOptions, sniff_image_format
+from client.results import ImageResult, ModelInfo, Outcome, results_or_raise, to_coco_results
 from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE, ensemble_name
-
-if TYPE_CHECKING:
-    from client.api import DetectorClient
 
 # Clips longer than this are refused before any frame is sent: about a minute at 30 fps,
 # as much as a demo needs and a bounded amount of work per clip.
@@ -48,6 +45,18 @@ CLIP_FOURCC = "VP80"  # VP8: the browser-playable codec this OpenCV build writes
 CLIP_SUFFIX = ".webm"
 
 Frame = np.ndarray | bytes  # a decoded BGR frame (H x W x 3, uint8), or an encoded image
+
+
+class BatchClient(Protocol):
+    """What the frames of a clip need of a client: ``DetectorClient``'s ``model_info``
+    and ``iter_detect``. ``client.api`` imports this module, so this one does not
+    import ``DetectorClient``."""
+
+    def model_info(self, model: str) -> ModelInfo: ...
+
+    def iter_detect(
+        self, images: Sequence[bytes], model: str, options: DetectOptions, *, batch_size: int
+    ) -> Iterator[list[Outcome]]: ...
 
 
 @dataclass(frozen=True)
@@ -170,19 +179,17 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 def detect_frames(
-    client: DetectorClient,
+    client: BatchClient,
     frames: Iterable[Frame],
     model: str = DETECT_ALL,
-    score_threshold: float | None = None,
-    iou_threshold: float | None = None,
-    timeout: float | None = None,
+    options: DetectOptions = DEFAULT_OPTIONS,
     *,
     batch_size: int | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    annotated_max_side: int | None = None,
     jpeg_quality: int = FRAME_JPEG_QUALITY,
 ) -> Iterator[FrameResult]:
     """Detect objects in a stream of frames; one ``FrameResult`` per frame, in order.
+    Every request asks what ``options`` say.
 
     ``frames`` are BGR arrays (encoded as JPEG of ``jpeg_quality`` here) or encoded
     images as bytes; they are read lazily, ``batch_size`` at a time (default: the
@@ -203,15 +210,7 @@ def detect_frames(
         payloads = [encode_frame(f, jpeg_quality) for f in batch]  # cv2 frees the GIL
         # Only the JPEGs wait for the answer: a request in flight holds no decoded frame.
         batch.clear()
-        return client.detect(
-            payloads,
-            model,
-            score_threshold,
-            iou_threshold,
-            timeout,
-            batch_size=batch_size,
-            annotated_max_side=annotated_max_side,
-        )
+        return results_or_raise(client.iter_detect(payloads, model, options, batch_size=batch_size))
 
     pending: deque[Future[list[ImageResult]]] = deque()
     index = 0
@@ -294,22 +293,19 @@ class ClipRun:
 
 
 def annotate_clip(
-    client: DetectorClient,
+    client: BatchClient,
     info: ClipInfo,
     model: str,
     out_path: str | Path,
-    score_threshold: float | None = None,
-    iou_threshold: float | None = None,
-    timeout: float | None = None,
+    options: DetectOptions = DEFAULT_OPTIONS,
     *,
     max_frames: int = MAX_CLIP_FRAMES,
     batch_size: int | None = None,
-    annotated_max_side: int | None = None,
     file_name: str | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
 ) -> ClipRun:
-    """Every frame of the clip ``info`` (``probe_clip``'s) through ``model``
-    (``detect_frames``): the server's annotated frames written to ``out_path`` as a VP8
+    """Every frame of the clip ``info`` (``probe_clip``'s) through ``model`` with
+    ``options`` (``detect_frames``): the server's annotated frames written to ``out_path`` as a VP8
     WebM at the clip's frame rate, the detections kept as COCO results named
     ``file_name`` (default: the clip's). ``on_frame`` is called with each frame's result
     as it is written (a progress bar). On any error the frames' pending requests end
@@ -321,14 +317,7 @@ def annotate_clip(
         ClipWriter(out_path, info.fps) as writer,
         closing(
             detect_frames(
-                client,
-                read_clip_frames(info, max_frames),
-                model,
-                score_threshold,
-                iou_threshold,
-                timeout,
-                batch_size=batch_size,
-                annotated_max_side=annotated_max_side,
+                client, read_clip_frames(info, max_frames), model, options, batch_size=batch_size
             )
         ) as frames,
     ):

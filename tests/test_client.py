@@ -29,6 +29,7 @@ from client.errors import (
     ModelNotReady,
     ServerUnavailable,
 )
+from client.payload import DetectOptions
 from client.results import (
     Detection,
     DetectorInfo,
@@ -335,27 +336,37 @@ def test_threshold_tensors_are_sent_only_when_given():
     [image] = payload.build_inputs([b"a", b"b"])
     assert (image.name(), image.datatype(), image.shape()) == (IMAGE, "BYTES", [2, 1])
 
-    inputs = payload.build_inputs([b"a", b"b"], score_threshold=0.25, iou_threshold=0.6)
+    options = DetectOptions(score_threshold=0.25, iou_threshold=0.6)
+    inputs = payload.build_inputs([b"a", b"b"], options)
     assert [(t.name(), t.datatype(), t.shape()) for t in inputs[1:]] == [
         (SCORE_THRESHOLD, "FP32", [2, 1]),
         (IOU_THRESHOLD, "FP32", [2, 1]),
     ]
-    assert [t.name() for t in payload.build_inputs([b"a"], iou_threshold=0.5)] == [
-        IMAGE,
-        IOU_THRESHOLD,
-    ]
-
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        payload.build_inputs([b"a"], score_threshold=1.5)
+    inputs = payload.build_inputs([b"a"], DetectOptions(iou_threshold=0.5))
+    assert [t.name() for t in inputs] == [IMAGE, IOU_THRESHOLD]
 
 
 def test_the_annotated_images_longest_side_is_sent_only_when_given():
-    inputs = payload.build_inputs([b"a", b"b", b"c"], annotated_max_side=1280)
+    inputs = payload.build_inputs([b"a", b"b", b"c"], DetectOptions(annotated_max_side=1280))
     side = inputs[-1]
     assert (side.name(), side.datatype(), side.shape()) == ("ANNOTATED_MAX_SIDE", "INT32", [3, 1])
     assert [t.name() for t in payload.build_inputs([b"a"])] == [IMAGE]
-    with pytest.raises(ValueError, match="0 \\(full size\\) to 65500 pixels, got -1"):
-        payload.build_inputs([b"a"], annotated_max_side=-1)
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"score_threshold": 1.5}, "score_threshold must be between 0 and 1, got 1.5"),
+        ({"iou_threshold": -0.1}, "iou_threshold must be between 0 and 1, got -0.1"),
+        ({"annotated_max_side": -1}, "0 \\(full size\\) to 65500 pixels, got -1"),
+    ],
+)
+def test_options_out_of_range_are_refused_before_any_connection(options, words):
+    with pytest.raises(ValueError, match=words):
+        DetectOptions(**options)
+    # nothing listens there: reaching the network would raise ServerUnavailable
+    with DetectorClient(f"127.0.0.1:{free_port()}") as client, pytest.raises(ValueError):
+        client.detect([PNG_HEAD], **options)
 
 
 def test_detect_all_requests_every_fused_detector_output():

@@ -33,6 +33,7 @@ from client.errors import (
     ServerBusy,
     ServerUnavailable,
 )
+from client.payload import DetectOptions
 from client.results import DetectorInfo, ImageResult, ModelInfo
 from client.retry import NO_RETRY, RetryPolicy, backoff_ceilings, backoff_delays, run_isolating
 from ensemble.contract import BUSY_MESSAGES, COCO80_LABELS, DETECT_ALL, MAX_REQUEST_BYTES
@@ -271,7 +272,7 @@ def test_the_size_estimate_bounds_the_real_request():
     outputs = [InferRequestedOutput(n) for n in payload.output_names(info)]
     for sizes in ([1], [100_000] * 8, [5_000_000, 17, 3_000]):
         images = [bytes(n) for n in sizes]
-        inputs = payload.build_inputs(images, 0.3, 0.5)
+        inputs = payload.build_inputs(images, DetectOptions(score_threshold=0.3, iou_threshold=0.5))
         request = _get_inference_request(
             DETECT_ALL, inputs, "", "", outputs, 0, False, False, 0, None, None
         )

@@ -29,6 +29,7 @@ from media import (
 
 from client import DetectorClient, ImageResult
 from client.errors import ClipTooLong, VideoNotReadable
+from client.payload import DetectOptions
 from client.results import Detection
 from client.video import (
     ClipInfo,
@@ -113,22 +114,25 @@ class AnsweringClient:
 
     def __init__(self):
         self.requests: list[list[bytes]] = []
+        self.options: list[DetectOptions] = []
         self.sent = [threading.Event() for _ in range(8)]
 
     def model_info(self, model):
         return SimpleNamespace(max_batch_size=2)
 
-    def detect(self, payloads, *args, **kwargs):
+    def iter_detect(self, payloads, model, options, *, batch_size):
         self.requests.append(list(payloads))
+        self.options.append(options)
         self.sent[len(self.requests) - 1].set()
-        return [ImageResult(detections=[], annotated_jpeg=p) for p in payloads]
+        yield [ImageResult(detections=[], annotated_jpeg=p) for p in payloads]
 
 
 @pytest.mark.unit
 def test_detect_frames_sends_the_next_batch_before_handing_over_results():
     client = AnsweringClient()
     frames = [f"frame {i}".encode() for i in range(6)]  # bytes go out as they are
-    results = detect_frames(client, iter(frames), "detect_tensorflow", max_in_flight=1)
+    options = DetectOptions(score_threshold=0.4, timeout=30.0)
+    results = detect_frames(client, iter(frames), "detect_tensorflow", options, max_in_flight=1)
     got = []
     for fr in results:
         if fr.index == 0:
@@ -140,6 +144,7 @@ def test_detect_frames_sends_the_next_batch_before_handing_over_results():
     assert [fr.index for fr in got] == list(range(6))
     assert [fr.result.annotated_jpeg for fr in got] == frames
     assert [len(r) for r in client.requests] == [2, 2, 2]
+    assert client.options == [options] * 3  # every request asks the same
 
 
 @pytest.mark.unit

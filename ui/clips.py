@@ -37,6 +37,7 @@ import gradio as gr
 
 from client import (
     ClipTooLong,
+    DetectOptions,
     DetectorClient,
     DetectorError,
     FrameResult,
@@ -415,12 +416,14 @@ class ClipDetector:
             clip_info,
             model,
             annotated,
-            score,
-            iou,
-            CLIP_TIMEOUT_S,
+            DetectOptions(
+                score_threshold=score,
+                iou_threshold=iou,
+                annotated_max_side=CLIP_MAX_SIDE,
+                timeout=CLIP_TIMEOUT_S,
+            ),
             max_frames=self.max_frames,
             batch_size=batch_size,
-            annotated_max_side=CLIP_MAX_SIDE,
             file_name=name,
             on_frame=on_frame,
         )
