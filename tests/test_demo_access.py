@@ -243,15 +243,20 @@ def fail_if_started(*_args, **_kwargs):
     raise AssertionError("the page or Triton was started before the access check")
 
 
-def test_main_refuses_an_open_network_page_before_starting_anything(clean_env, monkeypatch, capsys):
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_main_refuses_an_open_network_page_before_starting_anything(
+    clean_env, monkeypatch, capsys, host
+):
     monkeypatch.setattr(launcher, "serve_with_triton", fail_if_started)
     monkeypatch.setattr(launcher, "launch_ui", fail_if_started)
     gradio_dir = os.environ.get("GRADIO_TEMP_DIR")
-    assert launcher.main(["--serve", "--host", "0.0.0.0"]) == 2
+    assert launcher.main(["--serve", "--host", host]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("error: the demo would listen on 0.0.0.0") and err.count("\n") == 1
-    assert "--no-auth" in err and "--auth-file" in err
+    assert err.startswith(f"error: the demo would listen on {host}, beyond this machine")
+    assert err.count("\n") == 1
+    for option in (USERNAME_ENV, PASSWORD_ENV, "--auth-file", AUTH_FILE_ENV, "--no-auth"):
+        assert option in err
     assert os.environ.get("GRADIO_TEMP_DIR") == gradio_dir, "refused before any setup"
 
 

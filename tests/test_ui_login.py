@@ -7,9 +7,8 @@ one a page on the network gets, without opening a port beyond this machine. Noth
 of the page answers before a login; a wrong password is refused; the right one shows
 the demo, which detects. No password appears in the launcher's output.
 
-The refusal itself (a non-loopback ``--host`` without accounts) is checked on
-``--serve``: it must come at once, before Triton starts. Screenshots go to
-``test-artifacts/ui/login/``.
+The refusal of a non-loopback ``--host`` without accounts, before anything starts, is
+tests/test_demo_access.py's. Screenshots go to ``test-artifacts/ui/login/``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,7 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # Away from test_ui_browser.py's screenshots: it clears its folder's before it runs.
 SHOTS_DIR = ARTIFACTS_DIR / "login"
 START_TIMEOUT_S = 120  # imports, Gradio's start and the first look at Triton on 2 cores
-REFUSAL_TIMEOUT_S = 30  # far below Triton's start (it loads every model first)
 DEMO_LINE = "demo: http://"
 
 
@@ -221,24 +218,3 @@ def test_login_page_refuses_a_wrong_password_then_the_demo_detects(
         raise
     finally:
         page.close()
-
-
-@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_open_network_page_is_refused_before_triton_starts(host):
-    started = time.monotonic()
-    with launched(["--serve", "--host", host], launcher_env()) as launcher:
-        try:
-            code = launcher.process.wait(REFUSAL_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                f"python -m ui --serve --host {host} without a login still runs after "
-                f"{REFUSAL_TIMEOUT_S} s:\n{launcher.output}",
-                pytrace=False,
-            )
-    elapsed = time.monotonic() - started
-    assert code == 2, launcher.output
-    (line,) = launcher.lines
-    assert line.startswith(f"error: the demo would listen on {host}, beyond this machine")
-    for option in (USERNAME_ENV, PASSWORD_ENV, "--auth-file", AUTH_FILE_ENV, "--no-auth"):
-        assert option in line
-    assert elapsed < REFUSAL_TIMEOUT_S
