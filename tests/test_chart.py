@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import yaml
 
 from cluster import chart
 from ensemble.server import argument_parser
+from tests.apt_tools import tool_or_skip
 
 pytestmark = pytest.mark.unit
 
-PROMTOOL = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
 # Triton's metrics the rules and the dashboard read (Triton 2.51's names).
 TRITON_METRICS = {
     "nv_inference_request_success",
@@ -59,9 +58,10 @@ def dashboard_exprs() -> list[str]:
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    if PROMTOOL is None:
-        pytest.skip("promtool is not installed (make setup installs Debian's prometheus)")
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+    """Prometheus's promtool (Debian's prometheus package) on ``args``; skips without it."""
+    return subprocess.run(
+        [tool_or_skip("promtool"), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 # --- rendering and validation -----------------------------------------------------

@@ -4,10 +4,8 @@ promtool), Kubernetes' HPA formula and quantities, the dashboard's queries."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -26,6 +24,7 @@ from cluster.local import (
 )
 from ensemble.processes import EPHEMERAL_PORTS_FILE, Ports, free_port, stop_process
 from ensemble.server import argument_parser
+from tests.apt_tools import needs_tools, tool_path
 
 pytestmark = pytest.mark.unit
 
@@ -65,14 +64,13 @@ REPLICAS = [("replica-0", Ports(18200, 18201, 18202, 18203)),
             ("replica-1", Ports(18210, 18211, 18212, 18213))]  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
-                    reason="haproxy is not installed (make setup installs it)")  # fmt: skip
+@needs_tools("haproxy")
 def test_haproxy_accepts_the_configuration_and_balances_each_replica_by_request(tmp_path):
     text = haproxy_config(REPLICAS, 18300, 18301, 18302, tmp_path / "sock")
     path = tmp_path / "haproxy.cfg"
     path.write_text(text)
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    check = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True)
+    check = subprocess.run([tool_path("haproxy"), "-c", "-f", str(path)], capture_output=True,
+                           text=True)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     # gRPC is HTTP/2 to each replica's gRPC port, health-checked on its HTTP port.
     assert "server replica-1 127.0.0.1:18211 proto h2 check port 18210" in text
@@ -80,6 +78,7 @@ def test_haproxy_accepts_the_configuration_and_balances_each_replica_by_request(
     assert "option httpchk GET /v2/health/ready" in text
 
 
+@needs_tools("promtool")
 def test_prometheus_accepts_the_configuration_with_the_labels_a_pod_has(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text("groups:\n  - name: t\n    rules:\n"
@@ -87,8 +86,8 @@ def test_prometheus_accepts_the_configuration_with_the_labels_a_pod_has(tmp_path
     path = tmp_path / "prometheus.yml"
     text = prometheus_config(REPLICAS, rules, 18302)
     path.write_text(text)
-    check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True,
-                           text=True)  # fmt: skip
+    check = subprocess.run([tool_path("promtool"), "check", "config", str(path)],
+                           capture_output=True, text=True)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert 'targets: ["127.0.0.1:18212"]' in text
     assert 'labels: {namespace: "local", pod: "replica-1"}' in text

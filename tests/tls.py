@@ -1,14 +1,16 @@
 """A self-signed certificate for TLS tests, made with the ``openssl`` command line tool.
 
-Not a fixture (no conftest): a server test calls ``make_self_signed(tmp_path)`` and gives
-the certificate to the server as its certificate and to the client as its CA.
+Not a fixture (no conftest): a test calls ``make_self_signed(tmp_path)`` and gives the
+certificate to the server as its certificate and to the client as its CA. Without the
+``openssl`` tool the calling test skips (the unit tier needs only the virtual environment).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
+
+from tests.apt_tools import tool_or_skip
 
 # The names a test connects with: the certificate is valid for both.
 SUBJECT_ALT_NAMES = "IP:127.0.0.1,DNS:localhost"
@@ -24,9 +26,7 @@ def make_self_signed(directory: Path) -> tuple[Path, Path]:
     server by passing ``cert.pem`` as its root certificates. The key is RSA 2048 without
     a passphrase.
     """
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError("the openssl command is missing: apt-get install openssl")
+    openssl = tool_or_skip("openssl")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
