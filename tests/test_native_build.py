@@ -120,7 +120,9 @@ def test_without_a_compiler_the_build_that_matches_in_all_else_is_used(cache, mo
     _fake_build(cache, "built-with-gcc", built=("pytorch",), failed=())
     inputs = {**native.key_inputs(), "compiler": "g++ (Debian 12.2.0-14) 12.2.0"}
     (cache / "built-with-gcc" / "inputs.json").write_text(json.dumps(inputs))
-    assert native.built() == {}  # this machine has a compiler: its own key only
+    # A machine with another compiler (whatever this one has, g++ or none): its own key only
+    monkeypatch.setattr("ensemble.native._compiler", lambda: "g++ (Debian 13.1.0-1) 13.1.0")
+    assert native.built() == {}
     monkeypatch.setattr("ensemble.native._compiler", lambda: None)
     assert native.installed_key() == "built-with-gcc"
     assert set(native.built()) == {"pytorch"}
