@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ensemble import contract
-from ensemble.front import MAX_INFLIGHT, Tls, nginx_config
+from ensemble.front import Tls
 from ensemble.server import (
     SERVER_API_KEY_ENV,
     ServerError,
@@ -18,6 +18,7 @@ from ensemble.server import (
     resolve_api_key,
     server_options,
 )
+from tests.front_config import front_config
 
 pytestmark = pytest.mark.unit
 
@@ -63,15 +64,8 @@ def test_tls_needs_both_a_certificate_and_its_key():
     assert options()["tls"] is None
 
 
-def config(tmp_path: Path, tls: Tls | None = None, max_inflight: int = MAX_INFLIGHT) -> str:
-    return nginx_config(
-        host="127.0.0.1", http_port=18080, grpc_port=18081, triton_http=18090,
-        triton_grpc=18091, workdir=tmp_path, tls=tls, max_inflight=max_inflight,
-    )  # fmt: skip
-
-
 def test_the_front_caps_bodies_and_requests_in_flight_and_forwards_to_triton(tmp_path):
-    text = config(tmp_path, max_inflight=7)
+    text = front_config(tmp_path, max_inflight=7)
     assert f"client_max_body_size {contract.MAX_REQUEST_BYTES};" in text
     assert text.count("limit_conn inflight 7;") == 2  # HTTP and gRPC inference only
     assert "server 127.0.0.1:18090;" in text and "server 127.0.0.1:18091;" in text
@@ -82,7 +76,7 @@ def test_the_front_caps_bodies_and_requests_in_flight_and_forwards_to_triton(tmp
 
 def test_with_tls_both_ports_speak_it(tmp_path):
     tls = Tls(tmp_path / "c.pem", tmp_path / "k.pem")
-    text = config(tmp_path, tls)
+    text = front_config(tmp_path, tls)
     assert "listen 127.0.0.1:18080 ssl;" in text
     assert "listen 127.0.0.1:18081 ssl http2;" in text
     assert text.count(f"ssl_certificate {tls.cert.resolve()};") == 2
