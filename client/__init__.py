@@ -2,13 +2,14 @@
 
 Usage::
 
-    from client import DetectorClient
+    from client import DetectOptions, DetectorClient, probe_clip, read_clip_frames
     with DetectorClient() as c:  # localhost:8001, or $TRITON_URL
-        [result] = c.detect(["astronaut.png"], model="detect_all")
+        [result] = c.detect(["astronaut.png"], model="detect_all", score_threshold=0.5)
         for d in result.detections:  # boxes in original-image pixels, xyxy
             print(d.label, d.score, d.box_xywh)
         clip = probe_clip("clip.mp4")  # frames of a video, batched, results in order:
-        for frame in c.detect_frames(read_clip_frames(clip), model="detect_all"):
+        options = DetectOptions(score_threshold=0.5)
+        for frame in c.detect_frames(read_clip_frames(clip), "detect_all", options):
             print(frame.index, frame.result.summary())
 
 A server on another host: ``DetectorClient("gpu-host:8001", tls="ca.pem",
@@ -19,12 +20,24 @@ Several replicas: ``DetectorClient("a:8001,b:8001")`` (or a list, or $TRITON_URL
 spreads requests over them round robin and sends a request that found one gone to the
 next (``FailoverPolicy``); one load-balanced address (``"lb:8001"``,
 ``"dns:///triton-headless:8001"``) is retried with backoff. Inference is idempotent.
+
+``__all__`` is the public interface. The modules, each importing only those above it:
+
+- ``environment``: the variables the client reads and its default address;
+- ``errors``: the ``DetectorError`` hierarchy and the translation of tritonclient's;
+- ``results``: what the server answers, typed, and COCO results;
+- ``payload``: images read, sized and packed into requests; ``DetectOptions``;
+- ``connection``: endpoints, TLS, the API key, the gRPC channel's options;
+- ``retry``: when and where a refused request is sent again;
+- ``statistics``: Triton's inference statistics, read;
+- ``video``: frames and clips through any client that has ``iter_detect``;
+- ``api``: ``DetectorClient``, the front door;
+- ``cli``: the ``detect`` command.
 """
 
 from client.api import DetectorClient
-from client.environment import API_KEY_ENV, DEFAULT_URL, TLS_CA_ENV, URL_ENV
+from client.environment import API_KEY_ENV, TLS_CA_ENV, URL_ENV
 from client.errors import (
-    SERVE_COMMAND,
     ApiKeyRequired,
     ClipTooLong,
     DetectorError,
@@ -36,62 +49,55 @@ from client.errors import (
     ServerBusy,
     ServerUnavailable,
     VideoNotReadable,
-    map_server_error,
 )
-from client.payload import DetectOptions, split_batches
-from client.results import (
-    Detection,
-    DetectorInfo,
-    ImageResult,
-    ModelInfo,
-    parse_image_results,
-    to_coco_results,
-)
+from client.payload import DetectOptions
+from client.results import Detection, DetectorInfo, ImageResult, ModelInfo, to_coco_results
 from client.retry import NO_RETRY, EndpointStats, FailoverPolicy, RetryPolicy
 from client.video import (
-    MAX_CLIP_FRAMES,
     ClipInfo,
+    ClipRun,
     FrameResult,
+    annotate_clip,
     detect_frames,
     probe_clip,
     read_clip_frames,
 )
 
 __all__ = [
-    "DetectOptions",
-    "read_clip_frames",
-    "probe_clip",
-    "detect_frames",
-    "VideoNotReadable",
-    "FrameResult",
-    "ClipTooLong",
-    "ClipInfo",
-    "MAX_CLIP_FRAMES",
-    "API_KEY_ENV",
-    "DEFAULT_URL",
-    "NO_RETRY",
-    "SERVE_COMMAND",
-    "TLS_CA_ENV",
-    "URL_ENV",
-    "ApiKeyRequired",
-    "Detection",
+    # the front door, and what a caller passes it
     "DetectorClient",
-    "DetectorError",
+    "DetectOptions",
+    "RetryPolicy",
+    "NO_RETRY",
+    "FailoverPolicy",
+    "URL_ENV",
+    "TLS_CA_ENV",
+    "API_KEY_ENV",
+    # what it answers
+    "Detection",
+    "ImageResult",
+    "ModelInfo",
     "DetectorInfo",
     "EndpointStats",
-    "FailoverPolicy",
-    "ImageNotReadable",
-    "ImageResult",
-    "InferenceFailed",
-    "InvalidImage",
-    "ModelInfo",
+    "to_coco_results",
+    # clips
+    "probe_clip",
+    "read_clip_frames",
+    "detect_frames",
+    "annotate_clip",
+    "ClipInfo",
+    "FrameResult",
+    "ClipRun",
+    # what it raises (client.errors draws the hierarchy)
+    "DetectorError",
+    "ServerUnavailable",
+    "ServerBusy",
+    "ApiKeyRequired",
     "ModelNotReady",
     "RequestTooLarge",
-    "RetryPolicy",
-    "ServerBusy",
-    "ServerUnavailable",
-    "map_server_error",
-    "parse_image_results",
-    "split_batches",
-    "to_coco_results",
+    "InvalidImage",
+    "ImageNotReadable",
+    "InferenceFailed",
+    "VideoNotReadable",
+    "ClipTooLong",
 ]

@@ -436,7 +436,3 @@ class DetectorClient:
             detector_labels={d.name: d.labels for d in info.per_detector_outputs},
         )
 
-
-__all__ = [
-    "DetectorClient",
-]

@@ -372,21 +372,3 @@ class ClipWriter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-
-__all__ = [
-    "annotate_clip",
-    "CLIP_SUFFIX",
-    "MAX_CLIP_FRAMES",
-    "VIDEO_EXTENSIONS",
-    "ClipInfo",
-    "ClipRun",
-    "ClipWriter",
-    "FrameResult",
-    "batched",
-    "clip_document",
-    "detect_frames",
-    "encode_frame",
-    "frame_coco_results",
-    "probe_clip",
-    "read_clip_frames",
-]
