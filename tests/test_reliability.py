@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from client.errors import is_busy
+from bench.load import ANSWERED, REFUSED, Load, grpc
 from ensemble import contract
-from ensemble.front import Tls, nginx_binary
+from ensemble.front import Tls
 from ensemble.processes import Ports, free_port
 from ensemble.server import running_server
 from ensemble.supervisor import workers
-from tests.test_front import config as front_config
 from tests.tls import make_self_signed
 
 pytestmark = pytest.mark.server
@@ -149,33 +148,14 @@ def test_an_oversized_http_request_is_refused_before_its_body_is_read(triton_ser
 
 @pytest.mark.slow
 def test_64_concurrent_clients_are_each_answered_or_told_the_server_is_busy(triton_url, photos):
-    image = photos["coffee"]
     ensembles = ["detect_all", "detect_pytorch", "detect_tensorflow", "detect_onnxruntime"]
-    outcomes: list[tuple[str, float]] = []
-    lock = threading.Lock()
-
-    def client_loop(i: int) -> None:
-        client = grpcclient.InferenceServerClient(triton_url)
-        for k in range(4):
-            started = time.monotonic()
-            try:
-                client.infer(ensembles[(i + k) % 4], [image_input(image)])
-                outcome = "answered"
-            except InferenceServerException as e:
-                outcome = "busy" if is_busy(e) else f"failed: {e}"
-            with lock:
-                outcomes.append((outcome, time.monotonic() - started))
-        client.close()
-
-    with ThreadPoolExecutor(64) as pool:
-        list(pool.map(client_loop, range(64)))
-    kinds = {o for o, _ in outcomes}
-    slowest = max(s for _, s in outcomes)
-    counts = {k: sum(1 for o, _ in outcomes if o == k) for k in kinds}
-    print(f"64 clients x 4 requests: {counts}, slowest answer {slowest:.1f} s")
-    assert kinds <= {"answered", "busy"}, counts
-    assert counts.get("busy", 0) > 0  # the queues are bounded: some were refused
-    assert counts.get("answered", 0) > 0
+    load = Load(grpc(triton_url), ensembles, [photos["coffee"]], 64, requests=256).run()
+    counts = Counter(r.outcome for r in load.records)
+    slowest = max(r.seconds for r in load.records)
+    print(f"64 clients, 256 requests: {dict(counts)}, slowest answer {slowest:.1f} s")
+    assert set(counts) <= {ANSWERED, REFUSED}, load.figures()["failures"]
+    assert counts[REFUSED] > 0  # the queues are bounded: some were refused
+    assert counts[ANSWERED] > 0
 
 
 # --- worker crashes ------------------------------------------------------------------
@@ -289,19 +269,6 @@ def test_a_server_stops_cleanly_right_after_a_crash(own_server):
 # --- restricted APIs and TLS ----------------------------------------------------------
 
 
-def test_nginx_accepts_the_front_config_with_and_without_tls(tmp_path):
-    nginx = nginx_binary()
-    cert, key = make_self_signed(tmp_path / "tls")
-    for tls in (None, Tls(cert, key)):
-        path = tmp_path / "nginx.conf"
-        path.write_text(front_config(tmp_path, tls))
-        checked = subprocess.run(
-            [nginx, "-t", "-c", str(path), "-e", str(tmp_path / "e.log")],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert checked.returncode == 0, checked.stderr
-
-
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A server with restricted APIs (a key file) and TLS (a certificate made here)."""
@@ -376,48 +343,29 @@ def test_sigterm_under_load_loses_no_accepted_request_and_stops_in_the_grace_per
          "--supervisor-port", str(ports.supervisor)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    url = f"127.0.0.1:{ports.grpc}"
+    load = Load(grpc(f"127.0.0.1:{ports.grpc}"), ["detect_tensorflow", "detect_all"],
+                [photos["coffee"]], 8)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while ready(f"http://127.0.0.1:{ports.http}") != 200:
             assert launcher.poll() is None, launcher.stdout.read()
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        records: list[tuple[float, float, str]] = []
-        lock = threading.Lock()
-        stop_at: list[float] = []
-
-        def client_loop(i: int) -> None:
-            client = grpcclient.InferenceServerClient(url)
-            image = image_input(photos["coffee"])
-            while not stop_at or time.monotonic() < stop_at[0] + 5:
-                started = time.monotonic()
-                try:
-                    client.infer(("detect_tensorflow", "detect_all")[i % 2], [image])
-                    outcome = "answered"
-                except InferenceServerException as e:
-                    outcome = f"{e.status()}: {e.message()}"
-                with lock:
-                    records.append((started, time.monotonic(), outcome))
-                if outcome != "answered" and stop_at:
-                    time.sleep(0.2)
-
-        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(6)
-        stop_at.append(time.monotonic())
-        launcher.send_signal(signal.SIGTERM)
-        code = launcher.wait(60)
-        stopped_in = time.monotonic() - stop_at[0]
-        for t in threads:
-            t.join(30)
+        with load:
+            while load.count(ANSWERED) < 8:  # the server is under load
+                assert load.elapsed() < 120, load.figures()
+                time.sleep(0.1)
+            stop_at = load.elapsed()
+            launcher.send_signal(signal.SIGTERM)
+            code = launcher.wait(60)
+            stopped_in = load.elapsed() - stop_at
+            time.sleep(max(0.0, stop_at + 5 - load.elapsed()))  # the clients go on sending
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    before = [r for r in records if r[0] < stop_at[0] - 0.05]
-    lost = [r for r in before if r[2] != "answered"]
-    in_flight = [r for r in before if r[1] > stop_at[0]]
+    before = [r for r in load.records if r.start < stop_at - 0.05]
+    lost = [r for r in before if r.outcome != ANSWERED]
+    in_flight = [r for r in before if r.end > stop_at]
     print(
         f"SIGTERM with {len(in_flight)} requests in flight: {len(before) - len(lost)} of "
         f"{len(before)} sent before it answered; stopped in {stopped_in:.1f} s, code {code}"

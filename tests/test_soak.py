@@ -1,33 +1,18 @@
-"""The soak command (``bench.soak``): how it sorts answers and finds workers, and a
-short soak of the session's real server whose figures must add up.
-
-The kill and the recovery are not soaked here: the launcher's crash test covers them.
-"""
+"""The soak command's pure parts (``bench.soak``): whose worker a process is, memory
+start/peak/end, and the figures and kill recovery it works out from the load's records.
+A short soak of the real server is in test_soak_server.py."""
 
 from __future__ import annotations
 
 import pytest
-from tritonclient.utils import InferenceServerException
 
 from bench import soak
-from client.errors import is_busy
+from bench.load import ANSWERED, FAILED, REFUSED, Load, Request
 from ensemble.supervisor import stub_model
 
-
-@pytest.mark.unit
-def test_busy_unavailable_is_refused_and_everything_else_failed():
-    def refused(status: str | None, message: str) -> bool:  # what the soak counts
-        return is_busy(InferenceServerException(message, status))
-
-    for message in ("Exceeds maximum queue size", "Request timeout expired"):
-        assert refused("StatusCode.UNAVAILABLE", f"[x] {message} for model")
-    # UNAVAILABLE without a busy message is a server that is down, not busy.
-    assert not refused("StatusCode.UNAVAILABLE", "failed to connect to all addresses")
-    assert not refused("StatusCode.INTERNAL", "Exceeds maximum queue size")
-    assert not refused(None, "Stub process 'pytorch_0_0' is not healthy.")
+pytestmark = pytest.mark.unit
 
 
-@pytest.mark.unit
 def test_a_worker_is_the_stub_running_that_models_script():
     stub = "/x/backends/python/triton_python_backend_stub"
     args = ["/tmp/repo/pytorch/1/model.py", "pytorch_0_0", "1048576"]
@@ -38,7 +23,6 @@ def test_a_worker_is_the_stub_running_that_models_script():
     assert stub_model([stub]) is None
 
 
-@pytest.mark.unit
 def test_memory_summary_is_start_peak_end_in_gib():
     gib = 2**30
     samples = [(0.0, 2 * gib), (2.0, 3.5 * gib), (4.0, 2.25 * gib)]
@@ -48,25 +32,44 @@ def test_memory_summary_is_start_peak_end_in_gib():
     assert soak.memory_summary([]) is None
 
 
-@pytest.mark.server
-def test_a_short_soak_counts_every_request_and_measures_memory(triton_server, triton_url):
-    pids = triton_server.pids if triton_server else None  # None: $DETECTOR_TEST_URL's server
-    result = soak.soak(triton_url, 20.0, 4, server_pids=pids)
+def ended_load(records: list[Request], seconds: float) -> Load:
+    """A load over detect_a and detect_b that sent ``records`` in ``seconds``."""
+    load = Load(lambda: None, ["detect_a", "detect_b"], [b"x"], 2)
+    load.records, load.seconds = records, seconds
+    return load
 
-    assert result["sent"] == result["answered"] + result["refused"] + result["failed"]
-    assert result["answered"] > 0, result["failures"]
-    assert set(result["ensembles"]) == set(result["per_ensemble"])
-    assert all(c["answered"] > 0 for c in result["per_ensemble"].values()), result
-    per_second = result["per_second"]
-    for outcome in soak.OUTCOMES:
-        assert sum(per_second[outcome]) == result[outcome]
-    assert result["throughput"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
-    assert result["kill"] is None
-    memory = result["memory"]
-    if pids is None:  # a server elsewhere ($DETECTOR_TEST_URL): nothing to measure here
-        assert memory is None
-    else:
-        assert memory["start_gib"] > 0 and memory["end_gib"] > 0
-        assert memory["peak_gib"] >= max(memory["start_gib"], memory["end_gib"])
-        assert memory["samples"] >= 5  # every 2 s over 20 s, plus start and end
-    assert "requests    sent" in soak.format_report(result)
+
+def test_the_figures_and_the_kill_recovery_come_from_the_requests_records():
+    records = [
+        Request("detect_a", 0.0, 0.5, ANSWERED),
+        Request("detect_b", 0.2, 0.6, ANSWERED),
+        Request("detect_a", 1.1, 0.3, FAILED, "[StatusCode.INTERNAL] Stub process is not healthy"),
+        Request("detect_b", 1.2, 0.2, ANSWERED),  # after the kill, but b does not run it
+        Request("detect_a", 1.5, 0.1, REFUSED, "[StatusCode.UNAVAILABLE] Exceeds maximum"),
+        Request("detect_a", 1.05, 1.2, FAILED, "[StatusCode.INTERNAL] Stub process is not healthy"),
+        Request("detect_a", 2.0, 0.4, ANSWERED),  # the first answer of detect_a: 2.4 s
+        Request("detect_a", 2.5, 0.3, FAILED, "late"),  # after the recovery: not counted
+    ]
+    killed = {"at": 1.0, "pids": [41, 42]}
+    ready = {"went_down_s": 1.3, "back_s": 2.6}
+    r = soak.figures("url", ended_load(records, 3.0), [], "model_a", killed, ready, {"detect_a"})
+    assert (r["sent"], r["answered"], r["refused"], r["failed"]) == (8, 4, 1, 3)
+    assert r["per_ensemble"]["detect_a"] == {ANSWERED: 2, REFUSED: 1, FAILED: 3}
+    assert r["per_second"] == {ANSWERED: [2, 1, 1], REFUSED: [0, 1, 0], FAILED: [0, 1, 2]}
+    assert r["failures"] == {"[StatusCode.INTERNAL] Stub process is not healthy": 2, "late": 1}
+    assert r["throughput"] == pytest.approx(4 / 3, abs=1e-3)
+    assert r["p50_ms"] == 450.0 and r["memory"] is None
+    assert r["kill"] == {
+        "model": "model_a", "at_s": 1.0, "workers_killed": [41, 42], "ensembles": ["detect_a"],
+        "answer_recovery_s": 1.4, "ready_went_down_after_s": 0.3, "ready_recovery_s": 1.6,
+        "failed_until_recovery": 2,
+    }  # fmt: skip
+    assert "recovery    first answer of detect_a: 1.40 s after the kill" in soak.format_report(r)
+
+
+def test_a_run_that_ends_before_the_kill_says_so():
+    records = [Request("detect_a", 0.0, 0.5, ANSWERED)]
+    ready = {"went_down_s": None, "back_s": None}
+    r = soak.figures("url", ended_load(records, 1.0), [], "model_a", {}, ready, {"detect_a"})
+    assert r["kill"] == {"model": "model_a", "at_s": None, "workers_killed": []}
+    assert "the run ended before the kill time" in soak.format_report(r)
