@@ -26,11 +26,12 @@ Nothing else may use the server meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -270,106 +271,85 @@ def write_clip(
 # --- the two sides -------------------------------------------------------------------
 
 
-def measure_still(
-    url: str,
-    ensemble: str,
-    input_data: Path,
-    out_dir: Path,
-    settings: Settings,
-    server_pids: Sequence[int] = (),
-) -> dict:
+@contextlib.contextmanager
+def cost(client, server_pids: Sequence[int], client_cpu: Callable[[], float]) -> Iterator[dict]:
+    """What the block cost: a dict that holds, once the block is over, ``before`` and
+    ``after`` (Triton's statistics through ``client``), ``client_cpu_s``
+    (``client_cpu()``'s difference) and ``server_cpu_s`` (``server_pids``')."""
+    found = {"before": client.inference_statistics()}
+    cpu0, server0 = client_cpu(), cpu_seconds(server_pids)
+    yield found
+    found.update(client_cpu_s=client_cpu() - cpu0, server_cpu_s=cpu_seconds(server_pids) - server0,
+                 after=client.inference_statistics())  # fmt: skip
+
+
+def per_image(spent: Mapping, images: int, server_pids: Sequence[int]) -> dict:
+    """A side's CPU milliseconds per image (the server's None without ``server_pids``)
+    and the mean batch each of the server's models executed."""
+    server_ms = spent["server_cpu_s"] / images * 1e3 if server_pids else None
+    return {"client_cpu_ms_per_image": spent["client_cpu_s"] / images * 1e3,
+            "server_cpu_ms_per_image": server_ms,
+            "server_batches": mean_batches(spent["before"], spent["after"])}  # fmt: skip
+
+
+def measure_still(url: str, ensemble: str, input_data: Path, out_dir: Path, settings: Settings,
+                  server_pids: Sequence[int] = ()) -> dict:  # fmt: skip
     """perf_analyzer over gRPC at :data:`CONCURRENCY`, one photo per request
     (``input_data``: its JSON, ``bench.perf_analyzer.write_input_data``), windows as
-    ``settings`` says: ``images_per_s``, ``p50_ms``, ``p99_ms``,
-    ``client_cpu_ms_per_image`` (perf_analyzer's own CPU), ``server_cpu_ms_per_image``
-    (``server_pids``' CPU; None without them), ``server_batches``. perf_analyzer's
-    command, report and CSV are kept in ``out_dir``."""
-    import subprocess
-
+    ``settings`` says: ``images_per_s``, ``p50_ms``, ``p99_ms`` and :func:`per_image`
+    (the client's CPU is perf_analyzer's). Its command, report and CSV stay in
+    ``out_dir``."""
     from bench import perf_analyzer
     from client import DetectorClient
 
     binary = perf_analyzer.ensure_perf_analyzer()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = perf_analyzer.perf_analyzer_command(
-        binary, ensemble, url, input_data.resolve(), "still.csv", [CONCURRENCY],
-        window_requests=settings.window_requests, stability_percent=10_000,
-        max_trials=settings.windows,
-    )  # fmt: skip
-    (out_dir / "still.cmd").write_text(" ".join(cmd) + "\n")
-    with DetectorClient(url) as client:
-        before = client.inference_statistics()
-        cpu0, server0 = children_cpu_seconds(), cpu_seconds(server_pids)
-        done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer.perf_analyzer_env(),
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
-        client_cpu = children_cpu_seconds() - cpu0
-        server_cpu = cpu_seconds(server_pids) - server0
-        after = client.inference_statistics()
-    (out_dir / "still.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0 or not (out_dir / "still.csv").is_file():
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
-        raise perf_analyzer.PerfAnalyzerError(f"perf_analyzer on {ensemble}: {tail}")
-    (row,) = perf_analyzer.parse_csv(out_dir / "still.csv")
+    window = {"window_requests": settings.window_requests, "stability_percent": 10_000,
+              "max_trials": settings.windows}  # fmt: skip
+    with DetectorClient(url) as client, cost(client, server_pids, children_cpu_seconds) as spent:
+        done, csv_path = perf_analyzer.run_level(
+            binary, ensemble, url, input_data, out_dir, CONCURRENCY, window, "still"
+        )
+    if done.returncode != 0 or not csv_path.is_file():
+        raise perf_analyzer.failure(ensemble, done)
+    (row,) = perf_analyzer.parse_csv(csv_path)
     # Its CPU and the server's are spread over every request it sent, ramp-up included.
-    images = max(1, images_served(before, after, ensemble))
-    return {
-        "images_per_s": row["throughput"],
-        "images": images,
-        "p50_ms": row.get("p50_ms"),
-        "p99_ms": row.get("p99_ms"),
-        "client_cpu_ms_per_image": client_cpu / images * 1e3,
-        "server_cpu_ms_per_image": server_cpu / images * 1e3 if server_pids else None,
-        "server_batches": mean_batches(before, after),
-    }
+    images = max(1, images_served(spent["before"], spent["after"], ensemble))
+    return {"images_per_s": row["throughput"], "images": images, "p50_ms": row.get("p50_ms"),
+            "p99_ms": row.get("p99_ms"), **per_image(spent, images, server_pids)}  # fmt: skip
 
 
-def measure_clip(
-    url: str,
-    ensemble: str,
-    clip: Path,
-    server_pids: Sequence[int] = (),
-    frames: int | None = None,
-    **options,
-) -> dict:
+def measure_clip(url: str, ensemble: str, clip: Path, server_pids: Sequence[int] = (),
+                 frames: int | None = None, **options) -> dict:  # fmt: skip
     """The clip through ``detect_frames`` (``options`` are its keywords), timed from the
     first frame read to the last result: ``images_per_s``, ``frames``, ``seconds``,
-    ``client_cpu_ms_per_image`` (this process: decoding, encoding, gRPC, the answers),
-    ``server_cpu_ms_per_image`` (None without ``server_pids``), ``server_batches`` and
-    ``labels`` (frames per label found: the answers are real). ``frames`` stops after
-    that many (the warm-up)."""
+    :func:`per_image` (the client's CPU is this process's: decoding, encoding, gRPC,
+    the answers) and ``labels`` (frames per label found: the answers are real).
+    ``frames`` stops after that many (the warm-up)."""
     from client import DetectorClient
     from client.video import probe_clip, read_clip_frames
 
     info = probe_clip(clip)
     labels: dict[str, int] = {}
+    n = 0
     with DetectorClient(url) as client:
         client.model_info(ensemble)  # learnt before the clock starts, as a UI has it
-        before = client.inference_statistics()
-        cpu0, server0 = time.process_time(), cpu_seconds(server_pids)
-        started = time.perf_counter()
-        n = 0
-        results = client.detect_frames(read_clip_frames(info), ensemble, **options)
-        try:
-            for frame in results:
-                n += 1
-                for label in {d.label for d in frame.result.detections}:
-                    labels[label] = labels.get(label, 0) + 1
-                if frames is not None and n >= frames:
-                    break
-        finally:
-            results.close()
-        seconds = time.perf_counter() - started
-        client_cpu, server_cpu = time.process_time() - cpu0, cpu_seconds(server_pids) - server0
-        batches = mean_batches(before, client.inference_statistics())
-    return {
-        "images_per_s": n / seconds,
-        "frames": n,
-        "seconds": round(seconds, 2),
-        "client_cpu_ms_per_image": client_cpu / n * 1e3,
-        "server_cpu_ms_per_image": server_cpu / n * 1e3 if server_pids else None,
-        "server_batches": batches,
-        "labels": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
-    }
+        with cost(client, server_pids, time.process_time) as spent:
+            started = time.perf_counter()
+            results = client.detect_frames(read_clip_frames(info), ensemble, **options)
+            try:
+                for frame in results:
+                    n += 1
+                    for label in {d.label for d in frame.result.detections}:
+                        labels[label] = labels.get(label, 0) + 1
+                    if frames is not None and n >= frames:
+                        break
+            finally:
+                results.close()
+            seconds = time.perf_counter() - started
+    return {"images_per_s": n / seconds, "frames": n, "seconds": round(seconds, 2),
+            **per_image(spent, n, server_pids),
+            "labels": dict(sorted(labels.items(), key=lambda kv: -kv[1]))}  # fmt: skip
 
 
 # --- the run -------------------------------------------------------------------------

@@ -2,28 +2,19 @@
 
 The launcher serves each detector in Triton's native backend (libtorch, ONNX Runtime,
 TensorFlow) when ``ensemble.native`` built it here, else in a Python-backend runner.
-This measures them on this machine in alternating rounds, native, native-latency,
-python, native, ..., each round on a server of its own (``ensemble.server.running_server``,
-a fresh repository), so that every mode sees the same drift of a shared 2-core VM:
+This measures three modes in alternating rounds, each on a server of its own (a fresh
+repository), so that every mode sees the same drift of a shared 2-core VM: **native**
+(the server as ``make serve`` starts it, the throughput profile), **native-latency**
+(``--cpu-profile latency``) and **python** (``$NATIVE_CACHE_DIR`` an empty folder while
+the server is created, so every detector runs on its Python runner).
 
-- **native** mode: the server as ``make serve`` starts it (the throughput profile);
-- **native-latency** mode: the same with ``--cpu-profile latency``;
-- **python** mode: ``$NATIVE_CACHE_DIR`` points at an empty folder while the server
-  is created, so ``ensemble.native.built()`` is empty and every detector runs on its
-  Python runner; the environment is restored once the server is up.
-
-Each round, with the project's own tools: the cold start (seconds from the call that
-starts the server to every model ready), ``bench.memory.measure`` (idle PSS, then the
-peak under a closed loop at c=8 over every ensemble), ``bench.paired`` (c=1 latency of
-each ``detect_<name>`` in rounds paired with the same pipeline in process) and
-perf_analyzer at c=8 over gRPC on each ensemble with Triton's per-step breakdown.
-After each set of rounds, the post's design (``bench.old_design``: threaded Flask,
-the annotated image back as float64) at c=8 for :data:`OLD_DESIGN_DETECTOR`, the
-baseline of the images/s goal. A round that fails is logged, kept in native.json with
-its error and left out of the summary.
-
-``native.json`` (every round's figures) and ``native.md`` (the table native | native
-latency | python runners | goal, and the method) go to ``--out`` (default results/bench/native).
+Each round: the cold start (seconds until every model is ready), ``bench.memory``,
+``bench.paired`` for each ``detect_<name>`` and perf_analyzer at c=8 on each ensemble
+with Triton's per-step breakdown; after each set of rounds, the post's design
+(``bench.old_design``) at c=8 for :data:`OLD_DESIGN_DETECTOR`, the baseline of the
+images/s goal. A round that fails is logged, kept in native.json with its error and
+left out of the summary. ``native.json`` and ``native.md`` (the goals table and the
+method) go to ``--out`` (default results/bench/native).
 """
 
 from __future__ import annotations
@@ -59,9 +50,6 @@ GOAL_PEAK_GIB = 2.0  # whole-server PSS, peak under the c=8 load
 GOAL_OVER_POST = 4.0  # c=8 images/s of this detector's ensemble over the post's design
 OLD_DESIGN_DETECTOR = "tensorflow"
 log = logger("native")
-
-
-# --- pure parts: raw rounds -> summary -> table ----------------------------------------
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -101,14 +89,10 @@ def _c8(rounds: Sequence[Mapping]) -> dict:
         found[e] = {
             "images_s": _mean([row["throughput"] for row in rows]),
             "p99_ms": _mean([row["p99_ms"] for row in rows]),
-            "steps": {
-                s: {
-                    k: _mean([row["composing"][s][k] for row in rows if s in row["composing"]])
-                    for k in _STEP_KEYS
-                }
-                for s in steps
-            },
-        }
+            "steps": {s: {k: _mean([row["composing"][s][k] for row in rows
+                                    if s in row["composing"]]) for k in _STEP_KEYS}
+                      for s in steps},
+        }  # fmt: skip
     return found
 
 
@@ -122,14 +106,10 @@ def mode_summary(rounds: Sequence[Mapping]) -> dict:
         return {"rounds": 0}
     totals = [memory.summary(r["memory"]) for r in ok]
     peaks = [t["total_peak"] for t in totals if t["total_peak"] is not None]
-    return {
-        "rounds": len(ok),
-        "cold_start_s": _mean([r["cold_start_s"] for r in ok]),
-        "idle_gib": _mean([t["total_idle"] / GIB for t in totals]),
-        "peak_gib": max(peaks) / GIB if peaks else None,
-        "c1": _c1(ok),
-        "c8": _c8(ok),
-    }
+    return {"rounds": len(ok), "cold_start_s": _mean([r["cold_start_s"] for r in ok]),
+            "idle_gib": _mean([t["total_idle"] / GIB for t in totals]),
+            "peak_gib": max(peaks) / GIB if peaks else None,
+            "c1": _c1(ok), "c8": _c8(ok)}  # fmt: skip
 
 
 def summarize(raw: Mapping) -> dict:
@@ -293,32 +273,14 @@ def markdown(raw: Mapping, summary: Mapping) -> str:
     rows = goal_rows(summary)
     missed = [r["figure"] for r in rows if r["met"] is False]
     missed_latency = [r["figure"] for r in rows if r["latency_met"] is False]
+    goals = table(("figure", "native (throughput, default)", "native (latency)",
+                   "python runners", "goal", "throughput meets it", "latency meets it"),
+                  [(r["figure"], r["native"], r["latency"], r["python"], r["goal"],
+                    _verdict(r["met"]), _verdict(r["latency_met"])) for r in rows])  # fmt: skip
     lines = [
         "# Native backends vs Python runners (bench/native.py)",
         "",
-        *table(
-            (
-                "figure",
-                "native (throughput, default)",
-                "native (latency)",
-                "python runners",
-                "goal",
-                "throughput meets it",
-                "latency meets it",
-            ),
-            [
-                (
-                    r["figure"],
-                    r["native"],
-                    r["latency"],
-                    r["python"],
-                    r["goal"],
-                    _verdict(r["met"]),
-                    _verdict(r["latency_met"]),
-                )
-                for r in rows
-            ],
-        ),  # fmt: skip
+        *goals,
         "",
         ("Missed by the default (throughput) profile: " + "; ".join(missed) + ".")
         if missed
@@ -350,9 +312,6 @@ def markdown(raw: Mapping, summary: Mapping) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-# --- measuring ------------------------------------------------------------------------
 
 
 @contextlib.contextmanager

@@ -1,43 +1,23 @@
 """The old design, rebuilt as a baseline in two wire formats: one Flask REST server per model.
 
-This is how the old blog post served its detectors, kept only so the benchmark can
-compare it with the Triton ensembles on the same machine and the same models:
-
-- one process per model (``python -m bench.old_design --model pytorch --port 18901``,
-  a detector of the models file, ``--models``, default models.toml), started with
-  Flask's own development server, ``app.run()`` with its defaults (``threaded=True``:
-  one thread per connection, no worker processes);
-- the client decodes the image itself and POSTs JSON
-  ``{"image": base64 of the raw uint8 RGB bytes, "shape": [h, w, 3]}``;
-- the server runs the same preprocess -> model -> postprocess -> draw as the ensemble
-  (the project's own functions, the same ``threads=2`` as the Triton detectors) and
-  answers JSON ``{"detections": [[x1, y1, x2, y2, score, class_id], ...],
-  "image": base64 of the raw annotated image, "shape": [h, w, 3]}``, boxes in pixels
-  of the original image.
+How the old blog post served its detectors, kept so the benchmark can compare it with
+the Triton ensembles on the same machine and models: one process per model
+(``python -m bench.old_design --model pytorch --port 18901``, a detector of the models
+file), Flask's own server with its defaults (``threaded=True``); the client decodes the
+image and POSTs JSON ``{"image": base64 of the raw uint8 RGB bytes, "shape": [h, w,
+3]}``; the server runs the project's own preprocess -> model -> postprocess -> draw
+(``threads=2``, as the Triton detectors) and answers ``{"detections": [[x1, y1, x2, y2,
+score, class_id], ...], "image": ..., "shape": ...}``, boxes in the original's pixels.
 
 The annotated image comes back in one of two wire formats (``--wire``, :data:`WIRES`):
+``post``, **the post's design** as published, a float64 array (8 bytes a value: a
+768x576 photo is 10.6 MB, 14.2 MB as base64); ``fair``, **the fairer old design**,
+uint8 (the request's bytes). The old design also saved each result; this one does not.
 
-- ``post``, **the post's design** as published: the drawn image as a float64 array
-  (pixel values 0-255, 8 bytes each), eight times the bytes of the photo's pixels: a
-  768x576 photo is 10.6 MB of float64, 14.2 MB as base64, and the request's uint8
-  array 1.8 MB more;
-- ``fair``, **the fairer old design**: the drawn image as uint8 (1 byte each), the
-  same bytes as the request's array. The benchmark kept this kinder variant first; it
-  now measures both, one after the other.
-
-The old design also saved each result to disk; this one writes nothing.
-
-Left as the old design had them, though each would obviously make it faster:
-
-- a production WSGI server (gunicorn / waitress) with several worker processes instead
-  of Flask's development server; on 2 cores it mostly buys isolation, not throughput;
-- JPEG (or PNG) instead of raw arrays in base64, both ways: a 512x512 photo is 768 KiB
-  raw, about 1 MiB as base64 text, against ~50-100 KiB as JPEG;
-- a binary body (``application/octet-stream`` or multipart) instead of JSON, which
-  costs a base64 encode/decode and a third more bytes;
-- batching concurrent requests into one model call, as Triton's dynamic batcher does
-  (here each request thread calls the model on its own batch of one; concurrent calls
-  run side by side, each with its own 2 framework threads, on the same 2 cores).
+Left as the old design had them, though each would make it faster: Flask's development
+server (a WSGI server with workers buys isolation, not throughput, on 2 cores); raw
+arrays in base64 JSON (a 512x512 photo: 1 MiB of text against 50-100 KiB as JPEG); no
+batching of concurrent requests (each thread calls the model with its own 2 threads).
 """
 
 from __future__ import annotations

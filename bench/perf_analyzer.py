@@ -162,52 +162,50 @@ def write_input_data(path: Path, photos: Sequence[bytes]) -> Path:
     return path
 
 
-def example_photos() -> list[bytes]:
-    """The benchmark photos (``bench.photos``), as bytes."""
-    return list(photo_files())
-
-
 # --- running ----------------------------------------------------------------------
 
 
 def perf_analyzer_command(
-    binary: Path,
-    model: str,
-    url: str,
-    input_data: Path,
-    csv_name: str,
-    concurrencies: Sequence[int] = (1,),
-    window_requests: int = 40,
-    stability_percent: int = FULL_WINDOW["stability_percent"],
-    max_trials: int = FULL_WINDOW["max_trials"],
-    request_count: int | None = None,
-) -> list[str]:
-    """The perf_analyzer command line for one model over gRPC.
-
-    ``--concurrency-range`` takes only an arithmetic range (start:end:step), so
-    ``concurrencies`` must be one; ``run_sweep`` runs 1, 2, 4, 8, 16 one level at a time.
-    With ``request_count`` perf_analyzer sends exactly that many requests and reports
-    them, with no stability check (one level per run only); otherwise windows of
-    ``window_requests`` requests until three agree. ``csv_name`` is a file name
-    in the working directory: perf_analyzer writes each composing model's CSV next to it
-    as ``<model>_v<version>.<csv_name>``, which only works for a bare name.
-    """
-    lo, hi = min(concurrencies), max(concurrencies)
-    step = concurrencies[1] - concurrencies[0] if len(concurrencies) > 1 else 1
-    cmd = [
+    binary: Path, model: str, url: str, input_data: Path, csv_name: str, concurrency: int,
+    window_requests: int, stability_percent: int, max_trials: int,
+) -> list[str]:  # fmt: skip
+    """The perf_analyzer command line for one model at one concurrency over gRPC:
+    windows of ``window_requests`` requests until three agree within
+    ``stability_percent`` (at most ``max_trials``). ``csv_name`` is a bare file name in
+    the working directory: perf_analyzer writes each composing model's CSV beside it as
+    ``<model>_v<version>.<csv_name>``."""
+    return [
         str(binary), "-i", "grpc", "-u", url, "-m", model,
-        "--concurrency-range", f"{lo}:{hi}:{step}",
-        "--input-data", str(input_data),
-        "-f", csv_name, "--verbose-csv",
-    ]  # fmt: skip
-    if request_count is not None:
-        return cmd + ["--request-count", str(request_count)]
-    return cmd + [
+        "--concurrency-range", f"{concurrency}:{concurrency}:1",
+        "--input-data", str(input_data), "-f", csv_name, "--verbose-csv",
         "--measurement-mode", "count_windows",
         "--measurement-request-count", str(window_requests),
-        "--stability-percentage", str(stability_percent),
-        "--max-trials", str(max_trials),
+        "--stability-percentage", str(stability_percent), "--max-trials", str(max_trials),
     ]  # fmt: skip
+
+
+def run_level(
+    binary: Path, model: str, url: str, input_data: Path, out_dir: Path, concurrency: int,
+    window: dict, stem: str, timeout_s: float | None = 600,
+) -> tuple[subprocess.CompletedProcess, Path]:  # fmt: skip
+    """One perf_analyzer run (``window``: :func:`perf_analyzer_command`'s window
+    keywords) in ``out_dir``, its command, report and CSV kept as ``<stem>.cmd``,
+    ``.log`` and ``.csv``: (the finished process, the CSV's path)."""
+    csv_path = out_dir / f"{stem}.csv"
+    cmd = perf_analyzer_command(binary, model, url, input_data.resolve(), csv_path.name,
+                                concurrency, **window)  # fmt: skip
+    (out_dir / f"{stem}.cmd").write_text(" ".join(cmd) + "\n")
+    csv_path.unlink(missing_ok=True)
+    done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer_env(), capture_output=True,
+                          text=True, timeout=timeout_s)  # fmt: skip
+    (out_dir / f"{stem}.log").write_text(done.stdout + done.stderr)
+    return done, csv_path
+
+
+def failure(model: str, done: subprocess.CompletedProcess) -> PerfAnalyzerError:
+    """The error of a run that measured nothing: its output's last lines."""
+    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+    return PerfAnalyzerError(f"perf_analyzer on {model} (rc {done.returncode}):\n{tail}")
 
 
 _CSV_FIELDS = {  # perf_analyzer's CSV column -> our key (values in usec -> ms)
@@ -286,30 +284,6 @@ def parse_composing(stdout: str) -> dict[int, dict[str, dict[str, float]]]:
     return out
 
 
-def _run_level(
-    binary: Path,
-    model: str,
-    url: str,
-    input_data: Path,
-    out_dir: Path,
-    concurrency: int,
-    window: dict,
-    request_count: int | None,
-    cache: Path,
-    timeout_s: float | None,
-) -> tuple[subprocess.CompletedProcess, Path]:
-    stem = f"{model}.c{concurrency}"
-    csv_name = f"{stem}.csv"
-    cmd = perf_analyzer_command(binary, model, url, input_data.resolve(), csv_name,
-                                [concurrency], request_count=request_count, **window)  # fmt: skip
-    (out_dir / f"{stem}.cmd").write_text(" ".join(cmd) + "\n")
-    (out_dir / csv_name).unlink(missing_ok=True)
-    done = subprocess.run(cmd, cwd=out_dir, env=perf_analyzer_env(cache),
-                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
-    (out_dir / f"{stem}.log").write_text(done.stdout + done.stderr)
-    return done, out_dir / csv_name
-
-
 def run_sweep(
     model: str,
     url: str,
@@ -317,7 +291,6 @@ def run_sweep(
     out_dir: Path = REPO / "results" / "perf_analyzer",
     quick: bool = False,
     photos: Sequence[bytes] | None = None,
-    cache: Path = DEFAULT_CACHE,
     timeout_s: float | None = 600,
 ) -> list[dict]:
     """Run perf_analyzer over gRPC against ``model`` at each concurrency; one dict per level.
@@ -335,8 +308,8 @@ def run_sweep(
     """
     settings = dict(QUICK_WINDOW if quick else FULL_WINDOW)
     per_photo = settings.pop("requests_per_photo")
-    photos = list(photos or example_photos())
-    binary = ensure_perf_analyzer(cache)
+    photos = list(photos or photo_files())
+    binary = ensure_perf_analyzer()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     input_data = write_input_data(out_dir / "input_data.json", photos)
@@ -345,16 +318,14 @@ def run_sweep(
     for c in sorted(set(concurrencies)):
         n = window_requests(c, len(photos), per_photo)
         window = {**settings, "window_requests": n}
-        args = (binary, model, url, input_data, out_dir, c, window)
-        done, csv_path = _run_level(*args, None, cache, timeout_s)
+        args = (binary, model, url, input_data, out_dir, c)
+        done, csv_path = run_level(*args, window, f"{model}.c{c}", timeout_s)
         stable = True
         if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
             stable = False
-            args = (*args[:-1], {**window, **UNSETTLED})
-            done, csv_path = _run_level(*args, None, cache, timeout_s)
+            done, csv_path = run_level(*args, {**window, **UNSETTLED}, f"{model}.c{c}", timeout_s)
         if done.returncode != 0 or not csv_path.exists():
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
-            raise PerfAnalyzerError(f"perf_analyzer on {model} (rc {done.returncode}):\n{tail}")
+            raise failure(model, done)
         composing = parse_composing(done.stdout)
         for row in parse_csv(csv_path):
             steps = composing.get(row["concurrency"], {})

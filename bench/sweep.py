@@ -128,23 +128,17 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 def request_inputs(photo: bytes, mode: Mode) -> list:
     """The request tensors for one photo in ``mode``: the photo, and the annotated
     image's longest side when the mode sets one."""
-    from client.payload import build_inputs
+    from client.payload import DetectOptions, build_inputs
 
-    return build_inputs([photo], annotated_max_side=mode.annotated_max_side)
+    return build_inputs([photo], DetectOptions(annotated_max_side=mode.annotated_max_side))
 
 
 def _annotated(reply) -> bytes:
     return bytes(reply.as_numpy(contract.ANNOTATED_IMAGE)[0, 0])
 
 
-def measure_c1(
-    url: str,
-    ensemble: str,
-    steps: Sequence[str],
-    photos: Sequence[bytes],
-    mode: Mode,
-    settings: Settings,
-) -> dict:
+def measure_c1(url: str, ensemble: str, steps: Sequence[str], photos: Sequence[bytes],
+               mode: Mode, settings: Settings) -> dict:  # fmt: skip
     """Concurrency 1 (see the module docstring): ``c1`` latencies, ``steps`` (per step
     model, :func:`step_breakdown`), ``server_ms`` (Triton's mean per request of the
     ensemble), and what came back: ``annotated`` (mean bytes, the size in pixels of
@@ -214,28 +208,19 @@ def photo_summary(megapixels: float, photos: Sequence[bytes]) -> dict:
     """What was sent at one size: each photo's pixels, bytes per photo, bytes/pixel."""
     sizes = [image_size(p) for p in photos]
     pixels = [w * h for w, h in sizes]
-    return {
-        "target_mp": megapixels,
-        "sizes": [list(s) for s in sizes],
-        "megapixels": float(np.mean(pixels)) / 1e6,
-        "bytes": [len(p) for p in photos],
-        "bytes_mean": float(np.mean([len(p) for p in photos])),
-        "bytes_per_pixel": float(sum(len(p) for p in photos) / sum(pixels)),
-    }
+    sent = [len(p) for p in photos]
+    return {"target_mp": megapixels, "sizes": [list(s) for s in sizes],
+            "megapixels": float(np.mean(pixels)) / 1e6, "bytes": sent,
+            "bytes_mean": float(np.mean(sent)),
+            "bytes_per_pixel": sum(sent) / sum(pixels)}  # fmt: skip
 
 
 def run_sweep(
-    url: str,
-    ensembles: Sequence[str] | None,
-    out_dir: Path,
-    quick: bool = False,
-    *,
-    sizes_mp: Sequence[float] | None = None,
-    modes: Sequence[Mode] = MODES,
-    settings: Settings | None = None,
-    include_all: bool = False,
+    url: str, ensembles: Sequence[str] | None, out_dir: Path, quick: bool = False, *,
+    sizes_mp: Sequence[float] | None = None, modes: Sequence[Mode] = MODES,
+    settings: Settings | None = None, include_all: bool = False,
     say: Callable[[str], None] = log,
-) -> dict:
+) -> dict:  # fmt: skip
     """Sweep the server at gRPC ``url`` (see the module docstring) and write its files
     into ``out_dir``; returns what sweep.json holds: ``meta``, ``photos`` (one entry
     per size, :func:`photo_summary`) and ``rows`` (one per ensemble, size and mode).
@@ -258,28 +243,26 @@ def run_sweep(
     described, _ = served.describe(url, ensembles)
     steps = {e: described[e]["steps"] for e in ensembles}
     out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict = {
-        "meta": {
-            "url": url,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": machine(),
-            "quick": quick,
-            "ensembles": ensembles,
-            "served": described,
-            "steps": steps,
-            "sizes_mp": sizes_mp,
-            "modes": [asdict(m) for m in modes],
-            "settings": asdict(settings),
-            "photos": {
-                "names": list(PHOTO_NAMES),
-                "noise_sigma": NOISE_SIGMA,
-                "noise_seed": NOISE_SEED,
-                "jpeg_quality": JPEG_QUALITY,
-            },
-        },
-        "photos": [],
-        "rows": [],
+    photo_meta = {
+        "names": list(PHOTO_NAMES),
+        "noise_sigma": NOISE_SIGMA,
+        "noise_seed": NOISE_SEED,
+        "jpeg_quality": JPEG_QUALITY,
     }
+    meta = {
+        "url": url,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "quick": quick,
+        "ensembles": ensembles,
+        "served": described,
+        "steps": steps,
+        "sizes_mp": sizes_mp,
+        "modes": [asdict(m) for m in modes],
+        "settings": asdict(settings),
+        "photos": photo_meta,
+    }
+    result: dict = {"meta": meta, "photos": [], "rows": []}  # fmt: skip
     for megapixels in sizes_mp:
         start = time.perf_counter()
         photos = sized_photos(megapixels)
@@ -292,13 +275,9 @@ def run_sweep(
         )
         for ensemble in ensembles:
             for mode in modes:
-                row: dict = {
-                    "ensemble": ensemble,
-                    "target_mp": megapixels,
-                    "mode": mode.name,
-                    "annotated_max_side": mode.annotated_max_side,
-                    "error": None,
-                }
+                row: dict = {"ensemble": ensemble, "target_mp": megapixels,
+                             "mode": mode.name, "error": None,
+                             "annotated_max_side": mode.annotated_max_side}  # fmt: skip
                 try:
                     row.update(measure_c1(url, ensemble, steps[ensemble], photos, mode, settings))
                     row["c8"] = measure_load(url, ensemble, photos, mode, settings)

@@ -97,16 +97,6 @@ VALUE_SETS: dict[str, ValueSet] = {
 }
 
 
-def metrics_rules_path() -> Path:
-    """The Prometheus recording-rule file (plain rule-file format, ``groups:``)."""
-    return RECORDING_RULES
-
-
-def dashboard_path() -> Path:
-    """The Grafana dashboard JSON the chart ships in a ConfigMap."""
-    return DASHBOARD
-
-
 def adapter_rules() -> list[dict]:
     """prometheus-adapter's custom rules (``rules.custom`` of its values file)."""
     values = yaml.safe_load(ADAPTER_VALUES.read_text())

@@ -1,42 +1,26 @@
 """The chart's pods on this machine: replicas behind a real load balancer, scraped by a
 real Prometheus with the chart's own recording rules, and what that shows.
 
-``python -m cluster --replicas 3`` (``make cluster REPLICAS=3``):
+``python -m cluster --replicas 3`` (``make cluster REPLICAS=3``) starts ``--replicas``
+launchers with the arguments the chart (``cluster.chart``) gives its container, but
+each pod's own address (127.0.0.1), free ports, work folder under ``build/cluster/``
+and this checkout's models file, ``$TRITON_API_KEY`` set as the chart's Secret sets
+it. HAProxy plays the Service, balancing gRPC per request over HTTP/2 (a plain
+Service balances connections) and checking ``/v2/health/ready`` every 300 ms as the
+readiness probe does; Prometheus scrapes every replica with a pod's labels
+(``namespace``, ``pod``) and evaluates the chart's recording rules.
 
-- renders the Helm chart (``cluster.chart``) and starts ``--replicas`` copies of the
-  launcher with the arguments the chart gives its container; only what a pod has of its
-  own changes: the address (127.0.0.1 instead of 0.0.0.0), free loopback ports instead
-  of 8000-8003, a work folder each under ``build/cluster/`` instead of ``/work``, and
-  this checkout's models file instead of the image's. ``$TRITON_API_KEY`` is set, as
-  the chart's Secret sets it;
-- HAProxy plays the Service: HTTP/2 to every replica's gRPC port, one request at a time
-  in round robin (a plain Kubernetes Service balances connections, not requests), and
-  an active health check on ``/v2/health/ready`` every 300 ms that takes a replica out
-  and puts it back, as the readiness probe does;
-- Prometheus scrapes every replica's Triton and supervisor metrics with the labels a
-  pod has (``namespace``, ``pod``) and evaluates the chart's recording rules.
-
-Then, with closed-loop gRPC load through HAProxy (raw ``infer`` calls, no client
-retry, so that every lost request is counted), it measures:
-
-1. at low load (1 client), high load (4 per replica) and overload (8 per replica):
-   throughput, latency, how the requests spread over the replicas (Triton's own
-   counters), and the HPA's desired replica count from the live metric (the chart's
-   HPA: its metric, target and bounds, Kubernetes' formula with its 10 % tolerance).
-   The overload is there for the HPA: at 4 clients per replica a fast moment of this
-   machine queues each request about as long as the target, so the HPA rightly keeps
-   the count; at twice that the queue is well over it;
-2. throughput with 1, 2, ... replicas in rotation at the same load;
-3. a drain: a replica taken out of rotation (what endpoint removal does), the chart's
-   preStop pause, then SIGTERM: requests lost (zero expected); the replica is then
-   started again and rejoins once ready;
-4. a crash: every process of a replica SIGKILLed at once: requests lost against what
-   that replica had in flight, and when the last loss happened;
-5. every panel query of the chart's Grafana dashboard, against this Prometheus:
-   whether each returns data.
-
-Writes ``results/cluster/cluster.json`` and ``cluster.md`` and prints the summary.
-Everything listens on 127.0.0.1; the processes are stopped at the end, or on Ctrl-C.
+Then, under ``bench.load``'s closed loop through HAProxy (no client retry, so every
+lost request is counted), it measures: throughput, latency, the spread over the
+replicas and the HPA's desired count from the live metric (Kubernetes' formula) at
+low load (1 client), high (4 per replica) and overload (8 per replica: at 4 a fast
+moment of this machine queues each request about as long as the target, so the HPA
+rightly keeps the count); throughput with 1, 2, ... replicas in rotation; a drain
+(out of rotation, the chart's preStop pause, SIGTERM: zero requests lost expected,
+then the replica rejoins); a crash (every process of a replica SIGKILLed: the losses
+against what it had in flight); and whether each panel query of the chart's Grafana
+dashboard returns data. Writes ``results/cluster/cluster.json`` and ``cluster.md``.
+Everything listens on 127.0.0.1 and is stopped at the end, or on Ctrl-C.
 """
 
 from __future__ import annotations
