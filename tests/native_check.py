@@ -18,10 +18,9 @@ def compare_with_runners(grpc, registry, photos: dict[str, bytes]) -> list[tuple
     photos (one, then a batch of three), against ``ensemble.runners`` running the same
     artifact in this process. Asserts equality within RTOL/ATOL; returns (detector,
     output, max |diff|) per comparison."""
-    import tritonclient.grpc as grpcclient
-
     from ensemble.imaging import decode_scaled
     from ensemble.runners import Device, TensorNames, load_runner
+    from tests.inference import tensor
 
     compared = []
     for d in registry.detectors:
@@ -36,9 +35,8 @@ def compare_with_runners(grpc, registry, photos: dict[str, bytes]) -> list[tuple
         images = [decode_scaled(photos[p], 1024)[0] for p in PHOTOS]
         batch = np.stack([d.family.preprocess(image) for image in images])
         for chunk in (batch[:1], batch):
-            tensor = grpcclient.InferInput(inp["name"], list(chunk.shape), inp["data_type"][5:])
-            tensor.set_data_from_numpy(chunk)
-            reply = grpc.infer(d.name, [tensor])
+            # The model's own input, typed as its config says ("TYPE_FP32" is "FP32").
+            reply = grpc.infer(d.name, [tensor(inp["name"], chunk, inp["data_type"][5:])])
             expected = runner(chunk)
             for name in outputs:
                 got = reply.as_numpy(name)

@@ -53,13 +53,9 @@ def lab(lab_url):
 
 
 def infer(client, model: str, photo: bytes, score: float = 0.3) -> dict:
-    import tritonclient.grpc as grpcclient
+    from tests.inference import image_inputs
 
-    image = grpcclient.InferInput(contract.IMAGE, [1, 1], "BYTES")
-    image.set_data_from_numpy(np.array([[photo]], dtype=object))
-    threshold = grpcclient.InferInput(contract.SCORE_THRESHOLD, [1, 1], "FP32")
-    threshold.set_data_from_numpy(np.array([[score]], np.float32))
-    reply = client._client.infer(model, [image, threshold])
+    reply = client._client.infer(model, image_inputs([photo], score))
     return {o.name: reply.as_numpy(o.name) for o in reply.get_response().outputs}
 
 

@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ensemble import contract, native
@@ -190,6 +189,8 @@ def test_a_killed_tritonserver_is_restarted_and_serves_again(tmp_path, photos):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    from tests.inference import image_inputs
+
     launcher = Launcher(tmp_path, ONE_DETECTOR)
     try:
         launcher.wait_for(r"^ready: ")
@@ -199,11 +200,10 @@ def test_a_killed_tritonserver_is_restarted_and_serves_again(tmp_path, photos):
 
         def load() -> None:
             with grpcclient.InferenceServerClient(launcher.grpc_url) as client:
-                image = grpcclient.InferInput(contract.IMAGE, [1, 1], "BYTES")
-                image.set_data_from_numpy(np.array([[photos["coffee"]]], dtype=object))
+                inputs = image_inputs([photos["coffee"]])
                 while not stop.is_set():
                     try:
-                        client.infer("detect_centernet", [image], client_timeout=10)
+                        client.infer("detect_centernet", inputs, client_timeout=10)
                         outcomes.append((time.monotonic(), "ok"))
                     except InferenceServerException as e:
                         outcomes.append((time.monotonic(), e.status() or str(e)))

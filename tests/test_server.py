@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from ensemble import contract
 from ensemble.registry import load_models
+from tests.inference import image_inputs
 
 pytestmark = pytest.mark.server
 
@@ -44,18 +45,10 @@ SCENES = {
 
 
 def infer(grpc, model, images, score=None, iou=None, outputs=None):
-    data = np.array([[im] for im in images], dtype=np.object_)
-    tensors = [grpcclient.InferInput(contract.IMAGE, list(data.shape), "BYTES")]
-    tensors[0].set_data_from_numpy(data)
-    for name, value in ((contract.SCORE_THRESHOLD, score), (contract.IOU_THRESHOLD, iou)):
-        if value is not None:
-            t = grpcclient.InferInput(name, [len(images), 1], "FP32")
-            t.set_data_from_numpy(np.full((len(images), 1), value, np.float32))
-            tensors.append(t)
     requested = None
     if outputs is not None:
         requested = [grpcclient.InferRequestedOutput(n) for n in outputs]
-    return grpc.infer(model, tensors, outputs=requested)
+    return grpc.infer(model, image_inputs(images, score, iou), outputs=requested)
 
 
 def detections(result, index=0, prefix=""):
