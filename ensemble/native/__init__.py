@@ -36,11 +36,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
 from ensemble.native import sources
+from ensemble.native.backends import (
+    BACKENDS,
+    PLATFORMS,
+    BackendStatus,
+    libtritonserver,
+    symlink,
+)
 from ensemble.native.sources import GIT_BASE_ENV, SOURCES_ENV
 
 __all__ = [
@@ -63,14 +70,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(__file__).resolve().parent
 CACHE_ENV = "NATIVE_CACHE_DIR"
 
-# Runtime (as a models file names it) -> the native backend that serves it.
-BACKENDS = {"torchscript": "pytorch", "savedmodel": "tensorflow", "onnx": "onnxruntime"}
-# Backend -> the Triton platform a model config names for it.
-PLATFORMS = {
-    "pytorch": "pytorch_libtorch",
-    "tensorflow": "tensorflow_savedmodel",
-    "onnxruntime": "onnxruntime_onnx",
-}
 STATUS_FILE = "status.json"
 INPUTS_FILE = "inputs.json"  # what the key was computed from
 BACKEND_DIR = "backends"  # under the key's folder: the --backend-directory
@@ -111,23 +110,6 @@ def _framework_versions() -> dict[str, str | None]:
     }
 
 
-def pytriton_libs() -> Path | None:
-    """The wheel's ``nvidia_pytriton.libs`` (the server's libraries), if installed."""
-    try:
-        dist = metadata.distribution("nvidia-pytriton")
-    except metadata.PackageNotFoundError:
-        return None
-    return Path(dist.locate_file("")) / "nvidia_pytriton.libs"
-
-
-def libtritonserver() -> str | None:
-    """File name of the server library the backends must link: auditwheel renamed it
-    ``libtritonserver-<hash>.so``, and the hash changes with every wheel release."""
-    libs = pytriton_libs()
-    found = sorted(libs.glob("libtritonserver-*.so")) if libs and libs.is_dir() else []
-    return found[0].name if found else None
-
-
 def _server() -> dict[str, str | None]:
     return {"nvidia-pytriton": _version("nvidia-pytriton"), "library": libtritonserver()}
 
@@ -163,52 +145,6 @@ def cache_key(inputs: dict | None = None) -> str:
     :func:`key_inputs`, already read)."""
     blob = json.dumps(inputs or key_inputs(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-# --- what a build said ---
-
-
-@dataclass(frozen=True)
-class BackendStatus:
-    """One backend's outcome in the build for a key."""
-
-    backend: str
-    state: str  # "built", "failed" or "unavailable" (no sources)
-    reason: str = ""  # one line, for "failed" and "unavailable"
-    path: str | None = None  # folder holding libtriton_<backend>.so, when built
-    log: str | None = None  # the backend's build log
-    seconds: float | None = None  # configure + build + install + check
-    reused: bool = False  # this call found it in the cache (not stored)
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "built"
-
-    def line(self) -> str:
-        """What setup prints for this backend, one line."""
-        head = f"native backend {self.backend}:"
-        if self.state == "built":
-            when = "reused" if self.reused else f"built in {self.seconds:.0f} s"
-            return f"{head} {when} ({_shown(self.path)})"
-        cached = " (cached; --force rebuilds)" if self.reused else ""
-        return f"{head} failed{cached}: {self.reason}; see {_shown(self.log)}"
-
-
-def _shown(path: str | Path | None) -> str:
-    """``path`` relative to the working directory when it is under it."""
-    if path is None:
-        return "-"
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def unavailable_line(reason: str) -> str:
-    """The one line setup prints when no sources could be had."""
-    return (
-        f"native backends: sources not found ({reason}); every runtime stays on its Python runner"
-    )
 
 
 def installed_key() -> str:
@@ -256,16 +192,6 @@ def built(key: str | None = None) -> dict[str, Path]:
     return found
 
 
-def _symlink(link: Path, target: Path | str) -> None:
-    """``link`` -> ``target``, replaced atomically when it points elsewhere."""
-    if link.is_symlink() and os.readlink(link) == str(target):
-        return
-    tmp = link.with_name(f".{link.name}.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
-
-
 def backend_directory(python_backend_dir: Path, key: str | None = None) -> Path:
     """A folder for tritonserver's ``--backend-directory``: ``python`` (a link to the
     given Python backend, the PyPI server's) and each backend that :func:`built`. It
@@ -278,11 +204,11 @@ def backend_directory(python_backend_dir: Path, key: str | None = None) -> Path:
         # Relative, so that the key's folder can be looked at from anywhere.
         wanted[name] = os.path.relpath(path, folder)
     for entry in folder.iterdir():
-        # Dot names are another process's links on their way in (see _symlink).
+        # Dot names are another process's links on their way in (see backends.symlink).
         if entry.name not in wanted and not entry.name.startswith("."):
             entry.unlink()
     for name, target in wanted.items():
-        _symlink(folder / name, target)
+        symlink(folder / name, target)
     return folder
 
 

@@ -30,8 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble import native
 from ensemble.native import sources, tf_shim
+from ensemble.native.backends import (
+    BACKENDS,
+    BackendStatus,
+    libtritonserver,
+    pytriton_libs,
+    symlink,
+    unavailable_line,
+)
 from ensemble.native.sources import Sources, SourcesUnavailable
 
 GOOGLETEST = Path("/usr/src/googletest")  # Debian's googletest (r24.10's common wants one)
@@ -57,8 +64,8 @@ class Venv:
     @classmethod
     def find(cls) -> Venv:
         return cls(
-            native.pytriton_libs(),
-            native.libtritonserver(),
+            pytriton_libs(),
+            libtritonserver(),
             _package("torch"),
             _package("tensorflow"),
             _package("onnxruntime"),
@@ -215,7 +222,7 @@ def _onnxruntime(src: Sources, venv: Venv, folder: Path, work: Path, log: Log) -
     # The wheel ships only the versioned file; the backend links -lonnxruntime.
     lib_dir = work / "onnxruntime-lib"
     lib_dir.mkdir(parents=True, exist_ok=True)
-    native._symlink(lib_dir / "libonnxruntime.so", runtime)
+    symlink(lib_dir / "libonnxruntime.so", runtime)
     flags = [
         f"-DTRITON_ONNXRUNTIME_INCLUDE_PATHS={src.ort_include}",
         f"-DTRITON_ONNXRUNTIME_LIB_PATHS={lib_dir}",
@@ -224,7 +231,7 @@ def _onnxruntime(src: Sources, venv: Venv, folder: Path, work: Path, log: Log) -
     dest = folder / "onnxruntime"
     installed = _install(log, library, dest, venv, [])
     # The backend needs the runtime by its soname; $ORIGIN finds this link.
-    native._symlink(dest / "libonnxruntime.so.1", runtime)
+    symlink(dest / "libonnxruntime.so.1", runtime)
     return installed
 
 
@@ -245,7 +252,7 @@ def _tensorflow(src: Sources, venv: Venv, folder: Path, work: Path, log: Log) ->
     for name in ("libtensorflow_cc.so", "libtensorflow_framework.so"):
         if not (tf_dir / f"{name}.2").is_file():
             raise BuildFailed(f"the TensorFlow wheel has no {name}.2 in {tf_dir}")
-        native._symlink(lib_dir / name, tf_dir / f"{name}.2")
+        symlink(lib_dir / name, tf_dir / f"{name}.2")
 
     try:
         source, include = tf_shim.prepare(src.tree("tensorflow_backend"), work / "tf-shim")
@@ -286,18 +293,18 @@ def _missing_tools() -> list[str]:
     return missing
 
 
-def build_all(folder: Path, log: Callable[[str], None]) -> dict[str, native.BackendStatus]:
+def build_all(folder: Path, log: Callable[[str], None]) -> dict[str, BackendStatus]:
     """Fetch the sources, then build, install and check each backend into ``folder``
     (the key's folder), one after another. One line per backend goes to ``log``, or one
     line in all when there are no sources."""
     logs = folder / "logs"
     work = folder / "work"
-    names = list(native.BACKENDS.values())
+    names = list(BACKENDS.values())
     try:
         src = sources.fetch(work / "src", logs / "sources.log")
     except SourcesUnavailable as e:
-        log(native.unavailable_line(str(e)))
-        return {n: native.BackendStatus(n, "unavailable", str(e)) for n in names}
+        log(unavailable_line(str(e)))
+        return {n: BackendStatus(n, "unavailable", str(e)) for n in names}
 
     venv = Venv.find()
     problems = _missing_tools()
@@ -313,7 +320,7 @@ def build_all(folder: Path, log: Callable[[str], None]) -> dict[str, native.Back
                 raise BuildFailed(f"missing {', '.join(problems)} (scripts/setup.sh installs them)")
             library = STEPS[name](src, venv, folder, work, backend_log)
             _check(backend_log, library, venv)
-            entry = native.BackendStatus(
+            entry = BackendStatus(
                 name,
                 "built",
                 path=str(library.parent),
@@ -321,7 +328,7 @@ def build_all(folder: Path, log: Callable[[str], None]) -> dict[str, native.Back
                 seconds=round(time.monotonic() - started, 1),
             )
         except BuildFailed as e:
-            entry = native.BackendStatus(
+            entry = BackendStatus(
                 name,
                 "failed",
                 reason=str(e),
@@ -329,7 +336,7 @@ def build_all(folder: Path, log: Callable[[str], None]) -> dict[str, native.Back
                 seconds=round(time.monotonic() - started, 1),
             )
         except OSError as e:
-            entry = native.BackendStatus(
+            entry = BackendStatus(
                 name, "failed", reason=f"{type(e).__name__}: {e}", log=str(backend_log.path)
             )
         backend_log.write(f"\n{entry.state}{': ' + entry.reason if entry.reason else ''}\n")

@@ -11,7 +11,8 @@ directory (default ``<repo>/.cache/models``, overridden by ``$DETECTOR_MODELS_DI
     reference/{nanodet,centernet,ssd_mobilenet_v2}.pb   source-runtime forms (GraphDefs)
     manifest.json
 
-Importing this package is cheap; TensorFlow and torch are imported only to build.
+Importing this package is cheap; TensorFlow and torch are imported only to build
+(``ensemble.recipes.pipeline.build_all``, which ``python -m ensemble.recipes`` runs).
 """
 
 from __future__ import annotations
@@ -65,19 +66,11 @@ def load_manifest(root: Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def build_all(models_dir: Path | str | None = None, force: bool = False) -> dict:
-    """Build (or reuse) every artifact; returns the manifest. See ``pipeline.build_all``."""
-    from ensemble.recipes.pipeline import build_all as _build_all
-
-    return _build_all(Path(models_dir) if models_dir else None, force=force)
-
-
 __all__ = [
     "DOWNLOADS_DIR_ENV",
     "RECIPES",
     "MODELS_DIR_ENV",
     "artifact_path",
-    "build_all",
     "downloads_dir",
     "load_manifest",
     "manifest_path",

@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
-    from ensemble.recipes import build_all
-    from ensemble.recipes.pipeline import BuildError
+    from ensemble.recipes.pipeline import BuildError, build_all
     from ensemble.recipes.sources import FetchError
 
     try:
