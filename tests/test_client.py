@@ -8,7 +8,6 @@ ensembles' configs; those are the ones ``ensemble.configgen`` generates, shaped 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +58,7 @@ from ensemble.contract import (
     ensemble_name,
     output_prefix,
 )
+from ensemble.processes import free_port
 from ensemble.registry import load_models
 
 pytestmark = pytest.mark.unit
@@ -96,12 +96,6 @@ def reply_arrays(rows_per_image: list[list[list[float]]], prefix: str = "") -> d
         prefix + NUM_DETECTIONS: nums,
         prefix + ANNOTATED_IMAGE: jpegs,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_error(code: grpc.StatusCode, msg: str) -> InferenceServerException:

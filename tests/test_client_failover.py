@@ -1,27 +1,25 @@
-"""The client's failover over several endpoints, and its retries on one load-balanced
-address: the pure parts (endpoint lists, the rotation, cooldowns, the bounded
-backoff), real sockets on ports nothing listens on, the real server, and two real
-servers of which one stops mid-run.
+"""The client's retries and failover (client.retry, the endpoints of client.connection):
+endpoint lists, the rotation and cooldowns, the bounded backoff with its jitter, the
+loop that sends a request again, and real sockets on ports nothing listens on. Against
+real servers: test_client_failover_server.py.
 
-A dead endpoint here is a loopback port taken from the kernel and released, so that
-nothing listens on it: the connection is refused at once.
+The refusals are tritonclient's exceptions shaped as tritonclient builds them from a
+gRPC error, with grpcio's and Triton's words. A dead endpoint here is a loopback port
+nothing listens on: the connection is refused at once.
 """
 
 from __future__ import annotations
 
 import random
-import threading
-import time
-from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import cli, connection, environment, errors
 from client.api import DetectorClient
 from client.errors import (
-    InvalidImage,
     ServerBusy,
     ServerUnavailable,
 )
@@ -36,6 +34,8 @@ from client.retry import (
 )
 from ensemble.contract import BUSY_MESSAGES
 from ensemble.processes import free_port
+
+pytestmark = pytest.mark.unit
 
 MODEL = "detect_pytorch"  # one detector: the cheapest ensemble to serve
 REFUSED = (  # what grpcio says when nothing listens
@@ -71,7 +71,6 @@ class Clock:
 # --- endpoints ---------------------------------------------------------------------------
 
 
-@pytest.mark.unit
 def test_endpoints_are_split_on_commas_with_blanks_and_grpc_schemes_dropped():
     assert connection.parse_endpoints("a:8001") == ("a:8001",)
     assert connection.parse_endpoints(" a:8001 ,grpc://b:8002,\tc:8003\n") == (
@@ -81,13 +80,11 @@ def test_endpoints_are_split_on_commas_with_blanks_and_grpc_schemes_dropped():
     )
 
 
-@pytest.mark.unit
 def test_a_sequence_of_endpoints_is_taken_in_its_order():
     assert connection.parse_endpoints(["b:2", " a:1 "]) == ("b:2", "a:1")
     assert connection.parse_endpoints(("a:1", "b:2,c:3")) == ("a:1", "b:2", "c:3")
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "url, words",
     [
@@ -106,7 +103,6 @@ def test_bad_endpoint_lists_are_refused_saying_why(url, words):
         connection.parse_endpoints(url)
 
 
-@pytest.mark.unit
 def test_grpc_targets_that_resolve_to_many_addresses_are_kept_whole():
     assert connection.parse_endpoints("dns:///triton-headless:8001") == (
         "dns:///triton-headless:8001",
@@ -117,7 +113,6 @@ def test_grpc_targets_that_resolve_to_many_addresses_are_kept_whole():
     assert connection.parse_endpoints(target) == (target,)
 
 
-@pytest.mark.unit
 def test_several_endpoints_come_from_the_environment_too(monkeypatch):
     monkeypatch.setenv(environment.URL_ENV, "a:1, b:2")
     assert connection.resolve_endpoints() == ("a:1", "b:2")
@@ -127,7 +122,6 @@ def test_several_endpoints_come_from_the_environment_too(monkeypatch):
         assert client.endpoints == ("a:1", "b:2") and client.url == "a:1,b:2"
 
 
-@pytest.mark.unit
 def test_loopback_is_told_for_addresses_and_grpc_targets():
     loopback = connection.is_loopback_url
     assert loopback("localhost:8001") and loopback("127.0.0.1:8001") and loopback("[::1]:8001")
@@ -138,12 +132,10 @@ def test_loopback_is_told_for_addresses_and_grpc_targets():
     assert not loopback("ipv4:127.0.0.1:1,10.0.0.2:2")
 
 
-@pytest.mark.unit
 def test_the_channel_balances_over_every_address_of_a_name():
     assert dict(connection.channel_args())["grpc.lb_policy_name"] == "round_robin"
 
 
-@pytest.mark.unit
 def test_cli_refuses_an_empty_endpoint_as_bad_usage(tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
@@ -159,14 +151,12 @@ def test_cli_refuses_an_empty_endpoint_as_bad_usage(tmp_path, capsys):
 # --- rotation, cooldown, backoff ---------------------------------------------------------
 
 
-@pytest.mark.unit
 def test_rounds_start_one_endpoint_further_each_time():
     pool = EndpointPool(["a", "b", "c"])
     rounds = [pool.next_round() for _ in range(4)]
     assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
 
 
-@pytest.mark.unit
 def test_a_failed_endpoint_is_skipped_until_its_cooldown_is_over():
     clock = Clock()
     pool = EndpointPool(["a", "b", "c"], cooldown_s=5.0, clock=clock)
@@ -180,7 +170,6 @@ def test_a_failed_endpoint_is_skipped_until_its_cooldown_is_over():
     assert "b" in pool.next_round() and pool.cooling() == []
 
 
-@pytest.mark.unit
 def test_an_answer_ends_the_cooldown_and_all_cooling_means_all_are_tried():
     clock = Clock()
     pool = EndpointPool(["a", "b"], cooldown_s=5.0, clock=clock)
@@ -191,7 +180,36 @@ def test_an_answer_ends_the_cooldown_and_all_cooling_means_all_are_tried():
     assert pool.next_round() == ["a"]
 
 
-@pytest.mark.unit
+def test_backoff_ceilings_double_from_the_first_delay_up_to_the_cap():
+    policy = RetryPolicy(attempts=7, first_delay_s=0.1, max_delay_s=1.0)
+    assert backoff_ceilings(policy) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+
+
+def test_backoff_delays_are_one_fewer_than_the_attempts_and_within_their_ceilings():
+    policy = RetryPolicy()  # the default: 4 attempts, 0.1 s first, 2 s at most
+    ceilings = backoff_ceilings(policy)
+    rng = random.Random(7)
+    runs = [backoff_delays(policy, rng) for _ in range(2000)]
+    assert all(len(delays) == policy.attempts - 1 for delays in runs)
+    for k, ceiling in enumerate(ceilings):
+        waits = [delays[k] for delays in runs]
+        assert min(waits) >= 0.0 and max(waits) <= ceiling <= policy.max_delay_s
+        # full jitter: spread over the whole range, not bunched at the ceiling
+        assert min(waits) < 0.1 * ceiling and max(waits) > 0.9 * ceiling
+    # and they grow: the mean wait before each retry is about half its doubling ceiling
+    means = [np.mean([delays[k] for delays in runs]) for k in range(len(ceilings))]
+    assert means == sorted(means)
+    assert means == pytest.approx([c / 2 for c in ceilings], rel=0.1)
+
+
+def test_one_attempt_means_no_wait_and_bad_policies_are_refused():
+    assert backoff_delays(NO_RETRY, random.Random(0)) == []
+    with pytest.raises(ValueError, match="attempts must be at least 1"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError, match="first_delay_s <= max_delay_s"):
+        RetryPolicy(first_delay_s=3.0, max_delay_s=2.0)
+
+
 def test_the_failover_backoff_doubles_and_is_capped_and_bounded():
     policy = FailoverPolicy(rounds=6, first_delay_s=0.1, max_delay_s=0.5)
     assert backoff_ceilings(policy.backoff) == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
@@ -203,7 +221,6 @@ def test_the_failover_backoff_doubles_and_is_capped_and_bounded():
     assert backoff_delays(FailoverPolicy(rounds=1).backoff, rng) == []
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "options, words",
     [
@@ -217,7 +234,6 @@ def test_a_bad_failover_policy_is_refused(options, words):
         FailoverPolicy(**options)
 
 
-@pytest.mark.unit
 def test_only_a_plain_unavailable_is_unreachable():
     assert errors.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, REFUSED))
     assert errors.is_unreachable(grpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
@@ -246,7 +262,6 @@ class Endpoints:
         return endpoint
 
 
-@pytest.mark.unit
 def test_an_unreachable_endpoint_passes_the_request_to_the_next_without_waiting():
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
@@ -258,7 +273,6 @@ def test_an_unreachable_endpoint_passes_the_request_to_the_next_without_waiting(
     assert call.calls == ["a", "b", "b"]
 
 
-@pytest.mark.unit
 def test_the_retries_end_after_the_rounds_with_every_endpoint_named():
     clock = Clock()
     pool = EndpointPool(["a", "b", "c"], clock=clock)
@@ -277,7 +291,6 @@ def test_the_retries_end_after_the_rounds_with_every_endpoint_named():
     assert {e: s.unreachable for e, s in pool.stats().items()} == {"a": 3, "b": 3, "c": 3}
 
 
-@pytest.mark.unit
 def test_a_busy_refusal_is_retried_on_the_next_endpoint_after_a_wait():
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
@@ -288,7 +301,6 @@ def test_a_busy_refusal_is_retried_on_the_next_endpoint_after_a_wait():
     assert pool.cooling() == []  # a busy server is up: no cooldown
 
 
-@pytest.mark.unit
 def test_busy_refusals_on_one_endpoint_are_retried_after_growing_jittered_waits():
     clock = Clock()
     policy = RetryPolicy(attempts=4, first_delay_s=0.1, max_delay_s=2.0)
@@ -301,7 +313,6 @@ def test_busy_refusals_on_one_endpoint_are_retried_after_growing_jittered_waits(
     assert all(0 <= w <= c for w, c in zip(clock.waits, backoff_ceilings(policy), strict=False))
 
 
-@pytest.mark.unit
 def test_a_server_busy_through_every_retry_is_server_busy_saying_how_often():
     clock = Clock()
     pool = EndpointPool(["a", "b"], clock=clock)
@@ -318,7 +329,6 @@ def test_a_server_busy_through_every_retry_is_server_busy_saying_how_often():
     )
 
 
-@pytest.mark.unit
 def test_no_retry_sends_a_busy_refusal_once():
     clock = Clock()
     call = Endpoints(a=[grpc_error(grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGES[0])])
@@ -327,7 +337,6 @@ def test_no_retry_sends_a_busy_refusal_once():
     assert call.calls == ["a"] and clock.waits == []
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "code, msg",
     [
@@ -351,7 +360,6 @@ def test_the_requests_own_errors_are_never_sent_again(code, msg):
 # --- real sockets, nothing listening ---------------------------------------------------
 
 
-@pytest.mark.unit
 def test_a_client_of_dead_endpoints_raises_naming_them_all_after_its_rounds():
     endpoints = [dead(), dead()]
     with DetectorClient(endpoints) as client:
@@ -370,7 +378,6 @@ def test_a_client_of_dead_endpoints_raises_naming_them_all_after_its_rounds():
     }
 
 
-@pytest.mark.unit
 def test_one_dead_address_is_retried_with_backoff_and_keeps_its_message():
     url = dead()
     with DetectorClient(url, failover=FailoverPolicy(rounds=3)) as client:
@@ -382,111 +389,3 @@ def test_one_dead_address_is_retried_with_backoff_and_keeps_its_message():
         f"Triton server at {url} is not reachable: is it running? "
         f"start it with `{errors.SERVE_COMMAND}`"
     )
-
-
-# --- the real server ---------------------------------------------------------------------
-
-
-def boxes(results) -> list[list[tuple]]:
-    return [
-        [(d.label, round(d.score, 4), *(round(v, 1) for v in (d.x1, d.y1, d.x2, d.y2)))
-         for d in r.detections]
-        for r in results
-    ]  # fmt: skip
-
-
-@pytest.mark.server
-def test_a_dead_endpoint_first_costs_no_request(triton_url, photos):
-    names = ["astronaut", "coffee", "horse", "motorcycle_left", "chelsea"] * 2
-    gone = dead()
-    with DetectorClient(triton_url) as alone:
-        expected = [boxes(alone.detect([photos[n]], model=MODEL)) for n in names]
-    # a cooldown longer than the run: the dead endpoint is tried once, then left out
-    with DetectorClient([gone, triton_url], failover=FailoverPolicy(cooldown_s=3600)) as client:
-        assert client.is_ready()  # tries the dead one first: the rotation starts there
-        assert MODEL in client.ensembles() and client.labels(MODEL)
-        got = [boxes(client.detect([photos[n]], model=MODEL)) for n in names]
-        stats = client.endpoint_stats()
-    assert got == expected and any(expected)
-    assert stats[gone].sent == stats[gone].unreachable == 1
-    assert stats[triton_url].unreachable == 0
-    assert stats[triton_url].answered >= len(names)
-
-
-@pytest.mark.server
-def test_an_invalid_image_is_sent_once(triton_url):
-    port = triton_url.rsplit(":", 1)[1]
-    # two names of the one server: a second try anywhere would be counted
-    with DetectorClient([f"127.0.0.1:{port}", f"localhost:{port}"]) as client:
-        client.model_info(MODEL)
-        before = sum(s.sent for s in client.endpoint_stats().values())
-        with pytest.raises(InvalidImage):
-            client.detect([b"definitely not an image"], model=MODEL)
-        after = sum(s.sent for s in client.endpoint_stats().values())
-    assert after - before == 1
-
-
-@pytest.mark.server
-def test_a_name_grpc_resolves_is_served_round_robin(triton_url, photos):
-    port = triton_url.rsplit(":", 1)[1]
-    with DetectorClient(f"dns:///localhost:{port}") as client:
-        (result,) = client.detect([photos["coffee"]], model=MODEL)
-    assert "cup" in result.summary()
-
-
-@pytest.mark.server
-@pytest.mark.slow
-def test_a_replica_stopping_mid_run_loses_no_request(triton_url, photos, tmp_path: Path):
-    """Two real servers behind one client, driven from two threads; one server stops
-    (drains, then exits) mid-run. Every request is answered, by both servers before
-    the stop, and the stopped one is tried again and failed over."""
-    from ensemble.server import running_server
-
-    with DetectorClient(triton_url) as alone:
-        (reference,) = boxes(alone.detect([photos["coffee"]], model=MODEL))
-    failures: list[BaseException] = []
-    answers: list[list[tuple]] = []
-    done = threading.Event()
-    with running_server(load=(MODEL,), workdir=tmp_path) as second:
-        client = DetectorClient([second.grpc_url, triton_url])
-
-        def drive() -> None:
-            while not done.is_set():
-                try:
-                    (result,) = boxes(client.detect([photos["coffee"]], model=MODEL))
-                except Exception as e:  # noqa: BLE001 - every failure is counted
-                    failures.append(e)
-                else:
-                    answers.append(result)
-
-        def wait_for(condition, what: str) -> None:
-            limit = time.monotonic() + 120  # against a hang, not a speed check
-            while not condition():
-                assert time.monotonic() < limit, what
-                time.sleep(0.05)
-
-        drivers = [threading.Thread(target=drive) for _ in range(2)]
-        for t in drivers:
-            t.start()
-        try:
-            stats = client.endpoint_stats
-            wait_for(
-                lambda: min(s.answered for s in stats().values()) >= 3 or failures,
-                "both servers to answer",
-            )
-            before = stats()
-            second.stop()
-            after_stop = len(answers)
-            wait_for(lambda: len(answers) >= after_stop + 20 or failures, "answers after")
-        finally:
-            done.set()
-            for t in drivers:
-                t.join()
-            client.close()
-    final = stats()
-    print(f"answered {len(answers)}; before the stop {before}; at the end {final}")
-    assert failures == []
-    assert before[second.grpc_url].answered > 0 and before[triton_url].answered > 0
-    assert final[second.grpc_url].unreachable > 0  # it was tried after the stop
-    assert final[triton_url].unreachable == 0
-    assert all(a == reference for a in answers)

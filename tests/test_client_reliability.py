@@ -8,14 +8,11 @@ the words Triton 2.51 and grpcio answer with.
 
 from __future__ import annotations
 
-import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc._utils import _get_inference_request
@@ -35,8 +32,9 @@ from client.errors import (
 )
 from client.payload import DetectOptions
 from client.results import DetectorInfo, ImageResult, ModelInfo
-from client.retry import NO_RETRY, RetryPolicy, backoff_ceilings, backoff_delays, run_isolating
+from client.retry import run_isolating
 from ensemble.contract import BUSY_MESSAGES, COCO80_LABELS, DETECT_ALL, MAX_REQUEST_BYTES
+from ensemble.processes import free_port
 from tests.tls import make_self_signed
 
 pytestmark = pytest.mark.unit
@@ -53,13 +51,6 @@ REFUSED = (
 QUEUE_FULL = "Exceeds maximum queue size"
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def grpc_error(code: grpc.StatusCode, msg: str) -> InferenceServerException:
     # as tritonclient.grpc builds it from a grpc.RpcError
     return InferenceServerException(msg=msg, status=str(code), debug_details="")
@@ -72,39 +63,6 @@ def http_error(status: int, msg: str) -> InferenceServerException:
 
 def busy() -> InferenceServerException:
     return grpc_error(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL)
-
-
-# --- backoff ---------------------------------------------------------------------------
-
-
-def test_backoff_ceilings_double_from_the_first_delay_up_to_the_cap():
-    policy = RetryPolicy(attempts=7, first_delay_s=0.1, max_delay_s=1.0)
-    assert backoff_ceilings(policy) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
-
-
-def test_backoff_delays_are_one_fewer_than_the_attempts_and_within_their_ceilings():
-    policy = RetryPolicy()  # the default: 4 attempts, 0.1 s first, 2 s at most
-    ceilings = backoff_ceilings(policy)
-    rng = random.Random(7)
-    runs = [backoff_delays(policy, rng) for _ in range(2000)]
-    assert all(len(delays) == policy.attempts - 1 for delays in runs)
-    for k, ceiling in enumerate(ceilings):
-        waits = [delays[k] for delays in runs]
-        assert min(waits) >= 0.0 and max(waits) <= ceiling <= policy.max_delay_s
-        # full jitter: spread over the whole range, not bunched at the ceiling
-        assert min(waits) < 0.1 * ceiling and max(waits) > 0.9 * ceiling
-    # and they grow: the mean wait before each retry is about half its doubling ceiling
-    means = [np.mean([delays[k] for delays in runs]) for k in range(len(ceilings))]
-    assert means == sorted(means)
-    assert means == pytest.approx([c / 2 for c in ceilings], rel=0.1)
-
-
-def test_one_attempt_means_no_wait_and_bad_policies_are_refused():
-    assert backoff_delays(NO_RETRY, random.Random(0)) == []
-    with pytest.raises(ValueError, match="attempts must be at least 1"):
-        RetryPolicy(attempts=0)
-    with pytest.raises(ValueError, match="first_delay_s <= max_delay_s"):
-        RetryPolicy(first_delay_s=3.0, max_delay_s=2.0)
 
 
 # --- mapping refusals ------------------------------------------------------------------

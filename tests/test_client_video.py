@@ -1,5 +1,7 @@
-"""Video clips through the client: the frames API, the ``detect`` CLI on a clip, and the
-clip-level errors (not a video, a damaged stream, a clip over the limit).
+"""Video clips through the client without a server (client.video): batching frames,
+pipelining their requests, writing clips, the COCO results per frame, and the clip-level
+errors (not a video, a truncated file, a clip over the limit) that the ``detect`` CLI
+reports before any request. Against the real server: test_client_video_server.py.
 
 The clips are made here from scikit-image's bundled photos: each photo held for a few
 frames, so that a frame's detections say which photo, and so which position, it was.
@@ -7,7 +9,6 @@ frames, so that a frame's detections say which photo, and so which position, it 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -18,16 +19,14 @@ import cv2
 import numpy as np
 import pytest
 from media import (
-    CLIP_FPS,
     CLIP_SIZE,
-    SCENES,
     count_frames,
     scene_frames,
     scene_order,
     write_clip,
 )
 
-from client import DetectorClient, ImageResult
+from client import ImageResult
 from client.errors import ClipTooLong, VideoNotReadable
 from client.payload import DetectOptions
 from client.results import Detection
@@ -43,6 +42,8 @@ from client.video import (
     probe_clip,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def clip(photos_dir, tmp_path_factory) -> Path:
@@ -55,10 +56,6 @@ def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
-# --- unit: pure helpers --------------------------------------------------------------
-
-
-@pytest.mark.unit
 def test_batched_keeps_order_and_reads_lazily():
     pulled = []
 
@@ -75,7 +72,6 @@ def test_batched_keeps_order_and_reads_lazily():
         next(batched([1], 0))
 
 
-@pytest.mark.unit
 def test_frame_coco_results_carry_the_frame_index_and_each_detectors_own():
     own = ImageResult([Detection(1, 2, 11, 22, 0.5, 0, "person")], b"")
     result = ImageResult(
@@ -90,7 +86,6 @@ def test_frame_coco_results_carry_the_frame_index_and_each_detectors_own():
     assert single["category_name"] == "person" and single["file_name"] == "c.mp4"
 
 
-@pytest.mark.unit
 def test_clip_document_lists_every_frame_with_its_time():
     info = ClipInfo(Path("x/c.mp4"), 64, 48, 4.0, 6)
     doc = clip_document(info, "detect_all", 6, [])
@@ -99,7 +94,6 @@ def test_clip_document_lists_every_frame_with_its_time():
     assert doc["video"]["file_name"] == "c.mp4" and doc["video"]["fps"] == 4.0
 
 
-@pytest.mark.unit
 def test_encode_frame_makes_a_jpeg_and_passes_bytes_through():
     frame = np.zeros((48, 64, 3), np.uint8)
     jpeg = encode_frame(frame)
@@ -127,7 +121,6 @@ class AnsweringClient:
         yield [ImageResult(detections=[], annotated_jpeg=p) for p in payloads]
 
 
-@pytest.mark.unit
 def test_detect_frames_sends_the_next_batch_before_handing_over_results():
     client = AnsweringClient()
     frames = [f"frame {i}".encode() for i in range(6)]  # bytes go out as they are
@@ -147,7 +140,6 @@ def test_detect_frames_sends_the_next_batch_before_handing_over_results():
     assert client.options == [options] * 3  # every request asks the same
 
 
-@pytest.mark.unit
 def test_clip_writer_writes_a_webm_with_every_frame_at_the_fps(tmp_path, photos_dir):
     frames = scene_frames(photos_dir, [0, 1, 2, 0, 1])
     with ClipWriter(tmp_path / "a.webm", 5.0) as writer:
@@ -159,7 +151,6 @@ def test_clip_writer_writes_a_webm_with_every_frame_at_the_fps(tmp_path, photos_
     assert (info.width, info.height, info.fps) == (*CLIP_SIZE, 5.0)
 
 
-@pytest.mark.unit
 def test_probe_refuses_what_is_not_a_video_and_clips_over_the_limit(tmp_path, photos_dir, clip):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all")
@@ -175,7 +166,6 @@ def test_probe_refuses_what_is_not_a_video_and_clips_over_the_limit(tmp_path, ph
     assert probe_clip(clip).frame_count == 12
 
 
-@pytest.mark.unit
 def test_cli_refuses_a_non_video_a_truncated_mp4_and_a_long_clip_without_traceback(tmp_path, clip):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all")
@@ -194,70 +184,3 @@ def test_cli_refuses_a_non_video_a_truncated_mp4_and_a_long_clip_without_traceba
         assert message in proc.stderr and path.name in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())
-
-
-# --- server: the frames API and the CLI against the real server --------------------
-
-
-@pytest.mark.server
-def test_detect_frames_returns_each_frames_result_in_order_and_reads_lazily(triton_url, photos_dir):
-    order = [0, 1, 2, 2, 0, 1, 1, 0, 2, 0, 2]  # interleaved: a mix-up shows
-    frames = scene_frames(photos_dir, order)
-    pulled: list[int] = []
-    seen_at_first_result: list[int] = []
-
-    def source():
-        for i, f in enumerate(frames):
-            pulled.append(i)
-            yield f if i % 2 else encode_frame(f)  # arrays and encoded bytes alike
-
-    with DetectorClient(triton_url) as c:
-        results = []
-        for fr in c.detect_frames(source(), "detect_onnxruntime", batch_size=2, max_in_flight=2):
-            if not results:
-                seen_at_first_result.append(len(pulled))
-            results.append(fr)
-    assert [fr.index for fr in results] == list(range(len(order)))
-    # Bounded: at most batch_size * (max_in_flight + 1) frames read before the first answer.
-    assert seen_at_first_result[0] <= 2 * 3
-    for fr, k in zip(results, order, strict=True):
-        labels = {d.label for d in fr.result.detections}
-        assert SCENES[k][1] in labels, (fr.index, SCENES[k], labels)
-
-
-@pytest.mark.server
-def test_cli_writes_the_annotated_clip_and_per_frame_detections(triton_url, tmp_path, clip):
-    out = tmp_path / "out"
-    proc = run_cli("--url", triton_url, "--model", "detect_all", "--out", out, clip, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "frame" in proc.stderr  # the progress bar and the summary line
-    video = out / "scenes.annotated.webm"
-    assert count_frames(video) == 12
-    info = probe_clip(video)
-    assert info.fps == CLIP_FPS and (info.width, info.height) == CLIP_SIZE
-    doc = json.loads((out / "scenes.detections.json").read_text())
-    assert [im["frame_index"] for im in doc["images"]] == list(range(12))
-    fused = [r for r in doc["results"] if r["model"] == "detect_all"]
-    for i, k in enumerate(scene_order()):
-        labels = {r["category_name"] for r in fused if r["frame_index"] == i}
-        assert SCENES[k][1] in labels, (i, labels)
-    assert {r["model"] for r in doc["results"]} > {"detect_all"}  # each detector's own too
-    assert not list(out.glob("*.part*"))
-
-
-@pytest.mark.server
-def test_cli_reports_a_damaged_stream_and_leaves_no_partial_output(
-    triton_url, tmp_path, photos_dir
-):
-    frames = scene_frames(photos_dir, scene_order())
-    whole = write_clip(tmp_path / "whole.webm", frames, "VP80")
-    cut = tmp_path / "cut.webm"  # WebM keeps its duration up front: the stream ends early
-    data = whole.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    out = tmp_path / "out"
-    proc = run_cli("--url", triton_url, "--model", "detect_onnxruntime", "--out", out, cut,
-                   cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
-    assert "truncated or damaged" in proc.stderr and "cut.webm" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not list(out.glob("cut.*"))
