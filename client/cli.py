@@ -56,7 +56,6 @@ from ensemble.contract import (
     DETECT_ALL,
     MAX_BATCH_SIZE,
     MAX_IMAGE_SIDE,
-    ensemble_name,
 )
 
 # Files picked up when a directory is given (a file named explicitly is always tried).
@@ -156,16 +155,6 @@ def coco_image_ids(paths: Sequence[Path]) -> list[int]:
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(paths) + 1))
-
-
-def coco_entries(result: ImageResult, *, image_id: int, file_name: str, model: str) -> list[dict]:
-    """COCO results for one image; with detect_all also each detector's own detections,
-    tagged with that detector's ensemble name in ``model``."""
-    entries = to_coco_results(result, image_id=image_id, file_name=file_name, model=model)
-    for name, own in result.per_detector.items():
-        own_model = ensemble_name(name)
-        entries += to_coco_results(own, image_id=image_id, file_name=file_name, model=own_model)
-    return entries
 
 
 def write_annotated(result: ImageResult, out: Path, stem: str) -> None:
@@ -352,8 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     write_annotated(outcome, args.out, stems[path])
                     written += 1
-                    entries += coco_entries(
-                        outcome, image_id=image_ids[path], file_name=path.name, model=args.model
+                    entries += to_coco_results(
+                        outcome,
+                        image_id=image_ids[path],
+                        file_name=path.name,
+                        model=args.model,
+                        per_detector=True,
                     )
                     bar.write(f"{path}: {outcome.summary()}", file=sys.stdout)
                 bar.update(len(batch))

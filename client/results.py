@@ -31,6 +31,7 @@ from ensemble.contract import (
     NUM_DETECTIONS,
     TITLE_PARAMETER,
     detector_outputs,
+    ensemble_name,
 )
 
 log = logging.getLogger(__name__)
@@ -287,14 +288,16 @@ def _as_bytes(value: object) -> bytes:
 
 
 def to_coco_results(
-    result: ImageResult, *, image_id: int, file_name: str, model: str
+    result: ImageResult, *, image_id: int, file_name: str, model: str, per_detector: bool = False
 ) -> list[dict]:
     """One image's detections as COCO results-format dicts.
 
     ``bbox`` is ``[x, y, width, height]`` in original-image pixels. ``category_id`` is
     the official COCO id (1..90 with gaps) for a COCO-80 label, as pycocotools expects;
     for a detector with labels of its own it is the class index plus one (COCO ids
-    start at 1), and ``category_name`` always says the label.
+    start at 1), and ``category_name`` always says the label. With ``per_detector``
+    (a detect_all result), each detector's own detections follow, ``model`` naming that
+    detector's ensemble (``detect_<name>``).
     """
     entries = []
     for d in result.detections:
@@ -312,4 +315,8 @@ def to_coco_results(
                 "model": model,
             }
         )
+    if per_detector:
+        for name, own in result.per_detector.items():
+            own_model = ensemble_name(name)
+            entries += to_coco_results(own, image_id=image_id, file_name=file_name, model=own_model)
     return entries

@@ -32,7 +32,7 @@ import numpy as np
 from client.errors import ClipTooLong, DetectorError, VideoNotReadable
 from client.payload import DEFAULT_OPTIONS, SNIFF_BYTES, DetectOptions, sniff_image_format
 from client.results import ImageResult, ModelInfo, Outcome, results_or_raise, to_coco_results
-from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE, ensemble_name
+from ensemble.contract import DETECT_ALL, MAX_BATCH_SIZE
 
 # Clips longer than this are refused before any frame is sent: about a minute at 30 fps,
 # as much as a demo needs and a bounded amount of work per clip.
@@ -241,13 +241,13 @@ def frame_coco_results(
     ``frame_index`` (from 0) added and ``image_id`` = ``frame_index + 1`` (COCO ids
     start at 1); bbox ``[x, y, width, height]`` in frame pixels. With detect_all and
     ``per_detector``, each detector's own detections follow, ``model`` naming it."""
-    image_id = frame.index + 1
-    entries = to_coco_results(frame.result, image_id=image_id, file_name=file_name, model=model)
-    if per_detector:
-        for name, own in frame.result.per_detector.items():
-            entries += to_coco_results(
-                own, image_id=image_id, file_name=file_name, model=ensemble_name(name)
-            )
+    entries = to_coco_results(
+        frame.result,
+        image_id=frame.index + 1,
+        file_name=file_name,
+        model=model,
+        per_detector=per_detector,
+    )
     for entry in entries:
         entry["frame_index"] = frame.index
     return entries
@@ -371,4 +371,3 @@ class ClipWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-

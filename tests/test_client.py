@@ -294,10 +294,14 @@ def test_coco_results_of_own_labels_count_category_ids_from_one():
     assert [(e["category_id"], e["category_name"]) for e in entries] == [(1, "bolt"), (3, "car")]
 
 
-def test_coco_entries_of_detect_all_tag_each_detector_with_its_ensemble():
+def test_coco_results_of_detect_all_tag_each_detector_with_its_ensemble():
     fused = ImageResult([Detection(0, 0, 2, 2, 0.9, 2, "car")], b"")
     fused.per_detector["pytorch"] = ImageResult([Detection(0, 0, 1, 1, 0.7, 2, "car")], b"")
-    entries = cli.coco_entries(fused, image_id=1, file_name="x.jpg", model=DETECT_ALL)
+    entries = to_coco_results(fused, image_id=1, file_name="x.jpg", model=DETECT_ALL)
+    assert [e["model"] for e in entries] == [DETECT_ALL]  # the fused detections only
+    entries = to_coco_results(
+        fused, image_id=1, file_name="x.jpg", model=DETECT_ALL, per_detector=True
+    )
     assert [(e["model"], e["category_id"]) for e in entries] == [
         (DETECT_ALL, 3),
         (ensemble_name("pytorch"), 3),
