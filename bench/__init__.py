@@ -11,6 +11,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -69,12 +70,23 @@ def write_csv(path: Path, rows: Sequence[Mapping]) -> None:
         writer.writerows(rows)
 
 
-def write_stamped(result: Mapping, out: Path, name: str) -> Path:
-    """``result`` as ``out/<name>-<date>-<time>.json``; its path."""
+def measured(measure: Callable[[], dict], errors: tuple, text: Callable[[dict], str],
+             out: Path, name: str, log: Callable[[str], None]) -> dict | None:  # fmt: skip
+    """A command's run: ``measure()``'s figures printed as ``text`` and kept as
+    ``out/<name>-<date>-<time>.json``; None, the error printed, when it raises one of
+    ``errors`` (a Triton that would not start is a RuntimeError, a broken models file a
+    ValueError)."""
+    try:
+        result = measure()
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return None
+    print(text(result))
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1))
-    return path
+    log(f"figures: {path}")
+    return result
 
 
 def table(head: Sequence[str], rows: Iterable[Sequence]) -> list[str]:

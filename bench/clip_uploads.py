@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,13 +33,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import REPO, command_parser, logger, served, table, write_stamped
-from bench.processes import MIB, process_tree, pss_bytes
+from bench import REPO, command_parser, logger, measured, served, table
+from bench.processes import MIB, process_tree, pss_bytes, spawn, wait_until
 
 CLIP_SIZE = (480, 336)  # width, height: the photos' own scale
 CLIP_FPS = 6.0
 UI_READY_TIMEOUT_S = 180.0  # the page imports gradio, torch-free, in 10-30 s here
-REQUEST_TIMEOUT_S = 600.0
 
 
 # --- pure parts ----------------------------------------------------------------------
@@ -153,25 +151,12 @@ def running_page(
     env = dict(os.environ, TMPDIR=str(temp_root))
     env.pop("GRADIO_TEMP_DIR", None)
     log_path = temp_root.parent / "ui.log"
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--url", triton_url, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    command = [sys.executable, "-m", "ui", "--url", triton_url, "--port", str(port)]
+    process = spawn(command, log_path, "wb", cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + UI_READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the page exited with {process.returncode}; see {log_path}")
-            if page_answers(url):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the page did not answer in {UI_READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
+        page = f"the page (see {log_path})"
+        wait_until(lambda: page_answers(url), process, UI_READY_TIMEOUT_S, page, every_s=0.5)
         log(f"page at {url} (pid {process.pid})")
         yield url, process.pid
     finally:
@@ -277,21 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.uploads < 1 or args.sessions < 1 or args.frames < 1:
         ap.error("--uploads, --sessions and --frames must be at least 1")
     log, options = logger("clip-uploads"), {"workdir": args.out / "server"}
-    try:
+
+    def measure() -> dict:
         with (
             served.triton(args.url, args.models, log, **options) as (url, server),
             tempfile.TemporaryDirectory(prefix="clip-uploads-") as work,
         ):
-            result = run(
+            return run(
                 url, Path(work), args.uploads, args.model, clip_frames=args.frames,
                 sessions=args.sessions, server_pids=server.pids if server else None, log=log,
             )  # fmt: skip
-    except (RuntimeError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    print(format_report(result))
-    log(f"figures: {write_stamped(result, args.out, 'clip-uploads')}")
-    return 0 if result["answered"] == result["uploads"] else 1
+
+    errors = (RuntimeError, ValueError, OSError)
+    result = measured(measure, errors, format_report, args.out, "clip-uploads", log)
+    return 0 if result is not None and result["answered"] == result["uploads"] else 1
 
 
 if __name__ == "__main__":

@@ -25,19 +25,18 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench import aligned, shown
+from bench import REPO, aligned, shown
 from bench.load import ANSWERED, Load, latency_summary
 from bench.old_design import ANSWER_DTYPES, FAIR, WIRES
 from bench.photos import FORMATS, photo_files
+from bench.processes import spawn, wait_until
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 HEADERS = {"Content-Type": "application/json"}
@@ -156,16 +155,10 @@ def run(
     }
 
 
-def _wait_until_listening(port: int, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the old-design server exited with code {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"the old-design server did not listen on port {port} in {timeout_s:.0f} s")
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager
@@ -183,23 +176,14 @@ def old_design_server(
     (SIGTERM, then SIGKILL) on exit."""
     from ensemble.processes import stop_process
 
-    root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "bench.old_design", "--model", model, "--port", str(port)]
     command += ["--device", device, "--wire", wire]
     if models is not None:
         command += ["--models", str(Path(models).resolve())]
-    process = subprocess.Popen(
-        command,
-        cwd=root,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    process = spawn(command, None, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
     try:
-        _wait_until_listening(port, process, timeout_s)
+        wait_until(lambda: listening(port), process, timeout_s, "the old-design server")
         yield f"http://127.0.0.1:{port}/predict"
     finally:
         stop_process(process, 10)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import resource
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import psutil
 
@@ -72,6 +74,30 @@ def kill_all(processes: Iterable[psutil.Process]) -> list[int]:
             process.send_signal(signal.SIGKILL)
             killed.append(process.pid)
     return killed
+
+
+def spawn(command: Sequence[str], log_path: Path | None, mode: str = "w",
+          **options) -> subprocess.Popen:  # fmt: skip
+    """``command`` started (``options`` are ``subprocess.Popen``'s) with its output
+    written (``mode`` "a": appended) to ``log_path``, or dropped when None."""
+    if log_path is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                **options)  # fmt: skip
+    with open(log_path, mode) as log:  # the child keeps its own copy of the file
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **options)
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, timeout_s: float,
+               what: str, every_s: float = 0.2) -> None:  # fmt: skip
+    """Poll ``ready()`` every ``every_s`` seconds until it holds; ``RuntimeError``
+    naming ``what`` when ``process`` exits first or ``timeout_s`` seconds pass."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready in {timeout_s:.0f} s")
+        time.sleep(every_s)
 
 
 class Sampler:

@@ -28,11 +28,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from bench import command_parser, logger, served, write_stamped
+from bench import command_parser, logger, measured, served
 from bench.load import ANSWERED, FAILED, OUTCOMES, Load, grpc, warm_up
 from bench.photos import photo_files
 from bench.processes import GIB, Sampler, kill_all, process_tree, pss_bytes
@@ -98,13 +97,12 @@ def soak(
     photos = photo_files("jpeg")
     if not ensembles:
         raise RuntimeError(f"the server at {url} has no detection ensemble ready")
+    if kill is not None and (server_pids is None or http_url is None):
+        raise ValueError("killing a model's workers needs the server's pids and HTTP URL")
+    kill_at_s = duration_s / 3 if kill_at_s is None else kill_at_s
+    if kill is not None and not 0 <= kill_at_s < duration_s:
+        raise ValueError(f"--kill-at {kill_at_s} s is not within the {duration_s} s run")
     affected = affected_ensembles(url, ensembles, kill) if kill is not None else set()
-    if kill is not None:
-        if server_pids is None or http_url is None:
-            raise ValueError("killing a model's workers needs the server's pids and HTTP URL")
-        kill_at_s = duration_s / 3 if kill_at_s is None else kill_at_s
-        if not 0 <= kill_at_s < duration_s:
-            raise ValueError(f"--kill-at {kill_at_s} s is not within the {duration_s} s run")
     warm_up(url, ensembles, photos[:1])
     log(f"{concurrency} threads for {duration_s:.0f} s over {', '.join(ensembles)}")
 
@@ -160,8 +158,11 @@ def affected_ensembles(url: str, ensembles: Sequence[str], kill: str) -> set[str
     return affected
 
 
-def figures(url, load: Load, samples, kill, killed, ready, affected) -> dict:
-    """The soak's result (the module docstring) from its load and its samples."""
+def figures(url: str, load: Load, samples: Sequence[tuple[float, int]], kill: str | None,
+            killed: Mapping, ready: Mapping, affected: set[str]) -> dict:  # fmt: skip
+    """The soak's result (the module docstring) from its ended load, its PSS samples and,
+    with ``kill``, what was killed when (``killed``: ``at`` s, ``pids``) and when the
+    readiness went down and came back (``ready``)."""
     f = load.figures(digits=1)
     seconds = max((int(r.end) for r in load.records), default=-1) + 1
     per_second = {o: [0] * seconds for o in OUTCOMES}
@@ -267,22 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.url and args.kill and (args.pid is None or args.http_url is None):
         ap.error("--kill with --url needs --pid (the tritonserver process) and --http-url")
     log = logger("soak")
-    try:
-        server_options = {"workdir": args.out / "server"}
-        with served.triton(args.url, args.models, log, **server_options) as (url, server):
+    options = {"workdir": args.out / "server"}
+
+    def measure() -> dict:
+        with served.triton(args.url, args.models, log, **options) as (url, server):
             pids = server.pids if server else None if args.pid is None else (lambda: [args.pid])
-            result = soak(
+            return soak(
                 url, args.minutes * 60, args.concurrency, server_pids=pids, kill=args.kill,
                 kill_at_s=args.kill_at, timeout_s=args.timeout, log=log,
                 http_url=server.http_url if server else args.http_url,
             )  # fmt: skip
-    # ServerError (Triton would not start) is a RuntimeError, ModelsFileError a ValueError.
-    except (RuntimeError, ValueError, DetectorError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    print(format_report(result))
-    log(f"figures: {write_stamped(result, args.out, 'soak')}")
-    return 0
+
+    errors = (RuntimeError, ValueError, DetectorError)
+    return 1 if measured(measure, errors, format_report, args.out, "soak", log) is None else 0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from bench import table
 from bench.load import ANSWERED, FAILED, Load, grpc
-from bench.processes import kill_all, tree
+from bench.processes import kill_all, spawn, tree, wait_until
 from bench.served import is_ready
 from cluster import chart
 from ensemble.processes import Ports, free_port, stop_process
@@ -320,12 +320,9 @@ class Replica:
     process: subprocess.Popen | None = None
 
     def start(self, env: dict[str, str]) -> None:
-        log = open(self.log_path, "a")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ensemble.server", *self.argv], cwd=REPO, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        command = [sys.executable, "-m", "ensemble.server", *self.argv]
+        self.process = spawn(command, self.log_path, "a", cwd=REPO, env=env,
+                             start_new_session=True)  # fmt: skip
 
     def ready(self) -> bool:
         return is_ready(f"http://127.0.0.1:{self.ports.http}")
@@ -378,15 +375,9 @@ class HAProxy:
                                capture_output=True, text=True)  # fmt: skip
         if check.returncode != 0:
             raise RuntimeError(f"haproxy refuses {self.config_path}:\n{check.stderr}")
-        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(["haproxy", "-db", "-f", str(self.config_path)],
-                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 10
-        while not self.socket_path.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start; see {self.log_path}")
-            time.sleep(0.05)
+        self.process = spawn(["haproxy", "-db", "-f", str(self.config_path)], self.log_path)
+        wait_until(self.socket_path.exists, self.process, 10, f"haproxy (see {self.log_path})",
+                   every_s=0.05)  # fmt: skip
 
     def command(self, line: str) -> str:
         """One command on the runtime API (``show stat``, ``set server ... state``)."""
@@ -441,14 +432,11 @@ class Prometheus:
             output = check.stdout + check.stderr
             raise RuntimeError(f"promtool refuses {self.config_path}:\n{output}")
         shutil.rmtree(self.data, ignore_errors=True)
-        log = open(self.log_path, "w")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
+        self.process = spawn(
             ["prometheus", f"--config.file={self.config_path}",
              f"--storage.tsdb.path={self.data}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=2h"],
-            stdout=log, stderr=subprocess.STDOUT,
+             "--storage.tsdb.retention.time=2h"], self.log_path,
         )  # fmt: skip
-        log.close()
 
     def query(self, expr: str) -> list[dict]:
         """An instant query's result vector (``[{"metric": {...}, "value": [t, "v"]}]``)."""
