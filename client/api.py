@@ -1,9 +1,10 @@
-"""Python client of the detection ensembles, over Triton's gRPC API.
+"""``DetectorClient``, the front door: images in, typed results out, over Triton's gRPC
+API, from one server or several replicas of it.
 
-Coordinates: every box returned here is in pixels of the *original* image, as the
-contract says: ``(x1, y1, x2, y2)`` with x to the right and y down, origin at the
-top-left corner of the top-left pixel. ``Detection.box_xywh`` gives the COCO form
-``(x, y, width, height)``.
+It puts the package's pieces together: the endpoints, TLS and API key of
+``client.connection``; the images and ``DetectOptions`` of ``client.payload``, packed
+into requests that fit; the retries and failover of ``client.retry``; the answers of
+``client.results``; the errors of ``client.errors``; the frames of ``client.video``.
 
 Thread safety: one ``DetectorClient`` (and the ``tritonclient.grpc``
 ``InferenceServerClient`` inside it, one per endpoint) may be shared by several threads.
@@ -13,21 +14,9 @@ uses; the gRPC channel underneath is thread-safe. The state of our own, the labe
 and the endpoints' rotation, cooldowns and counts (``EndpointPool``), is guarded by
 locks. ``close()`` while other threads are still calling makes their calls fail.
 
-Reliability and security (the server's side is ``ensemble.server``):
-
-- A server whose queues are full refuses a request with one of
-  ``contract.BUSY_MESSAGES``; the client retries it with exponential backoff and full
-  jitter (``RetryPolicy``), then raises ``ServerBusy``.
-- Several endpoints, or one load-balanced address: a request that finds nothing
-  answering (UNAVAILABLE) is sent again, to the next endpoint, with backoff between
-  rounds (``FailoverPolicy``, ``send_failing_over``), then ``ServerUnavailable``
-  names every endpoint tried. Inference is idempotent, so sending it twice is safe.
-- A request larger than ``contract.MAX_REQUEST_BYTES`` is refused here, before anything
-  is sent (``RequestTooLarge``): the server would refuse it anyway.
-- TLS: ``tls=True`` trusts the system's roots, ``tls=PATH`` the CA certificate in that
-  PEM file; by default ``$DETECTOR_TLS_CA`` (a path) turns it on.
-- The server restricts some APIs (the repository index behind ``ready_models``, the
-  statistics) to holders of its API key: ``api_key=`` or ``$DETECTOR_API_KEY``.
+A request larger than ``contract.MAX_REQUEST_BYTES`` is refused here, before anything
+is sent (``RequestTooLarge``): the server would refuse it anyway. The server's side of
+the reliability and security is ``ensemble.server``.
 """
 
 from __future__ import annotations
@@ -435,4 +424,3 @@ class DetectorClient:
             latency_s=latency,
             detector_labels={d.name: d.labels for d in info.per_detector_outputs},
         )
-
