@@ -492,7 +492,7 @@ class Phases:
     """How long each part runs, in seconds."""
 
     steady: float  # low, high and overload each (the HPA's rate windows are 1 minute)
-    per_count: float  # throughput with 1, 2, ... replicas
+    per_count: float  # throughput with 1, 2, ... replicas; 0 skips it
     around: float  # load before and after a drain or a kill
 
 
@@ -635,7 +635,8 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
 
     # Throughput with fewer replicas in rotation: the others in maintenance.
     result["throughput"] = {str(n): result["load"]["high"]["images_per_s"]}
-    for count in range(n - 1, 0, -1):
+    fewer = range(n - 1, 0, -1) if phases.per_count > 0 else range(0)
+    for count in fewer:
         out = [r.name for r in cluster.replicas[count:]]
         for name in out:
             cluster.haproxy.set_state(name, "maint")
