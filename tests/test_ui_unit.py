@@ -7,7 +7,6 @@ from the ensembles' configs.
 
 from __future__ import annotations
 
-import ast
 import base64
 import json
 from pathlib import Path
@@ -32,7 +31,6 @@ from ui.results import ResultFolders
 
 pytestmark = pytest.mark.unit
 
-UI_DIR = Path(app.__file__).parent
 
 # --- what a server with the default models file says of its ensembles ------------
 
@@ -166,20 +164,6 @@ def test_a_page_gets_new_choices_only_when_the_servers_change_keeping_its_own_if
         smaller.choices(),
         "detect_pytorch",
     )
-
-
-def test_the_ui_imports_nothing_of_the_server_side_package_but_the_contract():
-    imported = set()
-    for path in UI_DIR.glob("*.py"):
-        if path.name == "__main__.py":  # --serve starts the server: it is the launcher
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                imported |= {f"{node.module}.{a.name}" for a in node.names}
-            elif isinstance(node, ast.Import):
-                imported |= {a.name for a in node.names}
-    server_side = {m for m in imported if m.split(".")[0] == "ensemble"}
-    assert server_side == {"ensemble.contract"}, server_side
 
 
 def test_example_photos_are_scikit_images_bundled_pngs():
