@@ -361,21 +361,36 @@ class Replica:
                 self.process.wait(10)
 
 
-class HAProxy:
+class Helper:
+    """A helper process of the run: its configuration in the work folder, checked by
+    its own tool before it starts, its output in ``<name>.log``."""
+
+    def __init__(self, name: str, config: str, config_path: Path) -> None:
+        self.name, self.config_path = name, config_path
+        config_path.write_text(config)
+        self.log_path = config_path.with_name(f"{name}.log")
+        self.process: subprocess.Popen | None = None
+
+    def launch(self, check: list[str], command: list[str]) -> None:
+        checked = subprocess.run([*check, str(self.config_path)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            output = checked.stdout + checked.stderr
+            raise RuntimeError(f"{check[0]} refuses {self.config_path}:\n{output}")
+        self.process = spawn(command, self.log_path)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, 10)
+
+
+class HAProxy(Helper):
     def __init__(self, config: str, workdir: Path):
-        self.config_path = workdir / "haproxy.cfg"
         self.socket_path = workdir / "haproxy.sock"
         self.socket_path.unlink(missing_ok=True)  # a previous run's
-        self.config_path.write_text(config)
-        self.process: subprocess.Popen | None = None
-        self.log_path = workdir / "haproxy.log"
+        super().__init__("haproxy", config, workdir / "haproxy.cfg")
 
     def start(self) -> None:
-        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(self.config_path)],
-                               capture_output=True, text=True)  # fmt: skip
-        if check.returncode != 0:
-            raise RuntimeError(f"haproxy refuses {self.config_path}:\n{check.stderr}")
-        self.process = spawn(["haproxy", "-db", "-f", str(self.config_path)], self.log_path)
+        self.launch(["haproxy", "-c", "-q", "-f"], ["haproxy", "-db", "-f", str(self.config_path)])
         wait_until(self.socket_path.exists, self.process, 10, f"haproxy (see {self.log_path})",
                    every_s=0.05)  # fmt: skip
 
@@ -411,32 +426,19 @@ class HAProxy:
     def up(self) -> list[str]:
         return [name for name, row in self.stats().items() if row["status"].startswith("UP")]
 
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, 10)
 
-
-class Prometheus:
+class Prometheus(Helper):
     def __init__(self, config: str, workdir: Path, port: int):
-        self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(config)
+        super().__init__("prometheus", config, workdir / "prometheus.yml")
         self.port = port
         self.data = workdir / "prometheus-data"
-        self.log_path = workdir / "prometheus.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        check = subprocess.run(["promtool", "check", "config", str(self.config_path)],
-                               capture_output=True, text=True)  # fmt: skip
-        if check.returncode != 0:
-            output = check.stdout + check.stderr
-            raise RuntimeError(f"promtool refuses {self.config_path}:\n{output}")
         shutil.rmtree(self.data, ignore_errors=True)
-        self.process = spawn(
-            ["prometheus", f"--config.file={self.config_path}",
-             f"--storage.tsdb.path={self.data}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=2h"], self.log_path,
-        )  # fmt: skip
+        self.launch(["promtool", "check", "config"], [
+            "prometheus", f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=2h",
+        ])  # fmt: skip
 
     def query(self, expr: str) -> list[dict]:
         """An instant query's result vector (``[{"metric": {...}, "value": [t, "v"]}]``)."""
@@ -456,13 +458,6 @@ class Prometheus:
             if not math.isnan(value):
                 found[row["metric"].get("pod", "")] = value
         return found
-
-    def targets_up(self) -> int:
-        return sum(int(float(r["value"][1])) for r in self.query("up"))
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, 10)
 
 
 # --- load --------------------------------------------------------------------------
