@@ -354,7 +354,7 @@ def _sweep(ensembles) -> dict:
 def _write_raw(out, raw) -> str:
     """``raw`` as `python -m bench` leaves a run: raw.json and the CSVs, then the
     report and plots drawn again from raw.json alone (``python -m bench.report``)."""
-    from bench.__main__ import write_csv
+    from bench import write_csv
     from bench.report import main as redraw
 
     out.mkdir(parents=True, exist_ok=True)
