@@ -501,31 +501,33 @@ class Cluster:
     """Everything ``python -m cluster`` starts, stopped together."""
 
     def __init__(self, replicas: int, models: Path, values: Sequence[Path],
-                 log: Callable[[str], None] = print):  # fmt: skip
+                 log: Callable[[str], None] = print, workdir: Path = WORK):  # fmt: skip
+        # ``workdir``: the replicas' folders, HAProxy's socket, Prometheus' data; a test
+        # gives its own, so that a `make cluster` running meanwhile is not disturbed.
         self.log = log
         self.models = models
         self.docs = chart.render(list(values))
         self.chart_args = chart.container_args(self.docs)
         self.deployment = next(d for d in self.docs if d.get("kind") == "Deployment")
         self.pod = self.deployment["spec"]["template"]["spec"]
-        WORK.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
         self.replicas = []
         for i in range(replicas):
             name = f"replica-{i}"
             ports = Ports(*(free_port() for _ in range(4)))
-            workdir = WORK / name
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            argv = replica_argv(self.chart_args, ports, workdir, models)
-            self.replicas.append(Replica(name, ports, argv, workdir / "launcher.log"))
+            replica_dir = workdir / name
+            shutil.rmtree(replica_dir, ignore_errors=True)
+            replica_dir.mkdir(parents=True)
+            argv = replica_argv(self.chart_args, ports, replica_dir, models)
+            self.replicas.append(Replica(name, ports, argv, replica_dir / "launcher.log"))
         self.grpc_port, self.http_port, stats, prom = (free_port() for _ in range(4))
         named = [(r.name, r.ports) for r in self.replicas]
         self.haproxy = HAProxy(
-            haproxy_config(named, self.grpc_port, self.http_port, stats, WORK / "haproxy.sock"),
-            WORK,
+            haproxy_config(named, self.grpc_port, self.http_port, stats, workdir / "haproxy.sock"),
+            workdir,
         )
         self.prometheus = Prometheus(
-            prometheus_config(named, chart.RECORDING_RULES, stats), WORK, prom
+            prometheus_config(named, chart.RECORDING_RULES, stats), workdir, prom
         )
         self.env = dict(os.environ)
         self.env[SERVER_API_KEY_ENV] = secrets.token_urlsafe(24)  # as the chart's Secret does
