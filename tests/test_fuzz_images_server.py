@@ -14,7 +14,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -22,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from ensemble import contract
 from ensemble.supervisor import alive, workers
 from tests.fuzz_cases import FORMATS, SEED, Case, fuzz_cases
+from tests.inference import image_inputs
 
 pytestmark = pytest.mark.server
 
@@ -49,16 +49,10 @@ def server_cases() -> list[tuple[str, Case]]:
     return [(ENSEMBLES[i % len(ENSEMBLES)], case) for i, case in enumerate(sample)]
 
 
-def image_input(data: bytes) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(contract.IMAGE, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    return tensor
-
-
 def answer(client, ensemble: str, data: bytes) -> tuple[str, str]:
     """("result" | "error" | "wrong", detail) for one request of one image."""
     try:
-        result = client.infer(ensemble, [image_input(data)], client_timeout=ANSWER_SECONDS)
+        result = client.infer(ensemble, image_inputs([data]), client_timeout=ANSWER_SECONDS)
     except InferenceServerException as error:
         return "error", f"{error.status()}: {error.message()}"
     detections = result.as_numpy(contract.DETECTIONS)
@@ -143,7 +137,7 @@ def test_no_worker_dies_of_the_fuzzed_requests(fuzz_run):
 
 @pytest.mark.parametrize("ensemble", ENSEMBLES)
 def test_a_photo_is_still_served_after_the_fuzzed_requests(fuzz_run, grpc, photos, ensemble):
-    result = grpc.infer(ensemble, [image_input(photos["astronaut"])])
+    result = grpc.infer(ensemble, image_inputs([photos["astronaut"]]))
     count = int(result.as_numpy(contract.NUM_DETECTIONS)[0, 0])
     classes = result.as_numpy(contract.DETECTIONS)[0, :count, 5].astype(int)
     assert contract.COCO80_LABELS.index("person") in classes.tolist()

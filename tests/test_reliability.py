@@ -32,18 +32,13 @@ from ensemble.front import Tls
 from ensemble.processes import Ports, free_port
 from ensemble.server import running_server
 from ensemble.supervisor import workers
+from tests.inference import image_inputs
 from tests.tls import make_self_signed
 
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERSIZED = 300 * 2**20
-
-
-def image_input(data: bytes, protocol=grpcclient) -> object:
-    tensor = protocol.InferInput(contract.IMAGE, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    return tensor
 
 
 def ready(url: str, path: str = "/v2/health/ready", headers: dict | None = None) -> int:
@@ -79,8 +74,7 @@ SUBSETS = {
 
 @pytest.fixture(scope="module")
 def everything(grpc, photos):
-    image = image_input(photos["motorcycle_left"])
-    return grpc.infer(contract.DETECT_ALL, [image])
+    return grpc.infer(contract.DETECT_ALL, image_inputs([photos["motorcycle_left"]]))
 
 
 @pytest.mark.parametrize("subset", list(SUBSETS), ids=list(SUBSETS))
@@ -90,7 +84,7 @@ def test_detect_all_answers_a_subset_of_its_outputs_with_the_same_values(
     names = SUBSETS[subset]
     asked = [grpcclient.InferRequestedOutput(n) for n in names]
     result = grpc.infer(
-        contract.DETECT_ALL, [image_input(photos["motorcycle_left"])], outputs=asked
+        contract.DETECT_ALL, image_inputs([photos["motorcycle_left"]]), outputs=asked
     )
     got = {o.name for o in result.get_response().outputs}
     assert got == set(names)
@@ -108,15 +102,15 @@ def test_detect_all_answers_a_subset_of_its_outputs_with_the_same_values(
 
 def test_an_oversized_grpc_request_is_refused_and_the_next_is_served(triton_url, photos):
     client = grpcclient.InferenceServerClient(triton_url)
-    big = image_input(b"\xff\xd8" + bytes(OVERSIZED))
+    big = image_inputs([b"\xff\xd8" + bytes(OVERSIZED)])
     started = time.monotonic()
     with pytest.raises(InferenceServerException) as refused:
-        client.infer("detect_pytorch", [big])
+        client.infer("detect_pytorch", big)
     seconds = time.monotonic() - started
     print(f"300 MiB over gRPC refused in {seconds:.2f} s: {refused.value}")
     assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
     assert "64 MiB" in refused.value.message()
-    result = client.infer("detect_pytorch", [image_input(photos["horse"])])
+    result = client.infer("detect_pytorch", image_inputs([photos["horse"]]))
     assert int(result.as_numpy(contract.NUM_DETECTIONS)[0, 0]) >= 1
 
 
@@ -139,7 +133,7 @@ def test_an_oversized_http_request_is_refused_before_its_body_is_read(triton_ser
     assert "64 MiB" in json.loads(response.read())["error"]
     print(f"{OVERSIZED} bytes announced over HTTP refused in {seconds:.2f} s, body unsent")
     client = httpclient.InferenceServerClient(triton_server.http_url.split("://")[1])
-    result = client.infer("detect_pytorch", [image_input(photos["horse"], httpclient)])
+    result = client.infer("detect_pytorch", image_inputs([photos["horse"]], protocol=httpclient))
     assert int(result.as_numpy(contract.NUM_DETECTIONS)[0, 0]) >= 1
 
 
@@ -200,7 +194,7 @@ def watch_until_served(server, image: bytes, seconds: float):
         while time.monotonic() - start < seconds:
             sent = time.monotonic() - start
             try:
-                client.infer("detect_pytorch", [image_input(image)])
+                client.infer("detect_pytorch", image_inputs([image]))
                 ok = True
             except InferenceServerException:
                 ok, failed_once = False, True
@@ -288,11 +282,11 @@ def tls_client(server, cert: Path) -> grpcclient.InferenceServerClient:
 
 def test_tls_client_is_served_and_a_plain_text_client_is_not(guarded, photos):
     server, cert = guarded
-    result = tls_client(server, cert).infer("detect_pytorch", [image_input(photos["horse"])])
+    result = tls_client(server, cert).infer("detect_pytorch", image_inputs([photos["horse"]]))
     assert int(result.as_numpy(contract.NUM_DETECTIONS)[0, 0]) >= 1
     plain = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException):
-        plain.infer("detect_pytorch", [image_input(photos["horse"])], client_timeout=10)
+        plain.infer("detect_pytorch", image_inputs([photos["horse"]]), client_timeout=10)
 
 
 def test_control_apis_need_the_key_and_inference_health_metadata_do_not(guarded, photos):
@@ -325,7 +319,7 @@ def test_control_apis_need_the_key_and_inference_health_metadata_do_not(guarded,
     with urllib.request.urlopen(server.http_url + "/v2/health/ready", context=context) as r:
         assert r.status == 200
     # still serving
-    result = client.infer("detect_pytorch", [image_input(photos["horse"])])
+    result = client.infer("detect_pytorch", image_inputs([photos["horse"]]))
     assert int(result.as_numpy(contract.NUM_DETECTIONS)[0, 0]) >= 1
 
 
