@@ -155,14 +155,28 @@ def test_64_concurrent_clients_are_each_answered_or_told_the_server_is_busy(trit
 # --- worker crashes ------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_server(tmp_path):
+def logged_server(workdir: Path):
+    """A server with only ``detect_pytorch`` loaded, and the lines its launcher and
+    supervisor log."""
     lines: list[str] = []
-    with running_server(workdir=tmp_path, load=("detect_pytorch",)) as server:
+    with running_server(workdir=workdir, load=("detect_pytorch",)) as server:
         server.log = lines.append
         if server.supervisor:
             server.supervisor.log = lines.append
         yield server, lines
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    yield from logged_server(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def recovering_server(tmp_path_factory):
+    """One server for the tests that kill a model's workers, each another model's: once
+    a model has been recovered, stopping the server waits out Triton's exit timeout
+    (``ensemble.server.EXIT_TIMEOUT_S``), so once per module rather than per test."""
+    yield from logged_server(tmp_path_factory.mktemp("recovering"))
 
 
 def kill_workers(server, model: str) -> list[int]:
@@ -213,14 +227,16 @@ def watch_until_served(server, image: bytes, seconds: float):
 # backend, inside tritonserver: tests/test_native.py kills that).
 @pytest.mark.parametrize("model", ["postprocess_pytorch", "preprocess_pytorch"])
 def test_a_model_whose_workers_all_die_serves_again_and_is_not_ready_meanwhile(
-    own_server, photos, model
+    recovering_server, photos, model
 ):
-    server, lines = own_server
+    server, log = recovering_server
+    logged_before = len(log)
     killed = kill_workers(server, model)
     assert killed
     requests, polls = watch_until_served(server, photos["horse"], 60)
     _, recovered_at, ok = requests[-1]
     print(f"{model}: {len(killed)} workers killed, serving again after {recovered_at:.1f} s")
+    lines = log[logged_before:]  # this test's kill only
     assert ok, f"not serving 60 s after the crash: {lines}"
     # Readiness went down: Triton answers "not ready" (400), or keeps the probe
     # waiting while the model loads (a probe with a 1 s timeout reads that as down).
