@@ -164,17 +164,10 @@ def running_page(
 
 
 def upload_clips(
-    page_url: str,
-    page_pid: int,
-    temp_root: Path,
-    clip: Path,
-    uploads: int,
-    model: str,
-    *,
-    sessions: int = 1,
-    server_pids: Callable[[], Sequence[int]] | None = None,
+    page_url: str, page_pid: int, temp_root: Path, clip: Path, uploads: int, model: str, *,
+    sessions: int = 1, server_pids: Callable[[], Sequence[int]] | None = None,
     log: Callable[[str], None] = lambda message: None,
-) -> list[Reading]:
+) -> list[Reading]:  # fmt: skip
     """``uploads`` uploads of ``clip`` through ``page_url``'s ``/detect_clip``, over
     ``sessions`` ``gradio_client`` sessions in turn; one ``Reading`` after each."""
     import gradio_client
@@ -187,13 +180,8 @@ def upload_clips(
     try:
         for n in range(1, uploads + 1):
             client = clients[(n - 1) % sessions]
-            video, *_rest = client.predict(
-                gradio_client.handle_file(str(clip)),
-                model,
-                0.3,
-                0.5,
-                api_name="/detect_clip",
-            )
+            upload = gradio_client.handle_file(str(clip))
+            video, *_rest = client.predict(upload, model, 0.3, 0.5, api_name="/detect_clip")
             answered = bool(video)
             if not answered:
                 log(f"upload {n}: no clip came back: {_rest[1] if len(_rest) > 1 else _rest}")
@@ -214,16 +202,10 @@ def upload_clips(
 
 
 def run(
-    triton_url: str,
-    workdir: Path,
-    uploads: int,
-    model: str,
-    *,
-    clip_frames: int = 12,
-    sessions: int = 1,
-    server_pids: Callable[[], Sequence[int]] | None = None,
+    triton_url: str, workdir: Path, uploads: int, model: str, *, clip_frames: int = 12,
+    sessions: int = 1, server_pids: Callable[[], Sequence[int]] | None = None,
     log: Callable[[str], None] = lambda message: None,
-) -> dict:
+) -> dict:  # fmt: skip
     """The whole measurement against the Triton at ``triton_url``; files under
     ``workdir``. Returns the figures (module docstring)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -236,18 +218,11 @@ def run(
             sessions=sessions, server_pids=server_pids, log=log,
         )  # fmt: skip
     after = files_under(temp_root)  # the page stopped: its folder should be gone
-    return {
-        "uploads": uploads,
-        "sessions": sessions,
-        "model": model,
-        "clip_frames": clip_frames,
-        "answered": sum(r.answered for r in readings),
-        "files_before": before[0],
-        "file_bytes_before": before[1],
-        "readings": [r.__dict__ for r in readings],
-        "growth": growth(readings),
-        "files_after_page_stopped": after[0],
-    }
+    return {"uploads": uploads, "sessions": sessions, "model": model,
+            "clip_frames": clip_frames, "answered": sum(r.answered for r in readings),
+            "files_before": before[0], "file_bytes_before": before[1],
+            "readings": [r.__dict__ for r in readings], "growth": growth(readings),
+            "files_after_page_stopped": after[0]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,20 +187,10 @@ def markdown(result: Mapping) -> str:
             return "–"
         return f"{ms * side['images_per_s'] / 1e3:.2f}" if cores else f"{ms:.0f}"
 
-    head = (
-        "round",
-        "still img/s",
-        "clip img/s",
-        "clip / still",
-        "CPU ms/img still",
-        "CPU ms/img clip",
-        "of which client, still",
-        "of which client, clip",
-        "cores busy still",
-        "cores busy clip",
-        "server batch still",
-        "server batch clip",
-    )
+    head = ("round", "still img/s", "clip img/s", "clip / still", "CPU ms/img still",
+            "CPU ms/img clip", "of which client, still", "of which client, clip",
+            "cores busy still", "cores busy clip", "server batch still",
+            "server batch clip")  # fmt: skip
     rows = [
         (i, f"{r['still']['images_per_s']:.2f}", f"{r['clip']['images_per_s']:.2f}",
          f"{r['clip']['images_per_s'] / r['still']['images_per_s']:.0%}",
@@ -356,16 +346,10 @@ def measure_clip(url: str, ensemble: str, clip: Path, server_pids: Sequence[int]
 
 
 def run(
-    url: str,
-    out: Path,
-    *,
-    ensemble: str = ENSEMBLE,
-    size: tuple[int, int] = SIZE,
-    settings: Settings = Settings(),
-    options: Mapping | None = None,
-    server_pids: Sequence[int] = (),
-    say: Callable[[str], None] = log,
-) -> dict:
+    url: str, out: Path, *, ensemble: str = ENSEMBLE, size: tuple[int, int] = SIZE,
+    settings: Settings = Settings(), options: Mapping | None = None,
+    server_pids: Sequence[int] = (), say: Callable[[str], None] = log,
+) -> dict:  # fmt: skip
     """Measure ``ensemble`` at ``url`` as the module's docstring says; write
     ``clips.json`` and ``clips.md`` into ``out`` (perf_analyzer's files under
     ``out``/clips-perf_analyzer/); the result (clips.json's content). ``options`` are
@@ -412,22 +396,13 @@ def run(
         rounds.append({"order": list(sides), **measured})
 
     result = {
-        "ensemble": ensemble,
-        "detector_model": detector_model,
-        "size": list(size),
-        "codec": f"{CLIP_FOURCC} in MP4, {CLIP_FPS:g} fps",
-        "clip_bytes": clip.stat().st_size,
-        "photo_bytes": [len(p) for p in photos],
-        "photos": list(PHOTO_NAMES),
-        "concurrency": CONCURRENCY,
-        "batch_size": batch_size,
-        "max_in_flight": in_flight,
-        "options": options,
-        "settings": asdict(settings),
-        "machine": machine("cpu"),
-        "rounds": rounds,
-        "summary": summarize(rounds),
-    }
+        "ensemble": ensemble, "detector_model": detector_model, "size": list(size),
+        "codec": f"{CLIP_FOURCC} in MP4, {CLIP_FPS:g} fps", "clip_bytes": clip.stat().st_size,
+        "photo_bytes": [len(p) for p in photos], "photos": list(PHOTO_NAMES),
+        "concurrency": CONCURRENCY, "batch_size": batch_size, "max_in_flight": in_flight,
+        "options": options, "settings": asdict(settings), "machine": machine("cpu"),
+        "rounds": rounds, "summary": summarize(rounds),
+    }  # fmt: skip
     (out / FILES[0]).write_text(json.dumps(result, indent=1))
     (out / FILES[1]).write_text(markdown(result) + "\n")
     clip.unlink()

@@ -208,14 +208,8 @@ def _steps_lines(summary: Mapping) -> list[str]:
 
 def _rounds_lines(raw: Mapping) -> list[str]:
     ensembles = list(dict.fromkeys(e for r in raw["rounds"] for e in r.get("perf", {})))
-    head = (
-        "round",
-        "mode",
-        "cold start s",
-        "idle GiB",
-        "peak GiB",
-        *(f"{e} c=8" for e in ensembles),
-    )
+    head = ("round", "mode", "cold start s", "idle GiB", "peak GiB",
+            *(f"{e} c=8" for e in ensembles))  # fmt: skip
     rows = []
     for r in raw["rounds"]:
         if "error" in r:
