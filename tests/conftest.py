@@ -1,6 +1,8 @@
 """Shared fixtures and the test tiers.
 
-Every test belongs to exactly one tier, by a marker on its module or itself:
+Every test belongs to exactly one tier, by a marker on its module or itself, and all the
+tests of a module to the same one (a module that needs two is split: ``test_x.py`` and
+``test_x_server.py``), so that a tier runs whole modules:
 
 - ``unit``: plain functions and adapters; no setup step, no built model, no server.
   ``make test-unit`` runs these (seconds).
@@ -16,6 +18,7 @@ a timeout (pytest-timeout): the ini's default, shorter for the unit tier.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -30,7 +33,10 @@ UNIT_TIMEOUT_S = 30
 TEST_URL_ENV = "DETECTOR_TEST_URL"
 
 
+# Before ``-m`` deselects anything: a module that mixes tiers is refused in every run.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    tiers_of_module: dict[str, set[str]] = defaultdict(set)
     for item in items:
         tiers = [t for t in TIERS if item.get_closest_marker(t)]
         if len(tiers) != 1:
@@ -38,8 +44,18 @@ def pytest_collection_modifyitems(config, items):
                 f"{item.nodeid}: mark it with exactly one tier of {', '.join(TIERS)} "
                 f"(found {tiers or 'none'})"
             )
+        tiers_of_module[item.nodeid.split("::")[0]].add(tiers[0])
         if tiers == ["unit"] and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))
+    mixed = {module: sorted(t) for module, t in tiers_of_module.items() if len(t) > 1}
+    if mixed:
+        raise pytest.UsageError(
+            "\n".join(
+                f"{module}: its tests are in tiers {', '.join(tiers)}: one tier per module, "
+                "so split it (the server-tier tests into a test_..._server.py, say)"
+                for module, tiers in sorted(mixed.items())
+            )
+        )
 
 
 @pytest.fixture(scope="session")
