@@ -235,34 +235,36 @@ def _selects(selector: dict | None, labels: dict) -> bool:
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
-def _parse_launcher(args: list[str]) -> tuple[argparse.Namespace | None, str]:
-    """The launcher's parse of ``args``, or None and argparse's complaint."""
+def _launcher(container: dict) -> tuple[argparse.Namespace | None, list[str]]:
+    """The launcher's parse of what ``container`` runs, and the problems with it: not
+    the launcher, arguments it rejects (then no parse), a loopback-only ``--host``."""
+    from ensemble.contract import is_loopback_host
     from ensemble.server import argument_parser
 
+    try:
+        args = launcher_arguments(container)
+    except ValueError as e:
+        return None, [str(e)]
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
             parsed, unknown = argument_parser().parse_known_args(args)
     except SystemExit:
-        return None, err.getvalue().strip().splitlines()[-1] if err.getvalue() else "rejected"
+        why = err.getvalue().strip().splitlines()[-1] if err.getvalue() else "rejected"
+        return None, [f"the launcher rejects the arguments {args}: {why}"]
     if unknown:
-        return None, f"unknown arguments {unknown}"
-    return parsed, ""
+        return None, [f"the launcher rejects the arguments {args}: unknown arguments {unknown}"]
+    if is_loopback_host(parsed.host):
+        return parsed, [f"--host {parsed.host}: the launcher would listen on loopback only"]
+    return parsed, []
 
 
-def _check_launcher(container: dict, ports: dict[str, int], docs: list[dict]) -> list[str]:
+def _check_launcher(container: dict, ports: dict[str, int]) -> list[str]:
     from ensemble import configgen
 
-    try:
-        args = container_args(docs)
-    except ValueError as e:
-        return [str(e)]
-    parsed, why = _parse_launcher(args)
+    parsed, problems = _launcher(container)
     if parsed is None:
-        return [f"the launcher rejects the container's arguments {args}: {why}"]
-    problems = []
-    if parsed.host in ("127.0.0.1", "localhost", "::1"):
-        problems.append(f"--host {parsed.host}: the pod would listen on loopback only")
+        return problems
     for port_name, value in (("http", parsed.http_port), ("grpc", parsed.grpc_port),
                              ("metrics", parsed.metrics_port),
                              ("supervisor", parsed.supervisor_port)):  # fmt: skip
@@ -440,7 +442,7 @@ def check_consistency(docs: list[dict]) -> list[str]:
         problems.append("the pod does not set runAsNonRoot")
     if container.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
         problems.append("the container allows privilege escalation")
-    problems += _check_launcher(container, ports, docs)
+    problems += _check_launcher(container, ports)
     problems += _check_probes(container, ports)
     problems += _check_stopping(pod, container)
     problems += _check_services(docs, pod_labels, ports)
@@ -482,17 +484,10 @@ def check_kserve(docs: list[dict]) -> list[str]:
         problems.append(f"{KSERVE_RUNTIME.name} has no ServingRuntime")
     for runtime in runtimes:
         for c in runtime["spec"].get("containers", []):
-            try:
-                args = launcher_arguments(c)
-            except ValueError as e:
-                problems.append(f"{_name(runtime)}: {e}")
-                continue
-            parsed, why = _parse_launcher(args)
+            parsed, found = _launcher(c)
+            problems += [f"{_name(runtime)}: {problem}" for problem in found]
             if parsed is None:
-                problems.append(f"{_name(runtime)}: the launcher rejects {args}: {why}")
                 continue
-            if parsed.host in ("127.0.0.1", "localhost", "::1"):
-                problems.append(f"{_name(runtime)}: --host {parsed.host} is loopback only")
             routed = [p["containerPort"] for p in c.get("ports", [])] or [KSERVE_DEFAULT_PORT]
             if any(port not in (parsed.http_port, parsed.grpc_port) for port in routed):
                 problems.append(
