@@ -104,6 +104,12 @@ def shown(value: float | None, spec: str = ".0f") -> str:
     return "–" if value is None or math.isnan(value) else format(value, spec)
 
 
+def verdict(met: bool | None) -> str:
+    """Whether a figure meets its target, as reports write it: ``met``, ``**missed**``
+    (bold: the reader must see it), a dash when there is no target or no figure."""
+    return "–" if met is None else "met" if met else "**missed**"
+
+
 def aligned(cells: Sequence, widths: Sequence[int]) -> str:
     """One line of a plain-text table: each cell right-aligned in its width, or
     left-aligned where the width is negative."""

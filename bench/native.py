@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import REPO, logger, machine, memory, perf_analyzer, served, shown, table
+from bench import REPO, logger, machine, memory, perf_analyzer, served, shown, table, verdict
 from bench.processes import GIB
 from ensemble import contract
 
@@ -185,10 +185,6 @@ def goal_rows(summary: Mapping) -> list[dict]:
     return rows
 
 
-def _verdict(met: bool | None) -> str:
-    return "–" if met is None else "met" if met else "**missed**"
-
-
 def _steps_lines(summary: Mapping) -> list[str]:
     head = ("ensemble", "step", "native runs", "queue ms", "infer ms", "python runs",
             "queue ms", "infer ms")  # fmt: skip
@@ -270,7 +266,7 @@ def markdown(raw: Mapping, summary: Mapping) -> str:
     goals = table(("figure", "native (throughput, default)", "native (latency)",
                    "python runners", "goal", "throughput meets it", "latency meets it"),
                   [(r["figure"], r["native"], r["latency"], r["python"], r["goal"],
-                    _verdict(r["met"]), _verdict(r["latency_met"])) for r in rows])  # fmt: skip
+                    verdict(r["met"]), verdict(r["latency_met"])) for r in rows])  # fmt: skip
     lines = [
         "# Native backends vs Python runners (bench/native.py)",
         "",
@@ -467,8 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "native.md").write_text(markdown(raw, summary))
     for row in goal_rows(summary):
         log(f"{row['figure']}: native {row['native']}, latency {row['latency']}, python "
-            f"runners {row['python']}, goal {row['goal']}: {_verdict(row['met']).strip('*')}, "
-            f"{_verdict(row['latency_met']).strip('*')}")  # fmt: skip
+            f"runners {row['python']}, goal {row['goal']}: {verdict(row['met']).strip('*')}, "
+            f"{verdict(row['latency_met']).strip('*')}")  # fmt: skip
     log(f"wrote {args.out / 'native.json'} and native.md ({meta['seconds']} s)")
     return 0 if any("error" not in r for r in done) else 1
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench import clips, memory, served, shown, sweep, table
+from bench import clips, memory, served, shown, sweep, table, verdict
 from bench.old_design import FAIR, POST, WIRES
 from bench.processes import GIB
 from ensemble import configgen
@@ -56,10 +56,6 @@ BASELINES_EXPLAINED = (
 
 def _by(rows: list[dict], *keys: str) -> dict:
     return {tuple(r[k] for k in keys): r for r in rows}
-
-
-def _mark(ok: bool) -> str:
-    return "met" if ok else "**missed**"
 
 
 def _ratio(a: float | None, b: float | None) -> float:
@@ -202,7 +198,7 @@ def _vs_baselines(ensemble, tr8, post8, fair8, best) -> str | None:
         ok = speed >= VS_POST_SPEED and p99 <= VS_POST_P99
         line += (
             f", {speed:.2f}x the images/s of {WIRES[POST]} ({post8['throughput']:.2f}) and "
-            f"{p99:.2f}x its p99 ({tr8['p99_ms']:.0f} vs {post8['p99_ms']:.0f} ms): {_mark(ok)}"
+            f"{p99:.2f}x its p99 ({tr8['p99_ms']:.0f} vs {post8['p99_ms']:.0f} ms): {verdict(ok)}"
         )
     else:
         line += f"; {WIRES[POST]} was not measured in this run"
@@ -240,14 +236,14 @@ def _findings(meta, t, post, fair, limits, wire, post_rows, fair_rows, paired) -
             findings.append(
                 f"{ensemble}: c=8 {tr8['throughput']:.2f} img/s = {of_limit:.0%} of the "
                 f"limit's best ({best['throughput']:.2f} img/s at batch {best['batch']}): "
-                f"{_mark(of_limit >= OF_LIMIT)}"
+                f"{verdict(of_limit >= OF_LIMIT)}"
             )
         pair = next((p for p in paired if p["ensemble"] == ensemble), None)
         if pair:
             t1, l1 = pair["triton"]["mean_ms"], pair["limit"]["mean_ms"]
             line = (
                 f"{ensemble}: c=1 mean latency {t1:.0f} ms vs {l1:.0f} ms in process "
-                f"(paired rounds, {pair['gap']:+.0%}): {_mark(pair['gap'] <= C1_GAP)}"
+                f"(paired rounds, {pair['gap']:+.0%}): {verdict(pair['gap'] <= C1_GAP)}"
             )
             if tr1 and batch1:
                 gap = tr1["avg_ms"] / batch1["mean_ms"] - 1
@@ -260,7 +256,7 @@ def _findings(meta, t, post, fair, limits, wire, post_rows, fair_rows, paired) -
             gap = tr1["avg_ms"] / batch1["mean_ms"] - 1
             findings.append(
                 f"{ensemble}: c=1 mean latency {tr1['avg_ms']:.0f} ms vs "
-                f"{batch1['mean_ms']:.0f} ms in process ({gap:+.0%}): {_mark(gap <= C1_GAP)}"
+                f"{batch1['mean_ms']:.0f} ms in process ({gap:+.0%}): {verdict(gap <= C1_GAP)}"
             )
         if ensemble in wire:
             mine = wire[ensemble] / 1e3
@@ -273,7 +269,7 @@ def _findings(meta, t, post, fair, limits, wire, post_rows, fair_rows, paired) -
             if parts:
                 line = f"{ensemble}: {mine:.0f} kB per request vs " + " and ".join(parts)
                 if not math.isnan(fair_kb):
-                    line += f": {_mark(fair_kb / mine >= FEWER_BYTES)}"
+                    line += f": {verdict(fair_kb / mine >= FEWER_BYTES)}"
                 findings.append(line)
     return findings
 
@@ -284,14 +280,14 @@ def _memory_finding(raw_memory, meta) -> str:
         return "memory: " + memory.not_measured(embedded, meta.get("url", ""))
     s, load = memory.summary(raw_memory), raw_memory["load"]
     idle = s["total_idle"] / GIB
-    line = f"memory: {idle:.2f} GiB PSS idle (<= {IDLE_GIB:g} GiB): {_mark(idle <= IDLE_GIB)}"
+    line = f"memory: {idle:.2f} GiB PSS idle (<= {IDLE_GIB:g} GiB): {verdict(idle <= IDLE_GIB)}"
     if s["total_peak"] is None:
         return line + "; no sample under load"
     peak = s["total_peak"] / GIB
     return line + (
         f"; {peak:.2f} GiB at the peak of {load['duration_s']:.0f} s at concurrency "
         f"{load['concurrency']} over {', '.join(load['ensembles'])} (<= {PEAK_GIB:g} GiB): "
-        f"{_mark(peak <= PEAK_GIB)}; that load answered {load['throughput']:.2f} images/s"
+        f"{verdict(peak <= PEAK_GIB)}; that load answered {load['throughput']:.2f} images/s"
     )
 
 
