@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -419,9 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-in-flight", type=int, help="detect_frames' max_in_flight")
     ap.add_argument("--quick", action="store_true", help="one short round, for CI")
     args = ap.parse_args(argv)
-    settings = QUICK if args.quick else Settings()
     changes = {k: v for k, v in (("rounds", args.rounds), ("frames", args.frames)) if v}
-    settings = Settings(**{**asdict(settings), **changes})
+    settings = replace(QUICK if args.quick else Settings(), **changes)
     options = {k: v for k, v in (("batch_size", args.batch_size),
                                  ("max_in_flight", args.max_in_flight)) if v}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

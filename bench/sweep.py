@@ -33,7 +33,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -601,13 +601,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         for path in redraw(args.out):
             print(path)
         return 0
-    base = QUICK if args.quick else Settings()
-    settings = Settings(
-        requests=args.requests or base.requests,
-        warmup=base.warmup,
-        concurrency=args.concurrency or base.concurrency,
-        load_s=args.load_seconds or base.load_s,
-    )
+    given = {"requests": args.requests, "concurrency": args.concurrency,
+             "load_s": args.load_seconds}  # fmt: skip
+    settings = replace(QUICK if args.quick else Settings(), **{k: v for k, v in given.items() if v})
     result = run_sweep(
         args.url, args.ensembles, args.out, args.quick,
         sizes_mp=args.sizes, settings=settings, include_all=args.all,
