@@ -34,7 +34,7 @@ import numpy as np
 
 from bench import REPO, aligned, shown
 from bench.load import ANSWERED, Load, latency_summary
-from bench.old_design import ANSWER_DTYPES, FAIR, WIRES
+from bench.old_design import ANSWER_DTYPES, FAIR, WIRES, add_wire_option
 from bench.photos import FORMATS, photo_files
 from bench.processes import spawn, wait_until
 
@@ -215,13 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--duration", type=float, default=12.0, help="seconds per run")
     parser.add_argument("--requests", type=int, default=None, help="at most this many per run")
-    parser.add_argument(
-        "--wire",
-        choices=list(WIRES),
-        default=FAIR,
-        help="post: the annotated image back as float64 (the post's design); "
-        "fair: as uint8 (the fairer old design, default)",
-    )
+    add_wire_option(parser)
     parser.add_argument("--photo-format", choices=FORMATS, default="jpeg")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)

@@ -92,6 +92,15 @@ def create_app(detector: Detector, threads: int = THREADS, device: str = "cpu", 
     return app
 
 
+def add_wire_option(parser: argparse.ArgumentParser) -> None:
+    """``--wire``: the answer's format, for the server and for its load alike."""
+    parser.add_argument(
+        "--wire", choices=list(WIRES), default=FAIR,
+        help="annotated image in the answer: post = float64 (the post's design), "
+        "fair = uint8 (the fairer old design, default)",
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the detector's name in the models file")
@@ -100,13 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: GPU 0")
-    parser.add_argument(
-        "--wire",
-        choices=list(WIRES),
-        default=FAIR,
-        help="annotated image in the answer: post = float64 (the post's design), "
-        "fair = uint8 (the fairer old design, default)",
-    )
+    add_wire_option(parser)
     args = parser.parse_args(argv)
     (detector,) = detectors_from_arguments(parser, args.model, args.models)
     app = create_app(detector, args.threads, args.device, args.wire)
