@@ -108,10 +108,3 @@ def verdict(met: bool | None) -> str:
     """Whether a figure meets its target, as reports write it: ``met``, ``**missed**``
     (bold: the reader must see it), a dash when there is no target or no figure."""
     return "–" if met is None else "met" if met else "**missed**"
-
-
-def aligned(cells: Sequence, widths: Sequence[int]) -> str:
-    """One line of a plain-text table: each cell right-aligned in its width, or
-    left-aligned where the width is negative."""
-    pairs = zip(cells, widths, strict=True)
-    return " ".join(f"{c!s:>{w}}" if w > 0 else f"{c!s:<{-w}}" for c, w in pairs)

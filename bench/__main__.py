@@ -150,14 +150,9 @@ def run_memory(args, server, url: str, ensembles: list[str], photos: list[bytes]
     return memory.measure(server, url, ensembles, photos, duration, log=log)
 
 
-def run_limit(args, detector: Detector, pipeline: Pipeline) -> list[dict]:
-    model = detector.name
-    log(f"limit: {model} in process, batch 1, 2, 4, 8")
-    images = 24 if args.quick else 120
-    result = limit(
-        detector, images, device=args.device, photo_format=args.photo_format, pipeline=pipeline
-    )
-    return [{"model": model, **run, "best": run is result["best"]} for run in result["runs"]]
+def run_limit(args, pipeline: Pipeline) -> list[dict]:
+    log(f"limit: {pipeline.detector.name} in process, batch 1, 2, 4, 8")
+    return limit(pipeline, 24 if args.quick else 120, args.photo_format)
 
 
 def run_paired(args, url: str, ensemble: str, pipeline: Pipeline, photos) -> dict:
@@ -207,7 +202,7 @@ def run_all(args, out: Path, photos: list[bytes], registry: Registry) -> dict:
                 paired.append(run_paired(args, url, ensemble, pipeline, photos))
                 post += run_old_design(args, detector, photos, registry.source, POST)
                 old += run_old_design(args, detector, photos, registry.source, FAIR)
-                lim += run_limit(args, detector, pipeline)
+                lim += run_limit(args, pipeline)
                 del pipeline
         wire = triton_wire_bytes(url, photos, ensembles)
         singles = [e for e in ensembles if served.baseline(described, e) is not None]

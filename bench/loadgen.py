@@ -10,17 +10,10 @@ base64 result back into an image array: float64 for the post's design, uint8 for
 fairer old design (``wire``, see :data:`bench.old_design.WIRES`). That client work is
 inside the timed latency (Triton's clients send the file as it is and get a JPEG back,
 and the server does the decoding and encoding, inside perf_analyzer's latency).
-
-``python -m bench.loadgen --model pytorch --wire post --concurrency 1 2 4 8 16``
-starts that detector's Flask server (a detector of ``--models``, default models.toml)
-in that wire format on ``--port`` (default 18901), waits for it, runs one closed loop
-per concurrency and prints a table (``--url`` instead of ``--model`` to use a server
-already running; its ``--wire`` must then be the server's).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -32,10 +25,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench import REPO, aligned, shown
+from bench import REPO
 from bench.load import ANSWERED, Load, latency_summary
-from bench.old_design import ANSWER_DTYPES, FAIR, WIRES, add_wire_option
-from bench.photos import FORMATS, photo_files
+from bench.old_design import ANSWER_DTYPES, FAIR, WIRES
 from bench.processes import spawn, wait_until
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -60,21 +52,6 @@ def read_answer(content: bytes, wire: str = FAIR) -> tuple[np.ndarray, np.ndarra
     answer = json.loads(content)
     detections = np.asarray(answer["detections"], dtype=np.float32).reshape(-1, 6)
     return detections, decode_array(answer, ANSWER_DTYPES[wire])
-
-
-def check_answer(url: str, photo: bytes, wire: str = FAIR) -> int:
-    """Send one photo and check the answer is the old design's JSON in the ``wire``
-    format; returns the number of detections (raises on anything else)."""
-    import requests as http
-
-    from ensemble.imaging import decode_image
-
-    response = http.post(url, data=request_body(photo), headers=HEADERS, timeout=120)
-    response.raise_for_status()
-    detections, drawn = read_answer(response.content, wire)
-    if drawn.shape != decode_image(photo).shape:
-        raise RuntimeError(f"annotated image is {drawn.shape}, not the photo's size")
-    return len(detections)
 
 
 def _header_bytes(start_line: str, headers) -> int:
@@ -187,58 +164,3 @@ def old_design_server(
         yield f"http://127.0.0.1:{port}/predict"
     finally:
         stop_process(process, 10)
-
-
-def format_table(rows: list[dict], title: str) -> str:
-    widths = (4, 7, 8, 8, 8, 5, 4, 8, 9, 9, 5)
-    head = ("conc", "img/s", "p50 ms", "p95 ms", "p99 ms", "n", "err", "req KiB", "resp KiB",
-            "wire KiB", "load")  # fmt: skip
-    lines = [title, aligned(head, widths)]
-    for r in rows:
-        kib = (shown(r[k] / 1024) for k in ("request_bytes", "response_bytes", "wire_bytes"))
-        cells = (r["concurrency"], f"{r['throughput']:.2f}", shown(r["p50_ms"]),
-                 shown(r["p95_ms"]), shown(r["p99_ms"]), r["requests"], r["errors"], *kib,
-                 f"{r['loadavg_1m_after']:.1f}")  # fmt: skip
-        lines.append(aligned(cells, widths))
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--model", help="start this detector's server (its name)")
-    target.add_argument("--url", help="a running server's /predict URL (127.0.0.1 only)")
-    parser.add_argument("--port", type=int, default=18901, help="port for --model")
-    parser.add_argument(
-        "--models", type=Path, help="models file for --model (default: models.toml)"
-    )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds per run")
-    parser.add_argument("--requests", type=int, default=None, help="at most this many per run")
-    add_wire_option(parser)
-    parser.add_argument("--photo-format", choices=FORMATS, default="jpeg")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    args = parser.parse_args(argv)
-    if args.model is not None:
-        from bench.pipeline import detectors_from_arguments
-
-        detectors_from_arguments(parser, args.model, args.models)
-
-    photos = photo_files(args.photo_format)
-    with contextlib.ExitStack() as stack:
-        url = args.url or stack.enter_context(
-            old_design_server(args.model, args.port, models=args.models, wire=args.wire)
-        )
-        found = check_answer(url, photos[0], args.wire)
-        print(f"{url}: answers OK ({found} detections on the first photo)", flush=True)
-        rows = []
-        for c in args.concurrency:
-            rows.append(run(url, photos, c, args.duration, args.requests, wire=args.wire))
-            print(format_table(rows[-1:], "").splitlines()[-1], flush=True)
-    print(format_table(rows, f"{WIRES[args.wire]}, {args.model or url}"))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-
-
-if __name__ == "__main__":
-    main()

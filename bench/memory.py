@@ -12,20 +12,14 @@ for lazy set-up and memory that the steady state keeps); one sample
 for ``duration_s`` seconds with a sample every :data:`SAMPLE_EVERY_S` seconds. Only a
 server started here can be measured: with ``python -m bench --url`` the bench cannot see
 the server's processes, and raw.json's ``memory`` is None.
-
-``python -m bench.memory [--seconds 60] [--ensembles ...]`` starts the server on the
-models file (``--models``), measures and prints the same table as the report.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
-from bench import command_parser, logger, served, shown, table
+from bench import shown, table
 from bench.load import OUTCOMES, Load, grpc, warm_up
 from bench.processes import GIB, MIB, Sampler, pss_of, tree
 
@@ -194,32 +188,3 @@ def measure(
     if peak is not None:
         log(f"memory: peak {peak / GIB:.2f} GiB PSS under load ({f['images_per_s']:.2f} images/s)")
     return memory
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bench.photos import photo_files
-    from ensemble.registry import ModelsFileError
-
-    ap = command_parser("python -m bench.memory", __doc__, url=False)
-    ap.add_argument("--seconds", type=float, default=LOAD_SECONDS, help="length of the load")
-    ap.add_argument("--concurrency", type=int, default=LOAD_CONCURRENCY)
-    ap.add_argument("--ensembles", nargs="+", help="default: every one the server serves")
-    ap.add_argument("--json", type=Path, help="also write the figures here")
-    args = ap.parse_args(argv)
-    log, options = logger("memory"), {"load": tuple(args.ensembles or ())}
-    try:
-        with served.triton(None, args.models, log, **options) as (url, server):
-            ensembles = args.ensembles or served.ready_ensembles(url)
-            memory = measure(server, url, ensembles, photo_files("jpeg"), args.seconds,
-                             args.concurrency, log)  # fmt: skip
-    except (RuntimeError, ValueError, ModelsFileError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    print("\n".join(markdown(memory, embedded=True, url=url)))
-    if args.json:
-        args.json.write_text(json.dumps(memory, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

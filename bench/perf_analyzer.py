@@ -9,13 +9,10 @@ binary needs ``libcudart.so.12`` even on a CPU-only host (PyPI's
 Units: perf_analyzer reports microseconds; every row returned here is in milliseconds,
 throughput in inferences per second (= images per second, since each request carries
 one image).
-
-    python -m bench.perf_analyzer --url 127.0.0.1:8001 --models detect_tensorflow --quick
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import json
@@ -335,72 +332,3 @@ def run_sweep(
             rows.append(row)
     (out_dir / f"{model}.json").write_text(json.dumps(rows, indent=1))
     return rows
-
-
-# --- command line -----------------------------------------------------------------
-
-
-def format_table(rows: Sequence[dict]) -> str:
-    """A plain-text table: one line per (model, concurrency), then each composing model.
-
-    ``queue`` is summed over the composing models for an ensemble; a composing model's
-    line shows its average request latency under ``avg ms``.
-    """
-    head = (f"{'model':<24} {'conc':>4} {'img/s':>7} {'avg ms':>8} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'queue':>8} {'infer':>8}")  # fmt: skip
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        queue = r.get("steps_queue_ms", r.get("server_queue_ms", 0.0))
-        lines.append(
-            f"{r['model']:<24} {r['concurrency']:>4} {r['throughput']:>7.2f} "
-            f"{r['avg_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-            f"{queue:>8.1f} {r.get('server_compute_infer_ms', 0.0):>8.1f}"
-        )
-        for name, c in r.get("composing", {}).items():
-            lines.append(
-                f"  {name:<27} {'':>7} {c['latency_ms']:>8.1f} {'':>8} {'':>8} "
-                f"{c['queue_ms']:>8.1f} {c['compute_infer_ms']:>8.1f}"
-            )
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.perf_analyzer",
-        description="Run NVIDIA's perf_analyzer (gRPC) against the detection ensembles.",
-    )
-    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        help="models to measure (default: every detection ensemble the server has ready)",
-    )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
-    parser.add_argument("--quick", action="store_true", help="short windows, for CI")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "perf_analyzer")
-    args = parser.parse_args(argv)
-    if not args.models:
-        from bench.served import ready_ensembles
-        from client import DetectorError
-
-        try:
-            args.models = ready_ensembles(args.url)
-        except DetectorError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-
-    rows: list[dict] = []
-    for model in args.models:
-        print(f"perf_analyzer: {model} at concurrency {args.concurrency}", flush=True)
-        try:
-            rows += run_sweep(model, args.url, args.concurrency, args.out / model, args.quick)
-        except PerfAnalyzerError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-    print(format_table(rows))
-    print(f"results: {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

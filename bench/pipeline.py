@@ -31,18 +31,14 @@ def detectors_from_arguments(
     parser: argparse.ArgumentParser,
     name: str,
     models: Path | str | None = None,
-    allow_all: bool = False,
 ) -> tuple[Detector, ...]:
-    """The detector called ``name`` in the models file ``models`` (default: models.toml),
-    or, with ``allow_all``, every one of them for ``"all"``. A file that cannot be
-    served, or a name it does not have, ends the command with ``parser.error``, in one
-    line naming the detectors the file has."""
+    """The detector called ``name`` in the models file ``models`` (default: models.toml).
+    A file that cannot be served, or a name it does not have, ends the command with
+    ``parser.error``, in one line naming the detectors the file has."""
     try:
         registry = load_models(models)
     except ModelsFileError as e:
         parser.error(str(e))
-    if allow_all and name == "all":
-        return registry.detectors
     try:
         return (registry[name],)
     except KeyError:
