@@ -28,7 +28,7 @@ from bench.photos import photo_files
 from ensemble import contract
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO / ".cache" / "perf_analyzer"
+CACHE = REPO / ".cache" / "perf_analyzer"
 
 TRITONCLIENT = "tritonclient==2.51.0"  # the last wheel whose perf_analyzer runs on glibc 2.36
 CUDA_RUNTIME = "nvidia-cuda-runtime-cu12==12.6.77"
@@ -88,47 +88,42 @@ def _find_libb64() -> Path | None:
     return None
 
 
-def cuda_runtime_lib(cache: Path = DEFAULT_CACHE) -> Path:
-    """The folder holding ``libcudart.so.12`` (from the PyPI wheel, in the cache)."""
-    return Path(cache) / "cuda-runtime" / "nvidia" / "cuda_runtime" / "lib"
+# The folder holding ``libcudart.so.12`` (from the PyPI wheel, in the cache).
+CUDA_RUNTIME_LIB = CACHE / "cuda-runtime" / "nvidia" / "cuda_runtime" / "lib"
 
 
-def _binary(cache: Path) -> Path | None:
-    found = sorted((Path(cache) / "tritonclient-2.51.0").glob("**/bin/perf_analyzer"))
+def _binary() -> Path | None:
+    found = sorted((CACHE / "tritonclient-2.51.0").glob("**/bin/perf_analyzer"))
     return found[0] if found else None
 
 
-def ensure_perf_analyzer(cache: Path = DEFAULT_CACHE) -> Path:
-    """Install perf_analyzer and its CUDA runtime into ``cache`` (skipped when present).
+def ensure_perf_analyzer() -> Path:
+    """Install perf_analyzer and its CUDA runtime into :data:`CACHE` (skipped when
+    present).
 
     Returns the path of the ``perf_analyzer`` binary. Raises ``PerfAnalyzerError`` naming
     the apt package when the system library ``libb64.so.0d`` is missing.
     """
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    if _binary(cache) is None:
-        _pip_target(TRITONCLIENT, cache / "tritonclient-2.51.0")
-    if not (cuda_runtime_lib(cache) / "libcudart.so.12").exists():
-        _pip_target(CUDA_RUNTIME, cache / "cuda-runtime")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if _binary() is None:
+        _pip_target(TRITONCLIENT, CACHE / "tritonclient-2.51.0")
+    if not (CUDA_RUNTIME_LIB / "libcudart.so.12").exists():
+        _pip_target(CUDA_RUNTIME, CACHE / "cuda-runtime")
     if _find_libb64() is None:
         raise PerfAnalyzerError(
             f"perf_analyzer needs {LIBB64}: install it with `apt-get install {LIBB64_APT}`"
         )
-    binary = _binary(cache)
+    binary = _binary()
     if binary is None:
         raise PerfAnalyzerError(f"no bin/perf_analyzer in the {TRITONCLIENT} wheel")
     binary.chmod(binary.stat().st_mode | 0o111)
     return binary
 
 
-def perf_analyzer_env(cache: Path = DEFAULT_CACHE) -> dict[str, str]:
+def perf_analyzer_env() -> dict[str, str]:
     """The environment to run perf_analyzer in: ``LD_LIBRARY_PATH`` finds libcudart."""
-    env = dict(os.environ)
-    paths = [str(cuda_runtime_lib(cache))]
-    if env.get("LD_LIBRARY_PATH"):
-        paths.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
-    return env
+    paths = [str(CUDA_RUNTIME_LIB), os.environ.get("LD_LIBRARY_PATH")]
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, paths))}
 
 
 # --- input data -------------------------------------------------------------------

@@ -217,9 +217,8 @@ def photo_summary(megapixels: float, photos: Sequence[bytes]) -> dict:
 
 def run_sweep(
     url: str, ensembles: Sequence[str] | None, out_dir: Path, quick: bool = False, *,
-    sizes_mp: Sequence[float] | None = None, modes: Sequence[Mode] = MODES,
-    settings: Settings | None = None, include_all: bool = False,
-    say: Callable[[str], None] = log,
+    sizes_mp: Sequence[float] | None = None, settings: Settings | None = None,
+    include_all: bool = False, say: Callable[[str], None] = log,
 ) -> dict:  # fmt: skip
     """Sweep the server at gRPC ``url`` (see the module docstring) and write its files
     into ``out_dir``; returns what sweep.json holds: ``meta``, ``photos`` (one entry
@@ -258,7 +257,7 @@ def run_sweep(
         "served": described,
         "steps": steps,
         "sizes_mp": sizes_mp,
-        "modes": [asdict(m) for m in modes],
+        "modes": [asdict(m) for m in MODES],
         "settings": asdict(settings),
         "photos": photo_meta,
     }
@@ -274,7 +273,7 @@ def run_sweep(
             f"{time.perf_counter() - start:.1f} s to make or read"
         )
         for ensemble in ensembles:
-            for mode in modes:
+            for mode in MODES:
                 row: dict = {"ensemble": ensemble, "target_mp": megapixels,
                              "mode": mode.name, "error": None,
                              "annotated_max_side": mode.annotated_max_side}  # fmt: skip
@@ -285,7 +284,8 @@ def run_sweep(
                     row["error"] = first_line(str(e))
                 result["rows"].append(row)
                 say(row_line(row))
-                write_json(result, out_dir)  # what was measured so far survives a crash
+                # What was measured so far survives a crash.
+                (out_dir / "sweep.json").write_text(json.dumps(result, indent=1))
     write_outputs(result, out_dir)
     return result
 
@@ -306,16 +306,10 @@ def row_line(row: Mapping) -> str:
 # --- outputs -------------------------------------------------------------------------
 
 
-def write_json(result: Mapping, out_dir: Path) -> Path:
-    path = out_dir / "sweep.json"
-    path.write_text(json.dumps(result, indent=1))
-    return path
-
-
 def write_outputs(result: Mapping, out_dir: Path) -> list[Path]:
     """sweep.json, sweep.csv, sweep.png and sweep.md of ``result`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(result, out_dir)
+    (out_dir / "sweep.json").write_text(json.dumps(result, indent=1))
     write_csv(out_dir / "sweep.csv", csv_rows(result))
     plot(result, out_dir / "sweep.png")
     (out_dir / "sweep.md").write_text(markdown(result) + "\n")
@@ -548,11 +542,11 @@ def _breakdown(result: Mapping, ensemble: str) -> list[str]:
     return lines
 
 
-def grows_with_pixels(result: Mapping, ensemble: str, mode: str | None = None) -> str:
+def grows_with_pixels(result: Mapping, ensemble: str) -> str:
     """One line: each step's time per request at the smallest and the largest size
-    measured in ``mode`` (default the first mode), the step that grew most first."""
+    measured in the first mode, the step that grew most first."""
     meta = result["meta"]
-    mode = mode or meta["modes"][0]["name"]
+    mode = meta["modes"][0]["name"]
     measured = [
         (s, _row(result, ensemble, s, mode))
         for s in meta["sizes_mp"] if _measured(_row(result, ensemble, s, mode))
@@ -576,12 +570,6 @@ def grows_with_pixels(result: Mapping, ensemble: str, mode: str | None = None) -
     )
 
 
-def redraw(out_dir: Path) -> list[Path]:
-    """sweep.csv, sweep.png and sweep.md again from ``out_dir``'s sweep.json."""
-    result = json.loads((out_dir / "sweep.json").read_text())
-    return write_outputs(result, out_dir)
-
-
 def main(argv: Iterable[str] | None = None) -> int:
     import argparse
 
@@ -598,7 +586,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--redraw", action="store_true", help="only redraw --out from its sweep.json")
     args = ap.parse_args(None if argv is None else list(argv))
     if args.redraw:
-        for path in redraw(args.out):
+        for path in write_outputs(json.loads((args.out / "sweep.json").read_text()), args.out):
             print(path)
         return 0
     given = {"requests": args.requests, "concurrency": args.concurrency,
