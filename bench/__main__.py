@@ -136,7 +136,7 @@ def run_old_design(
     with server as url:
         for c in args.concurrency:
             log(f"{WIRES[wire]}: {model} at concurrency {c}")
-            row = loadgen.run(url, photos, c, duration_s=duration, wire=wire)
+            row = loadgen.run(url, photos, c, duration, wire)
             rows.append({"model": model, **row})
     return rows
 
@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("triton", "wire", "post", "old", "limit", "paired", "memory", "clips")
     raw = {"meta": meta, **{k: run[k] for k in keys}}
     (out / "raw.json").write_text(json.dumps(raw, indent=1))
-    report = write_report(out, raw["triton"], raw["wire"], raw["old"], raw["limit"], meta,
-                          raw["paired"], raw["post"], raw["memory"])  # fmt: skip
+    report = write_report(out, raw)
     log(f"report: {report} ({meta['seconds']} s)")
     problems = check(out)
     for problem in problems:
