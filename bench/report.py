@@ -365,14 +365,14 @@ def _limit(limits) -> list[str]:
     ])  # fmt: skip
 
 
-def write_report(
-    out: Path, triton, wire, old, limits, meta, paired=(), post=(), raw_memory=None
-) -> Path:
-    """Write ``out``/report.md and its plots from one run's rows (raw.json's keys:
-    ``old`` is the fairer old design's, ``post`` the post's design's), with the size
+def write_report(out: Path, raw: Mapping) -> Path:
+    """Write ``out``/report.md and its plots from one run's ``raw`` (raw.json: ``old``
+    holds the fairer old design's rows, ``post`` the post's design's), with the size
     sweep's section when ``out`` holds its sweep.json and the clips' when it holds
     clips.json; the report's path."""
-    paired, post, old = list(paired or ()), list(post or ()), list(old or ())
+    triton, wire, limits, meta = raw["triton"], raw["wire"], raw["limit"], raw["meta"]
+    paired, post, old = raw.get("paired") or [], raw.get("post") or [], raw["old"]
+    raw_memory = raw.get("memory")
     t = _by(triton, "model", "concurrency")
     p, f = _by(post, "model", "concurrency"), _by(old, "model", "concurrency")
     lines = [f"# Benchmark: Triton ensembles vs {WIRES[POST]} and {WIRES[FAIR]} vs the limit", ""]
@@ -414,12 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("out", type=Path)
     args = ap.parse_args(argv)
-    raw = json.loads((args.out / "raw.json").read_text())
-    path = write_report(
-        args.out, raw["triton"], raw["wire"], raw["old"], raw["limit"], raw["meta"],
-        raw.get("paired", ()), raw.get("post", ()), raw.get("memory"),
-    )  # fmt: skip
-    print(path)
+    print(write_report(args.out, json.loads((args.out / "raw.json").read_text())))
     return 0
 
 
