@@ -486,15 +486,19 @@ def summary(running: Load) -> dict:
 class Phases:
     """How long each part runs, in seconds."""
 
-    steady: float  # low, high and overload each (the HPA's rate windows are 1 minute)
+    # The steady loads (the HPA's rate windows are 1 minute): 1 client, then
+    # HIGH_CLIENTS_PER_REPLICA, then OVERLOAD_CLIENTS_PER_REPLICA per replica.
+    low: float
+    high: float
+    overload: float
     per_count: float  # throughput with 1, 2, ... replicas; 0 skips it
     around: float  # load before and after a drain or a kill
 
 
-FULL = Phases(steady=75, per_count=40, around=15)
+FULL = Phases(low=75, high=75, overload=75, per_count=40, around=15)
 HIGH_CLIENTS_PER_REPLICA = 4  # the spread, throughput, drain and kill run at this load
 OVERLOAD_CLIENTS_PER_REPLICA = 8  # the load the HPA must answer with more replicas
-QUICK = Phases(steady=40, per_count=20, around=8)
+QUICK = Phases(low=40, high=40, overload=40, per_count=20, around=8)
 
 
 class Cluster:
@@ -605,11 +609,11 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
             while warm.count(ANSWERED) < n and warm.elapsed() < 300:
                 time.sleep(0.2)
 
-    def steady(name: str, concurrency: int) -> None:
-        log(f"{name} load: {concurrency} client(s) for {phases.steady:.0f} s")
+    def steady(name: str, concurrency: int, seconds: float) -> None:
+        log(f"{name} load: {concurrency} client(s) for {seconds:.0f} s")
         before = cluster.answered()
         with load(cluster, ensembles, photos, concurrency) as running:
-            time.sleep(phases.steady)
+            time.sleep(seconds)
             # The HPA reads the metric while the load runs, as a live cluster's does.
             series = cluster.prometheus.values(f'{autoscaling.series}{{namespace="{NAMESPACE}"}}')
             outcome = summary(running.stop())
@@ -626,9 +630,9 @@ def run(cluster: Cluster, phases: Phases, photos: Sequence[bytes], autoscaling: 
             f"{autoscaling.series} {[round(v) for v in series.values()]} -> HPA wants "
             f"{desired} replica(s) (target {autoscaling.target:g})")  # fmt: skip
 
-    steady("low", 1)
-    steady("high", high)
-    steady("overload", OVERLOAD_CLIENTS_PER_REPLICA * n)
+    steady("low", 1, phases.low)
+    steady("high", high, phases.high)
+    steady("overload", OVERLOAD_CLIENTS_PER_REPLICA * n, phases.overload)
 
     # Throughput with fewer replicas in rotation: the others in maintenance.
     result["throughput"] = {str(n): result["load"]["high"]["images_per_s"]}
