@@ -4,7 +4,6 @@ promtool), Kubernetes' HPA formula and quantities, the dashboard's queries."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
 import pytest
@@ -22,7 +21,7 @@ from cluster.local import (
     replica_argv,
     spread,
 )
-from ensemble.processes import EPHEMERAL_PORTS_FILE, Ports, free_port, stop_process
+from ensemble.processes import Ports
 from ensemble.server import argument_parser
 from tests.apt_tools import needs_tools, tool_path
 
@@ -178,32 +177,3 @@ def test_ensemble_requests_counts_only_the_detection_ensembles():
         'nv_inference_request_failure{model="detect_all",reason="OTHER",version="1"} 3\n'
     )
     assert ensemble_requests(text) == 12
-
-
-def test_free_ports_are_distinct_and_below_the_range_outgoing_connections_take():
-    # A port from the kernel's ephemeral range can be taken by any outgoing connection
-    # between the check and the replica's bind (its metrics port binds a minute later).
-    low = int(EPHEMERAL_PORTS_FILE.read_text().split()[0])
-    ports = [free_port() for _ in range(40)]
-    assert len(set(ports)) == len(ports)
-    assert all(port < low for port in ports), (low, ports)
-    for port in ports:  # and each is free to listen on
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
-
-
-def test_stop_process_terminates_and_kills_one_that_ignores_sigterm():
-    import signal
-    import sys
-
-    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert stop_process(polite, 30) == -signal.SIGTERM
-    stubborn = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-         "print('ready', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert stubborn.stdout.readline() == b"ready\n"  # its handler is in place
-    assert stop_process(stubborn, 0.5) == -signal.SIGKILL
-    assert stop_process(stubborn) == -signal.SIGKILL  # already gone: its code again
