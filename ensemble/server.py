@@ -73,6 +73,12 @@ SERVER_API_KEY_ENV = "TRITON_API_KEY"
 # and for its models to unload: ten workers' unloading took over 10 s on a loaded
 # 2-core machine (Triton then exits 1). A pod's grace period covers it (the chart).
 EXIT_TIMEOUT_S = 20
+# Triton's report, every second of that wait, of the model versions still unloading
+# (ready, loading or unloading ones, and those kept in the background) and of the
+# non-inference requests still open (server.cc).
+UNLOAD_REPORT = re.compile(
+    r"Timeout \d+: Found (\d+) live models and (\d+) in-flight non-inference requests"
+)
 # Triton's death is looked for this often; a restart may take this long to be ready
 # (every model loads again), and is tried this many times before the launcher stops.
 WATCH_INTERVAL_S = 0.2
@@ -483,12 +489,56 @@ class TritonServer:
             self.front.stop()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
+        log_offset = self._log_size()
         self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
         try:
-            return self.process.wait(timeout)
+            return self._wait_stopped(timeout, log_offset)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):  # slow, or a second Ctrl-C
             self.process.kill()
             return self.process.wait()
+
+    def _wait_stopped(self, timeout: float, log_offset: int) -> int:
+        """Triton's exit code once it stopped after its SIGTERM; ``TimeoutExpired`` after
+        ``timeout`` s. Where a worker crash left model versions that Triton holds for
+        good (``Supervisor.held``: a request reached the dead worker), it would wait out
+        its exit timeout for them and exit 1: once they are all its report (in the log
+        from ``log_offset``) still counts, it has drained and unloaded everything else,
+        and it is ended; that stop is clean (0)."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.process.wait(WATCH_INTERVAL_S)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise
+            held = self.supervisor.held() if self.supervisor is not None else 0
+            if not held:
+                continue
+            reports = UNLOAD_REPORT.findall(self._log_since(log_offset))
+            if reports and int(reports[-1][0]) <= held and int(reports[-1][1]) == 0:
+                self.log(
+                    f"Triton unloaded every model but {held} version(s) left by crashed "
+                    "workers, which its Python backend never lets go of; ending it"
+                )
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.process.pid, signal.SIGKILL)  # with those workers' stubs
+                self.process.wait()
+                return 0
+
+    def _log_size(self) -> int:
+        try:
+            return self.config.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.config.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
 
 def prepare_repository(

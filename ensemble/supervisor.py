@@ -25,6 +25,15 @@ seconds). When one of a READY model's stubs is gone, it:
    priority (nice -10) until the model is ready, then back at 0;
 4. logs one line and counts the recovery with its duration.
 
+A request that reached a dead stub leaves its model version behind for good. The
+backend gives each request a response factory (python_be.cc,
+``SaveRequestsToSharedMemory``), which holds the model and which only the stub's
+answer deletes; a dead stub never answers. So the old version stays "unloading" in
+Triton beside the reloaded one, and its dead stub stays unreaped (a zombie). Triton's
+own stop waits for every version to unload: it would wait out its whole exit timeout
+for that one and exit 1. :meth:`Supervisor.held` counts such versions, for the
+launcher's stop (``ensemble.server``) to end Triton once they are all it waits for.
+
 The counters are served in Prometheus' format on the launcher's metrics port.
 """
 
@@ -94,8 +103,9 @@ PF_EXITING = 0x4  # the kernel's flag for a process that is being torn down
 
 
 def alive(pid: int) -> bool:
-    """The process exists, is not a zombie (Triton does not reap a dead stub) and is not
-    exiting (a killed worker holding gigabytes takes a while to be torn down)."""
+    """The process exists, is not a zombie (Triton reaps a dead stub only when it lets
+    go of the stub's model version) and is not exiting (a killed worker holding
+    gigabytes takes a while to be torn down)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -124,6 +134,17 @@ def _threads(pid: int) -> list[int]:
         return [t.id for t in psutil.Process(pid).threads()]
     except psutil.Error:
         return []
+
+
+def unreaped(pid: int, parent: int) -> bool:
+    """``pid`` is a dead child of ``parent`` that ``parent`` has not reaped (a zombie):
+    Triton still holds the model version of that dead stub."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] == "Z" and int(fields[1]) == parent
 
 
 def stub_model(cmdline: Sequence[str]) -> str | None:
@@ -221,6 +242,7 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self.known: dict[int, str] = {}
         self.broken: set[str] = set()  # models with a dead worker, not yet back
+        self.crashes: list[list[int]] = []  # the dead workers of each crash, by pid
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -238,6 +260,12 @@ class Supervisor:
             self._thread.join(timeout=10)
         for model in sorted(self.broken) if unload else ():
             self.control.unload(model)
+
+    def held(self) -> int:
+        """How many model versions Triton still holds for a crash (see the module
+        docstring): one per crash whose dead workers it has not reaped. It never lets
+        go of them; they end with Triton."""
+        return sum(any(unreaped(pid, self.server_pid) for pid in pids) for pids in self.crashes)
 
     def check(self) -> list[str]:
         """One look: the models that lost a worker since the last look (and recover
@@ -301,6 +329,7 @@ class Supervisor:
         pids = pids + [pid for pid in siblings if not alive(pid)]
         total = len(pids) + sum(1 for pid in siblings if alive(pid))
         self.metrics.crashes.labels(model).inc(len(pids))
+        self.crashes.append(pids)
         self.metrics.down.labels(model).set(1)
         self.broken.add(model)
         self.log(

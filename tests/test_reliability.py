@@ -30,7 +30,7 @@ from bench.load import ANSWERED, REFUSED, Load, grpc
 from ensemble import contract
 from ensemble.front import Tls
 from ensemble.processes import Ports, free_port
-from ensemble.server import running_server
+from ensemble.server import EXIT_TIMEOUT_S, running_server
 from ensemble.supervisor import workers
 from tests.inference import image_inputs
 from tests.tls import make_self_signed
@@ -173,9 +173,8 @@ def own_server(tmp_path):
 
 @pytest.fixture(scope="module")
 def recovering_server(tmp_path_factory):
-    """One server for the tests that kill a model's workers, each another model's: once
-    a model has been recovered, stopping the server waits out Triton's exit timeout
-    (``ensemble.server.EXIT_TIMEOUT_S``), so once per module rather than per test."""
+    """One server for the tests that kill a model's workers (each test another model's:
+    they count its recoveries) and, after them, for the test of its stop."""
     yield from logged_server(tmp_path_factory.mktemp("recovering"))
 
 
@@ -261,6 +260,24 @@ def test_a_model_whose_workers_all_die_serves_again_and_is_not_ready_meanwhile(
     # the model's own readiness and its ensemble's are back too
     for name in (model, "detect_pytorch"):
         assert ready(server.http_url, f"/v2/models/{name}/ready") == 200
+
+
+@pytest.mark.slow
+def test_a_server_that_recovered_a_model_stops_cleanly(recovering_server, photos):
+    server, log = recovering_server
+    assert kill_workers(server, "postprocess_pytorch")
+    requests, _ = watch_until_served(server, photos["horse"], 60)
+    assert requests[-1][2], log
+    # A request reached the dead worker: Triton holds that model version for good
+    # (ensemble.supervisor), and its own stop would wait out its exit timeout for it.
+    assert server.supervisor.held() >= 1
+    started = time.monotonic()
+    code = server.stop()
+    seconds = time.monotonic() - started
+    print(f"stopped {seconds:.1f} s after a recovery, exit code {code}")
+    assert code == 0
+    assert seconds < EXIT_TIMEOUT_S / 2
+    assert "Exit timeout expired" not in server.config.log_path.read_text(errors="replace")
 
 
 @pytest.mark.slow
