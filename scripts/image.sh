@@ -5,11 +5,13 @@
 #                                   the pytriton wheel, the project and its built models
 #                                   (podman; built and run on a plain Debian machine)
 #   scripts/image.sh ngc            triton-detectors:ngc: NVIDIA's server image plus the
-#                                   project (needs nvcr.io: docker or podman)
+#                                   project (needs NVIDIA's registry: docker or podman)
 #   scripts/image.sh check [IMAGE]  run the cpu image on loopback ports and check that it
 #                                   answers the contract (deploy/images/check.py)
 #   scripts/image.sh kube [IMAGE]   the same checks on the chart's Deployment (cpu values)
 #                                   started by podman kube play
+#   scripts/image.sh sources        print the apt sources a debootstrapped base image gets
+#                                   (this machine's own mirrors)
 #
 # Both images start the project's one launcher (python -m ensemble.server) as uid 1000.
 # Host networking only: builds and runs use --network=host; no container network is
@@ -84,13 +86,33 @@ EOF
 }
 
 # FROM debian:bookworm-slim with no registry: a Debian 12 root filesystem made by
-# debootstrap from the host's Debian mirror, imported under that name. A host that can
-# reach Docker Hub pulls the real one instead.
-BASE=docker.io/library/debian:bookworm-slim
-# The URI this machine's apt takes suite $1 from (empty when it has none).
+# debootstrap from the host's Debian mirror, imported under that name (podman keeps it
+# as localhost/debian:bookworm-slim, which the short name finds first). A host whose
+# podman resolves the short name to a registry it can reach (its registries.conf)
+# pulls the real one instead; the name of that registry is the host's, not ours.
+BASE=debian:bookworm-slim
+# The URI this machine's apt takes suite $1 (a codename: bookworm-security) from, empty
+# when it has none. Its sources are read as written (no apt-get update needed); those
+# that name the suite by an alias (oldstable-security) match through the codename in
+# the Release file apt-get update fetched for them.
 apt_uri() {
-    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' 2>/dev/null \
-        | awk -v suite="$1" '$2 == suite { print $1; exit }'
+    {
+        apt-get indextargets --no-release-info --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages'
+        apt-get indextargets --format '$(REPO_URI) $(CODENAME)' 'Created-By: Packages'
+    } 2>/dev/null | awk -v suite="$1" '$2 == suite { print $1; exit }'
+}
+
+# deb822 sources for the image: the suites of Docker Hub's debian image (bookworm, its
+# updates, security), each from the URI this machine's apt takes it from, as
+# debian.sources lists them. A suite this machine has no source for is left out.
+debian_sources() {
+    local suite uri
+    for suite in bookworm bookworm-updates bookworm-security; do
+        uri=$(apt_uri "$suite")
+        [ -n "$uri" ] || { log "no $suite in this machine's apt sources: the image has none" >&2; continue; }
+        printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n\n' \
+            "${uri%/}" "$suite" /usr/share/keyrings/debian-archive-keyring.gpg
+    done
 }
 
 base_image() {
@@ -98,32 +120,16 @@ base_image() {
     if podman pull -q "$BASE" >/dev/null 2>&1; then log "pulled $BASE"; return; fi
     command -v debootstrap >/dev/null || apt_install debootstrap
     [ "$(id -u)" = 0 ] || die "debootstrap needs root to make $BASE (or pull it on a host with a registry)"
-    local mirror security rootfs=$OUT/rootfs
+    local mirror rootfs=$OUT/rootfs
     # This machine's own apt sources name the mirrors (no host is written here).
     mirror=$(apt_uri bookworm)
-    security=$(apt_uri bookworm-security)
     [ -n "$mirror" ] || die "no bookworm source in this machine's apt configuration"
     log "no $BASE here and no registry: debootstrap bookworm from $mirror"
     rm -rf "$rootfs"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$OUT/debootstrap.log" 2>&1 \
         || { tail -20 "$OUT/debootstrap.log" >&2; die "debootstrap failed (log: $OUT/debootstrap.log)"; }
-    # The same apt sources as Docker Hub's debian image: bookworm, its updates, security.
     rm -f "$rootfs/etc/apt/sources.list"
-    cat > "$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: ${mirror%/}
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    [ -z "$security" ] || cat >> "$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
-
-Types: deb
-URIs: ${security%/}
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+    debian_sources > "$rootfs/etc/apt/sources.list.d/debian.sources"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | podman import -q --change 'CMD ["bash"]' - "$BASE" >/dev/null
     rm -rf "$rootfs"
@@ -223,10 +229,10 @@ build_cpu() {
     log "run it: podman run --rm --network=host localhost/$tag   (check it: make image TARGET=check)"
 }
 
-# NOT BUILT HERE: nvcr.io cannot be reached from the machine this repository was made
-# on, so this path has only been read, never run. It builds with whichever of docker
-# (with a running engine) or podman exists, and stops before building when
-# nvcr.io/nvidia/tritonserver cannot be pulled.
+# NOT BUILT HERE: NVIDIA's registry cannot be reached from the machine this repository
+# was made on, so this path has only been read, never run. It builds with whichever of
+# docker (with a running engine) or podman exists, and stops before building when the
+# Dockerfile's TRITON_IMAGE cannot be pulled.
 build_ngc() {
     local tool="" tag=$NAME:ngc rev
     rev=$(revision)
@@ -242,7 +248,7 @@ build_ngc() {
     log "would run: ${cmd[*]}"
     [ -n "$tool" ] || die "neither a docker engine nor podman here"
     if ! "$tool" pull -q "$from" >/dev/null 2>&1; then
-        die "cannot pull $from (no access to nvcr.io from here): the ngc image was not built"
+        die "cannot pull $from (no access to ${from%%/*} from here): the ngc image was not built"
     fi
     "${cmd[@]}"
     log "built $tag (also :ngc-$rev); on a GPU host: docker compose up"
@@ -256,5 +262,6 @@ case "$WHAT" in
         [ -x "$PY" ] || die "no .venv: run make setup"
         "$PY" deploy/images/check.py $([ "$WHAT" = kube ] && echo --kube) "${2:-localhost/$NAME:cpu}"
         ;;
-    *) die "unknown target '$WHAT': cpu, ngc, check or kube" ;;
+    sources) debian_sources ;;
+    *) die "unknown target '$WHAT': cpu, ngc, check, kube or sources" ;;
 esac

@@ -76,7 +76,7 @@ ENV HOME=/work PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 
 LABEL org.opencontainers.image.title="triton-detectors (cpu)" \
       org.opencontainers.image.description="Object detectors behind Triton ensembles: the pytriton wheel's Triton 2.51 on the CPU, the project's launcher, its built models" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+      org.opencontainers.image.base.name="debian:bookworm-slim"
 
 EXPOSE 8000 8001 8002 8003
 ENTRYPOINT ["/usr/bin/tini", "--"]
