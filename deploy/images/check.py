@@ -4,9 +4,10 @@ Starts the image with podman on free loopback ports (host networking: no contain
 network is created), the restricted APIs behind a fresh ``$TRITON_API_KEY``, then:
 
 - waits for ``/v2/health/ready`` (every model loaded) and reports how long it took;
-- runs the project's client (``python -m client``) on a photo with ``detect_all`` and
-  with each ``detect_<name>`` of ``models.toml``: it must exit 0, find objects, and
-  write annotated JPEGs (``detect_all``: one per fused detector too);
+- runs the project's client (``python -m client``) on scikit-image's astronaut (made from
+  the bundled photo: nothing in .cache/photos is needed) with ``detect_all`` and with
+  each ``detect_<name>`` of ``models.toml``: it must exit 0, find objects, and write
+  annotated JPEGs (``detect_all``: one per fused detector too);
 - checks that each detector runs in its native backend (the image builds them);
 - checks that the restricted APIs refuse a request without the key and take one with it;
 - checks that every process in the container runs as a non-root user;
@@ -72,16 +73,15 @@ def http_status(url: str, method: str = "GET", headers: dict | None = None) -> i
         return 0
 
 
-def photo() -> Path:
-    """A photo with a person: scikit-image's astronaut as a JPEG, made once by
-    ``bench.photos`` and kept in .cache/photos (a fresh setup has none yet)."""
-    from bench.photos import SIZED_CACHE, sized_photo
+def photo(folder: Path) -> Path:
+    """``folder``/astronaut.jpg: scikit-image's astronaut (512 x 512 pixels, a person)
+    as the benchmarks' JPEG (``bench.photos``), made from the bundled PNG. Nothing that
+    setup or a benchmark leaves in .cache/photos is needed."""
+    from bench.photos import PHOTO_NAMES, photo_files
 
-    found = sorted(SIZED_CACHE.glob("astronaut-*.jpg"), key=os.path.getsize)
-    if not found:
-        sized_photo("astronaut", 0.3)
-        found = sorted(SIZED_CACHE.glob("astronaut-*.jpg"), key=os.path.getsize)
-    return found[0]
+    path = folder / "astronaut.jpg"
+    path.write_bytes(photo_files("jpeg")[PHOTO_NAMES.index("astronaut")])
+    return path
 
 
 class Checks:
@@ -223,7 +223,7 @@ def wait_ready(checks: Checks, running: Running, http: str, started: float) -> b
 
 def check_running(checks: Checks, running: Running, ports: dict[str, int], key: str) -> None:
     with tempfile.TemporaryDirectory(prefix="image-check-") as work:
-        check_answers(checks, f"{HOST}:{ports['grpc']}", photo(), Path(work))
+        check_answers(checks, f"{HOST}:{ports['grpc']}", photo(Path(work)), Path(work))
 
     # The image carries the native backends: each detector runs in its own.
     for d in load_models().detectors:
