@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ensemble import contract
+from ensemble.processes import kill_group
 
 # How long a stopping front waits for requests in flight before it closes them.
 DRAIN_SECONDS = 20
@@ -228,5 +229,4 @@ class Front:
         try:
             self.process.wait(timeout)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            self.process.kill()
-            self.process.wait()
+            kill_group(self.process)  # its workers too

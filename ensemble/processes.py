@@ -8,10 +8,12 @@ started and turn Ctrl-C into an orderly stop with these; nothing here knows Trit
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +86,77 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait()
+
+
+def kill_group(process: subprocess.Popen) -> int:
+    """SIGKILL ``process``, started in a session of its own, with every process of its
+    group (what it started: Triton's Python-backend stubs, nginx's workers), which
+    would otherwise outlive it; its exit code."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # its group, even once it has died
+    return process.wait()
+
+
+# The reaper's program: it reads "+GROUP" and "-GROUP" lines from its stdin; at the end
+# of the file it SIGKILLs every group it was told of and not told to forget.
+REAPER_PROGRAM = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    group = int(line)
+    if group > 0:
+        groups.add(group)
+    else:
+        groups.discard(-group)
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Reaper:
+    """A small process that ends this process's servers once this process is gone,
+    however it ended: a SIGKILL or an out-of-memory kill leave no time to stop them.
+
+    The servers run in sessions of their own (a Ctrl-C must reach the launcher alone,
+    which then stops them in order), so nothing else ends them. The reaper reads the
+    servers' process groups from a pipe that only this process can write to (its end
+    is not inherited); the pipe's end of file, which the kernel gives when that end
+    closes for any reason, makes it SIGKILL those groups, a server's own children
+    included. It runs in a session of its own, so that a signal to the launcher's
+    process group (a closed terminal) does not end it first."""
+
+    def __init__(self) -> None:
+        read, self._write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", REAPER_PROGRAM], stdin=read, start_new_session=True
+            )
+        finally:
+            os.close(read)
+
+    def watch(self, group: int) -> None:
+        """Kill process group ``group`` when this process dies."""
+        self._send(f"+{group}\n")
+
+    def forget(self, group: int) -> None:
+        """``group`` has been stopped: do not kill it (its id may be reused)."""
+        self._send(f"-{group}\n")
+
+    def _send(self, line: str) -> None:
+        # One short write is atomic on a pipe, so threads need no lock. A reaper that
+        # was killed only leaves the servers unguarded: the launcher carries on.
+        with contextlib.suppress(OSError):
+            os.write(self._write, line.encode())
+
+    def close(self) -> None:
+        """Every group forgotten: let the reaper end, and reap it."""
+        if self._write >= 0:
+            os.close(self._write)
+            self._write = -1
+            self.process.wait()
 
 
 @contextlib.contextmanager

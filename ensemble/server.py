@@ -51,7 +51,14 @@ import psutil
 from ensemble import configgen
 from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, is_loopback_host
 from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
-from ensemble.processes import Ports, free_port, port_in_use, stop_signals
+from ensemble.processes import (
+    Ports,
+    Reaper,
+    free_port,
+    kill_group,
+    port_in_use,
+    stop_signals,
+)
 from ensemble.registry import ModelsFileError, Registry, load_models
 from ensemble.supervisor import Control, Metrics, Supervisor
 
@@ -278,6 +285,8 @@ class TritonServer:
     _metrics_server: object = field(default=None, init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False)
     _watchdog: threading.Thread | None = field(default=None, init=False)
+    # Ends Triton's and the front's process groups if the launcher dies without stop().
+    _reaper: Reaper | None = field(default=None, init=False)
 
     @property
     def grpc_url(self) -> str:
@@ -312,12 +321,15 @@ class TritonServer:
             ),
             front_dir,
         )  # fmt: skip
+        self._reaper = Reaper()
         self._start_triton(home, libs, "w")
         try:
             self.front.start()
         except FrontError as e:
             self.stop()
             raise ServerError(str(e)) from None
+        assert self.front.process is not None
+        self._reaper.watch(self.front.process.pid)
 
     def _start_triton(self, home: Path, libs: Path | None, mode: str) -> None:
         assert self.triton_ports is not None
@@ -328,6 +340,8 @@ class TritonServer:
             start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly
         )  # fmt: skip
         log.close()
+        assert self._reaper is not None
+        self._reaper.watch(self.process.pid)
 
     def is_ready(self) -> bool:
         """Triton says every model is ready, and the front is up."""
@@ -380,10 +394,9 @@ class TritonServer:
         if self.supervisor is not None:
             self.supervisor.stop(unload=False)  # its workers died with Triton
             self.supervisor = None
-        # Python-backend workers outlive a killed Triton for a while: they are in its
-        # session (start_new_session), so end them before their models load again.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(dead.pid, signal.SIGKILL)
+        # Python-backend workers outlive a killed Triton (they do not watch it): they are
+        # in its process group, so end them before their models load again.
+        self._end_triton(dead)
         home, libs = triton_home()
         delay = 1.0
         for attempt in range(1, RESTART_ATTEMPTS + 1):
@@ -397,9 +410,8 @@ class TritonServer:
             except ServerError as e:
                 first = str(e).splitlines()[0]
                 self.log(f"restart {attempt} of {RESTART_ATTEMPTS} failed: {first}")
-                if self.process is not None and self.process.poll() is None:
-                    self.process.kill()
-                    self.process.wait()
+                if self.process is not None:
+                    self._end_triton(self.process)  # the workers it started, too
                 if self._stopping.wait(delay):
                     return
                 delay = min(delay * 2, 30.0)
@@ -412,6 +424,14 @@ class TritonServer:
         self.metrics.server_down.set(0)
         self.metrics.server_restart_seconds.observe(seconds)
         self.log(f"Triton serves again, {seconds:.1f} s after it died (restart {self.restarts})")
+
+    def _end_triton(self, process: subprocess.Popen) -> int:
+        """SIGKILL a Triton with its Python-backend workers; its exit code. The reaper
+        forgets its group, whose id the system may give to another process later."""
+        code = kill_group(process)
+        if self._reaper is not None:
+            self._reaper.forget(process.pid)
+        return code
 
     def wait_ready(
         self,
@@ -485,17 +505,22 @@ class TritonServer:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server = None
-        if self.front is not None:
-            self.front.stop()
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        log_offset = self._log_size()
-        self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
         try:
-            return self._wait_stopped(timeout, log_offset)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # slow, or a second Ctrl-C
-            self.process.kill()
-            return self.process.wait()
+            if self.front is not None:
+                self.front.stop()
+            if self.process is None or self.process.poll() is not None:
+                return None if self.process is None else self.process.returncode
+            log_offset = self._log_size()
+            self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests
+            try:
+                return self._wait_stopped(timeout, log_offset)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # slow, or a second Ctrl-C
+                return self._end_triton(self.process)
+        finally:
+            if self._reaper is not None:
+                # Its end ends what is left of the run: workers of a Triton that exited.
+                self._reaper.close()
+                self._reaper = None
 
     def _wait_stopped(self, timeout: float, log_offset: int) -> int:
         """Triton's exit code once it stopped after its SIGTERM; ``TimeoutExpired`` after
@@ -521,9 +546,7 @@ class TritonServer:
                     f"Triton unloaded every model but {held} version(s) left by crashed "
                     "workers, which its Python backend never lets go of; ending it"
                 )
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.process.pid, signal.SIGKILL)  # with those workers' stubs
-                self.process.wait()
+                self._end_triton(self.process)  # with those workers' stubs
                 return 0
 
     def _log_size(self) -> int:

@@ -11,6 +11,7 @@ repository ``create_server`` would write is swapped for the small one.
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket
 import subprocess
@@ -18,12 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ensemble import configgen, spec
 from ensemble.processes import Ports, free_port, port_in_use
 from ensemble.registry import load_models
 from ensemble.server import REPO_ROOT, ServerConfig, ServerError, TritonServer, running_server
+from ensemble.supervisor import STUB
 
 pytestmark = pytest.mark.server
 
@@ -63,7 +66,8 @@ def free_ports() -> Ports:
 
 def port_arguments(ports: Ports) -> list[str]:
     return ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-            "--metrics-port", str(ports.metrics)]  # fmt: skip
+            "--metrics-port", str(ports.metrics),
+            "--supervisor-port", str(ports.supervisor)]  # fmt: skip
 
 
 def start_main(repository: Path, log_dir: Path, *args: str) -> subprocess.Popen:
@@ -243,3 +247,76 @@ def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
         assert "deliberately broken" in (tmp_path / "triton.log").read_text()
     finally:
         server.stop()
+
+
+# --- a SIGKILL leaves nothing behind ---------------------------------------------------
+
+
+def live(pid: int) -> bool:
+    """``pid`` runs: it exists and is not a zombie (an orphan's zombie holds nothing, and
+    this container's init may never reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def poll_until(condition, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)
+
+
+def process_tree(pid: int) -> dict[int, str]:
+    """{pid: name} of every process under ``pid``."""
+    return {p.pid: p.name() for p in psutil.Process(pid).children(recursive=True)}
+
+
+def test_a_killed_launcher_leaves_no_process_and_no_port_behind(small_repository, tmp_path):
+    """An OOM kill or a closed terminal's hard kill of ``python -m ensemble.server``:
+    tritonserver, nginx and the Python-backend stubs end with it, and the ports free."""
+    ports = free_ports()
+    proc = start_main(small_repository, tmp_path, *port_arguments(ports))
+    try:
+        lines = read_until_ready(proc)
+        assert lines and lines[-1].startswith("ready:"), "".join(lines)
+        tree = process_tree(proc.pid)
+        names = set(tree.values())
+        assert {"tritonserver", "nginx", STUB} <= names, names
+        proc.kill()
+        proc.wait()
+        poll_until(lambda: not any(live(pid) for pid in tree), "the server's processes end", 10)
+        poll_until(
+            lambda: not any(port_in_use("127.0.0.1", p) for p in ports.named().values()),
+            "the ports are free", 5,
+        )  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_killed_tritonserver_leaves_no_stub_behind(small_repository, tmp_path):
+    """SIGKILL tritonserver alone: the launcher starts it again, and the Python-backend
+    stubs of the dead one end (none keeps its memory)."""
+    ports = free_ports()
+    proc = start_main(small_repository, tmp_path, *port_arguments(ports))
+    try:
+        lines = read_until_ready(proc)
+        assert lines and lines[-1].startswith("ready:"), "".join(lines)
+        (triton,) = [p for p, name in process_tree(proc.pid).items() if name == "tritonserver"]
+        stubs = [p.pid for p in psutil.Process(triton).children() if p.name() == STUB]
+        assert stubs
+        os.kill(triton, signal.SIGKILL)
+        poll_until(lambda: not any(live(pid) for pid in stubs), "the old stubs end", 10)
+        # The launcher goes on: it restarts Triton.
+        poll_until(
+            lambda: any(name == "tritonserver" for name in process_tree(proc.pid).values()),
+            "a new tritonserver", 10,
+        )  # fmt: skip
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
