@@ -8,7 +8,13 @@
   an ``autoscaling/v2beta2`` HPA shows on 1.26+), a custom resource (the Prometheus
   Operator's, KServe's) has none and is skipped;
 - the chart's own consistency (:func:`check_consistency`): selectors, port names, the
-  HPA's target and metric, the launcher's arguments, the stopping sequence.
+  HPA's target and metric, the launcher's arguments, the stopping sequence, a rollout
+  and a disruption budget that always leave a pod ready, the ``helm test`` pod.
+
+Then it renders each of :data:`BROKEN_VALUE_SETS` and expects Helm to refuse it with
+the expected message: ``values.schema.json`` refuses a value of the wrong type, out of
+range or unknown; ``triton-detectors.validate`` (templates/_helpers.tpl) fails on the
+checks that compare two values, which JSON schema cannot express.
 
 Rendering needs no cluster and no ``helm`` binary: ``helm-python-sdk`` is Helm v4 as a
 library. ``lookup`` returns nothing offline (the generated API key is new each time).
@@ -21,6 +27,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +45,8 @@ GPU_VALUES = CHART_DIR / "values-gpu.yaml"
 # Loaded by the chart with .Files.Get, and as they are by the local run and compose.
 RECORDING_RULES = CHART_DIR / "files" / "recording-rules.yaml"
 DASHBOARD = CHART_DIR / "files" / "dashboard.json"
+# What the `helm test` pod runs (python -c), with the Service's address in $TRITON_URL.
+HELM_TEST_SCRIPT = CHART_DIR / "files" / "test-inference.py"
 ADAPTER_VALUES = REPO_ROOT / "deploy" / "prometheus-adapter" / "values.yaml"
 KSERVE_RUNTIME = REPO_ROOT / "deploy" / "kserve" / "servingruntime.yaml"
 # The port Knative routes when a KServe container declares none.
@@ -95,6 +104,92 @@ VALUE_SETS: dict[str, ValueSet] = {
         (MONITORING_API,),
     ),
 }
+
+
+# Value sets Helm must refuse, each with (part of) the message it must give: schema
+# errors name the value's path, the template checks say what to change.
+SCHEMA_REFUSAL = "values don't meet the specifications of the schema"
+BROKEN_VALUE_SETS: dict[str, tuple[ValueSet, str]] = {
+    "models-from-a-bucket": (
+        ValueSet((CPU_VALUES,), {"models": {"source": "bucket"}}),
+        "at '/models/source': value must be one of 'image', 'volume'",
+    ),
+    "models-volume-without-a-volume": (
+        ValueSet((CPU_VALUES,), {"models": {"source": "volume"}}),
+        "models.source=volume needs models.volume",
+    ),
+    "typo-in-a-key": (
+        ValueSet((CPU_VALUES,), {"autoscalling": {"enabled": True}}),
+        "additional properties 'autoscalling' not allowed",
+    ),
+    "replicas-as-a-word": (
+        ValueSet((CPU_VALUES,), {"replicaCount": "two"}),
+        "at '/replicaCount': got string, want integer",
+    ),
+    "unknown-target": (
+        ValueSet((CPU_VALUES,), {"server": {"target": "tpu"}}),
+        "at '/server/target': value must be one of 'cpu', 'gpu', 'ngc'",
+    ),
+    "port-out-of-range": (
+        ValueSet((CPU_VALUES,), {"ports": {"grpc": 70000}}),
+        "at '/ports/grpc': maximum",
+    ),
+    "memory-not-a-quantity": (
+        ValueSet((CPU_VALUES,), {"resources": {"limits": {"memory": "6 GB"}}}),
+        "at '/resources/limits/memory'",
+    ),
+    # --gpus follows gpu.count; the old free-standing ids could disagree with the limit.
+    "gpu-ids-given": (
+        ValueSet((GPU_VALUES,), {"server": {"gpus": "0,1,2,3"}}),
+        "additional properties 'gpus' not allowed",
+    ),
+    "recreate-rollout": (
+        ValueSet((CPU_VALUES,), {"strategy": {"type": "Recreate"}}),
+        "at '/strategy/type'",
+    ),
+    "prestop-equal-to-grace": (
+        ValueSet((CPU_VALUES,), {"preStopSeconds": 60, "terminationGracePeriodSeconds": 60}),
+        "preStopSeconds (60) must be below terminationGracePeriodSeconds (60)",
+    ),
+    "gpus-on-the-cpu-target": (
+        ValueSet((CPU_VALUES,), {"gpu": {"count": 2}}),
+        "server.target cpu uses no GPU, but gpu.count is 2",
+    ),
+    "gpu-target-without-gpus": (
+        ValueSet((GPU_VALUES,), {"gpu": {"count": 0}}),
+        "server.target ngc needs GPUs: set gpu.count",
+    ),
+    "gpu-limit-in-resources": (
+        ValueSet((GPU_VALUES,), {"resources": {"limits": {"nvidia.com/gpu": 2}}}),
+        "resources.limits must not name nvidia.com/gpu: set gpu.count",
+    ),
+    "one-gpu-pod-with-the-budget": (
+        ValueSet((GPU_VALUES,), {"replicaCount": 1}),
+        "podDisruptionBudget.maxUnavailable (1) would let a drain evict all 1 pods",
+    ),
+    "rollout-stopping-every-pod": (
+        ValueSet(
+            (GPU_VALUES,), {"strategy": {"rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}}}
+        ),
+        "strategy.rollingUpdate.maxUnavailable (2) would let a rollout stop all 2 pods",
+    ),
+    "autoscaling-floor-above-ceiling": (
+        ValueSet((CPU_VALUES,), {"autoscaling": {"minReplicas": 9, "maxReplicas": 8}}),
+        "autoscaling.minReplicas (9) is above autoscaling.maxReplicas (8)",
+    ),
+}
+
+
+def refusal(value_set: ValueSet, expected: str) -> str | None:
+    """Why ``value_set`` is not refused as it should be (rendered, or refused with
+    another message); None when Helm refuses it with ``expected`` in its message."""
+    try:
+        value_set.render()
+    except ChartError as e:
+        if expected in str(e):
+            return None
+        return f"refused, but not with {expected!r}: {e}"
+    return f"rendered; expected a refusal with {expected!r}"
 
 
 def adapter_rules() -> list[dict]:
@@ -402,6 +497,78 @@ def _check_selectors(docs: list[dict], pod_labels: dict, ports: dict[str, int]) 
     return problems
 
 
+def _pods(value: int | str, total: int, round_up: bool) -> int:
+    """A count or a percentage of ``total`` pods, rounded as Kubernetes rounds it."""
+    if isinstance(value, int):
+        return value
+    share = int(str(value).rstrip("%")) * total / 100
+    return math.ceil(share) if round_up else math.floor(share)
+
+
+def _check_disruption(docs: list[dict], deployment: dict) -> list[str]:
+    """A rollout and a drain each leave a pod ready, counted on the fewest pods the
+    Deployment runs (the HPA's floor, or its replicas), and the budget lets a drain
+    evict pods that are not ready."""
+    hpas = _of_kind(docs, "HorizontalPodAutoscaler")
+    fewest = int(hpas[0]["spec"].get("minReplicas", 1) if hpas
+                 else deployment["spec"].get("replicas", 1))  # fmt: skip
+    problems = []
+    strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        problems.append(f"strategy {strategy['type']}: an upgrade stops every pod first")
+    else:
+        # The Deployment controller rounds a percentage of unavailable pods down.
+        unavailable = strategy.get("rollingUpdate", {}).get("maxUnavailable", "25%")
+        if _pods(unavailable, fewest, round_up=False) >= fewest:
+            problems.append(
+                f"maxUnavailable {unavailable}: a rollout may stop all {fewest} pods at once"
+            )
+    for pdb in _of_kind(docs, "PodDisruptionBudget"):
+        spec = pdb["spec"]
+        # The disruption controller rounds percentages up, for both fields.
+        if "minAvailable" in spec:
+            allowed_gone = fewest - _pods(spec["minAvailable"], fewest, round_up=True)
+        else:
+            allowed_gone = _pods(spec.get("maxUnavailable", 1), fewest, round_up=True)
+        if allowed_gone >= fewest:
+            problems.append(f"{_name(pdb)} lets a drain evict all {fewest} pods")
+        if spec.get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+            problems.append(
+                f"{_name(pdb)} has no unhealthyPodEvictionPolicy AlwaysAllow: a pod that "
+                "is not ready would block a drain"
+            )
+    return problems
+
+
+def _check_helm_test(docs: list[dict], deployment: dict) -> list[str]:
+    """One ``helm test`` pod: the Deployment's image running files/test-inference.py,
+    once, as non-root, against the gRPC port of one of the chart's Services."""
+    tests = [d for d in _of_kind(docs, "Pod")
+             if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]  # fmt: skip
+    if len(tests) != 1:
+        return [f"{len(tests)} helm test pods, not one"]
+    pod = tests[0]["spec"]
+    (test,) = pod["containers"]
+    problems = []
+    if pod.get("restartPolicy") != "Never":
+        problems.append("the helm test pod restarts: a failed test would be retried, not shown")
+    if test.get("image") != _main_container(deployment).get("image"):
+        problems.append(f"the helm test pod runs {test.get('image')}, not the Deployment's image")
+    line = [*test.get("command", []), *test.get("args", [])]
+    if line != ["python", "-c", HELM_TEST_SCRIPT.read_text()]:
+        problems.append(f"the helm test pod does not run python -c {HELM_TEST_SCRIPT.name}")
+    if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+        problems.append("the helm test pod does not set runAsNonRoot")
+    url = {e["name"]: e.get("value") for e in test.get("env", [])}.get("TRITON_URL", "")
+    host, _, port = url.rpartition(":")
+    services = {d["metadata"]["name"]: d for d in _of_kind(docs, "Service")}
+    grpc = [p for p in services.get(host, {}).get("spec", {}).get("ports", [])
+            if p.get("name") == "grpc"]  # fmt: skip
+    if not grpc or str(grpc[0]["port"]) != port:
+        problems.append(f"the helm test pod's TRITON_URL {url!r} is no Service's gRPC port")
+    return problems
+
+
 def _check_secret(docs: list[dict], container: dict) -> list[str]:
     from ensemble.server import SERVER_API_KEY_ENV
 
@@ -425,7 +592,9 @@ def check_consistency(docs: list[dict]) -> list[str]:
     Service and Ingress ports name ports that exist; the HPA targets the Deployment and
     scales on a metric prometheus-adapter serves; the container runs the launcher with
     arguments it accepts, on the container's ports and GPUs; the pod runs as non-root;
-    preStop + the launcher's drain fit in the termination grace period.
+    preStop + the launcher's drain fit in the termination grace period; a rollout and
+    the disruption budget always leave a pod ready; the ``helm test`` pod runs the
+    inference check against a Service's gRPC port.
     """
     try:
         deployment = _deployment(docs)
@@ -448,6 +617,8 @@ def check_consistency(docs: list[dict]) -> list[str]:
     problems += _check_services(docs, pod_labels, ports)
     problems += _check_selectors(docs, pod_labels, ports)
     problems += _check_autoscaling(docs, deployment)
+    problems += _check_disruption(docs, deployment)
+    problems += _check_helm_test(docs, deployment)
     problems += _check_secret(docs, container)
     return problems
 
@@ -533,6 +704,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(docs)} documents ({kinds(docs)}); {checked} schema checks; {verdict}")
         if problems:
             failed[name] = problems
+    wrongly_accepted = {name: why for name, (value_set, expected) in BROKEN_VALUE_SETS.items()
+                        if (why := refusal(value_set, expected))}  # fmt: skip
+    print(f"broken value sets: {len(BROKEN_VALUE_SETS) - len(wrongly_accepted)} of "
+          f"{len(BROKEN_VALUE_SETS)} refused with the expected message")  # fmt: skip
+    if wrongly_accepted:
+        failed["broken value sets"] = [f"{n}: {why}" for n, why in wrongly_accepted.items()]
     kserve = kserve_documents()
     problems = validate(kserve) + check_kserve(kserve)
     verdict = f"{len(problems)} problems" if problems else "consistent (no schema: CRDs)"

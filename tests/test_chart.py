@@ -194,11 +194,34 @@ def test_gpu_values_give_four_gpus_and_the_ngc_target(rendered):
     assert "--gpus" not in chart.container_args(rendered["cpu"])
 
 
-def test_gpu_ids_follow_the_gpu_count_when_not_given():
-    docs = chart.render([chart.GPU_VALUES], {"server": {"gpus": ""}, "gpu": {"count": 2}})
+def test_gpu_ids_follow_the_gpu_count():
+    # The GPU profile with a smaller count: --gpus and the limit move together.
+    docs = chart.render([chart.GPU_VALUES], {"gpu": {"count": 2}})
     parsed = argument_parser().parse_args(chart.container_args(docs))
     assert parsed.gpus == "0,1"
     assert container(docs)["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_gpu_profile_keeps_a_pod_ready_through_rollouts_and_drains(rendered):
+    for name in ("gpu", "gpu-autoscaling"):
+        docs = rendered[name]
+        spec = deployment(docs)["spec"]
+        fewest = (of_kind(docs, "HorizontalPodAutoscaler") or [{"spec": spec}])[0]["spec"]
+        assert fewest.get("replicas", fewest.get("minReplicas")) == 2, name
+        # A new pod is ready before an old one stops.
+        assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+        (pdb,) = of_kind(docs, "PodDisruptionBudget")
+        assert pdb["spec"]["maxUnavailable"] == 1, name
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_a_budget_by_min_available_renders_in_place_of_max_unavailable():
+    # One GPU pod kept through drains: a drain waits for its replacement instead.
+    values = {"replicaCount": 1, "podDisruptionBudget": {"minAvailable": 1}}
+    docs = chart.render([chart.GPU_VALUES], values)
+    (pdb,) = of_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    assert chart.check_consistency(docs) == []
 
 
 def test_models_from_a_volume_are_mounted_read_only(rendered):
@@ -244,17 +267,79 @@ def test_services_headless_and_ingress_for_per_request_grpc(rendered):
     assert path["backend"]["service"]["port"] == {"name": "grpc"}
 
 
-@pytest.mark.parametrize(
-    ("values", "message"),
-    [
-        ({"models": {"source": "bucket"}}, "models.source must be image or volume"),
-        ({"models": {"source": "volume"}}, "models.source=volume needs models.volume"),
-        ({"server": {"target": "gpu", "gpus": ""}, "gpu": {"count": 0}}, "needs GPUs"),
-    ],
-)
-def test_bad_values_fail_with_a_clear_message(values, message):
-    with pytest.raises(chart.ChartError, match=re.escape(message)):
-        chart.render([chart.CPU_VALUES], values)
+# --- values.schema.json and the template checks refuse wrong values ---------------
+
+
+def test_broken_value_sets_cover_the_issues_examples():
+    assert {"typo-in-a-key", "replicas-as-a-word", "prestop-equal-to-grace",
+            "gpus-on-the-cpu-target", "one-gpu-pod-with-the-budget"} <= set(
+        chart.BROKEN_VALUE_SETS
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(chart.BROKEN_VALUE_SETS))
+def test_every_broken_value_set_is_refused_with_its_message(name):
+    value_set, expected = chart.BROKEN_VALUE_SETS[name]
+    with pytest.raises(chart.ChartError, match=re.escape(expected)):
+        value_set.render()
+    assert chart.refusal(value_set, expected) is None
+
+
+def test_refusal_reports_a_set_that_renders_or_fails_otherwise():
+    fine = chart.ValueSet((chart.CPU_VALUES,))
+    assert "rendered; expected a refusal" in chart.refusal(fine, "anything")
+    typo, _ = chart.BROKEN_VALUE_SETS["typo-in-a-key"]
+    assert "refused, but not with 'another message'" in chart.refusal(typo, "another message")
+
+
+# Kubernetes objects passed through as they are: the Kubernetes schemas check them
+# strictly once rendered (chart.validate), so the values schema leaves them open.
+KUBERNETES_PASS_THROUGH = {
+    "affinity", "tolerations[]", "podSecurityContext", "securityContext",
+    "models.volume", "autoscaling.behavior.scaleUp", "autoscaling.behavior.scaleDown",
+}  # fmt: skip
+
+
+def schema_objects(node: dict, schema: dict, path: str = ""):
+    """(path, node) for every object-typed node of ``schema``, references followed."""
+    if "$ref" in node:
+        node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+    for branch in node.get("oneOf", []):
+        yield from schema_objects(branch, schema, path)
+    if node.get("type") == "object":
+        yield path, node
+        for key, child in node.get("properties", {}).items():
+            yield from schema_objects(child, schema, f"{path}.{key}".lstrip("."))
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from schema_objects(node["additionalProperties"], schema, f"{path}.*")
+    if node.get("type") == "array" and "items" in node:
+        yield from schema_objects(node["items"], schema, f"{path}[]")
+
+
+def test_values_schema_closes_every_object_but_kubernetes_pass_throughs():
+    import jsonschema
+
+    schema = json.loads((chart.CHART_DIR / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    open_objects = set()
+    for path, node in schema_objects(schema, schema):
+        extra = node.get("additionalProperties", True)
+        if extra is True:
+            open_objects.add(path)
+        else:  # closed, or a map whose every value has a schema (labels, quantities)
+            assert extra is False or isinstance(extra, dict), path
+    assert open_objects == KUBERNETES_PASS_THROUGH
+
+
+def test_every_default_value_is_declared_and_valid():
+    import jsonschema
+
+    schema = json.loads((chart.CHART_DIR / "values.schema.json").read_text())
+    for path in (chart.CHART_DIR / "values.yaml", chart.CPU_VALUES, chart.GPU_VALUES):
+        defaults = yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())
+        values = chart.merge_values(defaults, yaml.safe_load(path.read_text()))
+        jsonschema.validate(values, schema)  # raises, naming the value, if not
+        assert set(values) == set(schema["properties"]), path.name
 
 
 # --- the checker catches broken documents ------------------------------------------
@@ -335,6 +420,41 @@ def _root(docs):
     deployment(docs)["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
 
 
+def _one_replica(docs):
+    deployment(docs)["spec"]["replicas"] = 1
+
+
+def _no_unhealthy_policy(docs):
+    del of_kind(docs, "PodDisruptionBudget")[0]["spec"]["unhealthyPodEvictionPolicy"]
+
+
+def _recreate(docs):
+    deployment(docs)["spec"]["strategy"] = {"type": "Recreate"}
+
+
+def _rollout_all(docs):
+    deployment(docs)["spec"]["strategy"]["rollingUpdate"] = {"maxUnavailable": "100%"}
+
+
+def _helm_test_pod(docs) -> dict:
+    (pod,) = of_kind(docs, "Pod")
+    return pod
+
+
+def _no_test_pod(docs):
+    docs.remove(_helm_test_pod(docs))
+
+
+def _test_pod_url(docs):
+    (c,) = _helm_test_pod(docs)["spec"]["containers"]
+    (env,) = (e for e in c["env"] if e["name"] == "TRITON_URL")
+    env["value"] = env["value"].replace(":8001", ":8000")
+
+
+def _test_pod_image(docs):
+    _helm_test_pod(docs)["spec"]["containers"][0]["image"] = "busybox"
+
+
 @pytest.mark.parametrize(
     ("value_set", "change", "expected"),
     [
@@ -354,11 +474,44 @@ def _root(docs):
         ("gpu", _gpu_count, "(4 GPUs) but the pod asks for 2 nvidia.com/gpu"),
         ("cpu", _loopback, "loopback only"),
         ("cpu", _root, "runAsNonRoot"),
+        ("gpu", _one_replica, "lets a drain evict all 1 pods"),
+        ("cpu", _no_unhealthy_policy, "unhealthyPodEvictionPolicy AlwaysAllow"),
+        ("cpu", _recreate, "strategy Recreate"),
+        ("gpu", _rollout_all, "a rollout may stop all 2 pods"),
+        ("cpu", _no_test_pod, "0 helm test pods"),
+        ("cpu", _test_pod_url, "is no Service's gRPC port"),
+        ("cpu", _test_pod_image, "not the Deployment's image"),
     ],
 )
 def test_consistency_check_catches(rendered, value_set, change, expected):
     problems = chart.check_consistency(broken(rendered[value_set], change))
     assert any(expected in p for p in problems), problems
+
+
+def test_helm_test_pod_checks_inference_through_the_service(rendered):
+    docs = rendered["cpu"]
+    (pod,) = of_kind(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (c,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["TRITON_URL"] == "detectors-triton-detectors:8001"
+    # As long as startup may take: the test waits for a server still loading its models.
+    assert env["TEST_READY_TIMEOUT_S"] == "600"
+
+
+def test_helm_test_script_fails_without_a_ready_server(tmp_path):
+    import os
+    import sys
+
+    from ensemble.processes import free_port
+
+    env = {**os.environ, "TRITON_URL": f"127.0.0.1:{free_port()}", "TEST_READY_TIMEOUT_S": "1"}
+    env.pop("DETECTOR_API_KEY", None)
+    done = subprocess.run([sys.executable, "-c", chart.HELM_TEST_SCRIPT.read_text()],
+                          env=env, cwd=chart.REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "no ready server" in done.stderr
 
 
 def test_validation_rejects_a_v2beta2_hpa_on_every_version(rendered):

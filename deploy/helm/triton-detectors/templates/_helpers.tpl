@@ -52,16 +52,50 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
 {{- end }}
 
-{{/* --gpus: the value, or 0..gpu.count-1. */}}
+{{/* --gpus: 0..gpu.count-1. The device plugin renumbers a pod's GPUs from 0 inside the
+container, so the ids follow from the count and cannot disagree with the limit. */}}
 {{- define "triton-detectors.gpus" -}}
-{{- if .Values.server.gpus }}
-{{- .Values.server.gpus }}
-{{- else }}
 {{- $ids := list }}
 {{- range $i := until (int .Values.gpu.count) }}
 {{- $ids = append $ids (toString $i) }}
 {{- end }}
 {{- join "," $ids }}
+{{- end }}
+
+{{/* The fewest pods the Deployment runs: the HPA's floor, or the fixed count. */}}
+{{- define "triton-detectors.fewestReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}{{ else }}{{ int .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* Checks that compare two values, which values.schema.json cannot express (JSON
+schema validates each value on its own). Included by the Deployment: any install or
+`helm template` renders it, and fails with the message. */}}
+{{- define "triton-detectors.validate" -}}
+{{- $v := .Values }}
+{{- if ge (int $v.preStopSeconds) (int $v.terminationGracePeriodSeconds) }}
+{{- fail (printf "preStopSeconds (%d) must be below terminationGracePeriodSeconds (%d): the kubelet kills the pod at the end of the grace period, before the launcher could drain" (int $v.preStopSeconds) (int $v.terminationGracePeriodSeconds)) }}
+{{- end }}
+{{- if and (eq $v.server.target "cpu") (gt (int $v.gpu.count) 0) }}
+{{- fail (printf "server.target cpu uses no GPU, but gpu.count is %d: set server.target gpu or ngc, or gpu.count 0" (int $v.gpu.count)) }}
+{{- end }}
+{{- if and (ne $v.server.target "cpu") (eq (int $v.gpu.count) 0) }}
+{{- fail (printf "server.target %s needs GPUs: set gpu.count" $v.server.target) }}
+{{- end }}
+{{- if hasKey (default dict $v.resources.limits) "nvidia.com/gpu" }}
+{{- fail "resources.limits must not name nvidia.com/gpu: set gpu.count, which also gives --gpus" }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- $fewest := int (include "triton-detectors.fewestReplicas" .) }}
+{{- $unavailable := dig "rollingUpdate" "maxUnavailable" 0 $v.strategy }}
+{{- /* A percentage is rounded by the controller: only a count is checked here. */}}
+{{- if and (not (kindIs "string" $unavailable)) (ge (int $unavailable) $fewest) }}
+{{- fail (printf "strategy.rollingUpdate.maxUnavailable (%d) would let a rollout stop all %d pods: lower it (maxUnavailable 0 with maxSurge 1 starts a new pod before an old one stops) or run more replicas" (int $unavailable) $fewest) }}
+{{- end }}
+{{- $pdb := $v.podDisruptionBudget }}
+{{- if and $pdb.enabled (not (hasKey $pdb "minAvailable")) (ge (int $pdb.maxUnavailable) $fewest) }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%d) would let a drain evict all %d pods: run at least %d replicas, or set podDisruptionBudget.minAvailable (a drain then waits for a replacement)" (int $pdb.maxUnavailable) $fewest (add1 (int $pdb.maxUnavailable))) }}
 {{- end }}
 {{- end }}
 
@@ -87,12 +121,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - --target
 - {{ .Values.server.target | quote }}
 {{- if ne .Values.server.target "cpu" }}
-{{- $gpus := include "triton-detectors.gpus" . }}
-{{- if not $gpus }}
-{{- fail "--target gpu or ngc needs GPUs: set gpu.count (or server.gpus)" }}
-{{- end }}
 - --gpus
-- {{ $gpus | quote }}
+- {{ include "triton-detectors.gpus" . | quote }}
 {{- end }}
 - --workdir
 - {{ .Values.workdir.path | quote }}
