@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -86,6 +88,19 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait()
+
+
+def port_holder(port: int) -> psutil.Process | None:
+    """The process listening on TCP ``port`` (of any address), when this user may see
+    it; for a server whose workers share the socket (nginx), the master that started
+    them."""
+    with contextlib.suppress(psutil.Error):
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+                holder = psutil.Process(c.pid)
+                parent = holder.parent()
+                return parent if parent and parent.name() == holder.name() else holder
+    return None
 
 
 def kill_group(process: subprocess.Popen) -> int:

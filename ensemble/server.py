@@ -56,6 +56,7 @@ from ensemble.processes import (
     Reaper,
     free_port,
     kill_group,
+    port_holder,
     port_in_use,
     stop_signals,
 )
@@ -229,13 +230,40 @@ class ServerConfig:
     backend_directory: Path | None = None
 
     def check_ports(self) -> None:
-        """``ServerError`` naming the first of the public ports that is already taken."""
-        for what, port in self.ports.named().items():
-            if port_in_use(self.host, port):
-                raise ServerError(
-                    f"port {port} ({what}) on {self.host} is already in use: is another "
-                    f"server running? Stop it or pick another port with --{what.lower()}-port"
-                )
+        """``ServerError`` naming the first of the public ports that is already taken;
+        where a server of this checkout whose launcher is gone holds them, it names its
+        processes and how to stop them."""
+        busy = [(w, p) for w, p in self.ports.named().items() if port_in_use(self.host, p)]
+        if not busy:
+            return
+        what, port = busy[0]
+        taken = f"port {port} ({what}) on {self.host} is already in use"
+        holders = (port_holder(p) for _, p in busy)
+        left = {h.pid: h.name() for h in holders if h is not None and self._left_behind(h)}
+        if left:
+            held = ", ".join(f"{name} pid {pid}" for pid, name in left.items())
+            raise ServerError(
+                f"{taken} by {held} of this checkout, left running by a launcher that was "
+                f"killed: stop it with `kill {' '.join(map(str, left))}`"
+            )
+        raise ServerError(
+            f"{taken}: is another server running? Stop it or pick another port with "
+            f"--{what.lower()}-port"
+        )
+
+    def _left_behind(self, process: psutil.Process) -> bool:
+        """``process`` is a tritonserver or nginx of this checkout (its command line
+        names the checkout or this run's log folder) whose launcher is gone."""
+        marks = (str(REPO_ROOT), str(self.log_path.parent))
+        try:
+            parent = process.parent()
+            return (
+                process.name() in ("tritonserver", "nginx")
+                and any(mark in arg for arg in process.cmdline() for mark in marks)
+                and not (parent and parent.name().startswith("python"))
+            )
+        except psutil.Error:
+            return False
 
     def triton_command(self, home: Path, triton_ports: Ports) -> list[str]:
         """tritonserver's command line: the server tree ``home``, HTTP and gRPC on the

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from ensemble import configgen, spec
-from ensemble.processes import Ports, free_port, port_in_use
+from ensemble.processes import Ports, free_port, port_holder, port_in_use
 from ensemble.registry import load_models
 from ensemble.server import REPO_ROOT, ServerConfig, ServerError, TritonServer, running_server
 from ensemble.supervisor import STUB
@@ -139,6 +139,42 @@ def test_server_command_reports_a_busy_port_by_name_and_exits_2(small_repository
     assert f"port {busy} (HTTP)" in out and "already in use" in out and "--http-port" in out
     assert "ready:" not in out
     assert not (tmp_path / "tritonserver.log").exists(), "tritonserver must not be launched"
+
+
+# A front (nginx) of a server run logging to LOG_DIR, started by a process that exits
+# at once, as a launcher killed before its reaper existed left it: PORTS... LOG_DIR
+ORPHANED_FRONT = """
+import sys
+from pathlib import Path
+
+from ensemble.front import Front, nginx_config
+
+*ports, log_dir = sys.argv[1:]
+http, grpc, triton_http, triton_grpc = map(int, ports)
+front = Path(log_dir) / "front"
+Front(nginx_config(host="127.0.0.1", http_port=http, grpc_port=grpc, triton_http=triton_http,
+                   triton_grpc=triton_grpc, workdir=front), front).start()
+"""
+
+
+def test_a_server_left_by_a_killed_launcher_is_named_with_its_pid(small_repository, tmp_path):
+    ports = free_ports()
+    subprocess.run(
+        [sys.executable, "-c", ORPHANED_FRONT, str(ports.http), str(ports.grpc),
+         str(free_port()), str(free_port()), str(tmp_path)],
+        check=True, cwd=REPO_ROOT, timeout=60,
+    )  # fmt: skip
+    poll_until(lambda: port_holder(ports.http) is not None, "the orphaned front listens", 10)
+    nginx = port_holder(ports.http)
+    try:
+        proc = start_main(small_repository, tmp_path, *port_arguments(ports))
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 2, out
+        held = f"port {ports.http} (HTTP) on 127.0.0.1 is already in use by nginx pid {nginx.pid}"
+        assert f"{held} of this checkout" in out, out
+        assert f"stop it with `kill {nginx.pid}`" in out, out
+    finally:
+        os.killpg(nginx.pid, signal.SIGKILL)  # its workers too
 
 
 # --- the foreground command ------------------------------------------------------------
