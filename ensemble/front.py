@@ -26,6 +26,11 @@ DRAIN_SECONDS = 20
 # at once. On the 2-core CPU host 32 requests are one to two seconds of work, so a
 # request is answered or refused within seconds however many clients there are.
 MAX_INFLIGHT = 32
+# Seconds a gRPC connection lives before the front asks the client to reconnect (an
+# HTTP/2 GOAWAY: the requests in flight finish). A client balancing over a headless
+# Service's addresses re-resolves the name only when a connection closes, so without
+# an age it never sends to the pods the HPA adds.
+GRPC_MAX_CONNECTION_AGE_S = 120
 
 
 class FrontError(RuntimeError):
@@ -60,10 +65,13 @@ def nginx_config(
     tls: Tls | None = None,
     max_body: int = contract.MAX_REQUEST_BYTES,
     max_inflight: int = MAX_INFLIGHT,
+    grpc_max_connection_age_s: int = GRPC_MAX_CONNECTION_AGE_S,
 ) -> str:
     """nginx.conf for the front: ``host:http_port`` -> Triton's HTTP on loopback
     ``triton_http``, ``host:grpc_port`` (HTTP/2) -> Triton's gRPC ``triton_grpc``;
-    at most ``max_body`` bytes per request and ``max_inflight`` requests at once."""
+    at most ``max_body`` bytes per request and ``max_inflight`` requests at once; a
+    gRPC connection is closed gracefully once it is ``grpc_max_connection_age_s``
+    seconds old."""
     workdir = Path(workdir).resolve()  # nginx reads relative paths from its own prefix
     limit = _mib(max_body)
     busy = f"{contract.BUSY_MESSAGES[0]} (the limit is {max_inflight}); try again shortly"
@@ -95,7 +103,8 @@ http {{
   # The documented limit: checked against Content-Length at once, else as it arrives.
   client_max_body_size {max_body};
   client_body_buffer_size 1m;
-  # Long-lived client connections (gRPC channels) are never recycled under load.
+  # Client connections are not recycled by request count or idle time; the gRPC
+  # server below recycles its connections by age.
   keepalive_requests 1000000;
   keepalive_timeout 1h;
   # Inference requests in flight, both ports together (nginx counts each HTTP/2
@@ -141,6 +150,12 @@ http {{
   server {{
     listen {http_host}:{grpc_port}{ssl} http2;
 {tls_lines}    http2_max_concurrent_streams 256;
+    # The connection's maximum age. On the first new stream after it, nginx sends
+    # GOAWAY (NO_ERROR) naming that stream as the last it takes: it and the streams in
+    # flight finish, and the client opens a new connection (re-resolving the name)
+    # for the next request. keepalive_timeout would not do: it closes idle
+    # connections only, and a busy channel is never idle.
+    keepalive_time {grpc_max_connection_age_s}s;
     grpc_read_timeout 300s;
     grpc_send_timeout 300s;
     location / {{

@@ -50,7 +50,14 @@ import psutil
 
 from ensemble import configgen
 from ensemble.contract import API_KEY_HEADER, GRPC_API_KEY_HEADER, is_loopback_host
-from ensemble.front import MAX_INFLIGHT, Front, FrontError, Tls, nginx_config
+from ensemble.front import (
+    GRPC_MAX_CONNECTION_AGE_S,
+    MAX_INFLIGHT,
+    Front,
+    FrontError,
+    Tls,
+    nginx_config,
+)
 from ensemble.processes import (
     Ports,
     Reaper,
@@ -223,6 +230,8 @@ class ServerConfig:
     api_key_source: str = ""  # where the key is: the file given, $TRITON_API_KEY, or written
     tls: Tls | None = None  # the front's certificate and key; None: plain text
     max_inflight: int = MAX_INFLIGHT  # inference requests at once; more: refused as busy
+    # Seconds before the front closes a gRPC connection gracefully (the client reconnects).
+    grpc_max_connection_age_s: int = GRPC_MAX_CONNECTION_AGE_S
     # Where each detector runs (its native platform, or the Python runner and why).
     placements: Mapping[str, configgen.Placement] = field(default_factory=dict)
     # --backend-directory: the Python backend and the native ones built here; None:
@@ -346,6 +355,7 @@ class TritonServer:
                 host=config.host, http_port=config.ports.http, grpc_port=config.ports.grpc,
                 triton_http=self.triton_ports.http, triton_grpc=self.triton_ports.grpc,
                 workdir=front_dir, tls=config.tls, max_inflight=config.max_inflight,
+                grpc_max_connection_age_s=config.grpc_max_connection_age_s,
             ),
             front_dir,
         )  # fmt: skip
@@ -684,12 +694,14 @@ def create_server(
     api_key_file: Path | None = None,
     tls: Tls | None = None,
     max_inflight: int = MAX_INFLIGHT,
+    grpc_max_connection_age_s: int = GRPC_MAX_CONNECTION_AGE_S,
     cpu_profile: str = "throughput",
 ) -> TritonServer:
     """A server ready to start: the models file read and checked, its repository
     written. ``ports=None`` takes free ports; ``workdir`` holds the repository and the
     logs (default ``build/``); ``load`` limits the models loaded (ensembles bring their
     steps); ``api_key_file`` and ``tls``: see :func:`resolve_api_key` and ``Tls``;
+    ``grpc_max_connection_age_s``: see ``ServerConfig``;
     ``cpu_profile``: the native backends' threads on the cpu target
     (``configgen.CPU_PROFILES``: throughput or latency).
     See :func:`running_server`."""
@@ -699,7 +711,10 @@ def create_server(
     root = Path(workdir).resolve() if workdir else REPO_ROOT / "build"
     out = root / "repository" / target
     log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
-    config = ServerConfig(out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight)
+    config = ServerConfig(
+        out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight,
+        grpc_max_connection_age_s=grpc_max_connection_age_s,
+    )  # fmt: skip
     # Before the repository is rewritten: it may be the one a running server serves.
     config.check_ports()
     api_key = resolve_api_key(host, api_key_file, root)
@@ -792,6 +807,13 @@ def add_server_arguments(ap: argparse.ArgumentParser) -> None:
         help=f"inference requests at once; more are refused as busy (default {MAX_INFLIGHT})",
     )  # fmt: skip
     ap.add_argument(
+        "--grpc-max-connection-age", type=int, default=GRPC_MAX_CONNECTION_AGE_S,
+        metavar="SECONDS",
+        help="close a gRPC connection gracefully (GOAWAY; requests in flight finish) once "
+        "it is this old, so clients reconnect and re-resolve, reaching new replicas "
+        f"(default {GRPC_MAX_CONNECTION_AGE_S})",
+    )  # fmt: skip
+    ap.add_argument(
         "--cpu-profile", choices=configgen.CPU_PROFILES, default="throughput",
         help="the native backends' threads on the CPU: throughput (default; one thread per "
         "instance, the most images/s under load) or latency (a lone request takes every "
@@ -803,11 +825,14 @@ def server_options(args: argparse.Namespace) -> dict:
     """create_server's keyword arguments from :func:`add_server_arguments`' options."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("give both --tls-cert and --tls-key, or neither")
+    if args.grpc_max_connection_age < 1:
+        raise ValueError("--grpc-max-connection-age must be at least 1 second")
     return {
         "ports": Ports(args.http_port, args.grpc_port, args.metrics_port, args.supervisor_port),
         "api_key_file": args.api_key_file,
         "tls": Tls(args.tls_cert, args.tls_key) if args.tls_cert else None,
         "max_inflight": args.max_inflight,
+        "grpc_max_connection_age_s": args.grpc_max_connection_age,
         "cpu_profile": args.cpu_profile,
     }
 

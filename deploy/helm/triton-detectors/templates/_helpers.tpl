@@ -136,6 +136,8 @@ schema validates each value on its own). Included by the Deployment: any install
 - {{ .Values.ports.supervisor | quote }}
 - --max-inflight
 - {{ .Values.server.maxInflight | quote }}
+- --grpc-max-connection-age
+- {{ .Values.server.grpcMaxConnectionAgeSeconds | quote }}
 {{- range .Values.server.extraArgs }}
 - {{ . | quote }}
 {{- end }}
