@@ -57,6 +57,13 @@ def promtool_test(tmp_path: Path, groups: list[dict], tests: list[dict]) -> None
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def alert(name: str, at: str, *fired: dict) -> dict:
+    """promtool's check that alert ``name`` fires at ``at`` with these labels (none:
+    it does not fire)."""
+    return {"alertname": name, "eval_time": at,
+            "exp_alerts": [{"exp_labels": {"severity": SEVERITY, **f}} for f in fired]}  # fmt: skip
+
+
 # --- the HPA's metric ---------------------------------------------------------------
 
 QUEUE, OK = "nv_inference_queue_duration_us", "nv_inference_request_success"
@@ -94,3 +101,125 @@ def test_queue_metric_counts_each_request_a_model_runs_once(tmp_path):
             {"labels": f'triton:ensemble_requests:rate1m{{namespace="{NAMESPACE}",pod="{p}"}}',
              "value": v} for p, v in (("a", 1), ("b", 1), ("c", 0))]},
     ]}])  # fmt: skip
+
+
+# --- alerts ---------------------------------------------------------------------------
+
+
+def test_pod_not_ready_fires_after_the_startup_allowance(tmp_path):
+    # b never becomes ready; a is ready; the helm test pod (not the Deployment's) is not.
+    ready = "kube_pod_status_ready"
+    inputs = [
+        {"series": f'{ready}{{condition="true",namespace="{NAMESPACE}",pod="{pod}"}}',
+         "values": f"{value}x160"}
+        for pod, value in ((POD_A, 1), (POD_B, 0), (f"{FULLNAME}-test-inference", 0))
+    ]  # fmt: skip
+    labels = {"condition": "true", "namespace": NAMESPACE, "pod": POD_B}
+    promtool_test(tmp_path, rule_groups(), [{"input_series": inputs, "alert_rule_test": [
+        # values.yaml's startup probe allows 10 x 60 s.
+        alert("TritonDetectorsPodNotReady", "9m"),
+        alert("TritonDetectorsPodNotReady", "11m", labels),
+    ]}])  # fmt: skip
+
+
+def test_queue_over_target_fires_after_5_minutes_over_the_hpas_target(tmp_path):
+    # Both pods queue each request 8 ms, over the 5 ms target; the same load in another
+    # namespace (another release) is not this release's.
+    inputs = [counter(m, pod, rate, model="pytorch", **ns)
+              for pod in (POD_A, POD_B) for ns in ({}, {"namespace": "other"})
+              for m, rate in ((OK, 1), (QUEUE, 8000))]  # fmt: skip
+    under = [counter(m, pod, rate, model="pytorch")
+             for pod in (POD_A, POD_B) for m, rate in ((OK, 1), (QUEUE, 4000))]  # fmt: skip
+    promtool_test(tmp_path, rule_groups(), [
+        {"input_series": inputs, "alert_rule_test": [
+            alert("TritonDetectorsQueueOverTarget", "5m"),
+            alert("TritonDetectorsQueueOverTarget", "7m", {"namespace": NAMESPACE}),
+        ]},
+        {"input_series": under,
+         "alert_rule_test": [alert("TritonDetectorsQueueOverTarget", "20m")]},
+    ])  # fmt: skip
+
+
+def test_hpa_at_its_maximum_fires_after_15_minutes_and_only_with_an_hpa(tmp_path):
+    def hpa(current: int) -> list[dict]:
+        labels = f'namespace="{NAMESPACE}",horizontalpodautoscaler="{FULLNAME}"'
+        return [
+            {"series": f"kube_horizontalpodautoscaler_status_current_replicas{{{labels}}}",
+             "values": f"{current}x160"},
+            {"series": f"kube_horizontalpodautoscaler_spec_max_replicas{{{labels}}}",
+             "values": "8x160"},
+        ]  # fmt: skip
+
+    fired = {"namespace": NAMESPACE, "horizontalpodautoscaler": FULLNAME}
+    promtool_test(tmp_path, rule_groups(), [
+        {"input_series": hpa(8), "alert_rule_test": [
+            alert("TritonDetectorsHPAAtMaximum", "14m"),
+            alert("TritonDetectorsHPAAtMaximum", "16m", fired),
+        ]},
+        {"input_series": hpa(7), "alert_rule_test": [alert("TritonDetectorsHPAAtMaximum", "30m")]},
+    ])  # fmt: skip
+    fixed = rule_groups({"autoscaling": {"enabled": False}})
+    assert "TritonDetectorsHPAAtMaximum" not in {r.get("alert") for g in fixed for r in g["rules"]}
+
+
+def test_a_worker_crash_fires_for_10_minutes_from_the_first_one_on(tmp_path):
+    # The supervisor's labelled counter is born at 1, on its model's first crash: b's at
+    # 0 min, a's at 5 min. b counts a second crash at 20 min.
+    crashes = "triton_worker_crashes_total"
+    inputs = [
+        {"series": f'{crashes}{{namespace="{NAMESPACE}",pod="{POD_A}",model="pytorch"}}',
+         "values": "_x19 1x140"},
+        {"series": f'{crashes}{{namespace="{NAMESPACE}",pod="{POD_B}",model="onnxruntime"}}',
+         "values": "1x79 2x80"},
+    ]  # fmt: skip
+    a, b = ({"namespace": NAMESPACE, "pod": pod} for pod in (POD_A, POD_B))
+    promtool_test(tmp_path, rule_groups(), [{"input_series": inputs, "alert_rule_test": [
+        alert("TritonDetectorsWorkerCrashed", "4m", b),
+        alert("TritonDetectorsWorkerCrashed", "6m", a, b),
+        alert("TritonDetectorsWorkerCrashed", "11m", a),
+        alert("TritonDetectorsWorkerCrashed", "17m"),
+        alert("TritonDetectorsWorkerCrashed", "21m", b),
+        alert("TritonDetectorsWorkerCrashed", "32m"),
+    ]}])  # fmt: skip
+
+
+def test_a_server_death_fires_for_10_minutes(tmp_path):
+    # The launcher exports the counter at 0 from its start; a's tritonserver dies at 5 min.
+    deaths = "triton_server_deaths_total"
+    inputs = [
+        {"series": f'{deaths}{{namespace="{NAMESPACE}",pod="{POD_A}"}}', "values": "0x19 1x140"},
+        {"series": f'{deaths}{{namespace="{NAMESPACE}",pod="{POD_B}"}}', "values": "0x160"},
+    ]  # fmt: skip
+    promtool_test(tmp_path, rule_groups(), [{"input_series": inputs, "alert_rule_test": [
+        alert("TritonDetectorsServerDied", "4m"),
+        alert("TritonDetectorsServerDied", "6m", {"namespace": NAMESPACE, "pod": POD_A}),
+        alert("TritonDetectorsServerDied", "20m"),
+    ]}])  # fmt: skip
+
+
+def test_failure_ratio_fires_over_its_limit_for_5_minutes(tmp_path):
+    # 1 in 10 ensemble requests fail (limit 5 %); a component model's own failures are
+    # not the clients' (they show in its ensemble's counter).
+    def load(failed: float) -> list[dict]:
+        return [counter("nv_inference_request_success", POD_A, 1 - failed, model="detect_all"),
+                counter("nv_inference_request_failure", POD_A, failed, model="detect_all"),
+                counter("nv_inference_request_failure", POD_A, 5, model="pytorch")]  # fmt: skip
+
+    promtool_test(tmp_path, rule_groups(), [
+        {"input_series": load(0.1), "alert_rule_test": [
+            alert("TritonDetectorsFailureRatio", "4m"),
+            alert("TritonDetectorsFailureRatio", "11m", {"namespace": NAMESPACE}),
+        ]},
+        {"input_series": load(0.01),
+         "alert_rule_test": [alert("TritonDetectorsFailureRatio", "20m")]},
+    ])  # fmt: skip
+
+
+def test_alerts_can_be_turned_off_and_labelled():
+    off = rule_groups({"metrics": {"prometheusRule": {"alerts": {"enabled": False}}}})
+    assert [g["name"] for g in off] == ["triton-detectors"]
+    page = {"alerts": {"labels": {"severity": "page"}}}
+    paged = rule_groups({"metrics": {"prometheusRule": page}})
+    alerts = [r for g in paged for r in g["rules"] if "alert" in r]
+    assert len(alerts) == 6
+    assert {r["labels"]["severity"] for r in alerts} == {"page"}
