@@ -1,6 +1,7 @@
 """The chart's PrometheusRule run by Prometheus's own ``promtool test rules`` on input
 series where the right answer is known: the HPA's queue metric (recording rules) and
-each alert firing, or not, as its input says."""
+each alert firing, or not, as its input says; and the PodMonitor's scrape interval and
+labels, which those rules depend on."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 import yaml
 
 from cluster import chart
-from tests.apt_tools import needs_tools, tool_path
+from tests.apt_tools import tool_or_skip
 
-pytestmark = [pytest.mark.unit, needs_tools("promtool")]
+pytestmark = pytest.mark.unit
 
 STEP = 15  # seconds between samples, the PodMonitor's interval
 NAMESPACE = "default"  # chart.render's release namespace
@@ -37,7 +38,8 @@ def counter(name: str, pod: str, per_second: float, **labels: str) -> dict:
 
 
 def promtool_test(tmp_path: Path, groups: list[dict], tests: list[dict]) -> None:
-    """Runs ``promtool test rules`` on ``groups`` and ``tests``; fails with its output.
+    """Runs ``promtool test rules`` on ``groups`` and ``tests``; fails with its output,
+    skips without promtool.
 
     The alerts' annotations are prose for people: they are left out here, so that each
     expected alert is its labels."""
@@ -51,7 +53,7 @@ def promtool_test(tmp_path: Path, groups: list[dict], tests: list[dict]) -> None
     path = tmp_path / "test.yaml"
     path.write_text(yaml.safe_dump(spec))
     result = subprocess.run(
-        [tool_path("promtool"), "test", "rules", str(path)],
+        [tool_or_skip("promtool"), "test", "rules", str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -223,3 +225,18 @@ def test_alerts_can_be_turned_off_and_labelled():
     alerts = [r for g in paged for r in g["rules"] if "alert" in r]
     assert len(alerts) == 6
     assert {r["labels"]["severity"] for r in alerts} == {"page"}
+
+
+def test_pod_monitor_scrapes_every_15_s_and_both_objects_take_the_operators_label():
+    # kube-prometheus-stack selects PodMonitors and PrometheusRules by `release`.
+    labelled = {"labels": {"release": "kube-prometheus-stack"}}
+    docs = chart.render([chart.CPU_VALUES],
+                        {"metrics": {"podMonitor": labelled, "prometheusRule": labelled}},
+                        (chart.MONITORING_API,))  # fmt: skip
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    # rate(...[1m]) in every rule needs two points a minute whatever Prometheus's global
+    # interval is.
+    assert [e["interval"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["15s", "15s"]
+    for obj in (monitor, rule):
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
