@@ -58,7 +58,7 @@ NAMESPACE = "default"
 MONITORING_API = "monitoring.coreos.com/v1"
 KUBERNETES_VERSIONS = ("1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0")
 # API groups of custom resources: no schema in kubernetes-validate, and that is fine.
-CUSTOM_GROUPS = ("monitoring.coreos.com", "serving.kserve.io")
+CUSTOM_GROUPS = ("monitoring.coreos.com", "serving.kserve.io", "keda.sh")
 # The launcher's module, as the container's command names it.
 LAUNCHER = "ensemble.server"
 # Margin on top of preStop + the launcher's drain in terminationGracePeriodSeconds.
@@ -87,6 +87,8 @@ VALUE_SETS: dict[str, ValueSet] = {
     "cpu-fixed": ValueSet((CPU_VALUES,), {"autoscaling": {"enabled": False}}),
     "gpu-autoscaling": ValueSet((GPU_VALUES,), {"autoscaling": {"enabled": True}}),
     "cpu-monitoring": ValueSet((CPU_VALUES,), api_versions=(MONITORING_API,)),
+    "cpu-keda": ValueSet((CPU_VALUES,), {"autoscaling": {"provider": "keda"}},
+                         api_versions=(MONITORING_API,)),  # fmt: skip
     # Everything that is off by default: models from a PVC, the gRPC Ingress, a key
     # from an existing Secret, the Prometheus Operator's objects.
     "gpu-volume-ingress": ValueSet(
@@ -510,7 +512,9 @@ def _check_disruption(docs: list[dict], deployment: dict) -> list[str]:
     Deployment runs (the HPA's floor, or its replicas), and the budget lets a drain
     evict pods that are not ready."""
     hpas = _of_kind(docs, "HorizontalPodAutoscaler")
+    scaled = _of_kind(docs, "ScaledObject")  # KEDA makes the HPA from it
     fewest = int(hpas[0]["spec"].get("minReplicas", 1) if hpas
+                 else scaled[0]["spec"].get("minReplicaCount", 1) if scaled
                  else deployment["spec"].get("replicas", 1))  # fmt: skip
     problems = []
     strategy = deployment["spec"].get("strategy", {})

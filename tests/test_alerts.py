@@ -240,3 +240,35 @@ def test_pod_monitor_scrapes_every_15_s_and_both_objects_take_the_operators_labe
     assert [e["interval"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["15s", "15s"]
     for obj in (monitor, rule):
         assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_keda_scales_on_the_same_query_instead_of_prometheus_adapters_hpa(tmp_path):
+    docs = chart.render([chart.CPU_VALUES], {"autoscaling": {"provider": "keda"}},
+                        (chart.MONITORING_API,))  # fmt: skip
+    assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == FULLNAME
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 8)
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
+    (trigger,) = spec["triggers"]
+    assert (trigger["type"], trigger["metricType"]) == ("prometheus", "AverageValue")
+    assert trigger["metadata"]["threshold"] == "5000"
+    # Two of this release's pods each queue 8 ms a request, and a pod of another
+    # release 20 ms: the query sums this release's, 16000, and KEDA's HPA wants
+    # ceil(16000 / 5000) = 4 pods, as the adapter's HPA does from their average 8000.
+    inputs = [counter(m, pod, rate, model="pytorch", **ns)
+              for pod, ns, wait in ((POD_A, {}, 8000), (POD_B, {}, 8000),
+                                    (POD_A, {"namespace": "other"}, 20000))
+              for m, rate in ((OK, 1), (QUEUE, wait))]  # fmt: skip
+    recording = [g for g in rule_groups() if g["name"] == "triton-detectors"]
+    query = trigger["metadata"]["query"]
+    promtool_test(tmp_path, recording, [{"input_series": inputs, "promql_expr_test": [
+        {"expr": query, "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 16000}]},
+    ]}])  # fmt: skip
+    # The HPA-at-maximum alert watches the HPA that KEDA makes.
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    (at_max,) = [r for g in rule["spec"]["groups"] for r in g["rules"]
+                 if r.get("alert") == "TritonDetectorsHPAAtMaximum"]  # fmt: skip
+    assert f'horizontalpodautoscaler="keda-hpa-{FULLNAME}"' in at_max["expr"]
