@@ -102,14 +102,22 @@ class Control:
 PF_EXITING = 0x4  # the kernel's flag for a process that is being torn down
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then
+    the parent's pid, ...), or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def alive(pid: int) -> bool:
     """The process exists, is not a zombie (Triton reaps a dead stub only when it lets
     go of the stub's model version) and is not exiting (a killed worker holding
     gigabytes takes a while to be torn down)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return False
     state, flags = fields[0], int(fields[6])
     return state not in ("Z", "X") and not flags & PF_EXITING
@@ -139,12 +147,8 @@ def _threads(pid: int) -> list[int]:
 def unreaped(pid: int, parent: int) -> bool:
     """``pid`` is a dead child of ``parent`` that ``parent`` has not reaped (a zombie):
     Triton still holds the model version of that dead stub."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] == "Z" and int(fields[1]) == parent
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "Z" and int(fields[1]) == parent
 
 
 def stub_model(cmdline: Sequence[str]) -> str | None:
