@@ -82,6 +82,7 @@ from ensemble.contract import (
     DETECT_ALL,
     MAX_BATCH_SIZE,
     MAX_REQUEST_BYTES,
+    MODEL_HEADER,
 )
 
 log = logging.getLogger(__name__)
@@ -400,13 +401,16 @@ class DetectorClient:
         inputs = build_inputs([payloads[i] for i in ids], options)
         names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
+        # The model's name for the server's front, which cannot read gRPC's body: it
+        # refuses a model being reloaded after a crash at once, as worth sending again.
+        headers = {**(self._headers or {}), MODEL_HEADER: model}
         start = time.perf_counter()
         reply = self._send(
             lambda c: c.infer(
                 model,
                 inputs,
                 outputs=outputs,
-                headers=self._headers,
+                headers=headers,
                 client_timeout=options.timeout,
             ),
             f"request to {model}",

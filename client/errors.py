@@ -20,8 +20,9 @@ back as that image's outcome while the other images go on; the others concern th
 whole server, model or clip and are raised.
 
 ``map_server_error`` turns tritonclient's ``InferenceServerException`` (gRPC, or HTTP
-where a status code says the same) into the matching error; ``is_busy`` and
-``is_unreachable`` tell the refusals worth sending again (``client.retry``).
+where a status code says the same) into the matching error; ``is_busy``,
+``is_recovering``, ``is_worker_death`` and ``is_unreachable`` tell the refusals worth
+sending again (``client.retry``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from client.environment import API_KEY_ENV, TLS_CA_ENV
-from ensemble.contract import BUSY_MESSAGES, MAX_REQUEST_BYTES
+from ensemble.contract import (
+    BUSY_MESSAGES,
+    MAX_REQUEST_BYTES,
+    RECOVERING_MESSAGE,
+    WORKER_DIED_MESSAGE,
+)
 
 if TYPE_CHECKING:
     from tritonclient.utils import InferenceServerException
@@ -48,9 +54,9 @@ _RESOURCE_EXHAUSTED = str(grpc.StatusCode.RESOURCE_EXHAUSTED)
 _HTTP_BUSY = ("503", "429")
 _HTTP_TOO_LARGE = "413"
 
-# Triton's refusal of a restricted call without the right key, gRPC ("This protocol is
-# restricted, ...", status UNAVAILABLE) and HTTP ("This API is restricted, ...", 403);
-# the same words whether the key is missing or wrong.
+# The server's refusal of a restricted call without the right key, gRPC ("This API is
+# restricted, ...": PERMISSION_DENIED from the front, UNAVAILABLE from a bare Triton)
+# and HTTP (403); the same words whether the key is missing or wrong.
 _RESTRICTED = "is restricted, expecting header"
 
 
@@ -266,12 +272,34 @@ def is_busy(exc: InferenceServerException) -> bool:
     return status in (_UNAVAILABLE, *_HTTP_BUSY) and any(m in reason for m in BUSY_MESSAGES)
 
 
+def is_recovering(exc: InferenceServerException) -> bool:
+    """Whether ``exc`` says that the model is being reloaded after one of its workers
+    died (gRPC UNAVAILABLE or HTTP 503 with ``contract.RECOVERING_MESSAGE``): the same
+    request succeeds once it is back, seconds later."""
+    reason = exc.message() or str(exc)
+    return (exc.status() or "") in (_UNAVAILABLE, "503") and RECOVERING_MESSAGE in reason
+
+
+def is_worker_death(exc: InferenceServerException) -> bool:
+    """Whether ``exc`` is Triton's answer to a request that reached a worker that had
+    just died ("Stub process '<instance>' is not healthy", gRPC INTERNAL or HTTP 500/
+    400): the server is bringing the model back, or the request itself killed it."""
+    reason = exc.message() or str(exc)
+    return WORKER_DIED_MESSAGE in reason and "is not healthy" in reason
+
+
 def is_unreachable(exc: InferenceServerException) -> bool:
     """Whether ``exc`` says that nothing answered at the endpoint (gRPC UNAVAILABLE that
-    is neither a busy refusal, see ``is_busy``, nor a refused API key): worth sending
-    the same request to another endpoint."""
+    is neither a busy refusal, see ``is_busy``, nor a model being reloaded, see
+    ``is_recovering``, nor a refused API key): worth sending the same request to
+    another endpoint."""
     reason = exc.message() or str(exc)
-    return exc.status() == _UNAVAILABLE and not is_busy(exc) and _RESTRICTED not in reason
+    return (
+        exc.status() == _UNAVAILABLE
+        and not is_busy(exc)
+        and not is_recovering(exc)
+        and _RESTRICTED not in reason
+    )
 
 
 def map_server_error(
@@ -298,6 +326,8 @@ def map_server_error(
         return ApiKeyRequired(url, reason, api_key_given)
     if is_busy(exc):
         return ServerBusy(url, model, attempts, reason)
+    if is_recovering(exc):
+        return ModelNotReady(model or "the model", url, reason)
     if status == _RESOURCE_EXHAUSTED and "Received message" in reason:
         # grpc's own refusal of a reply over MAX_RECEIVE_MESSAGE_BYTES: not the request
         return InferenceFailed(f"the reply of {model or 'the server'} is too large ({line})")

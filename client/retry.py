@@ -1,10 +1,17 @@
 """When a request is sent again, and where: the client's retry and failover policy.
 
-Three refusals are worth sending again, each its own way:
+Four refusals are worth sending again, each its own way:
 
 - Busy (``errors.is_busy``: a full queue): the same request later, with exponential
   backoff and full jitter (``RetryPolicy``), on the next endpoint; after
   ``attempts`` tries, ``ServerBusy``.
+- Recovering (``errors.is_recovering``: the model is being reloaded after one of its
+  workers died, which takes seconds; ``errors.is_worker_death``: the request reached
+  that worker as it died): the same request about every ``contract.RECOVERY_RETRY_S``
+  (the server's hint), on the next endpoint, for up to ``RetryPolicy.recovery_s``
+  seconds, then ``ModelNotReady``. A request that met a dying worker is sent again at
+  most ``WORKER_DEATH_RETRIES`` times: a request that kills the worker itself would
+  otherwise kill it again at each try.
 - Unreachable (``errors.is_unreachable``: nothing answered): the next endpoint at
   once, a new round after a backoff (``FailoverPolicy``); the endpoint is left out
   for a cooldown (``EndpointPool``); after the rounds, ``ServerUnavailable`` naming
@@ -20,6 +27,7 @@ sleep and the random numbers are passed in, so that tests need not wait.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -38,10 +46,13 @@ from client.errors import (
     ServerUnavailable,
     first_line,
     is_busy,
+    is_recovering,
     is_unreachable,
+    is_worker_death,
     map_server_error,
 )
 from client.results import ImageResult, Outcome
+from ensemble.contract import RECOVERY_RETRY_S
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +67,17 @@ class RetryPolicy:
     (1, 2, ...) the client waits a random time between 0 and
     ``min(max_delay_s, first_delay_s * 2**(k-1))`` seconds ("full jitter"), so clients
     refused together do not come back together.
+
+    ``recovery_s``: how long, from its first such refusal, a request is sent again while
+    its model is being reloaded after a worker crash (about every
+    ``contract.RECOVERY_RETRY_S``); 0: never. A reload takes about 10 s on a loaded
+    2-core machine.
     """
 
     attempts: int = 4
     first_delay_s: float = 0.1
     max_delay_s: float = 2.0
+    recovery_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -70,9 +87,13 @@ class RetryPolicy:
                 f"need 0 <= first_delay_s <= max_delay_s, got {self.first_delay_s}, "
                 f"{self.max_delay_s}"
             )
+        if self.recovery_s < 0:
+            raise ValueError(f"recovery_s must be at least 0, got {self.recovery_s}")
 
 
-NO_RETRY = RetryPolicy(attempts=1)
+NO_RETRY = RetryPolicy(attempts=1, recovery_s=0.0)
+# Times a request that met a dying worker is sent again (see the module docstring).
+WORKER_DEATH_RETRIES = 2
 
 
 def backoff_ceilings(policy: RetryPolicy) -> list[float]:
@@ -122,10 +143,14 @@ class FailoverPolicy:
 @dataclass
 class EndpointStats:
     """What one endpoint did for a client: ``sent`` tries, of which ``unreachable`` found
-    nothing answering (the rest got a reply, a result or an error)."""
+    nothing answering (the rest got a reply, a result or an error), ``busy`` were
+    refused as busy and ``recovering`` met a model being brought back after a worker
+    crash (or the dying worker): the server's refusals, whether sent again or not."""
 
     sent: int = 0
     unreachable: int = 0
+    busy: int = 0
+    recovering: int = 0
 
     @property
     def answered(self) -> int:
@@ -181,14 +206,18 @@ class EndpointPool:
             self._stats[endpoint].unreachable += 1
             self._cool_until[endpoint] = self._clock() + self.cooldown_s
 
-    def answered(self, endpoint: str) -> None:
+    def answered(self, endpoint: str, refusal: str | None = None) -> None:
+        """``endpoint`` answered (``refusal``: ``"busy"`` or ``"recovering"``, counted)."""
         with self._lock:
             self._cool_until.pop(endpoint, None)
+            if refusal is not None:
+                stats = self._stats[endpoint]
+                setattr(stats, refusal, getattr(stats, refusal) + 1)
 
     def stats(self) -> dict[str, EndpointStats]:
         """A copy of each endpoint's counts, by endpoint."""
         with self._lock:
-            return {e: EndpointStats(s.sent, s.unreachable) for e, s in self._stats.items()}
+            return {e: dataclasses.replace(s) for e, s in self._stats.items()}
 
 
 def send_failing_over(
@@ -200,6 +229,7 @@ def send_failing_over(
     error: Callable[[InferenceServerException, str, int], DetectorError] | None = None,
     rng: random.Random | None = None,
     sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
     what: str = "request",
 ) -> T:
     """``call(endpoint)`` on the endpoints of ``pool`` until one answers.
@@ -209,10 +239,12 @@ def send_failing_over(
     round, then a new round after a backoff (``failover``); when its rounds are spent,
     ``ServerUnavailable`` naming every endpoint tried and the last reason. Busy
     (``is_busy``): a new round, so the next endpoint, after ``retry``'s backoff; after
-    ``retry.attempts`` busy refusals, ``error(exc, endpoint, refusals)``. Any other
-    refusal is the request's own (a bad image, a missing key, an unknown model) and is
-    raised at once as ``error(exc, endpoint, 1)``, never sent elsewhere. ``error``
-    defaults to ``map_server_error``.
+    ``retry.attempts`` busy refusals, ``error(exc, endpoint, refusals)``. Recovering
+    (``is_recovering``, ``is_worker_death``): a new round after about
+    ``RECOVERY_RETRY_S``, for ``retry.recovery_s`` seconds (``clock``), then
+    ``error(...)``. Any other refusal is the request's own (a bad image, a missing key,
+    an unknown model) and is raised at once as ``error(exc, endpoint, 1)``, never sent
+    elsewhere. ``error`` defaults to ``map_server_error``.
     """
     if error is None:
 
@@ -223,7 +255,8 @@ def send_failing_over(
     round_waits = backoff_delays(failover.backoff, rng)
     busy_waits = backoff_delays(retry, rng)
     tried: dict[str, None] = {}  # insertion-ordered set
-    tries = busy = unreachable_rounds = 0
+    tries = busy = unreachable_rounds = deaths = 0
+    recovering_until: float | None = None
     while True:
         for endpoint in pool.next_round():
             pool.sent(endpoint)
@@ -237,9 +270,25 @@ def send_failing_over(
                     last, last_reason = endpoint, e.message() or str(e)
                     log.info("%s: %s unreachable (%s)", what, endpoint, first_line(last_reason))
                     continue
-                pool.answered(endpoint)
+                if is_recovering(e) or is_worker_death(e):
+                    pool.answered(endpoint, "recovering")
+                    deaths += is_worker_death(e)
+                    now = clock()
+                    if recovering_until is None:
+                        recovering_until = now + retry.recovery_s
+                    if now >= recovering_until or deaths > WORKER_DEATH_RETRIES:
+                        raise error(e, endpoint, tries) from None
+                    wait = min(rng.uniform(0.5, 1.0) * RECOVERY_RETRY_S, recovering_until - now)
+                    log.info(
+                        "%s refused, %s is bringing the model back (%s); again in %.2f s",
+                        what, endpoint, first_line(e.message() or str(e)), wait,
+                    )  # fmt: skip
+                    sleep(wait)
+                    break  # a new round: the next endpoint
                 if not is_busy(e):
+                    pool.answered(endpoint)
                     raise error(e, endpoint, busy + 1) from None
+                pool.answered(endpoint, "busy")
                 busy += 1
                 if busy >= retry.attempts:
                     raise error(e, endpoint, busy) from None

@@ -93,6 +93,19 @@ BUSY_MESSAGES = (
     "Request timeout expired",
 )
 
+# A model the server is bringing back after one of its Python-backend workers died
+# (ensemble.supervisor), with every ensemble that runs it: the front answers its
+# requests gRPC UNAVAILABLE / HTTP 503 with the first message and a hint of when to try
+# again (RECOVERY_RETRY_S: gRPC's grpc-retry-pushback-ms, HTTP's Retry-After). The
+# second is Triton's own answer to a request that reached the dead worker in the moment
+# before the supervisor saw it die. Clients send both again, for a while: inference is
+# idempotent. A request carries its model's name in MODEL_HEADER for the front to look
+# at (gRPC's body is opaque to it; over HTTP the path says it).
+RECOVERING_MESSAGE = "is being reloaded after a worker crash"
+WORKER_DIED_MESSAGE = "Stub process"
+RECOVERY_RETRY_S = 1
+MODEL_HEADER = "triton-model-name"
+
 
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` (an address to listen on or connect to, without its port) is

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -55,6 +56,7 @@ from ensemble.front import (
     MAX_INFLIGHT,
     Front,
     FrontError,
+    FrontState,
     Tls,
     nginx_config,
 )
@@ -68,7 +70,7 @@ from ensemble.processes import (
     stop_signals,
 )
 from ensemble.registry import ModelsFileError, Registry, load_models
-from ensemble.supervisor import Control, Metrics, Supervisor
+from ensemble.supervisor import RELOAD_ATTEMPTS, Control, Metrics, Supervisor
 
 REPO_ROOT = configgen.REPO_ROOT
 CACHE = REPO_ROOT / ".cache"
@@ -121,6 +123,18 @@ def resolve_api_key(host: str, key_file: Path | None, workdir: Path) -> str | No
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     return key
+
+
+def _tee(pipe: IO[bytes], log: IO[str]) -> None:
+    """Triton's output, line by line, into its log file and onto this process's stdout,
+    until Triton closes it; then closes the file."""
+    with pipe, log:
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode(errors="replace")
+            log.write(line)
+            log.flush()  # the launcher reads the file (its reports, its failed models)
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
 
 def _missing(distribution: str) -> bool:
@@ -232,6 +246,11 @@ class ServerConfig:
     max_inflight: int = MAX_INFLIGHT  # inference requests at once; more: refused as busy
     # Seconds before the front closes a gRPC connection gracefully (the client reconnects).
     grpc_max_connection_age_s: int = GRPC_MAX_CONNECTION_AGE_S
+    # Triton's log and the front's errors also go to the launcher's stdout/stderr (a
+    # container's log, `kubectl logs`), besides log_path.
+    log_stdout: bool = False
+    # Failed tries to bring back a crashed model before liveness fails (the supervisor).
+    reload_attempts: int = RELOAD_ATTEMPTS
     # Where each detector runs (its native platform, or the Python runner and why).
     placements: Mapping[str, configgen.Placement] = field(default_factory=dict)
     # --backend-directory: the Python backend and the native ones built here; None:
@@ -296,12 +315,8 @@ class ServerConfig:
             "--model-control-mode=explicit",
             *(f"--load-model={m}" for m in (self.models or ("*",))),
         ]
-        if self.api_key:
-            apis = ",".join(RESTRICTED_APIS)
-            cmd += [
-                f"--http-restricted-api={apis}:{API_KEY_HEADER}={self.api_key}",
-                f"--grpc-restricted-protocol={apis}:{API_KEY_HEADER}={self.api_key}",
-            ]
+        # No key here: Triton listens on loopback behind the front, which checks it
+        # (ensemble.front); on a command line any user of the machine could read it.
         return cmd
 
 
@@ -337,9 +352,15 @@ class TritonServer:
 
     @property
     def control(self) -> Control:
-        """Triton's HTTP API on its loopback port, with the key (for the launcher)."""
+        """Triton's HTTP API on its loopback port (for the launcher; the front, which
+        checks the key, is not in the way)."""
         assert self.triton_ports is not None, "not started"
-        return Control(f"http://127.0.0.1:{self.triton_ports.http}", self.config.api_key)
+        return Control(f"http://127.0.0.1:{self.triton_ports.http}")
+
+    @property
+    def front_state(self) -> FrontState:
+        """The supervisor's markers that the front reads (ensemble.front)."""
+        return FrontState(self.config.log_path.parent / "front" / "state")
 
     def start(self) -> None:
         config = self.config
@@ -350,15 +371,22 @@ class TritonServer:
         self.triton_ports = Ports(free_port(), free_port(), config.ports.metrics)
         config.log_path.parent.mkdir(parents=True, exist_ok=True)
         front_dir = config.log_path.parent / "front"
-        self.front = Front(
-            nginx_config(
-                host=config.host, http_port=config.ports.http, grpc_port=config.ports.grpc,
-                triton_http=self.triton_ports.http, triton_grpc=self.triton_ports.grpc,
-                workdir=front_dir, tls=config.tls, max_inflight=config.max_inflight,
-                grpc_max_connection_age_s=config.grpc_max_connection_age_s,
-            ),
-            front_dir,
-        )  # fmt: skip
+        self.front_state.reset()
+        try:
+            self.front = Front(
+                nginx_config(
+                    host=config.host, http_port=config.ports.http, grpc_port=config.ports.grpc,
+                    triton_http=self.triton_ports.http, triton_grpc=self.triton_ports.grpc,
+                    workdir=front_dir, tls=config.tls, max_inflight=config.max_inflight,
+                    grpc_max_connection_age_s=config.grpc_max_connection_age_s,
+                    api_key=config.api_key, state=self.front_state,
+                    log_stdout=config.log_stdout,
+                ),
+                front_dir,
+                log_stdout=config.log_stdout,
+            )  # fmt: skip
+        except FrontError as e:
+            raise ServerError(str(e)) from None
         self._reaper = Reaper()
         self._start_triton(home, libs, "w")
         try:
@@ -373,11 +401,18 @@ class TritonServer:
         assert self.triton_ports is not None
         log = open(self.config.log_path, mode)  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            self.config.triton_command(home, self.triton_ports), stdout=log,
+            self.config.triton_command(home, self.triton_ports),
+            stdout=subprocess.PIPE if self.config.log_stdout else log,
             stderr=subprocess.STDOUT, env=_environment(libs),
             start_new_session=True,  # Ctrl-C reaches us; we stop the server cleanly
         )  # fmt: skip
-        log.close()
+        if self.config.log_stdout:
+            assert self.process.stdout is not None
+            threading.Thread(
+                target=_tee, args=(self.process.stdout, log), name="triton-log", daemon=True
+            ).start()  # it closes the file at Triton's end
+        else:
+            log.close()
         assert self._reaper is not None
         self._reaper.watch(self.process.pid)
 
@@ -397,8 +432,9 @@ class TritonServer:
                 self.config.host, self.config.ports.supervisor
             )
         self.supervisor = Supervisor(
-            self.process.pid, self.control, log=self.log, metrics=self.metrics
-        )
+            self.process.pid, self.control, log=self.log, metrics=self.metrics,
+            state=self.front_state, reload_attempts=self.config.reload_attempts,
+        )  # fmt: skip
         self.supervisor.start()
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="triton-watch", daemon=True)
@@ -432,6 +468,7 @@ class TritonServer:
         if self.supervisor is not None:
             self.supervisor.stop(unload=False)  # its workers died with Triton
             self.supervisor = None
+        self.front_state.reset()  # a new Triton loads every model anew
         # Python-backend workers outlive a killed Triton (they do not watch it): they are
         # in its process group, so end them before their models load again.
         self._end_triton(dead)
@@ -696,12 +733,15 @@ def create_server(
     max_inflight: int = MAX_INFLIGHT,
     grpc_max_connection_age_s: int = GRPC_MAX_CONNECTION_AGE_S,
     cpu_profile: str = "throughput",
+    log_stdout: bool = False,
+    reload_attempts: int = RELOAD_ATTEMPTS,
 ) -> TritonServer:
     """A server ready to start: the models file read and checked, its repository
     written. ``ports=None`` takes free ports; ``workdir`` holds the repository and the
     logs (default ``build/``); ``load`` limits the models loaded (ensembles bring their
     steps); ``api_key_file`` and ``tls``: see :func:`resolve_api_key` and ``Tls``;
-    ``grpc_max_connection_age_s``: see ``ServerConfig``;
+    ``grpc_max_connection_age_s``, ``log_stdout``, ``reload_attempts``: see
+    ``ServerConfig``;
     ``cpu_profile``: the native backends' threads on the cpu target
     (``configgen.CPU_PROFILES``: throughput or latency).
     See :func:`running_server`."""
@@ -713,7 +753,8 @@ def create_server(
     log_path = (root / "tritonserver.log") if workdir else LOG_DIR / "tritonserver.log"
     config = ServerConfig(
         out, host, ports, log_path, load, tls=tls, max_inflight=max_inflight,
-        grpc_max_connection_age_s=grpc_max_connection_age_s,
+        grpc_max_connection_age_s=grpc_max_connection_age_s, log_stdout=log_stdout,
+        reload_attempts=reload_attempts,
     )  # fmt: skip
     # Before the repository is rewritten: it may be the one a running server serves.
     config.check_ports()
@@ -814,6 +855,17 @@ def add_server_arguments(ap: argparse.ArgumentParser) -> None:
         f"(default {GRPC_MAX_CONNECTION_AGE_S})",
     )  # fmt: skip
     ap.add_argument(
+        "--log-stdout", action="store_true",
+        help="also write Triton's log and the front's errors to this process's output, "
+        "for a container's log (`kubectl logs`); the log file stays",
+    )  # fmt: skip
+    ap.add_argument(
+        "--reload-attempts", type=int, default=RELOAD_ATTEMPTS, metavar="N",
+        help="failed tries to bring back a model whose worker crashed before "
+        "/v2/health/live fails, so that a kubelet restarts the pod; the tries go on "
+        f"(default {RELOAD_ATTEMPTS})",
+    )  # fmt: skip
+    ap.add_argument(
         "--cpu-profile", choices=configgen.CPU_PROFILES, default="throughput",
         help="the native backends' threads on the CPU: throughput (default; one thread per "
         "instance, the most images/s under load) or latency (a lone request takes every "
@@ -827,6 +879,8 @@ def server_options(args: argparse.Namespace) -> dict:
         raise ValueError("give both --tls-cert and --tls-key, or neither")
     if args.grpc_max_connection_age < 1:
         raise ValueError("--grpc-max-connection-age must be at least 1 second")
+    if args.reload_attempts < 1:
+        raise ValueError("--reload-attempts must be at least 1")
     return {
         "ports": Ports(args.http_port, args.grpc_port, args.metrics_port, args.supervisor_port),
         "api_key_file": args.api_key_file,
@@ -834,6 +888,8 @@ def server_options(args: argparse.Namespace) -> dict:
         "max_inflight": args.max_inflight,
         "grpc_max_connection_age_s": args.grpc_max_connection_age,
         "cpu_profile": args.cpu_profile,
+        "log_stdout": args.log_stdout,
+        "reload_attempts": args.reload_attempts,
     }
 
 

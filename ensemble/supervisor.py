@@ -15,15 +15,25 @@ The supervisor does only what the backend does not. Every 0.2 s it checks that t
 stubs it knows still live (a new model's stubs are found by a full scan every few
 seconds). When one of a READY model's stubs is gone, it:
 
-1. logs one line and counts the crash;
-2. unloads the model. The model and every ensemble that uses it turn UNAVAILABLE,
-   and with ``--strict-readiness`` so does ``/v2/health/ready``;
+1. marks the model and every ensemble that runs it as recovering, for the front
+   (``ensemble.front.FrontState``): from then on their requests are answered
+   UNAVAILABLE with a hint of when to try again (Triton would say NOT_FOUND, "no
+   available versions", as for a model it never had), and ``/v2/health/ready`` says
+   not ready, within a look (0.2 s) of the death rather than once the unload starts;
+2. logs one line, counts the crash and unloads the model. The model and every
+   ensemble that uses it turn UNAVAILABLE in Triton too;
 3. loads the model again. Triton starts new stubs and brings back the ensembles that
    use it. Under load the new stubs compete for the CPU with every other model: a
    TensorFlow detector took 52 s to load at 16 clients on 2 cores, 13 s alone. So,
    where the launcher may (root, or CAP_SYS_NICE), the new stubs run at a higher
    priority (nice -10) until the model is ready, then back at 0;
-4. logs one line and counts the recovery with its duration.
+4. once the model and its ensembles are READY again, lifts the marks, logs one line
+   and counts the recovery with its duration.
+
+A model that cannot be brought back (its files gone, a load that keeps failing) is
+tried again with a doubling wait, for ever; after ``reload_attempts`` failed tries the
+front also says not live (``/v2/health/live``), so that a kubelet restarts the pod
+rather than keep a pod that stays not ready and blocks a node's drain.
 
 A request that reached a dead stub leaves its model version behind for good. The
 backend gives each request a response factory (python_be.cc,
@@ -45,37 +55,54 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from ensemble.contract import API_KEY_HEADER
+from ensemble.front import FrontState
 
 STUB = "triton_python_backend_stub"
+# Failed tries to bring a crashed model back before liveness fails (the tries go on).
+RELOAD_ATTEMPTS = 5
+# How long a reloaded model's ensembles may take to say READY before the marks lift.
+ENSEMBLES_READY_S = 30.0
 
 
 @dataclass(frozen=True)
 class Control:
-    """Triton's model-control API on its loopback HTTP port, with the restricted-API
-    key when there is one."""
+    """Triton's model-control API on its loopback HTTP port (behind the front, which
+    checks the restricted APIs' key: none is needed here)."""
 
     url: str  # http://127.0.0.1:PORT
-    api_key: str | None = None
+
+    def _request(self, path: str, body: dict | None) -> urllib.request.Request:
+        data = None if body is None else json.dumps(body).encode()
+        return urllib.request.Request(self.url + path, data=data, method="POST" if
+                                      body is not None else "GET")  # fmt: skip
 
     def _call(self, path: str, body: dict | None = None, timeout: float = 120.0) -> int:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="POST" if
-                                         body is not None else "GET")  # fmt: skip
-        if self.api_key:
-            request.add_header(API_KEY_HEADER, self.api_key)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as r:
+            with urllib.request.urlopen(self._request(path, body), timeout=timeout) as r:
                 return r.status
         except urllib.error.HTTPError as e:
             return e.code
+
+    def _json(self, path: str, body: dict | None = None, timeout: float = 10.0):
+        with urllib.request.urlopen(self._request(path, body), timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def ensemble_steps(self) -> dict[str, set[str]]:
+        """The models each READY ensemble runs as its steps, by ensemble."""
+        steps = {}
+        for entry in self._json("/v2/repository/index", {"ready": True}):
+            config = self._json(f"/v2/models/{entry['name']}/config")
+            if config.get("platform") == "ensemble":
+                scheduling = config.get("ensemble_scheduling", {})
+                steps[entry["name"]] = {step["model_name"] for step in scheduling.get("step", [])}
+        return steps
 
     def ready(self, model: str) -> bool:
         try:
@@ -149,6 +176,17 @@ def unreaped(pid: int, parent: int) -> bool:
     Triton still holds the model version of that dead stub."""
     fields = _stat(pid)
     return fields is not None and fields[0] == "Z" and int(fields[1]) == parent
+
+
+def dependents(model: str, steps: Mapping[str, set[str]]) -> set[str]:
+    """The ensembles that run ``model``, directly or through another ensemble
+    (``steps``: each ensemble's step models, as ``Control.ensemble_steps`` gives them)."""
+    found: set[str] = set()
+    frontier = {model}
+    while frontier:
+        frontier = {e for e, models in steps.items() if models & frontier} - found
+        found |= frontier
+    return found
 
 
 def stub_model(cmdline: Sequence[str]) -> str | None:
@@ -236,6 +274,8 @@ class Supervisor:
         interval: float = 0.2,
         rescan: float = 5.0,
         metrics: Metrics | None = None,
+        state: FrontState | None = None,
+        reload_attempts: int = RELOAD_ATTEMPTS,
     ) -> None:
         self.server_pid = server_pid
         self.control = control
@@ -244,6 +284,9 @@ class Supervisor:
         self.rescan = rescan
         self._scanned = 0.0
         self.metrics = metrics or Metrics()
+        self.state = state
+        self.reload_attempts = reload_attempts
+        self.steps: dict[str, set[str]] = {}  # each ensemble's step models
         self.known: dict[int, str] = {}
         self.broken: set[str] = set()  # models with a dead worker, not yet back
         self.crashes: list[list[int]] = []  # the dead workers of each crash, by pid
@@ -253,6 +296,7 @@ class Supervisor:
     def start(self) -> None:
         self.known = workers(self.server_pid)
         self._scanned = time.monotonic()
+        self._learn_steps()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
         self._thread.start()
 
@@ -264,6 +308,12 @@ class Supervisor:
             self._thread.join(timeout=10)
         for model in sorted(self.broken) if unload else ():
             self.control.unload(model)
+
+    def _learn_steps(self) -> None:
+        try:
+            self.steps = self.control.ensemble_steps()
+        except (OSError, ValueError, KeyError) as e:  # kept: the last steps learned
+            self.log(f"supervisor: could not read the ensembles' steps: {e}")
 
     def held(self) -> int:
         """How many model versions Triton still holds for a crash (see the module
@@ -278,6 +328,8 @@ class Supervisor:
         if time.monotonic() - self._scanned > self.rescan:
             current = workers(self.server_pid)
             self._scanned = time.monotonic()
+            if set(current.values()) != set(self.known.values()):
+                self._learn_steps()  # models were loaded or unloaded since
         else:
             current = {pid: m for pid, m in self.known.items() if alive(pid)}
         lost: dict[str, list[int]] = {}
@@ -326,6 +378,9 @@ class Supervisor:
 
     def _recover(self, model: str, pids: list[int]) -> None:
         started = time.monotonic()
+        affected = {model} | dependents(model, self.steps)
+        if self.state is not None:  # first: the front refuses them from now on
+            self.state.recovering(affected)
         # An out-of-memory kill or a `kill` of every worker ends them a moment apart:
         # wait one look more, so that one crash line counts them all.
         time.sleep(self.interval)
@@ -340,13 +395,23 @@ class Supervisor:
             f"worker crash: model {model!r} lost {len(pids)} of {total} worker(s) "
             f"(pid {', '.join(map(str, pids))}); reloading it"
         )
-        delay = 1.0
+        delay, failures = 1.0, 0
         while not (self.control.unload(model) and self._load_first(model)):
+            failures += 1
             self.metrics.failed.labels(model).inc()
             self.log(f"recovery of model {model!r} failed; trying again in {delay:.0f} s")
+            if failures == self.reload_attempts and self.state is not None:
+                self.state.not_live(f"model {model!r}: {failures} reloads failed")
+                self.log(
+                    f"model {model!r} could not be brought back in {failures} tries: the "
+                    "server now says it is not live (/v2/health/live), for a restart"
+                )
             if self._stop.wait(delay):
                 return  # stopping: stop() unloads it
             delay = min(delay * 2, 30.0)
+        self._await_ready(affected)
+        if self.state is not None:
+            self.state.recovered(affected)
         seconds = time.monotonic() - started
         self.broken.discard(model)
         self.metrics.down.labels(model).set(0)
@@ -355,3 +420,15 @@ class Supervisor:
         self.known = workers(self.server_pid)
         self._scanned = time.monotonic()
         self.log(f"recovered: model {model!r} serves again, {seconds:.1f} s after the crash")
+
+    def _await_ready(self, models: set[str]) -> None:
+        """Until each of ``models`` is READY (a reloaded model's ensembles follow it
+        within moments), for at most ``ENSEMBLES_READY_S``."""
+        waiting, deadline = set(models), time.monotonic() + ENSEMBLES_READY_S
+        while waiting and time.monotonic() < deadline and not self._stop.is_set():
+            waiting = {m for m in waiting if not self.control.ready(m)}
+            if waiting:
+                self._stop.wait(0.05)
+        if waiting:
+            self.log(f"supervisor: not ready {ENSEMBLES_READY_S:.0f} s after the reload: "
+                     f"{', '.join(sorted(waiting))}")  # fmt: skip
