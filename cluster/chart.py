@@ -8,8 +8,9 @@
   an ``autoscaling/v2beta2`` HPA shows on 1.26+), a custom resource (the Prometheus
   Operator's, KServe's) has none and is skipped;
 - the chart's own consistency (:func:`check_consistency`): selectors, port names, the
-  HPA's target and metric, the launcher's arguments, the stopping sequence, a rollout
-  and a disruption budget that always leave a pod ready, the ``helm test`` pod.
+  HPA's target and metric, the launcher's arguments, a read-only root with volumes
+  where the server writes, the stopping sequence, a rollout and a disruption budget
+  that always leave a pod ready, the ``helm test`` pod.
 
 Then it renders each of :data:`BROKEN_VALUE_SETS` and expects Helm to refuse it with
 the expected message: ``values.schema.json`` refuses a value of the wrong type, out of
@@ -63,6 +64,12 @@ CUSTOM_GROUPS = ("monitoring.coreos.com", "serving.kserve.io", "keda.sh")
 LAUNCHER = "ensemble.server"
 # Margin on top of preStop + the launcher's drain in terminationGracePeriodSeconds.
 GRACE_MARGIN_S = 5
+# What the server writes besides its workdir, $HOME and /dev/shm, found by running the
+# launcher under a read-only root (bwrap) until it answered an inference: Triton's
+# Python backend makes /tmp/python_env_* at start (Triton aborts without it), the
+# Python runners keep their lock files in /tmp (ensemble/cpu_share.py), and ONNX
+# Runtime writes a session file there.
+WRITTEN_PATHS = ("/tmp",)
 
 
 class ChartError(RuntimeError):
@@ -394,6 +401,24 @@ def _check_launcher(container: dict, ports: dict[str, int]) -> list[str]:
     return problems
 
 
+def _check_read_only_root(container: dict) -> list[str]:
+    """The root filesystem is read-only, and every path the server writes
+    (:data:`WRITTEN_PATHS` and ``$HOME``, where libraries cache) is on a writable volume
+    (the workdir and /dev/shm are :func:`_check_launcher`'s)."""
+    problems = []
+    if container.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+        problems.append("the root filesystem is writable (no readOnlyRootFilesystem)")
+    writable = [m["mountPath"].rstrip("/") for m in container.get("volumeMounts", [])
+                if not m.get("readOnly")]  # fmt: skip
+    home = {e["name"]: e.get("value") for e in container.get("env", [])}.get("HOME")
+    if home is None:
+        problems.append("no HOME: the image's may be on the read-only root")
+    for path in (*WRITTEN_PATHS, *([home] if home else [])):
+        if not any(path == m or path.startswith(m + "/") for m in writable):
+            problems.append(f"{path} is not on a writable volume of the container")
+    return problems
+
+
 def _check_probes(container: dict, ports: dict[str, int]) -> list[str]:
     problems = []
     for probe, path in (("startupProbe", "/v2/health/ready"),
@@ -595,7 +620,8 @@ def check_consistency(docs: list[dict]) -> list[str]:
     Selectors (Deployment, Services, PDB, PodMonitor) match the pod labels; probes,
     Service and Ingress ports name ports that exist; the HPA targets the Deployment and
     scales on a metric prometheus-adapter serves; the container runs the launcher with
-    arguments it accepts, on the container's ports and GPUs; the pod runs as non-root;
+    arguments it accepts, on the container's ports and GPUs; the pod runs as non-root
+    on a read-only root, with volumes where the server writes;
     preStop + the launcher's drain fit in the termination grace period; a rollout and
     the disruption budget always leave a pod ready; the ``helm test`` pod runs the
     inference check against a Service's gRPC port.
@@ -616,6 +642,7 @@ def check_consistency(docs: list[dict]) -> list[str]:
     if container.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
         problems.append("the container allows privilege escalation")
     problems += _check_launcher(container, ports)
+    problems += _check_read_only_root(container)
     problems += _check_probes(container, ports)
     problems += _check_stopping(pod, container)
     problems += _check_services(docs, pod_labels, ports)
@@ -651,8 +678,9 @@ def kserve_documents() -> list[dict]:
 
 def check_kserve(docs: list[dict]) -> list[str]:
     """Problems in the KServe example: each ServingRuntime container that runs the
-    launcher has arguments it accepts, on all interfaces, and the port Knative routes
-    (the declared one, else 8080) is the launcher's HTTP or gRPC port."""
+    launcher has arguments it accepts, on all interfaces, a read-only root with volumes
+    where the server writes, and the port Knative routes (the declared one, else 8080)
+    is the launcher's HTTP or gRPC port."""
     problems = []
     runtimes = _of_kind(docs, "ServingRuntime")
     if not runtimes:
@@ -660,6 +688,7 @@ def check_kserve(docs: list[dict]) -> list[str]:
     for runtime in runtimes:
         for c in runtime["spec"].get("containers", []):
             parsed, found = _launcher(c)
+            found += _check_read_only_root(c)
             problems += [f"{_name(runtime)}: {problem}" for problem in found]
             if parsed is None:
                 continue

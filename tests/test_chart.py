@@ -154,14 +154,18 @@ def test_container_runs_the_launcher_on_all_interfaces_as_non_root(rendered):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 1000
     assert c["securityContext"] == {
-        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
     }  # fmt: skip
+    # A read-only root: what the server writes is on emptyDirs, HOME on the workdir's.
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
     assert "emptyDir" in volumes[mounts["/work"]]
-    (env,) = (e for e in c["env"] if e["name"] == "TRITON_API_KEY")
-    assert env["valueFrom"]["secretKeyRef"]["key"] == "api-key"
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "256Mi"}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HOME"]["value"] == "/work"
+    assert env["TRITON_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "api-key"
 
 
 def test_probes_ask_triton_health_on_the_http_port(rendered):
@@ -358,6 +362,20 @@ def _service_selector(docs):
     of_kind(docs, "Service")[0]["spec"]["selector"]["app.kubernetes.io/name"] = "other"
 
 
+def _writable_root(docs):
+    del container(docs)["securityContext"]["readOnlyRootFilesystem"]
+
+
+def _no_tmp(docs):
+    c = container(docs)
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m["mountPath"] != "/tmp"]
+
+
+def _home_on_the_root(docs):
+    (home,) = (e for e in container(docs)["env"] if e["name"] == "HOME")
+    home["value"] = "/home/triton"
+
+
 def _probe_port(docs):
     container(docs)["readinessProbe"]["httpGet"]["port"] = "health"
 
@@ -461,6 +479,9 @@ def _test_pod_image(docs):
     ("value_set", "change", "expected"),
     [
         ("cpu", _service_selector, "selects"),
+        ("cpu", _writable_root, "the root filesystem is writable"),
+        ("cpu", _no_tmp, "/tmp is not on a writable volume"),
+        ("cpu", _home_on_the_root, "/home/triton is not on a writable volume"),
         ("cpu", _probe_port, "readinessProbe uses port 'health'"),
         ("cpu", _hpa_target, "not the Deployment"),
         ("cpu", _not_the_launcher, "does not run python -m ensemble.server"),
@@ -694,3 +715,8 @@ def test_kserve_check_catches_a_bad_argument_and_a_port_knative_would_miss():
     c["args"] = c["args"][:-1]
     problems = chart.check_kserve(docs)
     assert len(problems) == 1 and "routes port [9001]" in problems[0], problems
+    del c["ports"]
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m["mountPath"] != "/tmp"]
+    assert chart.check_kserve(docs) == [
+        "ServingRuntime/triton-detectors: /tmp is not on a writable volume of the container"
+    ]
