@@ -64,6 +64,10 @@ CUSTOM_GROUPS = ("monitoring.coreos.com", "serving.kserve.io", "keda.sh")
 LAUNCHER = "ensemble.server"
 # Margin on top of preStop + the launcher's drain in terminationGracePeriodSeconds.
 GRACE_MARGIN_S = 5
+# The longest the kubelet may take to restart a pod once its liveness fails (the front
+# fails /v2/health/live when a crashed model could not be reloaded): the probes' period
+# x failureThreshold, plus one timeout.
+LIVENESS_RESTART_S = 60
 # What the server writes besides its workdir, $HOME and /dev/shm, found by running the
 # launcher under a read-only root (bwrap) until it answered an inference: Triton's
 # Python backend makes /tmp/python_env_* at start (Triton aborts without it), the
@@ -433,6 +437,17 @@ def _check_probes(container: dict, ports: dict[str, int]) -> list[str]:
             problems.append(f"{probe} uses port {port!r}, which the container does not have")
         if get.get("path") != path:
             problems.append(f"{probe} asks {get.get('path')}, not {path}")
+    liveness = container.get("livenessProbe", {})
+    # Kubernetes' defaults where a field is left out.
+    period, failures, timeout = (liveness.get(k, default) for k, default in
+                                 (("periodSeconds", 10), ("failureThreshold", 3),
+                                  ("timeoutSeconds", 1)))  # fmt: skip
+    if period * failures + timeout > LIVENESS_RESTART_S:
+        problems.append(
+            f"livenessProbe restarts a pod up to {period * failures + timeout} s after its "
+            f"liveness fails (periodSeconds {period} x failureThreshold {failures} + "
+            f"timeoutSeconds {timeout}), over {LIVENESS_RESTART_S} s"
+        )
     return problems
 
 

@@ -175,6 +175,11 @@ def test_probes_ask_triton_health_on_the_http_port(rendered):
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # slow model loads
+    # Once the front says not live (a model could not be reloaded), a restart within a
+    # minute: at most three failed probes 10 s apart, the last one timing out.
+    live = c["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] + live["timeoutSeconds"] <= 60
+    assert live["failureThreshold"] > 1  # one slow answer restarts nothing
 
 
 def test_a_pod_leaves_the_endpoints_before_triton_stops(rendered):
@@ -380,6 +385,10 @@ def _probe_port(docs):
     container(docs)["readinessProbe"]["httpGet"]["port"] = "health"
 
 
+def _slow_liveness(docs):
+    container(docs)["livenessProbe"]["failureThreshold"] = 6
+
+
 def _hpa_target(docs):
     of_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]["scaleTargetRef"]["name"] = "triton"
 
@@ -483,6 +492,7 @@ def _test_pod_image(docs):
         ("cpu", _no_tmp, "/tmp is not on a writable volume"),
         ("cpu", _home_on_the_root, "/home/triton is not on a writable volume"),
         ("cpu", _probe_port, "readinessProbe uses port 'health'"),
+        ("cpu", _slow_liveness, "livenessProbe restarts a pod up to 65 s after"),
         ("cpu", _hpa_target, "not the Deployment"),
         ("cpu", _not_the_launcher, "does not run python -m ensemble.server"),
         ("cpu", _launcher_argument, "unknown arguments ['--batch-size']"),
