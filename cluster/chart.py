@@ -691,32 +691,71 @@ def kserve_documents() -> list[dict]:
     return [d for d in yaml.safe_load_all(KSERVE_RUNTIME.read_text()) if d is not None]
 
 
+def _check_kserve_container(c: dict) -> tuple[argparse.Namespace | None, list[str]]:
+    """The launcher's parse of a ServingRuntime container and its problems: arguments,
+    a read-only root, the port Knative routes (the declared one, else 8080) is the
+    launcher's HTTP or gRPC port, and an HTTP readiness probe on /v2/health/ready of
+    the launcher's HTTP port (Knative's default TCP probe passes before the models
+    load; a probe without a port asks the routed one)."""
+    parsed, problems = _launcher(c)
+    problems += _check_read_only_root(c)
+    if parsed is None:
+        return None, problems
+    routed = [p["containerPort"] for p in c.get("ports", [])] or [KSERVE_DEFAULT_PORT]
+    if any(port not in (parsed.http_port, parsed.grpc_port) for port in routed):
+        problems.append(
+            f"Knative routes port {routed}, the launcher listens on HTTP {parsed.http_port} "
+            f"and gRPC {parsed.grpc_port}"
+        )
+    get = c.get("readinessProbe", {}).get("httpGet")
+    if get is None:
+        problems.append("no HTTP readinessProbe: Knative would route before the models load")
+    elif get.get("path") != "/v2/health/ready" or get.get("port", routed[0]) != parsed.http_port:
+        problems.append(
+            f"the readinessProbe asks {get.get('path')} on port {get.get('port', routed[0])}, "
+            f"not /v2/health/ready on the launcher's HTTP port {parsed.http_port}"
+        )
+    return parsed, problems
+
+
 def check_kserve(docs: list[dict]) -> list[str]:
     """Problems in the KServe example: each ServingRuntime container that runs the
-    launcher has arguments it accepts, on all interfaces, a read-only root with volumes
-    where the server writes, and the port Knative routes (the declared one, else 8080)
-    is the launcher's HTTP or gRPC port."""
+    launcher passes :func:`_check_kserve_container`, and each InferenceService names a
+    runtime here, with containerConcurrency its launcher's ``--max-inflight`` (Knative
+    then never sends a pod more than the front takes) and a concurrency scale target
+    of at most containerConcurrency (Knative takes the smaller of the two)."""
     problems = []
     runtimes = _of_kind(docs, "ServingRuntime")
     if not runtimes:
         problems.append(f"{KSERVE_RUNTIME.name} has no ServingRuntime")
+    max_inflight = {}
     for runtime in runtimes:
         for c in runtime["spec"].get("containers", []):
-            parsed, found = _launcher(c)
-            found += _check_read_only_root(c)
+            parsed, found = _check_kserve_container(c)
             problems += [f"{_name(runtime)}: {problem}" for problem in found]
-            if parsed is None:
-                continue
-            routed = [p["containerPort"] for p in c.get("ports", [])] or [KSERVE_DEFAULT_PORT]
-            if any(port not in (parsed.http_port, parsed.grpc_port) for port in routed):
-                problems.append(
-                    f"{_name(runtime)}: Knative routes port {routed}, the launcher listens "
-                    f"on HTTP {parsed.http_port} and gRPC {parsed.grpc_port}"
-                )
+            if parsed is not None:
+                max_inflight[runtime["metadata"]["name"]] = parsed.max_inflight
     for service in _of_kind(docs, "InferenceService"):
-        model = service["spec"].get("predictor", {}).get("model", {})
-        if model.get("runtime") not in {r["metadata"]["name"] for r in runtimes}:
-            problems.append(f"{_name(service)} names runtime {model.get('runtime')!r}")
+        predictor = service["spec"].get("predictor", {})
+        runtime = predictor.get("model", {}).get("runtime")
+        if runtime not in {r["metadata"]["name"] for r in runtimes}:
+            problems.append(f"{_name(service)} names runtime {runtime!r}")
+        if runtime not in max_inflight:
+            continue
+        concurrency = predictor.get("containerConcurrency")
+        if concurrency != max_inflight[runtime]:
+            problems.append(
+                f"{_name(service)}: containerConcurrency {concurrency}, but the launcher "
+                f"takes --max-inflight {max_inflight[runtime]} requests at once"
+            )
+        target = predictor.get("scaleTarget")
+        if predictor.get("scaleMetric") != "concurrency" or not target:
+            problems.append(f"{_name(service)}: no concurrency scaleTarget")
+        elif concurrency and target > concurrency:
+            problems.append(
+                f"{_name(service)}: scaleTarget {target} above containerConcurrency "
+                f"{concurrency}, which Knative takes instead"
+            )
     return problems
 
 

@@ -712,6 +712,13 @@ def test_kserve_runtime_runs_the_launcher_on_knatives_port():
     assert (parsed.host, parsed.http_port, str(parsed.models)) == (
         "0.0.0.0", 8080, "/mnt/models/models.toml",
     )  # fmt: skip
+    # Knative routes only once every model is loaded (its own TCP probe passes earlier).
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    # It sends a pod at most what the front takes at once, and scales on concurrency.
+    (service,) = (d for d in docs if d["kind"] == "InferenceService")
+    predictor = service["spec"]["predictor"]
+    assert predictor["containerConcurrency"] == parsed.max_inflight == 32
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 32)
 
 
 def test_kserve_check_catches_a_bad_argument_and_a_port_knative_would_miss():
@@ -730,3 +737,38 @@ def test_kserve_check_catches_a_bad_argument_and_a_port_knative_would_miss():
     assert chart.check_kserve(docs) == [
         "ServingRuntime/triton-detectors: /tmp is not on a writable volume of the container"
     ]
+
+
+def _kserve(change) -> list[str]:
+    """check_kserve's problems with the KServe example after ``change(runtime's
+    container, InferenceService's predictor)``."""
+    docs = chart.kserve_documents()
+    (runtime,) = (d for d in docs if d["kind"] == "ServingRuntime")
+    (service,) = (d for d in docs if d["kind"] == "InferenceService")
+    change(runtime["spec"]["containers"][0], service["spec"]["predictor"])
+    return chart.check_kserve(docs)
+
+
+def _launcher_takes_64(container, predictor):
+    args = container["args"]
+    args[args.index("--max-inflight") + 1] = "64"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c, p: c.pop("readinessProbe"), "no HTTP readinessProbe"),
+        (lambda c, p: c["readinessProbe"]["httpGet"].update(port=9000),
+         "asks /v2/health/ready on port 9000, not /v2/health/ready on the launcher's HTTP"),
+        (lambda c, p: c["readinessProbe"]["httpGet"].update(path="/v2/health/live"),
+         "asks /v2/health/live on port 8080"),
+        (lambda c, p: p.update(containerConcurrency=100),
+         "containerConcurrency 100, but the launcher takes --max-inflight 32"),
+        (_launcher_takes_64, "containerConcurrency 32, but the launcher takes --max-inflight 64"),
+        (lambda c, p: p.pop("scaleMetric"), "no concurrency scaleTarget"),
+        (lambda c, p: p.update(scaleTarget=40), "scaleTarget 40 above containerConcurrency 32"),
+    ],
+)  # fmt: skip
+def test_kserve_check_catches_routing_before_ready_and_a_concurrency_mismatch(change, expected):
+    problems = _kserve(change)
+    assert len(problems) == 1 and expected in problems[0], problems
