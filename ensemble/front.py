@@ -105,11 +105,13 @@ class FrontState:
         (Path(self.folder) / "not-ready").touch()
 
     def recovered(self, models: Iterable[str]) -> None:
-        """``models`` serve again; ready again when no other model is recovering."""
+        """``models`` serve again; ready (and live) again when no other model is
+        recovering."""
         for model in models:
             (self.recovering_folder / model).unlink(missing_ok=True)
         if not any(self.recovering_folder.iterdir()):
             (Path(self.folder) / "not-ready").unlink(missing_ok=True)
+            (Path(self.folder) / "not-live").unlink(missing_ok=True)
 
     def not_live(self, reason: str) -> None:
         """The server cannot bring a model back: liveness fails from now on."""
@@ -184,13 +186,16 @@ def nginx_config(
     # (inside nginx's single quotes)
     restricted = f"This API is restricted, expecting header \\'{contract.API_KEY_HEADER}\\'"
     grpc_restricted = f"This API is restricted, expecting header '{contract.GRPC_API_KEY_HEADER}'"
-    # The key, compared as a plain string ("\\" makes nginx's map read it literally
-    # even where it starts with "~"); no key: nothing is restricted.
+    # The key, compared exactly: map compares plain strings without regard to case, so
+    # it is a case-sensitive regular expression with the key's . + * escaped (the only
+    # characters of KEY_CHARACTERS that mean something there). No key: nothing is
+    # restricted.
+    exact = "~^" + re.sub(r"([.+*])", r"\\\1", api_key or "") + "$"
     key_maps = (
         f"  map $http_{contract.API_KEY_HEADER.replace('-', '_')} $http_key_ok {{\n"
-        f"    \\{api_key} 1;\n    default 0;\n  }}\n"
+        f'    "{exact}" 1;\n    default 0;\n  }}\n'
         f"  map $http_{contract.GRPC_API_KEY_HEADER.replace('-', '_')} $grpc_key_ok {{\n"
-        f"    \\{api_key} 1;\n    default 0;\n  }}\n"
+        f'    "{exact}" 1;\n    default 0;\n  }}\n'
         if api_key
         else ""
     )
@@ -210,9 +215,13 @@ def nginx_config(
         if api_key
         else ""
     )
+    # Started by root, nginx would run its worker as "nobody", which may not reach the
+    # markers (a private temporary folder, a home): the worker runs as the launcher's
+    # user, as it does anyway when the launcher is not root.
+    user = "user root root;\n" if os.geteuid() == 0 else ""
     return f"""# Written by ensemble/front.py for one run; see its docstring.
 daemon off;
-worker_processes 1;
+{user}worker_processes 1;
 # A stopping front finishes the requests in flight for at most this long.
 worker_shutdown_timeout {DRAIN_SECONDS}s;
 pid {workdir / "nginx.pid"};

@@ -13,9 +13,13 @@ HTTP_PORT, GRPC_PORT = 18080, 18081
 TRITON_HTTP_PORT, TRITON_GRPC_PORT = 18090, 18091
 
 
-def front_config(workdir: Path, tls: Tls | None = None, max_inflight: int = MAX_INFLIGHT) -> str:
+def front_config(
+    workdir: Path, tls: Tls | None = None, max_inflight: int = MAX_INFLIGHT,
+    api_key: str | None = None,
+) -> str:  # fmt: skip
     """nginx's config text for a front on the ports above, its files under ``workdir``."""
     return nginx_config(
         host=HOST, http_port=HTTP_PORT, grpc_port=GRPC_PORT, triton_http=TRITON_HTTP_PORT,
         triton_grpc=TRITON_GRPC_PORT, workdir=workdir, tls=tls, max_inflight=max_inflight,
+        api_key=api_key,
     )  # fmt: skip
