@@ -25,6 +25,7 @@ from client.errors import (
 )
 from client.retry import (
     NO_RETRY,
+    WORKER_DEATH_RETRIES,
     EndpointPool,
     FailoverPolicy,
     RetryPolicy,
@@ -32,7 +33,7 @@ from client.retry import (
     backoff_delays,
     send_failing_over,
 )
-from ensemble.contract import BUSY_MESSAGES
+from ensemble.contract import BUSY_MESSAGES, RECOVERING_MESSAGE, RECOVERY_RETRY_S
 from ensemble.processes import free_port
 
 pytestmark = pytest.mark.unit
@@ -335,6 +336,78 @@ def test_no_retry_sends_a_busy_refusal_once():
     with pytest.raises(ServerBusy):
         send_failing_over(call, EndpointPool(["a"]), retry=NO_RETRY, sleep=clock.sleep)
     assert call.calls == ["a"] and clock.waits == []
+
+
+class MovingClock(Clock):
+    """A clock that a sleep moves on."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        self.now += seconds
+
+
+# The front's refusal of a model being reloaded, and Triton's answer from a dead worker.
+RELOADING = grpc_error(
+    grpc.StatusCode.UNAVAILABLE,
+    f"model '{MODEL}' {RECOVERING_MESSAGE}; try again in {RECOVERY_RETRY_S} s",
+)
+DEAD_WORKER = grpc_error(
+    grpc.StatusCode.INTERNAL,
+    "Failed to process the request(s) for model 'preprocess_pytorch_0_0', message: Stub "
+    "process 'preprocess_pytorch_0_0' is not healthy.",
+)
+
+
+def test_a_model_being_reloaded_is_neither_unreachable_nor_busy_but_recovering():
+    assert errors.is_recovering(RELOADING) and not errors.is_unreachable(RELOADING)
+    assert not errors.is_busy(RELOADING)
+    assert errors.is_worker_death(DEAD_WORKER) and not errors.is_recovering(DEAD_WORKER)
+    http = InferenceServerException(msg=f"model 'm' {RECOVERING_MESSAGE}", status="503")
+    assert errors.is_recovering(http) and not errors.is_busy(http)
+    not_found = grpc_error(grpc.StatusCode.NOT_FOUND, f"'{MODEL}' has no available versions")
+    assert not errors.is_recovering(not_found)
+
+
+def test_a_request_rides_out_a_reload_retrying_at_the_servers_pace():
+    clock = MovingClock()
+    pool = EndpointPool(["a"], clock=clock)
+    # a dying worker, then ten seconds of reload
+    call = Endpoints(a=[DEAD_WORKER, *[RELOADING] * 12, None])
+    got = send_failing_over(call, pool, rng=random.Random(3), sleep=clock.sleep, clock=clock)
+    assert got == "a" and len(call.calls) == 14
+    assert all(0.5 * RECOVERY_RETRY_S <= w <= RECOVERY_RETRY_S for w in clock.waits)
+    assert pool.stats()["a"].recovering == 13 and pool.cooling() == []
+
+
+def test_a_reload_longer_than_the_recovery_time_is_model_not_ready():
+    clock = MovingClock()
+    call = Endpoints(a=[RELOADING])
+    with pytest.raises(errors.ModelNotReady) as raised:
+        send_failing_over(
+            lambda e: call(e), EndpointPool(["a"], clock=clock), retry=RetryPolicy(recovery_s=5),
+            rng=random.Random(3), sleep=clock.sleep, clock=clock,
+        )  # fmt: skip
+    assert sum(clock.waits) == pytest.approx(5.0)  # the last wait stops at the limit
+    assert RECOVERING_MESSAGE in str(raised.value)
+
+
+def test_a_request_that_keeps_meeting_a_dead_worker_is_sent_again_only_twice():
+    # it may be the request that kills the worker
+    clock = MovingClock()
+    call = Endpoints(a=[DEAD_WORKER])
+    with pytest.raises(errors.InferenceFailed, match="is not healthy"):
+        send_failing_over(call, EndpointPool(["a"]), sleep=clock.sleep, clock=clock)
+    assert len(call.calls) == 1 + WORKER_DEATH_RETRIES
+
+
+def test_a_reload_is_ridden_out_on_another_endpoint_and_no_retry_means_none():
+    clock = MovingClock()
+    call = Endpoints(a=[RELOADING])
+    pool = EndpointPool(["a", "b"], clock=clock)
+    assert send_failing_over(call, pool, sleep=clock.sleep, clock=clock) == "b"
+    assert call.calls == ["a", "b"] and len(clock.waits) == 1
+    with pytest.raises(errors.ModelNotReady):
+        send_failing_over(call, EndpointPool(["a"]), retry=NO_RETRY, sleep=clock.sleep)
 
 
 @pytest.mark.parametrize(
