@@ -10,15 +10,19 @@ request (:class:`Request`) as one of :data:`OUTCOMES`:
 
 - answered: a result;
 - refused: gRPC UNAVAILABLE carrying one of ``contract.BUSY_MESSAGES`` (a full queue, or
-  a request that waited longer than the queue policy allows): busy, not broken;
+  a request that waited longer than the queue policy allows): busy, not broken; through
+  the client library, ``ServerBusy`` (busy through every retry);
 - failed: anything else, with the first line of its message.
+
+A thread's connection is a raw tritonclient one (:func:`grpc`: every refusal counts) or
+the client library's (:class:`Library`: what its callers see, after its retries).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,15 +73,53 @@ def grpc(url: str, timeout_s: float = 120.0, inputs: Callable[[bytes], list] | N
     return connect
 
 
+class Library:
+    """A :data:`Connect` for :class:`Load`: a ``DetectorClient`` of ``url`` per thread,
+    each request one photo through ``detect`` within ``timeout_s`` per try. A request
+    counts as the library's caller sees it: after the retries of busy and recovering
+    refusals, and the failover. What the servers refused on the way is in
+    :attr:`refusals` once the threads have closed: ``busy``, ``recovering`` (a model
+    being brought back after a worker crash) and ``unreachable`` tries."""
+
+    def __init__(self, url: str, timeout_s: float = 120.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self.refusals: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[Send, Callable[[], None]]:
+        from client import DetectorClient
+
+        client = DetectorClient(self.url)
+
+        def send(model: str, photo: bytes) -> object:
+            outcome = client.detect([photo], model=model, timeout=self.timeout_s)[0]
+            if isinstance(outcome, Exception):  # the image's own error
+                raise outcome
+            return outcome
+
+        def close() -> None:
+            with self._lock:
+                for stats in client.endpoint_stats().values():
+                    for kind in ("busy", "recovering", "unreachable"):
+                        self.refusals[kind] += getattr(stats, kind)
+            client.close()
+
+        return send, close
+
+
 def classify(error: Exception) -> tuple[str, str]:
     """The outcome of a request that raised ``error`` and the first line of its message
-    (with the exception's type when tritonclient did not wrap it)."""
+    (with the exception's type when neither tritonclient nor the client library wrapped
+    it, and the library's error type when it did)."""
     from tritonclient.utils import InferenceServerException
 
-    from client.errors import first_line, is_busy
+    from client.errors import DetectorError, ServerBusy, first_line, is_busy
 
     if isinstance(error, InferenceServerException):
         return (REFUSED if is_busy(error) else FAILED), first_line(str(error))
+    if isinstance(error, DetectorError):
+        outcome = REFUSED if isinstance(error, ServerBusy) else FAILED
+        return outcome, f"{type(error).__name__}: {first_line(str(error))}"
     return FAILED, f"{type(error).__name__}: {first_line(str(error))}"
 
 

@@ -4,8 +4,11 @@ one model's workers partway, and what that cost.
 ``python -m bench.soak --minutes 10 --concurrency 16 [--kill postprocess_pytorch --kill-at 120]``
 starts Triton on the models file (``--models``, default models.toml) unless ``--url``
 names a running one, and runs ``bench.load``'s closed loop over every detection
-ensemble the server has ready and the photos (``bench.photos``): answered, refused
-(busy, not broken) and failed requests, the first line of each distinct failure.
+ensemble the server has ready and the photos (``bench.photos``), through the client
+library (``bench.load.Library``): answered, refused (busy through every retry) and
+failed requests as the library's callers see them, the first line of each distinct
+failure, and apart, the server's refusals the library rode out (busy, recovering,
+unreachable tries).
 
 ``--kill MODEL`` SIGKILLs every Python-backend worker (stub) of that model at
 ``--kill-at`` seconds, then measures the recovery: from the kill to (a) the first
@@ -32,7 +35,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from bench import command_parser, logger, measured, served
-from bench.load import ANSWERED, FAILED, OUTCOMES, Load, grpc, warm_up
+from bench.load import ANSWERED, FAILED, OUTCOMES, Library, Load, warm_up
 from bench.photos import photo_files
 from bench.processes import GIB, Sampler, kill_all, process_tree, pss_bytes
 from client import DetectorError
@@ -113,7 +116,8 @@ def soak(
     killed: dict = {}
     ready: dict = {"went_down_s": None, "back_s": None}
     stop = threading.Event()
-    load = Load(grpc(url, timeout_s), ensembles, photos, concurrency, duration_s=duration_s)
+    library = Library(url, timeout_s)
+    load = Load(library, ensembles, photos, concurrency, duration_s=duration_s)
 
     def kill_then_watch() -> None:
         if stop.wait(max(0.0, kill_at_s - load.elapsed())):
@@ -142,7 +146,8 @@ def soak(
         load.wait()
     if server_pids is not None:
         samples += [*sampler.samples, (load.seconds, pss())]
-    return figures(url, load, samples, kill, killed, ready, affected)
+    return {**figures(url, load, samples, kill, killed, ready, affected),
+            "server_refusals": dict(library.refusals)}  # fmt: skip
 
 
 def affected_ensembles(url: str, ensembles: Sequence[str], kill: str) -> set[str]:
@@ -219,6 +224,12 @@ def format_report(r: dict) -> str:
     for ensemble, c in r["per_ensemble"].items():
         lines.append(f"{ensemble:<24} {c['answered']:>8} {c['refused']:>8} {c['failed']:>8}")
     lines += [f"failed {n:>6} x {reason}" for reason, n in r["failures"].items()]
+    refusals = r.get("server_refusals")
+    if refusals is not None:
+        lines.append(
+            "server      refusals the client library sent again: "
+            + ", ".join(f"{refusals.get(k, 0)} {k}" for k in ("busy", "recovering", "unreachable"))
+        )
     k = r["kill"]
     if k is not None and k["at_s"] is None:
         lines.append(f"kill        {k['model']}: the run ended before the kill time")

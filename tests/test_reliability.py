@@ -9,6 +9,7 @@ own, with only ``detect_pytorch`` loaded to keep them short.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,12 +22,15 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from bench import soak
 from bench.load import ANSWERED, REFUSED, Load, grpc
+from client import DetectorClient, DetectorError
 from ensemble import contract
 from ensemble.front import Tls
 from ensemble.processes import Ports, free_port
@@ -263,6 +267,98 @@ def test_a_model_whose_workers_all_die_serves_again_and_is_not_ready_meanwhile(
 
 
 @pytest.mark.slow
+def test_a_crash_costs_the_client_library_nothing_and_others_are_told_to_retry(
+    recovering_server, photos
+):
+    """While a model is brought back, the front refuses it UNAVAILABLE with a retry hint
+    (not Triton's NOT_FOUND, "no available versions"), readiness says no within 0.5 s
+    of the death, and the client library's requests, retried, all succeed."""
+    server, _ = recovering_server
+    stop, failures, answers, stats = threading.Event(), [], Counter(), Counter()
+
+    def clients() -> None:
+        with DetectorClient(server.grpc_url) as client:
+            while not stop.is_set():
+                try:
+                    outcome = client.detect([photos["horse"]], model="detect_pytorch")[0]
+                except DetectorError as e:
+                    outcome = e
+                if isinstance(outcome, Exception):
+                    failures.append(repr(outcome))
+                else:
+                    answers[time.monotonic() > killed_at] += 1
+            for s in client.endpoint_stats().values():
+                stats.update(recovering=s.recovering, busy=s.busy)
+
+    threads = [threading.Thread(target=clients) for _ in range(4)]
+    killed_at = math.inf
+    for thread in threads:
+        thread.start()
+    try:
+        while answers[False] < 8:  # the clients are under way
+            time.sleep(0.05)
+        killed_at = time.monotonic()
+        assert kill_workers(server, "preprocess_pytorch")
+        while ready(server.http_url) == 200 and time.monotonic() - killed_at < 5:
+            time.sleep(0.01)
+        not_ready_after = time.monotonic() - killed_at
+        # Asked while the model is away: a raw gRPC client naming the model, and HTTP.
+        raw = grpcclient.InferenceServerClient(server.grpc_url)
+        with pytest.raises(InferenceServerException) as refused:
+            raw.infer("detect_pytorch", image_inputs([photos["horse"]]),
+                      headers={contract.MODEL_HEADER: "detect_pytorch"})  # fmt: skip
+        http = urllib.request.Request(
+            server.http_url + "/v2/models/detect_pytorch/infer", data=b"{}", method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as http_refused:
+            urllib.request.urlopen(http, timeout=10)
+        assert ready(server.http_url, "/v2/models/preprocess_pytorch/ready") == 400
+        while ready(server.http_url) != 200 and time.monotonic() - killed_at < 60:
+            time.sleep(0.05)
+        back_after = time.monotonic() - killed_at
+        answered_before = answers[True]
+        while answers[True] < answered_before + 8:  # served again, by the same clients
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    print(f"not ready {not_ready_after:.2f} s after the kill, ready again after "
+          f"{back_after:.1f} s; {sum(answers.values())} answered, {len(failures)} failed, "
+          f"{stats['recovering']} refusals retried")  # fmt: skip
+    assert not_ready_after <= 0.5
+    assert refused.value.status() == "StatusCode.UNAVAILABLE"
+    assert contract.RECOVERING_MESSAGE in refused.value.message()
+    assert http_refused.value.code == 503
+    assert http_refused.value.headers["Retry-After"] == str(contract.RECOVERY_RETRY_S)
+    assert contract.RECOVERING_MESSAGE in http_refused.value.read().decode()
+    assert failures == []
+    assert stats["recovering"] >= 1  # the clients met the recovery, and rode it out
+
+
+@pytest.mark.slow
+def test_a_soak_with_a_kill_at_16_clients_reports_no_failure_and_the_refusals_apart(
+    recovering_server,
+):
+    """``bench.soak`` counts requests as the client library's callers see them: a
+    worker's death at 16 clients costs them nothing; the server's refusals that the
+    library sent again are reported apart."""
+    server, _ = recovering_server
+    result = soak.soak(
+        server.grpc_url, 8.0, 16, server_pids=server.pids, kill="postprocess_pytorch",
+        kill_at_s=2.0, http_url=server.http_url,
+    )  # fmt: skip
+    print(soak.format_report(result))
+    kill = result["kill"]
+    assert kill["workers_killed"] and kill["answer_recovery_s"] is not None, result
+    assert result["failed"] == 0 and result["refused"] == 0, result["failures"]
+    assert result["answered"] == result["sent"] > 0
+    assert result["server_refusals"]["recovering"] >= 1
+    assert kill["ready_went_down_after_s"] <= 0.5
+    assert "refusals the client library sent again" in soak.format_report(result)
+
+
+@pytest.mark.slow
 def test_a_server_that_recovered_a_model_stops_cleanly(recovering_server, photos):
     server, log = recovering_server
     assert kill_workers(server, "postprocess_pytorch")
@@ -291,6 +387,37 @@ def test_a_server_stops_cleanly_right_after_a_crash(own_server):
     print(f"stopped {seconds:.1f} s after a crash, exit code {code}")
     assert code == 0
     assert seconds < 30
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_come_back_fails_liveness_until_it_does(tmp_path, capfd):
+    """After ``reload_attempts`` failed reloads /v2/health/live says no, for a kubelet
+    to restart the pod; a reload that then works makes it live again. The server runs
+    with ``log_stdout``: Triton's log reaches stdout (a container's log) and its file."""
+    with running_server(
+        workdir=tmp_path, load=("detect_pytorch",), reload_attempts=1, log_stdout=True
+    ) as server:
+        loaded = "successfully loaded 'postprocess_pytorch'"
+        assert loaded in capfd.readouterr().out
+        assert loaded in server.config.log_path.read_text()
+        assert ready(server.http_url, "/v2/health/live") == 200
+        model = server.config.repository / "postprocess_pytorch"
+        hidden = tmp_path / "hidden"
+        model.rename(hidden)  # its reload fails: Triton finds no such model
+        killed_at = time.monotonic()
+        assert kill_workers(server, "postprocess_pytorch")
+        while ready(server.http_url, "/v2/health/live") == 200:
+            assert time.monotonic() - killed_at < 30, "still live 30 s after a failed reload"
+            time.sleep(0.1)
+        not_live_after = time.monotonic() - killed_at
+        assert ready(server.http_url) == 400
+        hidden.rename(model)
+        while ready(server.http_url, "/v2/health/live") != 200:
+            assert time.monotonic() - killed_at < 60, "not live again after the model came back"
+            time.sleep(0.1)
+        assert ready(server.http_url) == 200
+        print(f"not live {not_live_after:.1f} s after the kill; live again after "
+              f"{time.monotonic() - killed_at:.1f} s")  # fmt: skip
 
 
 # --- restricted APIs and TLS ----------------------------------------------------------
@@ -351,6 +478,12 @@ def test_control_apis_need_the_key_and_inference_health_metadata_do_not(guarded,
     assert denied.value.code in (401, 403)
     with urllib.request.urlopen(server.http_url + "/v2/health/ready", context=context) as r:
         assert r.status == 200
+    # The key is not on tritonserver's command line (any user's `ps` reads that): the
+    # front checks it, and only its config, readable by this user alone, holds it.
+    assert not any("test-key-123" in arg for arg in psutil.Process(server.process.pid).cmdline())
+    config = server.front.workdir / "nginx.conf"
+    assert "test-key-123" in config.read_text()
+    assert config.stat().st_mode & 0o777 == 0o600
     # still serving
     result = client.infer("detect_pytorch", image_inputs([photos["horse"]]))
     assert int(result.as_numpy(contract.NUM_DETECTIONS)[0, 0]) >= 1
