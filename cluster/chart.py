@@ -18,14 +18,17 @@ range or unknown; ``triton-detectors.validate`` (templates/_helpers.tpl) fails o
 checks that compare two values, which JSON schema cannot express.
 
 Rendering needs no cluster and no ``helm`` binary: ``helm-python-sdk`` is Helm v4 as a
-library. ``lookup`` returns nothing offline (the generated API key is new each time).
+library. ``lookup`` returns nothing offline, as under GitOps: the key comes from the
+existingSecret the value files name, a value, or (one value set) ``apiKey.generate``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import math
@@ -68,6 +71,8 @@ GRACE_MARGIN_S = 5
 # fails /v2/health/live when a crashed model could not be reloaded): the probes' period
 # x failureThreshold, plus one timeout.
 LIVENESS_RESTART_S = 60
+# The pod-template annotation that restarts the pods when the API key changes.
+API_KEY_CHECKSUM = "checksum/api-key"
 # What the server writes besides its workdir, $HOME and /dev/shm, found by running the
 # launcher under a read-only root (bwrap) until it answered an inference: Triton's
 # Python backend makes /tmp/python_env_* at start (Triton aborts without it), the
@@ -92,16 +97,22 @@ class ValueSet:
         return render(list(self.files), self.values, self.api_versions)
 
 
+# The key from the chart's own Secret instead of the existingSecret the two value
+# files name: a value, or (only for `helm install` against a cluster) generated.
+KEY_VALUE = {"apiKey": {"existingSecret": "", "value": "sesame"}}
+KEY_GENERATED = {"apiKey": {"existingSecret": "", "generate": True}}
+
 VALUE_SETS: dict[str, ValueSet] = {
     "cpu": ValueSet((CPU_VALUES,)),
     "gpu": ValueSet((GPU_VALUES,)),
-    "cpu-fixed": ValueSet((CPU_VALUES,), {"autoscaling": {"enabled": False}}),
+    "cpu-fixed": ValueSet((CPU_VALUES,), {"autoscaling": {"enabled": False}, **KEY_GENERATED}),
     "gpu-autoscaling": ValueSet((GPU_VALUES,), {"autoscaling": {"enabled": True}}),
     "cpu-monitoring": ValueSet((CPU_VALUES,), api_versions=(MONITORING_API,)),
-    "cpu-keda": ValueSet((CPU_VALUES,), {"autoscaling": {"provider": "keda"}},
-                         api_versions=(MONITORING_API,)),  # fmt: skip
-    # Everything that is off by default: models from a PVC, the gRPC Ingress, a key
-    # from an existing Secret, the Prometheus Operator's objects.
+    "cpu-keda": ValueSet(
+        (CPU_VALUES,), {"autoscaling": {"provider": "keda"}}, api_versions=(MONITORING_API,)
+    ),
+    # Everything that is off by default: models from a PVC, the gRPC Ingress, the key
+    # as a value, the Prometheus Operator's objects.
     "gpu-volume-ingress": ValueSet(
         (GPU_VALUES,),
         {
@@ -111,7 +122,7 @@ VALUE_SETS: dict[str, ValueSet] = {
                 "volume": {"persistentVolumeClaim": {"claimName": "detector-models"}},
             },
             "ingress": {"enabled": True, "tlsSecretName": "detectors-tls"},
-            "apiKey": {"existingSecret": "my-detectors-key"},
+            **KEY_VALUE,
             "autoscaling": {"enabled": True},
         },
         (MONITORING_API,),
@@ -185,6 +196,23 @@ BROKEN_VALUE_SETS: dict[str, tuple[ValueSet, str]] = {
             (GPU_VALUES,), {"strategy": {"rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}}}
         ),
         "strategy.rollingUpdate.maxUnavailable (2) would let a rollout stop all 2 pods",
+    ),
+    # Offline (GitOps renders so), lookup finds no Secret: no random key on every sync.
+    "no-api-key": (
+        ValueSet((CPU_VALUES,), {"apiKey": {"existingSecret": ""}}),
+        "no key for the restricted APIs: set apiKey.existingSecret",
+    ),
+    "api-key-value-beside-an-existing-secret": (
+        ValueSet((CPU_VALUES,), {"apiKey": {"value": "sesame"}}),
+        "apiKey.value and apiKey.existingSecret (triton-detectors-api-key) are both set",
+    ),
+    "api-key-generated-beside-an-existing-secret": (
+        ValueSet((CPU_VALUES,), {"apiKey": {"generate": True}}),
+        "apiKey.generate makes a key for the chart's own Secret only",
+    ),
+    "api-key-generate-as-a-word": (
+        ValueSet((CPU_VALUES,), {"apiKey": {"existingSecret": "", "generate": "yes"}}),
+        "at '/apiKey/generate': got string, want boolean",
     ),
     "autoscaling-floor-above-ceiling": (
         ValueSet((CPU_VALUES,), {"autoscaling": {"minReplicas": 9, "maxReplicas": 8}}),
@@ -613,10 +641,12 @@ def _check_helm_test(docs: list[dict], deployment: dict) -> list[str]:
     return problems
 
 
-def _check_secret(docs: list[dict], container: dict) -> list[str]:
+def _check_secret(docs: list[dict], deployment: dict) -> list[str]:
+    """The key comes from a Secret; where the chart renders it, the pods'
+    ``checksum/api-key`` is the sha256 of the key it holds (a changed key restarts them)."""
     from ensemble.server import SERVER_API_KEY_ENV
 
-    env = {e["name"]: e for e in container.get("env", [])}
+    env = {e["name"]: e for e in _main_container(deployment).get("env", [])}
     ref = env.get(SERVER_API_KEY_ENV, {}).get("valueFrom", {}).get("secretKeyRef")
     if ref is None:
         return [
@@ -624,22 +654,33 @@ def _check_secret(docs: list[dict], container: dict) -> list[str]:
         ]
     secrets = {d["metadata"]["name"]: d for d in _of_kind(docs, "Secret")}
     secret = secrets.get(ref["name"])
-    if secret is not None and ref["key"] not in secret.get("data", {}):
+    if secret is None:
+        return []  # an existing Secret the chart was pointed at; lookup reads none offline
+    data = secret.get("data", {})
+    if ref["key"] not in data:
         return [f"Secret/{ref['name']} has no key {ref['key']} for {SERVER_API_KEY_ENV}"]
-    return []  # absent: an existing Secret the chart was pointed at
+    key = base64.b64decode(data[ref["key"]])
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if annotations.get(API_KEY_CHECKSUM) != hashlib.sha256(key).hexdigest():
+        return [
+            f"the pods' {API_KEY_CHECKSUM} is not the sha256 of the key in "
+            f"Secret/{ref['name']}: a changed key would not restart them"
+        ]
+    return []
 
 
 def check_consistency(docs: list[dict]) -> list[str]:
     """Problems in how the chart's documents fit together. Empty: consistent.
 
     Selectors (Deployment, Services, PDB, PodMonitor) match the pod labels; probes,
-    Service and Ingress ports name ports that exist; the HPA targets the Deployment and
-    scales on a metric prometheus-adapter serves; the container runs the launcher with
-    arguments it accepts, on the container's ports and GPUs; the pod runs as non-root
-    on a read-only root, with volumes where the server writes;
-    preStop + the launcher's drain fit in the termination grace period; a rollout and
-    the disruption budget always leave a pod ready; the ``helm test`` pod runs the
-    inference check against a Service's gRPC port.
+    Service and Ingress ports name ports that exist, and liveness restarts a pod within
+    :data:`LIVENESS_RESTART_S`; the HPA targets the Deployment and scales on a metric
+    prometheus-adapter serves; the container runs the launcher with arguments it
+    accepts, on the container's ports and GPUs; the pod runs as non-root on a read-only
+    root, with volumes where the server writes; preStop + the launcher's drain fit in
+    the termination grace period; a rollout and the disruption budget always leave a
+    pod ready; the ``helm test`` pod runs the inference check against a Service's gRPC
+    port; the key comes from a Secret, and a changed key restarts the pods.
     """
     try:
         deployment = _deployment(docs)
@@ -665,7 +706,7 @@ def check_consistency(docs: list[dict]) -> list[str]:
     problems += _check_autoscaling(docs, deployment)
     problems += _check_disruption(docs, deployment)
     problems += _check_helm_test(docs, deployment)
-    problems += _check_secret(docs, container)
+    problems += _check_secret(docs, deployment)
     return problems
 
 

@@ -4,7 +4,9 @@ prometheus-adapter rule checked with Prometheus's own promtool."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import re
 import subprocess
@@ -248,16 +250,43 @@ def test_models_from_a_volume_are_mounted_read_only(rendered):
     assert "--models" not in chart.container_args(rendered["cpu"])
 
 
-def test_secret_from_a_value_an_existing_secret_or_generated(rendered):
-    (generated,) = of_kind(rendered["cpu"], "Secret")
-    assert len(generated["data"]["api-key"]) > 40  # base64 of 40 random characters
-    assert of_kind(rendered["gpu-volume-ingress"], "Secret") == []  # existingSecret
-    (env,) = (e for e in container(rendered["gpu-volume-ingress"])["env"]
-              if e["name"] == "TRITON_API_KEY")  # fmt: skip
-    assert env["valueFrom"]["secretKeyRef"]["name"] == "my-detectors-key"
-    docs = chart.render([chart.CPU_VALUES], {"apiKey": {"value": "sesame"}})
+def api_key_checksum(docs: list[dict]) -> str | None:
+    return deployment(docs)["spec"]["template"]["metadata"]["annotations"].get("checksum/api-key")
+
+
+def test_the_key_from_an_existing_secret_a_value_or_generated(rendered):
+    # The value files name a Secret the operator creates: the chart makes none, and
+    # offline (lookup reads nothing, as under GitOps) the pods carry no checksum.
+    for name in ("cpu", "gpu"):
+        docs = rendered[name]
+        assert of_kind(docs, "Secret") == []
+        (env,) = (e for e in container(docs)["env"] if e["name"] == "TRITON_API_KEY")
+        assert env["valueFrom"]["secretKeyRef"] == {
+            "name": "triton-detectors-api-key", "key": "api-key",
+        }  # fmt: skip
+        assert api_key_checksum(docs) is None
+    # A value: the chart's Secret holds it, the pods carry its sha256.
+    docs = rendered["gpu-volume-ingress"]
     (given,) = of_kind(docs, "Secret")
     assert given["data"]["api-key"] == "c2VzYW1l"  # base64 of "sesame"
+    assert api_key_checksum(docs) == hashlib.sha256(b"sesame").hexdigest()
+    # Generated: made once per render, so that the Secret and the checksum agree.
+    docs = rendered["cpu-fixed"]
+    (generated,) = of_kind(docs, "Secret")
+    key = base64.b64decode(generated["data"]["api-key"])
+    assert len(key) == 40
+    assert api_key_checksum(docs) == hashlib.sha256(key).hexdigest()
+    (env,) = (e for e in container(docs)["env"] if e["name"] == "TRITON_API_KEY")
+    assert env["valueFrom"]["secretKeyRef"]["name"] == generated["metadata"]["name"]
+
+
+def test_a_changed_key_changes_the_pod_template():
+    # A Secret's change alone restarts no pod; a change of the pod template does.
+    keys = ("sesame", "open sesame")
+    docs = [chart.render([chart.CPU_VALUES], {"apiKey": {"existingSecret": "", "value": key}})
+            for key in keys]  # fmt: skip
+    assert api_key_checksum(docs[0]) != api_key_checksum(docs[1])
+    assert [chart.check_consistency(d) for d in docs] == [[], []]
 
 
 def test_services_headless_and_ingress_for_per_request_grpc(rendered):
@@ -283,7 +312,7 @@ def test_services_headless_and_ingress_for_per_request_grpc(rendered):
 
 def test_broken_value_sets_cover_the_issues_examples():
     assert {"typo-in-a-key", "replicas-as-a-word", "prestop-equal-to-grace",
-            "gpus-on-the-cpu-target", "one-gpu-pod-with-the-budget"} <= set(
+            "gpus-on-the-cpu-target", "one-gpu-pod-with-the-budget", "no-api-key"} <= set(
         chart.BROKEN_VALUE_SETS
     )  # fmt: skip
 
@@ -383,6 +412,11 @@ def _home_on_the_root(docs):
 
 def _probe_port(docs):
     container(docs)["readinessProbe"]["httpGet"]["port"] = "health"
+
+
+def _stale_checksum(docs):
+    (secret,) = of_kind(docs, "Secret")
+    secret["data"]["api-key"] = base64.b64encode(b"another key").decode()
 
 
 def _slow_liveness(docs):
@@ -492,6 +526,7 @@ def _test_pod_image(docs):
         ("cpu", _no_tmp, "/tmp is not on a writable volume"),
         ("cpu", _home_on_the_root, "/home/triton is not on a writable volume"),
         ("cpu", _probe_port, "readinessProbe uses port 'health'"),
+        ("gpu-volume-ingress", _stale_checksum, "checksum/api-key is not the sha256 of the key"),
         ("cpu", _slow_liveness, "livenessProbe restarts a pod up to 65 s after"),
         ("cpu", _hpa_target, "not the Deployment"),
         ("cpu", _not_the_launcher, "does not run python -m ensemble.server"),

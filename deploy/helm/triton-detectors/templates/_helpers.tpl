@@ -47,6 +47,34 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-api-key" (include "triton-detectors.fullname" .)) .Values.apiKey.existingSecret }}
 {{- end }}
 
+{{/* The restricted APIs' key in plain text: apiKey.value; else the key the cluster's
+Secret holds (lookup: the existingSecret, or the chart's own Secret from an earlier
+install); else, with apiKey.generate, a new random one; else "" for an existingSecret
+that lookup cannot read (`helm template` reads no cluster; or it is not created yet),
+and a failure for the chart's own Secret, which would have no key. Resolved once per
+render and kept in .Values.apiKey.resolved (one map, shared by every template): the
+Secret's data and the pods' checksum/api-key must agree, and each call of
+randAlphaNum gives another key. */}}
+{{- define "triton-detectors.apiKey" -}}
+{{- $apiKey := .Values.apiKey }}
+{{- if not (hasKey $apiKey "resolved") }}
+{{- $key := $apiKey.value }}
+{{- if not $key }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "triton-detectors.secretName" .) }}
+{{- $key = dig "data" $apiKey.apiKeyKey "" $secret | b64dec }}
+{{- end }}
+{{- if and (not $key) (not $apiKey.existingSecret) }}
+{{- if $apiKey.generate }}
+{{- $key = randAlphaNum 40 }}
+{{- else }}
+{{- fail (printf "no key for the restricted APIs: set apiKey.existingSecret (a Secret you create, holding the key under %q) or apiKey.value, or apiKey.generate=true for `helm install` to make one (kept on upgrades; not under `helm template` or GitOps, where each render would make a new one)" $apiKey.apiKeyKey) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $apiKey "resolved" $key }}
+{{- end }}
+{{- $apiKey.resolved }}
+{{- end }}
+
 {{/* The monitoring objects need the Prometheus Operator's API in the cluster. */}}
 {{- define "triton-detectors.hasMonitoringApi" -}}
 {{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
@@ -80,6 +108,12 @@ schema validates each value on its own). Included by the Deployment: any install
 {{- end }}
 {{- if and (ne $v.server.target "cpu") (eq (int $v.gpu.count) 0) }}
 {{- fail (printf "server.target %s needs GPUs: set gpu.count" $v.server.target) }}
+{{- end }}
+{{- if and $v.apiKey.value $v.apiKey.existingSecret }}
+{{- fail (printf "apiKey.value and apiKey.existingSecret (%s) are both set: keep one (values-cpu.yaml and values-gpu.yaml name an existingSecret; set it to \"\" to give a value)" $v.apiKey.existingSecret) }}
+{{- end }}
+{{- if and $v.apiKey.generate (or $v.apiKey.value $v.apiKey.existingSecret) }}
+{{- fail "apiKey.generate makes a key for the chart's own Secret only: drop it, or apiKey.value and apiKey.existingSecret" }}
 {{- end }}
 {{- if hasKey (default dict $v.resources.limits) "nvidia.com/gpu" }}
 {{- fail "resources.limits must not name nvidia.com/gpu: set gpu.count, which also gives --gpus" }}
