@@ -373,7 +373,8 @@ def _selects(selector: dict | None, labels: dict) -> bool:
 
 def _launcher(container: dict) -> tuple[argparse.Namespace | None, list[str]]:
     """The launcher's parse of what ``container`` runs, and the problems with it: not
-    the launcher, arguments it rejects (then no parse), a loopback-only ``--host``."""
+    the launcher, arguments it rejects (then no parse), a loopback-only ``--host``, no
+    ``--log-stdout``."""
     from ensemble.contract import is_loopback_host
     from ensemble.server import argument_parser
 
@@ -390,9 +391,12 @@ def _launcher(container: dict) -> tuple[argparse.Namespace | None, list[str]]:
         return None, [f"the launcher rejects the arguments {args}: {why}"]
     if unknown:
         return None, [f"the launcher rejects the arguments {args}: unknown arguments {unknown}"]
+    problems = []
     if is_loopback_host(parsed.host):
-        return parsed, [f"--host {parsed.host}: the launcher would listen on loopback only"]
-    return parsed, []
+        problems.append(f"--host {parsed.host}: the launcher would listen on loopback only")
+    if not parsed.log_stdout:
+        problems.append("no --log-stdout: Triton's log would be in a file `kubectl logs` misses")
+    return parsed, problems
 
 
 def _check_launcher(container: dict, ports: dict[str, int]) -> list[str]:

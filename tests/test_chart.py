@@ -149,6 +149,7 @@ def test_container_runs_the_launcher_on_all_interfaces_as_non_root(rendered):
     assert (parsed.host, parsed.target, str(parsed.workdir)) == ("0.0.0.0", "cpu", "/work")
     assert (parsed.http_port, parsed.grpc_port, parsed.metrics_port) == (8000, 8001, 8002)
     assert parsed.supervisor_port == 8003
+    assert parsed.log_stdout  # Triton's log in `kubectl logs`
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
         "http": 8000, "grpc": 8001, "metrics": 8002, "supervisor": 8003,
     }  # fmt: skip
@@ -474,6 +475,10 @@ def _gpu_count(docs):
     container(docs)["resources"]["limits"]["nvidia.com/gpu"] = 2
 
 
+def _no_log_stdout(docs):
+    container(docs)["args"].remove("--log-stdout")
+
+
 def _loopback(docs):
     args = container(docs)["args"]
     args[args.index("--host") + 1] = "127.0.0.1"
@@ -541,6 +546,7 @@ def _test_pod_image(docs):
         ("cpu", _unserved_metric, "avg_time_queue_us, which the prometheus-adapter"),
         ("gpu", _gpu_count, "(4 GPUs) but the pod asks for 2 nvidia.com/gpu"),
         ("cpu", _loopback, "loopback only"),
+        ("cpu", _no_log_stdout, "no --log-stdout"),
         ("cpu", _root, "runAsNonRoot"),
         ("gpu", _one_replica, "lets a drain evict all 1 pods"),
         ("cpu", _no_unhealthy_policy, "unhealthyPodEvictionPolicy AlwaysAllow"),
@@ -747,6 +753,7 @@ def test_kserve_runtime_runs_the_launcher_on_knatives_port():
     assert (parsed.host, parsed.http_port, str(parsed.models)) == (
         "0.0.0.0", 8080, "/mnt/models/models.toml",
     )  # fmt: skip
+    assert parsed.log_stdout
     # Knative routes only once every model is loaded (its own TCP probe passes earlier).
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     # It sends a pod at most what the front takes at once, and scales on concurrency.

@@ -172,6 +172,9 @@ schema validates each value on its own). Included by the Deployment: any install
 - {{ .Values.server.maxInflight | quote }}
 - --grpc-max-connection-age
 - {{ .Values.server.grpcMaxConnectionAgeSeconds | quote }}
+{{- /* Triton's log and the front's errors on the container's output too (`kubectl logs`);
+the files in the workdir stay. */}}
+- --log-stdout
 {{- range .Values.server.extraArgs }}
 - {{ . | quote }}
 {{- end }}
