@@ -448,7 +448,7 @@ def _check_read_only_root(container: dict) -> list[str]:
                 if not m.get("readOnly")]  # fmt: skip
     home = {e["name"]: e.get("value") for e in container.get("env", [])}.get("HOME")
     if home is None:
-        problems.append("no HOME: the image's may be on the read-only root")
+        problems.append("no HOME set: the image's HOME may be on the read-only root")
     for path in (*WRITTEN_PATHS, *([home] if home else [])):
         if not any(path == m or path.startswith(m + "/") for m in writable):
             problems.append(f"{path} is not on a writable volume of the container")
