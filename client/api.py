@@ -83,6 +83,7 @@ from ensemble.contract import (
     MAX_BATCH_SIZE,
     MAX_REQUEST_BYTES,
     MODEL_HEADER,
+    TRACK_ALL,
 )
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,34 @@ class DetectorClient:
                 outcomes.update(run_isolating([ids[k] for k in group], run))
             yield [outcomes[i] for i in batch]
 
+    def track_frames(
+        self,
+        frames: Iterable[Frame],
+        model: str = TRACK_ALL,
+        options: DetectOptions = DEFAULT_OPTIONS,
+        **settings: object,
+    ) -> Iterator[FrameResult]:
+        """Track the objects of ``frames`` with the tracking ensemble ``model``
+        (``track_<name>``, ``track_all``): one ``FrameResult`` per frame, in order,
+        each detection with its ``track_id``. This client manages the sequence (its id,
+        START and END) over a gRPC stream of its own; ``settings`` are
+        ``client.tracking.track_frames``' (``max_in_flight``, ``run``, ...)."""
+        from client.tracking import track_frames
+
+        return track_frames(self, frames, model, options, **settings)  # type: ignore[arg-type]
+
+    def stream_client(self) -> grpcclient.InferenceServerClient:
+        """A new tritonclient of this client's first endpoint, with its TLS, for one
+        gRPC stream (a stream is one client's at a time; close it when done)."""
+        return grpcclient.InferenceServerClient(
+            self.endpoints[0], channel_args=channel_args(), **channel_credentials(self.tls)
+        )
+
+    def request_headers(self, model: str) -> dict[str, str]:
+        """The headers of a request to ``model``: the API key, if any, and the model's
+        name for the server's front (contract.MODEL_HEADER)."""
+        return {**(self._headers or {}), MODEL_HEADER: model}
+
     def detect_frames(
         self,
         frames: Iterable[Frame],
@@ -403,7 +432,7 @@ class DetectorClient:
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         # The model's name for the server's front, which cannot read gRPC's body: it
         # refuses a model being reloaded after a crash at once, as worth sending again.
-        headers = {**(self._headers or {}), MODEL_HEADER: model}
+        headers = self.request_headers(model)
         start = time.perf_counter()
         reply = self._send(
             lambda c: c.infer(

@@ -48,6 +48,9 @@ class Detection:
     score: float  # 0..1
     class_id: int  # index into the model's labels (COCO-80 for the bundled detectors)
     label: str
+    # A tracking ensemble's answer only: the id of the object this box follows over
+    # the frames of one sequence; -1: none (not tracked, or not yet confirmed).
+    track_id: int = -1
 
     @property
     def box_xywh(self) -> tuple[float, float, float, float]:

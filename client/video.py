@@ -286,6 +286,11 @@ class ClipRun:
     results: list[dict] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    # Tracked (``annotate_clip(..., track=True)``): MOT Challenge rows, one per tracked
+    # box, ``frame,id,x,y,w,h,score,label`` (frames from 1), and the frames at which a
+    # new sequence started (the server forgot the last one).
+    mot_rows: list[str] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)
 
     def document(self, info: ClipInfo, model: str, output: str = "") -> dict:
         """The per-frame detections file (``clip_document``) of this run."""
@@ -303,31 +308,39 @@ def annotate_clip(
     batch_size: int | None = None,
     file_name: str | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
+    track: bool = False,
 ) -> ClipRun:
     """Every frame of the clip ``info`` (``probe_clip``'s) through ``model`` with
     ``options`` (``detect_frames``): the server's annotated frames written to ``out_path`` as a VP8
     WebM at the clip's frame rate, the detections kept as COCO results named
     ``file_name`` (default: the clip's). ``on_frame`` is called with each frame's result
-    as it is written (a progress bar). On any error the frames' pending requests end
-    with it; what was written to ``out_path`` is the caller's to remove."""
+    as it is written (a progress bar). With ``track``, ``model`` is a tracking ensemble
+    (``client.tracking``): each detection has its ``track_id``, and the run keeps MOT
+    rows. On any error the frames' pending requests end with it; what was written to
+    ``out_path`` is the caller's to remove."""
+    from client.tracking import TrackRun, mot_rows
+
     name = file_name or info.path.name
     run = ClipRun(0)
     start = time.perf_counter()
-    with (
-        ClipWriter(out_path, info.fps) as writer,
-        closing(
-            detect_frames(
-                client, read_clip_frames(info, max_frames), model, options, batch_size=batch_size
-            )
-        ) as frames,
-    ):
+    source = read_clip_frames(info, max_frames)
+    tracking = TrackRun()
+    results = (
+        client.track_frames(source, model, options, run=tracking)  # type: ignore[attr-defined]
+        if track
+        else detect_frames(client, source, model, options, batch_size=batch_size)
+    )
+    with ClipWriter(out_path, info.fps) as writer, closing(results) as frames:
         for frame in frames:
             writer.write_jpeg(frame.result.annotated_jpeg)
             run.results += frame_coco_results(frame, file_name=name, model=model)
+            if track:
+                run.mot_rows += mot_rows(frame)
             run.latencies_s.append(frame.result.latency_s)
             if on_frame is not None:
                 on_frame(frame)
     run.frames = writer.frames
+    run.restarts = tracking.restarts
     run.wall_s = time.perf_counter() - start
     return run
 

@@ -192,12 +192,45 @@ def _bounded_queue(config: mc.ModelConfig, size: int, timeout_ms: int) -> None:
     policy.allow_timeout_override = True  # a client may ask for a shorter wait
 
 
+# Triton's own sequence slots of a tracker: more than the tracker takes
+# (contract.MAX_TRACKED_SEQUENCES), so that the tracker, not a silent backlog in
+# Triton, answers a sequence too many with a message.
+TRACKER_SEQUENCE_SLOTS = 1024
+SEQUENCE_CONTROLS = (
+    ("START", mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START),
+    ("END", mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END),
+)
+
+
+def _tracker_batching(config: mc.ModelConfig) -> None:
+    """A tracker under the sequence batcher: each request comes with its sequence's
+    START and END flags and correlation id (CORRID); frames of several sequences share
+    an execute(). Decoupled: a frame that arrives before an earlier one of its sequence
+    is answered once that one has been (ensemble.tracking_step)."""
+    config.model_transaction_policy.decoupled = True
+    batching = config.sequence_batching
+    batching.max_sequence_idle_microseconds = contract.TRACK_IDLE_S * 1_000_000
+    batching.oldest.max_candidate_sequences = TRACKER_SEQUENCE_SLOTS
+    for name, kind in SEQUENCE_CONTROLS:
+        control = batching.control_input.add(name=name).control.add(kind=kind)
+        control.int32_false_true.extend([0, 1])
+    corrid = batching.control_input.add(name="CORRID").control.add(
+        kind=mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID
+    )
+    corrid.data_type = mc.TYPE_UINT64
+
+
 def python_step_config(step: spec.PythonStep, target: Target) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=step.name, backend="python", max_batch_size=contract.MAX_BATCH_SIZE
     )
     _add_tensors(config.input, step.inputs)
     _add_tensors(config.output, step.outputs)
+    if step.role == "track":  # one state per sequence, in one instance
+        _cpu_group(config, 1)
+        _tracker_batching(config)
+        _set_parameters(config, step.parameters)
+        return config
     _cpu_group(config, target.step_instances)
     config.dynamic_batching.SetInParent()
     if step.role == "decode":
@@ -362,6 +395,8 @@ COMMENTS = {
     "pay it at load time instead.",
     "instance_group": "Instances run side by side; on a GPU target one group per GPU, each\n"
     "instance on its own device.",
+    "sequence_batching": "Every frame of a sequence (a correlation id, START and END flags)\n"
+    "goes to this instance, which keeps one state per sequence.",
     "ensemble_scheduling": "Triton runs each step as soon as its inputs exist, so the steps of\n"
     "different detectors run in parallel.",
     "parameters": "Served with the model: clients read labels, titles and detectors from\n"

@@ -24,6 +24,26 @@ ENSEMBLE_PREFIX = "detect_"
 DETECT_ALL = "detect_all"  # every detector marked for fusion, in parallel, then fused
 
 
+# Tracking ensembles (opt-in): the same detections, each with the id of the object it
+# follows over a sequence of frames (Triton's sequence batcher: a correlation id, START
+# and END flags). One per detector, and one of the fused result.
+TRACK_PREFIX = "track_"
+TRACK_ALL = "track_all"
+# At most this many sequences are tracked at once per tracking ensemble; a START
+# beyond is refused (end one, or let one idle out). A sequence without a frame for
+# TRACK_IDLE_S seconds is forgotten. A sequence's frames may reach the tracker out of
+# order (the steps before it run several frames at once): it holds up to TRACK_WINDOW
+# frames waiting for an earlier one, and answers them in order.
+MAX_TRACKED_SEQUENCES = 64
+TRACK_IDLE_S = 60
+TRACK_WINDOW = 64
+
+
+def tracking_name(ensemble: str) -> str:
+    """``"detect_pytorch"`` -> ``"track_pytorch"``; ``"detect_all"`` -> ``"track_all"``."""
+    return TRACK_PREFIX + ensemble.removeprefix(ENSEMBLE_PREFIX)
+
+
 def ensemble_name(detector: str) -> str:
     """``"pytorch"`` -> ``"detect_pytorch"``."""
     return ENSEMBLE_PREFIX + detector
@@ -52,6 +72,10 @@ IOU_THRESHOLD = "IOU_THRESHOLD"  # TYPE_FP32, optional: NMS / fusion IoU thresho
 # makes large photos much cheaper. Absent or 0: the annotated image has the photo's own
 # size. DETECTIONS stay in pixels of the original photo either way.
 ANNOTATED_MAX_SIDE = "ANNOTATED_MAX_SIDE"
+
+# TYPE_INT64, tracking ensembles only: the frame's number in its sequence, from the
+# START frame's on, one more each frame (the order the tracker applies them in).
+FRAME_INDEX = "FRAME_INDEX"
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_IOU_THRESHOLD = 0.5
@@ -148,8 +172,14 @@ TITLE_PARAMETER = "title"
 DETECTORS_PARAMETER = "detectors"
 
 
+# TYPE_INT32 [MAX_DETECTIONS], tracking ensembles only: the id of the object each row
+# of DETECTIONS follows, the same over the sequence's frames; -1: none (yet).
+TRACK_IDS = "TRACK_IDS"
+
 # Triton data types of the public tensors.
 DTYPES = {
+    FRAME_INDEX: "INT64",
+    TRACK_IDS: "INT32",
     IMAGE: "BYTES",
     SCORE_THRESHOLD: "FP32",
     IOU_THRESHOLD: "FP32",
@@ -161,6 +191,8 @@ DTYPES = {
 
 # Shapes of one image's tensors (without the batch dimension).
 SHAPES = {
+    FRAME_INDEX: (1,),
+    TRACK_IDS: (MAX_DETECTIONS,),
     IMAGE: (1,),
     SCORE_THRESHOLD: (1,),
     IOU_THRESHOLD: (1,),

@@ -428,7 +428,10 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def draw_detections(
-    image_rgb: np.ndarray, detections: np.ndarray, labels: Sequence[str]
+    image_rgb: np.ndarray,
+    detections: np.ndarray,
+    labels: Sequence[str],
+    track_ids: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Return a copy of ``image_rgb`` with each detection drawn as a box and a label.
 
@@ -438,30 +441,35 @@ def draw_detections(
     a filled tag in the class colour above the box, or just inside its top edge when
     there is no room above, and is moved left as needed to stay inside the image. Line
     width and text size grow with the image so they read at 64 px and at 4000 px.
-    Higher scores are drawn last, so they end up on top.
+    Higher scores are drawn last, so they end up on top. With ``track_ids`` (one per
+    row, -1 for none), a tracked box reads ``"#7 person 0.92"`` and takes its track's
+    colour, so that one object keeps one colour over a clip.
     """
     canvas = np.array(image_rgb, dtype=np.uint8, copy=True, order="C")
     if canvas.ndim != 3 or canvas.shape[2] != 3:
         raise ValueError(f"need HxWx3 RGB, got shape {canvas.shape}")
     height, width = canvas.shape[:2]
     det = np.asarray(detections, dtype=np.float64).reshape(-1, 6)
-    det = det[np.isfinite(det).all(axis=1)]
-    det = det[np.argsort(det[:, 4], kind="stable")]
+    ids = np.full(len(det), -1) if track_ids is None else np.asarray(track_ids).reshape(-1)
+    finite = np.isfinite(det).all(axis=1)
+    det, ids = det[finite], ids[finite]
+    order = np.argsort(det[:, 4], kind="stable")
+    det, ids = det[order], ids[order]
 
     size = (height + width) / 2
     line = max(1, round(size * 0.003))
     font_scale = max(0.3, size * 0.0008)
     font_thickness = max(1, round(font_scale * 1.5))
 
-    for x1, y1, x2, y2, score, class_value in det:
+    for (x1, y1, x2, y2, score, class_value), track in zip(det, ids, strict=True):
         class_id = int(round(class_value))
-        color = class_color(class_id)
+        color = track_color(int(track)) if track >= 0 else class_color(class_id)
         left, top = _pixel(x1, width), _pixel(y1, height)
         right, bottom = max(left, _pixel(x2, width) - 1), max(top, _pixel(y2, height) - 1)
         cv2.rectangle(canvas, (left, top), (right, bottom), color, line)
 
         name = labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
-        text = f"{name} {score:.2f}"
+        text = f"#{int(track)} {name} {score:.2f}" if track >= 0 else f"{name} {score:.2f}"
         (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, font_scale, font_thickness)
         pad = max(1, round(text_h * 0.3))
         tag_w, tag_h = text_w + 2 * pad, text_h + baseline + pad
@@ -486,6 +494,27 @@ def draw_detections(
             cv2.LINE_AA,
         )
     return canvas
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A stable RGB colour for a track: as :func:`class_color`, offset so that a track
+    and a class of the same number differ."""
+    return class_color(track_id * 7 + 3)
+
+
+def draw_trails(
+    image_rgb: np.ndarray, trails: dict[int, Sequence[tuple[float, float]]]
+) -> np.ndarray:
+    """``image_rgb`` (drawn on in place and returned) with each track's recent path, a
+    line through its box centres (pixels of this image) in the track's colour."""
+    height, width = image_rgb.shape[:2]
+    line = max(1, round((height + width) / 2 * 0.002))
+    for track, points in trails.items():
+        if len(points) < 2:
+            continue
+        path = np.array([(_pixel(x, width), _pixel(y, height)) for x, y in points], np.int32)
+        cv2.polylines(image_rgb, [path], False, track_color(track), line, cv2.LINE_AA)
+    return image_rgb
 
 
 def _pixel(coordinate: float, limit: int) -> int:

@@ -119,6 +119,9 @@ DETECTIONS_OUT = _public(contract.DETECTIONS)
 NUM_OUT = _public(contract.NUM_DETECTIONS)
 ANNOTATED_OUT = _public(contract.ANNOTATED_IMAGE)
 RESULT = (DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT)
+FRAME_IN = _public(contract.FRAME_INDEX)
+TRACK_IDS_OUT = _public(contract.TRACK_IDS)
+TRACKED = (DETECTIONS_OUT, NUM_OUT, TRACK_IDS_OUT, ANNOTATED_OUT)
 
 DECODED = Tensor(DECODED_IMAGE, "UINT8", (-1, -1, 3))
 SIZE = Tensor(IMAGE_SIZE, "INT32", (2,))
@@ -340,6 +343,57 @@ def all_ensemble(registry: Registry) -> Ensemble:
     )
 
 
+# --- tracking ------------------------------------------------------------------------
+
+# A detection ensemble's result under private names in its tracking ensemble, where the
+# tracker step reads it.
+UNTRACKED = {contract.DETECTIONS: "untracked_detections",
+             contract.NUM_DETECTIONS: "untracked_num_detections"}  # fmt: skip
+
+
+def track_step(ens: Ensemble) -> PythonStep:
+    """The tracker of one tracking ensemble (``ensemble.tracking_step``): under Triton's
+    sequence batcher, one state per sequence; it also draws the frame, with each box's
+    track id and its recent path. One per tracking ensemble, for its labels and its own
+    sequence ids."""
+    return PythonStep(
+        name="tracker_" + ens.name.removeprefix(contract.ENSEMBLE_PREFIX),
+        adapter="ensemble.tracking_step.Track",
+        inputs=(DETECTIONS_OUT, NUM_OUT, *DECODED_OUT, FRAME_IN, MAX_SIDE_IN),
+        outputs=TRACKED,
+        parameters={"labels": parameters_json(list(ens.labels)), **DRAWING},
+        role="track",
+        doc=f"Tracks the objects of {ens.name} over a sequence of frames, drawn with their ids.",
+    )
+
+
+def tracking_ensemble(ens: Ensemble) -> Ensemble:
+    """``ens``'s steps, its detections handed to its tracker instead of out, and only
+    the tracker's results out (the detection steps' drawings are not asked for, so
+    their steps skip sending them)."""
+    tracker = track_step(ens)
+    steps = []
+    for s in ens.steps:
+        outputs = {k: UNTRACKED.get(v, v) for k, v in s.output_map.items()
+                   if v in UNTRACKED or v not in {t.name for t in ens.outputs}}  # fmt: skip
+        steps.append(Step(s.model, s.input_map, outputs))
+    inputs = {**_identity(*DECODED_OUT, FRAME_IN, MAX_SIDE_IN),
+              contract.DETECTIONS: UNTRACKED[contract.DETECTIONS],
+              contract.NUM_DETECTIONS: UNTRACKED[contract.NUM_DETECTIONS]}  # fmt: skip
+    steps.append(Step(tracker.name, inputs, _identity(*TRACKED)))
+    return Ensemble(
+        name=contract.tracking_name(ens.name),
+        inputs=(*ens.inputs, FRAME_IN),
+        outputs=TRACKED,
+        steps=tuple(steps),
+        labels=ens.labels,
+        title=f"{ens.title}, tracked",
+        detectors=ens.detectors,
+        doc=f"{ens.name}, each detection with the id of the object it follows over a "
+        "sequence of frames.",
+    )
+
+
 def repository_spec(registry: Registry) -> RepositorySpec:
     steps = [decode_step(registry)] if registry.fused else []
     steps += [preprocess_step(d) for d in registry.detectors]
@@ -349,6 +403,8 @@ def repository_spec(registry: Registry) -> RepositorySpec:
         steps.append(fuse_step(registry))
         ensembles.append(all_ensemble(registry))
     detectors = tuple(DetectorModel(d) for d in registry.detectors)
-    spec = RepositorySpec(tuple(steps), detectors, tuple(ensembles))
-    assert tuple(e.name for e in spec.ensembles) == registry.ensembles
+    assert tuple(e.name for e in ensembles) == registry.ensembles
+    tracking = [tracking_ensemble(e) for e in ensembles]
+    steps += [track_step(e) for e in ensembles]
+    spec = RepositorySpec(tuple(steps), detectors, (*ensembles, *tracking))
     return spec

@@ -1,0 +1,279 @@
+"""Tracking a clip's objects through the server: one sequence of Triton's sequence
+batcher per call, over a gRPC stream (the tracking ensembles are decoupled).
+
+How a sequence is sent (``track_frames``):
+
+- it gets a random correlation id; frames are numbered from 0 (FRAME_INDEX);
+- the first frame goes alone, with START, and is answered before the next is sent:
+  Triton's sequence batcher refuses a frame of a sequence it has not seen start;
+- then up to ``max_in_flight`` frames are out at once; the tracker answers them in
+  order even when they reach it out of order (``ensemble.tracking_step``);
+- the last frame goes alone, with END, once every other is answered: the batcher
+  forgets the sequence at END, and would refuse a frame that came after it.
+
+When the server no longer knows the sequence (it restarted, or the sequence had no
+frame for ``contract.TRACK_IDLE_S`` s), the frames in flight are answered with errors;
+the client starts a new sequence at the first frame without an answer, logs it,
+counts it in ``TrackRun.restarts``, and goes on: track ids start again there.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from client.errors import DetectorError, first_line, is_unreachable
+from client.payload import DEFAULT_OPTIONS, DetectOptions, build_inputs
+from client.results import parse_image_results
+from client.video import FRAME_JPEG_QUALITY, Frame, FrameResult, encode_frame
+from ensemble.contract import (
+    ANNOTATED_IMAGE,
+    DETECTIONS,
+    FRAME_INDEX,
+    NUM_DETECTIONS,
+    TRACK_ALL,
+    TRACK_IDS,
+    TRACK_WINDOW,
+)
+
+if TYPE_CHECKING:
+    from client.api import DetectorClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACK_IN_FLIGHT = 8  # frames of a sequence awaiting their answer at once
+# The server's words for a sequence it does not know (Triton's sequence batcher, and
+# the tracker itself): start a new one.
+UNKNOWN_SEQUENCE = ("must specify the START flag", "is not tracked here", "never applied")
+# Times a clip may start a new sequence before the error is raised.
+MAX_RESTARTS = 5
+OUTPUTS = (DETECTIONS, NUM_DETECTIONS, TRACK_IDS, ANNOTATED_IMAGE)
+
+
+class TrackingFailed(DetectorError):
+    """A tracking sequence the server refused, with the server's reason."""
+
+
+@dataclass
+class TrackRun:
+    """What one ``track_frames`` call did so far: the sequences it used (a new one
+    after each restart) and the frames at which it started again."""
+
+    sequences: list[int] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)  # frame numbers
+
+
+def _unknown_sequence(error: Exception) -> bool:
+    return any(words in str(error) for words in UNKNOWN_SEQUENCE)
+
+
+class _Stream:
+    """One gRPC stream to the server and the answers it brought, by frame number."""
+
+    def __init__(self, client: DetectorClient, model: str) -> None:
+        self.grpc = client.stream_client()
+        self.model = model
+        self.headers = client.request_headers(model)
+        self.answers: queue.Queue = queue.Queue()
+        self.grpc.start_stream(callback=self._on_answer, headers=self.headers)
+
+    def _on_answer(self, result, error) -> None:
+        self.answers.put((result, error))
+
+    def send(self, payload: bytes, index: int, number: int, options: DetectOptions,
+             sequence: int, *, start: bool, end: bool) -> None:  # fmt: skip
+        """Frame ``index`` of the clip, ``number`` of ``sequence``."""
+        inputs = build_inputs([payload], options)
+        frame_number = grpcclient.InferInput(FRAME_INDEX, [1, 1], "INT64")
+        frame_number.set_data_from_numpy(np.array([[number]], np.int64))
+        self.grpc.async_stream_infer(
+            self.model, [*inputs, frame_number], request_id=str(index),
+            outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS],
+            sequence_id=sequence, sequence_start=start, sequence_end=end,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        try:
+            self.grpc.stop_stream(cancel_requests=True)
+        finally:
+            self.grpc.close()
+
+
+def track_frames(
+    client: DetectorClient,
+    frames: Iterable[Frame],
+    model: str = TRACK_ALL,
+    options: DetectOptions = DEFAULT_OPTIONS,
+    *,
+    max_in_flight: int = DEFAULT_TRACK_IN_FLIGHT,
+    jpeg_quality: int = FRAME_JPEG_QUALITY,
+    run: TrackRun | None = None,
+    timeout_s: float = 120.0,
+) -> Iterator[FrameResult]:
+    """Track the objects of ``frames`` (BGR arrays or encoded images) with the tracking
+    ensemble ``model`` (``track_<name>`` or ``track_all``); one ``FrameResult`` per
+    frame, in order, each detection with its ``track_id`` (-1: none yet). See the
+    module docstring for how the sequence is sent; ``run`` records its sequences and
+    restarts. ``timeout_s`` bounds the wait for any one answer."""
+    if not 1 <= max_in_flight <= TRACK_WINDOW:
+        raise ValueError(f"max_in_flight must lie in [1, {TRACK_WINDOW}], got {max_in_flight}")
+    run = run if run is not None else TrackRun()
+    info = client.model_info(model)
+    rng = random.Random()
+    payloads: dict[int, bytes] = {}  # read, not yet handed over, by frame number
+    source = iter(frames)
+    read_so_far = 0
+
+    def read(index: int) -> bool:
+        """Frame ``index`` (the next unread one, or one already read) into
+        ``payloads``; False at the end of ``frames``."""
+        nonlocal read_so_far
+        if index < read_so_far:
+            return index in payloads
+        try:
+            frame = next(source)
+        except StopIteration:
+            return False
+        payloads[index] = encode_frame(frame, jpeg_quality)
+        read_so_far += 1
+        return True
+
+    def is_last(index: int) -> bool:
+        if index + 1 in payloads:
+            return False
+        return not read(index + 1)
+
+    stream = _Stream(client, model)
+    try:
+        first, done = 0, False  # the first frame of the current sequence
+        while not done and read(first):
+            sequence = rng.getrandbits(63) or 1
+            run.sequences.append(sequence)
+            results, error, done, sent = _run_sequence(
+                stream, sequence, first, read, is_last, payloads, options, info,
+                max_in_flight, timeout_s,
+            )  # fmt: skip
+            for index in sorted(results):
+                payloads.pop(index, None)
+                yield results[index]
+            if error is None:
+                continue
+            if not _unknown_sequence(error) or len(run.restarts) >= MAX_RESTARTS:
+                raise TrackingFailed(f"tracking with {model} failed: {first_line(str(error))}")
+            first = sent  # the first frame without an answer
+            run.restarts.append(first)
+            log.warning(
+                "the server no longer tracks sequence %d (%s): tracking starts again at "
+                "frame %d, with new ids", sequence, first_line(str(error)), first,
+            )  # fmt: skip
+            stream.close()
+            stream = _Stream(client, model)
+    finally:
+        stream.close()
+
+
+def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[int], bool],
+                  is_last: Callable[[int], bool], payloads: dict[int, bytes],
+                  options: DetectOptions, info, max_in_flight: int,
+                  timeout_s: float) -> tuple[dict, Exception | None, bool, int]:  # fmt: skip
+    """Send frames ``first``, ``first + 1`` ... as one sequence until the last frame is
+    answered or an error came. Returns the answered frames by number, the error (None),
+    whether the last frame was answered, and the first frame without an answer."""
+    results: dict[int, FrameResult] = {}
+    error: Exception | None = None
+    out: set[int] = set()
+    index = first
+
+    def collect(until_empty: bool) -> None:
+        nonlocal error
+        while out and (until_empty or len(out) >= max_in_flight or error is not None):
+            try:
+                result, failure = stream.answers.get(timeout=timeout_s)
+            except queue.Empty:
+                waited = f"no answer from {stream.model} in {timeout_s:.0f} s"
+                raise TrackingFailed(waited) from None
+            if failure is not None:
+                error = error or failure
+                out.pop()  # which frame failed is not said: one fewer is out
+                continue
+            number = int(result.get_response().id)
+            out.discard(number)
+            arrays = {n: result.as_numpy(n) for n in OUTPUTS}
+            (image,) = parse_image_results(arrays, info.labels)
+            ids = arrays[TRACK_IDS][0]
+            for k, detection in enumerate(image.detections):
+                detection.track_id = int(ids[k])
+            results[number] = FrameResult(number, image)
+
+    try:
+        while error is None:
+            last = is_last(index)
+            start = index == first
+            if last or start:
+                collect(until_empty=True)  # START and END go alone (module docstring)
+                if error is not None:
+                    break
+            stream.send(payloads[index], index, index - first, options, sequence,
+                        start=start, end=last)  # fmt: skip
+            out.add(index)
+            if last or start:
+                collect(until_empty=True)
+                if last:
+                    break
+            else:
+                collect(until_empty=False)
+            index += 1
+        collect(until_empty=True)
+    except InferenceServerException as e:
+        error = e
+    if error is not None and is_unreachable_error(error):
+        raise TrackingFailed(f"the server at {stream.model} went away: {first_line(str(error))}")
+    unanswered = [i for i in range(first, index + 1) if i not in results]
+    resume = min(unanswered) if unanswered else index + 1
+    done = error is None
+    # Frames of the answered prefix only: an answer after a gap waits for a restart.
+    ordered = {}
+    for i in range(first, resume):
+        ordered[i] = results[i]
+    return ordered, error, done, resume
+
+
+def is_unreachable_error(error: Exception) -> bool:
+    return isinstance(error, InferenceServerException) and is_unreachable(error)
+
+
+def mot_rows(frame: FrameResult) -> list[str]:
+    """One frame's tracked boxes as MOT Challenge rows, ``frame,id,x,y,w,h,score,label``:
+    the frame counted from 1, the box's top-left corner and size in pixels; boxes without
+    a track id are left out."""
+    rows = []
+    for d in frame.result.detections:
+        if d.track_id < 0:
+            continue
+        x, y, w, h = d.box_xywh
+        rows.append(f"{frame.index + 1},{d.track_id},{x:.1f},{y:.1f},{w:.1f},{h:.1f},"
+                    f"{d.score:.3f},{d.label}")  # fmt: skip
+    return rows
+
+
+def distinct_objects(rows: Iterable[str]) -> dict[str, int]:
+    """How many distinct track ids each label has among MOT rows (``mot_rows``), most
+    first: ``{"person": 3, "car": 2}``."""
+    ids: dict[str, set[int]] = {}
+    for row in rows:
+        fields = row.split(",", 7)
+        ids.setdefault(fields[7], set()).add(int(fields[1]))
+    return dict(sorted(((k, len(v)) for k, v in ids.items()), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_objects(counts: dict[str, int]) -> str:
+    """``"3 distinct person, 2 distinct car"``, or ``"no object tracked"``."""
+    return ", ".join(f"{n} distinct {label}" for label, n in counts.items()) or "no object tracked"
