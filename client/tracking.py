@@ -14,7 +14,10 @@ How a sequence is sent (``track_frames``):
 When the server no longer knows the sequence (it restarted, or the sequence had no
 frame for ``contract.TRACK_IDLE_S`` s), the frames in flight are answered with errors;
 the client starts a new sequence at the first frame without an answer, logs it,
-counts it in ``TrackRun.restarts``, and goes on: track ids start again there.
+counts it in ``TrackRun.restarts``, and goes on: track ids start again there. A stream
+that breaks because the server went away (it is restarting) is opened again once the
+server says ready, for up to ``SERVER_BACK_S`` seconds, and the clip goes on the same
+way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -55,6 +59,9 @@ DEFAULT_TRACK_IN_FLIGHT = 8  # frames of a sequence awaiting their answer at onc
 UNKNOWN_SEQUENCE = ("must specify the START flag", "is not tracked here", "never applied")
 # Times a clip may start a new sequence before the error is raised.
 MAX_RESTARTS = 5
+# How long a clip waits for a server that went away to be ready again, polled this often.
+SERVER_BACK_S = 120.0
+SERVER_POLL_S = 0.5
 OUTPUTS = (DETECTIONS, NUM_DETECTIONS, TRACK_IDS, ANNOTATED_IMAGE)
 
 
@@ -166,8 +173,11 @@ def track_frames(
                 yield results[index]
             if error is None:
                 continue
-            if not _unknown_sequence(error) or len(run.restarts) >= MAX_RESTARTS:
+            gone = _stream_broken(error)
+            if not (gone or _unknown_sequence(error)) or len(run.restarts) >= MAX_RESTARTS:
                 raise TrackingFailed(f"tracking with {model} failed: {first_line(str(error))}")
+            if gone:
+                _await_server(client, model, str(error))
             first = sent  # the first frame without an answer
             run.restarts.append(first)
             log.warning(
@@ -202,7 +212,10 @@ def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[in
                 raise TrackingFailed(waited) from None
             if failure is not None:
                 error = error or failure
-                out.pop()  # which frame failed is not said: one fewer is out
+                if _stream_broken(failure):  # nothing else comes on this stream
+                    out.clear()
+                else:
+                    out.pop()  # which frame failed is not said: one fewer is out
                 continue
             number = int(result.get_response().id)
             out.discard(number)
@@ -234,8 +247,6 @@ def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[in
         collect(until_empty=True)
     except InferenceServerException as e:
         error = e
-    if error is not None and is_unreachable_error(error):
-        raise TrackingFailed(f"the server at {stream.model} went away: {first_line(str(error))}")
     unanswered = [i for i in range(first, index + 1) if i not in results]
     resume = min(unanswered) if unanswered else index + 1
     done = error is None
@@ -246,8 +257,29 @@ def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[in
     return ordered, error, done, resume
 
 
-def is_unreachable_error(error: Exception) -> bool:
-    return isinstance(error, InferenceServerException) and is_unreachable(error)
+def _await_server(client: DetectorClient, model: str, reason: str) -> None:
+    """Until the server is ready again after it went away, for ``SERVER_BACK_S``."""
+    log.warning("the server went away (%s): waiting for it to be ready", first_line(reason))
+    deadline = time.monotonic() + SERVER_BACK_S
+    while time.monotonic() < deadline:
+        if client.is_ready():
+            return
+        time.sleep(SERVER_POLL_S)
+    raise TrackingFailed(
+        f"tracking with {model}: the server went away and was not ready within "
+        f"{SERVER_BACK_S:.0f} s ({first_line(reason)})"
+    )
+
+
+# tritonclient's words for a stream that an error already ended.
+_STREAM_ENDED = "no longer in valid state"
+
+
+def _stream_broken(error: Exception) -> bool:
+    """Whether ``error`` ended the stream itself (the server went away), not one frame."""
+    return isinstance(error, InferenceServerException) and (
+        is_unreachable(error) or _STREAM_ENDED in str(error)
+    )
 
 
 def mot_rows(frame: FrameResult) -> list[str]:

@@ -104,7 +104,7 @@ class Track(_Adapter):
                 f"{sequence.next - 1}: number a sequence's frames from its START frame's, "
                 "one more each frame, each once"
             )
-        if len(sequence.held) >= contract.TRACK_WINDOW:
+        if index - sequence.next >= contract.TRACK_WINDOW:
             raise RequestError(
                 f"frame {index} of sequence {corrid} is more than {contract.TRACK_WINDOW} "
                 f"frames ahead of frame {sequence.next}, which has not come: keep fewer "
