@@ -118,7 +118,10 @@ class Track(_Adapter):
 
     def _sequence(self, corrid: int, index: int, start: bool, now: float) -> Sequence:
         if start:
-            if corrid not in self.sequences and len(self.sequences) >= contract.MAX_TRACKED_SEQUENCES:
+            if (
+                corrid not in self.sequences
+                and len(self.sequences) >= contract.MAX_TRACKED_SEQUENCES
+            ):
                 raise TooManySequences(
                     f"{contract.MAX_TRACKED_SEQUENCES} sequences are tracked at once, the "
                     f"limit of {self.model_name}: end one (the END flag) or wait until one "
@@ -198,6 +201,8 @@ class Track(_Adapter):
 
     @staticmethod
     def _refuse(sender, message: str, code) -> None:
-        error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+        error = (
+            pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+        )
         sender.send(pb_utils.InferenceResponse(error=error),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)  # fmt: skip
