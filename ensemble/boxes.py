@@ -176,6 +176,73 @@ def filter_detections(
     return rows.astype(np.float32)
 
 
+def _pool(
+    detection_sets: Sequence[np.ndarray],
+    score_threshold: float,
+    weights: Sequence[float] | None,
+    known_classes: Sequence[Collection[int]] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every model's usable rows in one float64 ``[N, 6]`` array (non-finite, empty and
+    below-threshold rows left out), the model of each row, and the models' weights."""
+    n_models = len(detection_sets)
+    model_weights = np.ones(n_models) if weights is None else np.asarray(weights, np.float64)
+    if model_weights.shape != (n_models,) or not np.all(model_weights > 0):
+        raise ValueError(f"need {n_models} positive weights, got {weights!r}")
+    if known_classes is not None and len(known_classes) != n_models:
+        raise ValueError(f"need {n_models} sets of known classes, got {len(known_classes)}")
+    rows, model_of_row = [empty_detections()], [np.zeros(0, np.int64)]
+    for model, detections in enumerate(detection_sets):
+        det = np.asarray(detections, dtype=np.float64).reshape(-1, DETECTION_COLUMNS)
+        keep = np.isfinite(det).all(axis=1) & valid_boxes(det[:, :4])
+        keep &= det[:, 4] >= score_threshold
+        rows.append(det[keep])
+        model_of_row.append(np.full(int(keep.sum()), model))
+    det = np.concatenate(rows).astype(np.float64)
+    return det, np.concatenate(model_of_row), model_weights
+
+
+def _knowing_weight(
+    class_id: float,
+    det: np.ndarray,
+    model_of_row: np.ndarray,
+    model_weights: np.ndarray,
+    known_classes: Sequence[Collection[int]] | None,
+) -> float:
+    """The summed weight of the models that know ``class_id``: every model without
+    ``known_classes``; else those whose set has it, and those that predicted it."""
+    if known_classes is None:
+        return float(model_weights.sum())
+    knowing = {m for m, known in enumerate(known_classes) if int(class_id) in known}
+    # A model that predicted the class knows it, whatever its set says.
+    knowing |= set(model_of_row[det[:, 5] == class_id].tolist())
+    return float(model_weights[sorted(knowing)].sum())
+
+
+def _cluster(
+    boxes_xyxy: np.ndarray, weighted_scores: np.ndarray, rows: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Weighted box fusion's clustering of ``rows`` (indices into ``boxes_xyxy``): taken
+    by weighted score descending, each joins the cluster whose fused box it overlaps most
+    if that IoU is strictly above ``iou_threshold``, else starts one; a fused box is the
+    weighted-score mean of its members' boxes, recomputed after every join. Returns the
+    fused boxes ``[C, 4]`` and each cluster's rows, best first."""
+    order = rows[np.argsort(-weighted_scores[rows], kind="stable")]
+    fused_boxes = np.zeros((0, 4))
+    clusters: list[list[int]] = []
+    for row in order:
+        if len(clusters):
+            overlaps = iou(boxes_xyxy[row], fused_boxes)
+            best = int(np.argmax(overlaps))
+            if overlaps[best] > iou_threshold:
+                clusters[best].append(int(row))
+                w = weighted_scores[clusters[best]]
+                fused_boxes[best] = w @ boxes_xyxy[clusters[best]] / w.sum()
+                continue
+        clusters.append([int(row)])
+        fused_boxes = np.vstack([fused_boxes, boxes_xyxy[row]])
+    return fused_boxes, clusters
+
+
 def weighted_box_fusion(
     detection_sets: Sequence[np.ndarray],
     iou_threshold: float,
@@ -208,60 +275,136 @@ def weighted_box_fusion(
     Returns float32 ``[M, 6]`` rows sorted by fused score descending. Fused scores can
     fall below ``score_threshold``; filter the result if that matters.
     """
-    n_models = len(detection_sets)
-    if n_models == 0:
-        return empty_detections()
-    model_weights = np.ones(n_models) if weights is None else np.asarray(weights, np.float64)
-    if model_weights.shape != (n_models,) or not np.all(model_weights > 0):
-        raise ValueError(f"need {n_models} positive weights, got {weights!r}")
-    if known_classes is not None and len(known_classes) != n_models:
-        raise ValueError(f"need {n_models} sets of known classes, got {len(known_classes)}")
-
-    rows, model_of_row = [], []
-    for model, detections in enumerate(detection_sets):
-        det = np.asarray(detections, dtype=np.float64).reshape(-1, DETECTION_COLUMNS)
-        keep = np.isfinite(det).all(axis=1) & valid_boxes(det[:, :4])
-        keep &= det[:, 4] >= score_threshold
-        rows.append(det[keep])
-        model_of_row.append(np.full(int(keep.sum()), model))
-    det = np.concatenate(rows)
-    model_of_row = np.concatenate(model_of_row)
-    if len(det) == 0:
-        return empty_detections()
+    det, model_of_row, model_weights = _pool(
+        detection_sets, score_threshold, weights, known_classes
+    )
     weighted_scores = det[:, 4] * model_weights[model_of_row]
-
     fused_rows = []
     for class_id in np.unique(det[:, 5]):
-        if known_classes is None:
-            normaliser = model_weights.sum()
-        else:
-            knowing = [m for m, known in enumerate(known_classes) if int(class_id) in known]
-            # A model that predicted the class knows it, whatever its set says.
-            knowing = set(knowing) | set(model_of_row[det[:, 5] == class_id].tolist())
-            normaliser = model_weights[sorted(knowing)].sum()
+        normaliser = _knowing_weight(class_id, det, model_of_row, model_weights, known_classes)
         members_of_class = np.flatnonzero(det[:, 5] == class_id)
-        order = members_of_class[np.argsort(-weighted_scores[members_of_class], kind="stable")]
-        fused_boxes = np.zeros((0, 4))
-        clusters: list[list[int]] = []
-        for row in order:
-            if len(clusters):
-                overlaps = iou(det[row, :4], fused_boxes)
-                best = int(np.argmax(overlaps))
-                if overlaps[best] > iou_threshold:
-                    clusters[best].append(row)
-                    w = weighted_scores[clusters[best]]
-                    fused_boxes[best] = w @ det[clusters[best], :4] / w.sum()
-                    continue
-            clusters.append([row])
-            fused_boxes = np.vstack([fused_boxes, det[row, :4]])
+        fused_boxes, clusters = _cluster(
+            det[:, :4], weighted_scores, members_of_class, iou_threshold
+        )
         for box, members in zip(fused_boxes, clusters, strict=True):
             n_seen_by = len(np.unique(model_of_row[members]))
             score = weighted_scores[members].mean() * n_seen_by / normaliser
             fused_rows.append([*box, score, class_id])
+    return _by_score(fused_rows)
 
-    fused = np.asarray(fused_rows, dtype=np.float64)
-    fused = fused[np.argsort(-fused[:, 4], kind="stable")]
-    return fused.astype(np.float32)
+
+def _by_score(rows: list[list[float]]) -> np.ndarray:
+    """Rows as float32 ``[N, 6]``, sorted by score descending (ties keep their order)."""
+    if not rows:
+        return empty_detections()
+    fused = np.asarray(rows, dtype=np.float64)
+    return fused[np.argsort(-fused[:, 4], kind="stable")].astype(np.float32)
+
+
+# An alternative label of a fused box: (class_id, support), as in ALTERNATIVE_LABELS.
+NO_ALTERNATIVE = (-1.0, 0.0)
+
+
+def no_alternatives(
+    n_rows: int, max_alternatives: int = contract.MAX_ALTERNATIVE_LABELS
+) -> np.ndarray:
+    """float32 ``[n_rows, max_alternatives, 2]`` of padding: rows without other labels."""
+    padding = np.empty((n_rows, max_alternatives, 2), np.float32)
+    padding[...] = NO_ALTERNATIVE
+    return padding
+
+
+def label_support(
+    class_ids: np.ndarray,
+    model_of_row: np.ndarray,
+    weighted_scores: np.ndarray,
+    normalisers: dict[float, float],
+) -> list[tuple[float, float]]:
+    """The support of each label among one cluster's boxes, as ``(class_id, support)``
+    in the order the labels first appear in the rows (best box first).
+
+    The support of label ``L`` is the sum, over the models, of each model's best weighted
+    score (score times its weight) for ``L`` among the boxes, divided by
+    ``normalisers[L]``, the summed weight of the models that know ``L``. A model that
+    gives the object two boxes of ``L`` (its NMS keeps boxes that overlap up to its IoU
+    threshold) votes once, with its best.
+    """
+    support = []
+    for class_id in dict.fromkeys(class_ids.tolist()):
+        of_label = class_ids == class_id
+        best = {}
+        for model, score in zip(model_of_row[of_label], weighted_scores[of_label], strict=True):
+            best[model] = max(best.get(model, 0.0), score)
+        support.append((class_id, sum(best.values()) / normalisers[class_id]))
+    return support
+
+
+def fuse_across_labels(
+    detection_sets: Sequence[np.ndarray],
+    iou_threshold: float,
+    score_threshold: float = 0.0,
+    weights: Sequence[float] | None = None,
+    known_classes: Sequence[Collection[int]] | None = None,
+    max_alternatives: int = contract.MAX_ALTERNATIVE_LABELS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted box fusion that gives each object one box, whatever label each model
+    gives it: the detectors that call one car "car" and "truck" make one box.
+
+    The inputs and the clustering are :func:`weighted_box_fusion`'s, but all labels are
+    clustered together. Each cluster becomes one row: its box is the weighted-score mean
+    of all its boxes (every model that saw the object says where it is), its label the
+    one with the most support (:func:`label_support`), ties going to the label of the
+    cluster's best box, and its score that label's support.
+
+    Support is the sum of the models' best scores for the label, over the weight of the
+    models that know it, so that it is on the scale of the fused scores: with at most one
+    box per model and label in a cluster, a label's support is exactly the score
+    :func:`weighted_box_fusion` gives its box (mean score times models seen by, over
+    models knowing it, is that sum over that count), and where no cluster mixes labels
+    both give the same rows.
+
+    Returns float32 rows ``[M, 6]`` sorted by score descending, and float32
+    ``[M, max_alternatives, 2]``: for each row the other labels of its cluster as
+    ``(class_id, support)``, most supported first, at most ``max_alternatives``, padded
+    with :data:`NO_ALTERNATIVE`. Supports, like fused scores, can lie below
+    ``score_threshold``; filter the rows if that matters.
+    """
+    det, model_of_row, model_weights = _pool(
+        detection_sets, score_threshold, weights, known_classes
+    )
+    weighted_scores = det[:, 4] * model_weights[model_of_row]
+    normalisers = {
+        c: _knowing_weight(c, det, model_of_row, model_weights, known_classes)
+        for c in np.unique(det[:, 5]).tolist()
+    }
+    fused_boxes, clusters = _cluster(
+        det[:, :4], weighted_scores, np.arange(len(det)), iou_threshold
+    )
+    fused_rows, alternatives = [], no_alternatives(len(clusters), max_alternatives)
+    for i, (box, members) in enumerate(zip(fused_boxes, clusters, strict=True)):
+        support = label_support(
+            det[members, 5], model_of_row[members], weighted_scores[members], normalisers
+        )
+        # Stable: equal supports keep the order of first appearance, best box first.
+        (class_id, score), *others = sorted(support, key=lambda s: -s[1])
+        fused_rows.append([*box, score, class_id])
+        for j, alternative in enumerate(others[:max_alternatives]):
+            alternatives[i, j] = alternative
+    order = np.argsort(-np.array([r[4] for r in fused_rows]), kind="stable")
+    return _by_score(fused_rows), alternatives[order]
+
+
+def pack_alternatives(
+    alternatives: np.ndarray, max_detections: int = contract.MAX_DETECTIONS
+) -> np.ndarray:
+    """Lay the alternatives of detection rows out as the fixed-size ``ALTERNATIVE_LABELS``
+    tensor: float32 ``[max_detections, K, 2]``, those of the first ``max_detections``
+    rows, padded with :data:`NO_ALTERNATIVE`. The rows must be in the order
+    :func:`pack_detections` keeps them: sorted by score, as the fusions return them."""
+    alternatives = np.asarray(alternatives, np.float32)[:max_detections]
+    packed = no_alternatives(max_detections, alternatives.shape[1])
+    packed[: len(alternatives)] = alternatives
+    return packed
 
 
 def pack_detections(

@@ -1,4 +1,5 @@
-"""Box helpers, NMS, weighted box fusion and packing; expected values worked out by hand."""
+"""Box helpers, NMS, weighted box fusion (per label and across labels) and packing;
+expected values worked out by hand."""
 
 from __future__ import annotations
 
@@ -206,6 +207,140 @@ def test_wbf_of_nothing_is_empty():
     assert boxes.weighted_box_fusion([np.zeros((0, 6)), np.zeros((0, 6))], 0.5).shape == (0, 6)
 
 
+# --- fusion across labels: one box per object --------------------------------------
+
+CAR, TRUCK, BUS = 2, 7, 5  # COCO-80 class ids
+NONE = np.zeros((0, 6))
+
+
+def alternatives_of(alternatives: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Each row's alternatives as (class_id, support) pairs, padding left out."""
+    return [[(int(c), round(float(s), 6)) for c, s in row if c >= 0] for row in alternatives]
+
+
+def test_a_car_and_a_truck_on_one_object_make_one_box_with_the_better_supported_label():
+    car = np.array([[100, 100, 300, 200, 0.9, CAR]])
+    truck = np.array([[130, 100, 330, 200, 0.7, TRUCK]])  # IoU with the car 17000 / 23000
+    rows, alternatives = boxes.fuse_across_labels([car, truck], 0.5)
+    # x1 = (0.9 * 100 + 0.7 * 130) / 1.6 = 113.125; car (0.9 + 0) / 2, truck 0.7 / 2
+    np.testing.assert_allclose(rows, [[113.125, 100, 313.125, 200, 0.45, CAR]], rtol=1e-6)
+    assert alternatives.shape == (1, contract.MAX_ALTERNATIVE_LABELS, 2)
+    assert alternatives_of(alternatives) == [[(TRUCK, 0.35)]]
+    np.testing.assert_array_equal(alternatives[0, 1:], [boxes.NO_ALTERNATIVE] * 3)
+    # per label: a box of each, as before
+    per_label = boxes.weighted_box_fusion([car, truck], 0.5)
+    np.testing.assert_allclose(per_label[:, 4:], [[0.45, CAR], [0.35, TRUCK]], rtol=1e-6)
+
+
+def test_the_label_several_detectors_agree_on_beats_one_detectors_higher_score():
+    # three detectors: two say car (0.5, 0.5), one says truck (0.8)
+    a = np.array([[0, 0, 100, 50, 0.5, CAR]])
+    b = np.array([[0, 0, 100, 50, 0.5, CAR]])
+    c = np.array([[0, 0, 100, 50, 0.8, TRUCK]])
+    rows, alternatives = boxes.fuse_across_labels([a, b, c], 0.5)
+    np.testing.assert_allclose(rows[:, 4:], [[1.0 / 3, CAR]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(TRUCK, round(0.8 / 3, 6))]]
+
+
+def test_boxes_of_different_labels_merge_only_above_the_iou_threshold():
+    car = np.array([[0, 0, 10, 10, 0.8, CAR]])
+    truck = np.array([[0, 0, 10, 20, 0.6, TRUCK]])  # IoU exactly 0.5
+    rows, alternatives = boxes.fuse_across_labels([car, truck], 0.5)
+    np.testing.assert_allclose(rows[:, 4:], [[0.4, CAR], [0.3, TRUCK]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[], []]
+    rows, alternatives = boxes.fuse_across_labels([car, truck], 0.49)
+    np.testing.assert_allclose(rows[:, 4:], [[0.4, CAR]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(TRUCK, 0.3)]]
+
+
+def test_inputs_below_the_score_threshold_neither_vote_nor_appear_as_alternatives():
+    car = np.array([[0, 0, 100, 50, 0.9, CAR]])
+    truck = np.array([[0, 0, 100, 50, 0.2, TRUCK], [0, 0, 100, 50, 0.35, BUS]])
+    rows, alternatives = boxes.fuse_across_labels([car, truck], 0.5, score_threshold=0.3)
+    np.testing.assert_allclose(rows[:, 4:], [[0.45, CAR]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(BUS, 0.175)]]
+
+
+def test_a_detector_that_gives_one_object_two_boxes_of_a_label_votes_once_with_its_best():
+    # detector a: two cars on the object (its NMS kept both, IoU 100/140); b: a truck
+    a = np.array([[0, 0, 10, 10, 0.9, CAR], [0, 0, 10, 14, 0.8, CAR]])
+    b = np.array([[0, 0, 10, 12, 0.6, TRUCK]])
+    rows, alternatives = boxes.fuse_across_labels([a, b], 0.5)
+    np.testing.assert_allclose(rows[:, 4:], [[0.9 / 2, CAR]], rtol=1e-6)  # not 1.7 / 2
+    assert alternatives_of(alternatives) == [[(TRUCK, 0.3)]]
+
+
+def test_support_counts_only_the_detectors_that_know_the_label():
+    # b and c know no trucks: a truck of a's at 0.6 has all the support it can have,
+    # the car of b and c at 0.5 each has 1.0 of the 3 detectors that know cars
+    a = np.array([[0, 0, 100, 50, 0.6, TRUCK]])
+    b = np.array([[0, 0, 100, 50, 0.5, CAR]])
+    c = np.array([[0, 0, 100, 50, 0.5, CAR]])
+    known = [{CAR, TRUCK}, {CAR}, {CAR}]
+    rows, alternatives = boxes.fuse_across_labels([a, b, c], 0.5, known_classes=known)
+    np.testing.assert_allclose(rows[:, 4:], [[0.6, TRUCK]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(CAR, round(1.0 / 3, 6))]]
+
+
+def test_support_weighs_each_detector_as_fusion_does():
+    a = np.array([[0, 0, 100, 50, 0.6, CAR]])
+    b = np.array([[0, 0, 100, 50, 0.9, TRUCK]])
+    # weights 2 and 1: car 0.6 * 2 / 3 = 0.4, truck 0.9 * 1 / 3 = 0.3
+    rows, alternatives = boxes.fuse_across_labels([a, b], 0.5, weights=[2, 1])
+    np.testing.assert_allclose(rows[:, 4:], [[0.4, CAR]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(TRUCK, 0.3)]]
+
+
+def test_equal_support_goes_to_the_label_of_the_best_box():
+    # car (0.5 + 0.25) / 3 and truck 0.75 / 3 (exact in binary): the truck box is the best
+    a = np.array([[0, 0, 100, 50, 0.5, CAR], [0, 0, 100, 50, 0.25, BUS]])
+    b = np.array([[0, 0, 100, 50, 0.75, TRUCK]])
+    c = np.array([[0, 0, 100, 50, 0.25, CAR]])
+    rows, alternatives = boxes.fuse_across_labels([a, b, c], 0.5)
+    np.testing.assert_allclose(rows[:, 4:], [[0.25, TRUCK]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(CAR, 0.25), (BUS, round(0.25 / 3, 6))]]
+
+
+def test_alternatives_are_the_best_supported_ones_first_and_cut_at_their_maximum():
+    labels = [CAR, TRUCK, BUS, 8, 9, 10]  # all given by one detector, in falling scores
+    a = np.array([[0, 0, 100, 50, 0.9 - 0.1 * i, c] for i, c in enumerate(labels)])
+    rows, alternatives = boxes.fuse_across_labels([a], 0.5, max_alternatives=3)
+    np.testing.assert_allclose(rows[:, 4:], [[0.9, CAR]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[(TRUCK, 0.8), (BUS, 0.7), (8, 0.6)]]
+
+
+def test_without_boxes_of_different_labels_overlapping_it_gives_weighted_box_fusions_rows():
+    # Objects in a row, each seen by some of three detectors with one box and one label
+    # each, a little apart: clusters hold one label, so both fusions agree.
+    rng = np.random.default_rng(7)
+    sets = [[], [], []]
+    for k in range(12):
+        label = float(k % 4)
+        for model in rng.choice(3, size=int(rng.integers(1, 4)), replace=False):
+            jitter = rng.uniform(-3, 3, 4)
+            box = np.array([60 * k, 0, 60 * k + 50, 40]) + jitter
+            sets[model].append([*box, rng.uniform(0.3, 1.0), label])
+    sets = [np.array(s).reshape(-1, 6) for s in sets]
+    rows, alternatives = boxes.fuse_across_labels(sets, 0.5)
+    np.testing.assert_allclose(rows, boxes.weighted_box_fusion(sets, 0.5), rtol=1e-6)
+    assert len(rows) == 12 and alternatives_of(alternatives) == [[]] * 12
+
+
+def test_fusion_across_labels_of_nothing_is_empty():
+    rows, alternatives = boxes.fuse_across_labels([NONE, NONE], 0.5)
+    assert rows.shape == (0, 6) and alternatives.shape == (0, contract.MAX_ALTERNATIVE_LABELS, 2)
+    rows, alternatives = boxes.fuse_across_labels([], 0.5)
+    assert rows.shape == (0, 6) and alternatives.shape == (0, contract.MAX_ALTERNATIVE_LABELS, 2)
+
+
+def test_fused_rows_come_sorted_by_score_with_their_alternatives():
+    far_truck = np.array([[500, 0, 600, 50, 0.95, TRUCK]])
+    car_and_bus = np.array([[0, 0, 100, 50, 0.5, CAR], [0, 0, 100, 50, 0.3, BUS]])
+    rows, alternatives = boxes.fuse_across_labels([far_truck, car_and_bus], 0.5)
+    np.testing.assert_allclose(rows[:, 4:], [[0.475, TRUCK], [0.25, CAR]], rtol=1e-6)
+    assert alternatives_of(alternatives) == [[], [(BUS, 0.15)]]
+
+
 # --- packing ---------------------------------------------------------------------
 
 
@@ -229,3 +364,15 @@ def test_pack_cuts_to_the_highest_scoring_rows():
 def test_pack_of_no_rows_is_all_padding():
     packed, count = boxes.pack_detections(np.zeros((0, 6), np.float32))
     assert count == 0 and packed.shape == (100, 6) and not packed.any()
+
+
+def test_pack_alternatives_pads_to_the_contracts_rows_and_cuts_like_the_detections():
+    alternatives = boxes.no_alternatives(150)
+    alternatives[:, 0] = [[TRUCK, 0.25]]
+    alternatives[0, 1] = [BUS, 0.125]
+    packed = boxes.pack_alternatives(alternatives)
+    assert packed.shape == (contract.MAX_DETECTIONS, contract.MAX_ALTERNATIVE_LABELS, 2)
+    assert alternatives_of(packed[:1]) == [[(TRUCK, 0.25), (BUS, 0.125)]]
+    few = boxes.pack_alternatives(alternatives[:2])
+    assert alternatives_of(few[:3]) == [[(TRUCK, 0.25), (BUS, 0.125)], [(TRUCK, 0.25)], []]
+    np.testing.assert_array_equal(few[2:], boxes.no_alternatives(contract.MAX_DETECTIONS - 2))
