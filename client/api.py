@@ -427,7 +427,7 @@ class DetectorClient:
         if size > MAX_REQUEST_BYTES:  # the server would refuse it after the upload
             raise RequestTooLarge(size, MAX_REQUEST_BYTES, source, index)
         info = self.model_info(model)
-        inputs = build_inputs([payloads[i] for i in ids], options)
+        inputs = build_inputs([payloads[i] for i in ids], options, info)
         names = output_names(info)
         outputs = [grpcclient.InferRequestedOutput(n) for n in names]
         # The model's name for the server's front, which cannot read gRPC's body: it

@@ -21,8 +21,10 @@ import tritonclient.grpc as grpcclient
 from client.errors import ImageNotReadable
 from client.results import ModelInfo
 from ensemble.contract import (
+    ALTERNATIVE_LABELS,
     ANNOTATED_IMAGE,
     ANNOTATED_MAX_SIDE,
+    DETECT_ALL,
     DETECTIONS,
     DTYPES,
     IMAGE,
@@ -30,6 +32,7 @@ from ensemble.contract import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_SIDE,
     MAX_REQUEST_BYTES,
+    MERGE_LABELS,
     NUM_DETECTIONS,
     SCORE_THRESHOLD,
     detector_outputs,
@@ -55,6 +58,11 @@ class DetectOptions:
     # most. Large photos are then much cheaper to serve (the server may decode them
     # reduced); the boxes stay in the original image's pixels.
     annotated_max_side: int | None = None
+    # detect_all's fusion: True gives each object one box, with the best-supported of
+    # the labels the detectors gave it (the others in ``Detection.alternatives``); False
+    # one box per label. None: the server's default (True). A model that does not fuse
+    # refuses it.
+    merge_labels: bool | None = None
     timeout: float | None = None  # seconds per request and per try; None: no limit
 
     def __post_init__(self) -> None:
@@ -168,10 +176,19 @@ def _tensor(name: str, array: np.ndarray) -> grpcclient.InferInput:
 
 
 def build_inputs(
-    payloads: Sequence[bytes], options: DetectOptions = DEFAULT_OPTIONS
+    payloads: Sequence[bytes],
+    options: DetectOptions = DEFAULT_OPTIONS,
+    info: ModelInfo | None = None,
 ) -> list[grpcclient.InferInput]:
     """The request tensors for one batch: the images, then each of ``options``'
-    thresholds and annotated image side that is given (one value per image)."""
+    thresholds, annotated image side and label merging that is given (one value per
+    image). With ``info``, the model's description, label merging asked of a model
+    that does not fuse is refused here (ValueError) rather than by the server."""
+    if info is not None and options.merge_labels is not None and MERGE_LABELS not in info.inputs:
+        raise ValueError(
+            f"merge_labels is an option of the fused result ({DETECT_ALL}); "
+            f"{info.name} does not fuse"
+        )
     n = len(payloads)
     images = np.empty((n, 1), dtype=object)
     images[:, 0] = list(payloads)
@@ -185,12 +202,17 @@ def build_inputs(
     if options.annotated_max_side is not None:
         side = np.full((n, 1), options.annotated_max_side, np.int32)
         inputs.append(_tensor(ANNOTATED_MAX_SIDE, side))
+    if options.merge_labels is not None:
+        inputs.append(_tensor(MERGE_LABELS, np.full((n, 1), options.merge_labels, np.bool_)))
     return inputs
 
 
 def output_names(info: ModelInfo) -> list[str]:
-    """Every output of ``info``'s ensemble: the main result, then each detector's."""
+    """Every output of ``info``'s ensemble: the main result (with the alternative
+    labels where it has them), then each detector's."""
     names = [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
+    if ALTERNATIVE_LABELS in info.outputs:
+        names.append(ALTERNATIVE_LABELS)
     for d in info.per_detector_outputs:
         names.extend(detector_outputs(d.name))
     return names

@@ -18,6 +18,7 @@ import numpy as np
 
 from client.errors import DetectorError, InferenceFailed
 from ensemble.contract import (
+    ALTERNATIVE_LABELS,
     ANNOTATED_IMAGE,
     COCO80_LABELS,
     COCO91_IDS,
@@ -51,6 +52,10 @@ class Detection:
     # A tracking ensemble's answer only: the id of the object this box follows over
     # the frames of one sequence; -1: none (not tracked, or not yet confirmed).
     track_id: int = -1
+    # The other labels the detectors gave this object and their support, most supported
+    # first, on the scale of ``score`` (which is its own label's support): a fused
+    # result's (detect_all, merging labels), empty elsewhere.
+    alternatives: tuple[tuple[str, float], ...] = ()
 
     @property
     def box_xywh(self) -> tuple[float, float, float, float]:
@@ -160,6 +165,9 @@ class ModelInfo:
     max_batch_size: int = MAX_BATCH_SIZE
     # Which step feeds which: each step's input and output tensors.
     graph: tuple[EnsembleStep, ...] = ()
+    # The names of its input and output tensors, from its config.
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
     @property
     def per_detector_outputs(self) -> tuple[DetectorInfo, ...]:
@@ -192,6 +200,8 @@ class ModelInfo:
             steps=steps,
             max_batch_size=int(config.get("max_batch_size") or MAX_BATCH_SIZE),
             graph=ensemble_steps(config),
+            inputs=tuple(str(i["name"]) for i in config.get("input", [])),
+            outputs=tuple(str(o["name"]) for o in config.get("output", [])),
         )
 
 
@@ -237,9 +247,12 @@ def parse_image_results(
     ignored whatever it holds. ``detectors`` names the detectors whose prefixed
     outputs (detect_all) are present too; ``labels`` is the model's label list (for
     detect_all the union of its detectors'), and ``detector_labels`` each detector's
-    own, which its prefixed outputs index (``labels`` where it is not given).
+    own, which its prefixed outputs index (``labels`` where it is not given). Where
+    ALTERNATIVE_LABELS is present too (detect_all), each detection gets its alternatives.
     """
     results = _parse_block(outputs, (DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE), labels)
+    if outputs.get(ALTERNATIVE_LABELS) is not None:
+        _add_alternatives(results, outputs[ALTERNATIVE_LABELS], labels)
     for name in detectors:
         own_labels = (detector_labels or {}).get(name) or labels
         for result, own in zip(
@@ -280,6 +293,26 @@ def _parse_block(
         ]
         results.append(ImageResult(detections, _as_bytes(jpeg)))
     return results
+
+
+def _add_alternatives(
+    results: Sequence[ImageResult], alternatives: np.ndarray, labels: Sequence[str]
+) -> None:
+    """Give each detection of ``results`` its row's other labels from ALTERNATIVE_LABELS
+    ``[B, MAX_DETECTIONS, K, 2]``: (class_id, support) pairs, padded with class_id -1."""
+    alternatives = np.asarray(alternatives, dtype=np.float32)
+    if alternatives.ndim != 4 or alternatives.shape[3] != 2 or len(alternatives) != len(results):
+        raise InferenceFailed(
+            f"{ALTERNATIVE_LABELS} has shape {alternatives.shape}, expected "
+            f"[{len(results)}, N, K, 2]"
+        )
+    for result, rows in zip(results, alternatives, strict=True):
+        for detection, pairs in zip(result.detections, rows, strict=False):  # rows: padded
+            detection.alternatives = tuple(
+                (label_for(int(class_id), labels), support)
+                for class_id, support in pairs.tolist()
+                if class_id >= 0
+            )
 
 
 def _as_bytes(value: object) -> bytes:

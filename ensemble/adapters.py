@@ -15,7 +15,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ensemble import contract, spec
-from ensemble.boxes import pack_detections, weighted_box_fusion
+from ensemble.boxes import (
+    fuse_across_labels,
+    no_alternatives,
+    pack_alternatives,
+    pack_detections,
+    weighted_box_fusion,
+)
 from ensemble.cpu_share import SiblingInstances, intra_op_threads
 from ensemble.families import Family, make_options, resolve
 from ensemble.imaging import ImageError, decode_scaled, draw_detections, encode_jpeg, fit_within
@@ -280,10 +286,23 @@ class Postprocess(_Drawing):
         return self._results(inputs, results)
 
 
+def _merge_labels(inputs: Arrays, batch: int) -> np.ndarray:
+    """Per-image MERGE_LABELS from the optional [B, 1] input (absent: the default)."""
+    name = contract.MERGE_LABELS
+    if name not in inputs:
+        return np.full(batch, contract.DEFAULT_MERGE_LABELS)
+    values = inputs[name].reshape(-1).astype(bool)
+    if values.shape[0] != batch:
+        raise RequestError(f"{name} has {values.shape[0]} values for {batch} images")
+    return values
+
+
 class Fuse(_Drawing):
-    """Fuses the detectors' results by label: each detector's class ids are mapped into
-    the union of their label lists (this step's ``labels``), and a box is fused among
-    the detectors that know its label only."""
+    """Fuses the detectors' results by label name: each detector's class ids are mapped
+    into the union of their label lists (this step's ``labels``), and a label's support
+    counts the detectors that know it only. Each object gets one box, its label the
+    best supported (``boxes.fuse_across_labels``), or with MERGE_LABELS false one box per
+    label (``boxes.weighted_box_fusion``)."""
 
     def setup(self, args: dict) -> None:
         super().setup(args)
@@ -309,17 +328,28 @@ class Fuse(_Drawing):
     def process(self, inputs: Arrays) -> Arrays:
         sizes = inputs[spec.IMAGE_SIZE]
         scores, ious = _thresholds(inputs, len(sizes))
-        results = []
+        merges = _merge_labels(inputs, len(sizes))
+        results, alternatives = [], []
         for i in range(len(sizes)):
             sets = [
                 self._in_union(inputs[dets][i, : int(inputs[num][i, 0])], m)
                 for m, (dets, num) in enumerate(self.names)
             ]
-            fused = weighted_box_fusion(sets, ious[i], scores[i], known_classes=self.known)
+            if merges[i]:
+                fused, others = fuse_across_labels(
+                    sets, ious[i], scores[i], known_classes=self.known
+                )
+            else:
+                fused = weighted_box_fusion(sets, ious[i], scores[i], known_classes=self.known)
+                others = no_alternatives(len(fused))
             # Fusion scales down what only some models saw; the contract promises
-            # scores >= the threshold, so the fused result is filtered again.
-            results.append(fused[fused[:, 4] >= scores[i]])
+            # scores >= the threshold, so the fused result is filtered again. The rows
+            # stay sorted by score, the order packing keeps, so their alternatives with them.
+            kept = fused[:, 4] >= scores[i]
+            results.append(fused[kept])
+            alternatives.append(pack_alternatives(others[kept]))
         outputs = self._results(inputs, results)
+        outputs[contract.ALTERNATIVE_LABELS] = np.stack(alternatives)
         for (dets, num), (out_dets, out_num) in zip(self.names, self.passed, strict=True):
             outputs[out_dets], outputs[out_num] = inputs[dets], inputs[num]
         return outputs

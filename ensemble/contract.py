@@ -80,10 +80,24 @@ FRAME_INDEX = "FRAME_INDEX"
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_IOU_THRESHOLD = 0.5
 
+# TYPE_BOOL, optional, detect_all only: whether the fusion gives each object one box.
+# True (the default): overlapping boxes of different labels (IoU above IOU_THRESHOLD)
+# become one box with the best-supported label, the others' support kept in
+# ALTERNATIVE_LABELS. False: boxes are fused per label only, so detectors that disagree
+# on an object's label leave a box of each label on it.
+MERGE_LABELS = "MERGE_LABELS"
+DEFAULT_MERGE_LABELS = True
+
 # Outputs, per image.
 DETECTIONS = "DETECTIONS"  # TYPE_FP32 [MAX_DETECTIONS, 6], rows DETECTION_FIELDS
 NUM_DETECTIONS = "NUM_DETECTIONS"  # TYPE_INT32 [1]: how many leading rows are real
 ANNOTATED_IMAGE = "ANNOTATED_IMAGE"  # TYPE_STRING [1]: JPEG of the original image with boxes
+# TYPE_FP32 [MAX_DETECTIONS, MAX_ALTERNATIVE_LABELS, 2], detect_all only: per row of
+# DETECTIONS, the other labels the detectors gave its object, as (class_id, support),
+# most supported first, padded with (-1, 0). Support is on the scale of the scores: the
+# row's score is its own label's support (ensemble.boxes.label_support).
+ALTERNATIVE_LABELS = "ALTERNATIVE_LABELS"
+MAX_ALTERNATIVE_LABELS = 4
 
 MAX_DETECTIONS = 100
 DETECTION_FIELDS = ("x1", "y1", "x2", "y2", "score", "class_id")
@@ -187,6 +201,8 @@ DTYPES = {
     DETECTIONS: "FP32",
     NUM_DETECTIONS: "INT32",
     ANNOTATED_IMAGE: "BYTES",
+    MERGE_LABELS: "BOOL",
+    ALTERNATIVE_LABELS: "FP32",
 }
 
 # Shapes of one image's tensors (without the batch dimension).
@@ -200,6 +216,8 @@ SHAPES = {
     DETECTIONS: (MAX_DETECTIONS, len(DETECTION_FIELDS)),
     NUM_DETECTIONS: (1,),
     ANNOTATED_IMAGE: (1,),
+    MERGE_LABELS: (1,),
+    ALTERNATIVE_LABELS: (MAX_DETECTIONS, MAX_ALTERNATIVE_LABELS, 2),
 }
 
 # --- labels --------------------------------------------------------------------

@@ -115,10 +115,12 @@ IMAGE_IN = _public(contract.IMAGE)
 SCORE_IN = _public(contract.SCORE_THRESHOLD, optional=True)
 IOU_IN = _public(contract.IOU_THRESHOLD, optional=True)
 MAX_SIDE_IN = _public(contract.ANNOTATED_MAX_SIDE, optional=True)
+MERGE_IN = _public(contract.MERGE_LABELS, optional=True)
 DETECTIONS_OUT = _public(contract.DETECTIONS)
 NUM_OUT = _public(contract.NUM_DETECTIONS)
 ANNOTATED_OUT = _public(contract.ANNOTATED_IMAGE)
 RESULT = (DETECTIONS_OUT, NUM_OUT, ANNOTATED_OUT)
+ALTERNATIVES_OUT = _public(contract.ALTERNATIVE_LABELS)
 FRAME_IN = _public(contract.FRAME_INDEX)
 TRACK_IDS_OUT = _public(contract.TRACK_IDS)
 TRACKED = (DETECTIONS_OUT, NUM_OUT, TRACK_IDS_OUT, ANNOTATED_OUT)
@@ -238,15 +240,16 @@ def fuse_step(registry: Registry) -> PythonStep:
     return PythonStep(
         name="fuse_detections",
         adapter="ensemble.adapters.Fuse",
-        inputs=(*inputs, *DECODED_OUT, SCORE_IN, IOU_IN, MAX_SIDE_IN),
-        outputs=(*RESULT, *passed),
+        inputs=(*inputs, *DECODED_OUT, SCORE_IN, IOU_IN, MAX_SIDE_IN, MERGE_IN),
+        outputs=(*RESULT, ALTERNATIVES_OUT, *passed),
         parameters={
             "detectors": parameters_json(members),
             "labels": parameters_json(list(registry.fused_labels())),
             **DRAWING,
         },
         role="fuse",
-        doc="Weighted box fusion of the detectors' results by label, drawn; theirs passed on.",
+        doc="Weighted box fusion of the detectors' results, one box per object (per label with "
+        "MERGE_LABELS false), drawn; theirs passed on.",
     )
 
 
@@ -322,7 +325,7 @@ def all_ensemble(registry: Registry) -> Ensemble:
     """
     decode = decode_step(registry)
     steps: list[Step] = [Step(decode.name, _identity(*decode.inputs), _identity(*DECODED_OUT))]
-    outputs: list[Tensor] = list(RESULT)
+    outputs: list[Tensor] = [*RESULT, ALTERNATIVES_OUT]
     for d in registry.fused:
         names = contract.detector_outputs(d.name)
         dets, num = (t.name for t in fused_inputs(d))
@@ -332,14 +335,14 @@ def all_ensemble(registry: Registry) -> Ensemble:
     steps.append(Step(fuse.name, _identity(*fuse.inputs), _identity(*fuse.outputs)))
     return Ensemble(
         name=contract.DETECT_ALL,
-        inputs=PUBLIC_INPUTS,
+        inputs=(*PUBLIC_INPUTS, MERGE_IN),
         outputs=tuple(outputs),
         steps=tuple(steps),
         labels=registry.fused_labels(),
         title=f"All {len(registry.fused)} fused",
         detectors=registry.fused,
         doc=f"One decode, {', '.join(d.name for d in registry.fused)} in parallel, weighted "
-        "box fusion of their results.",
+        "box fusion of their results, one box per object.",
     )
 
 

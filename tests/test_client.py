@@ -371,7 +371,7 @@ def test_detect_all_requests_every_fused_detector_output():
     names = payload.output_names(ModelInfo.from_config(served_config(DETECT_ALL)))
     for name in NAMES:
         assert set(detector_outputs(name)) <= set(names)
-    assert len(names) == 3 * (1 + len(NAMES))
+    assert len(names) == 3 * (1 + len(NAMES)) + 1  # and the fused ALTERNATIVE_LABELS
     one = ModelInfo.from_config(served_config("detect_pytorch"))
     assert payload.output_names(one) == [DETECTIONS, NUM_DETECTIONS, ANNOTATED_IMAGE]
 

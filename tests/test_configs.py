@@ -194,7 +194,8 @@ def test_detect_all_adds_one_output_set_per_fused_detector(repository):
     for d in registry.fused:
         for name in contract.detector_outputs(d.name):
             assert name in outputs
-    assert len(outputs) == 3 * (1 + len(registry.fused))
+    assert contract.ALTERNATIVE_LABELS in outputs
+    assert len(outputs) == 3 * (1 + len(registry.fused)) + 1
 
 
 def test_detect_all_has_only_the_fused_detectors_and_the_union_of_their_labels(own_registry):
@@ -204,6 +205,7 @@ def test_detect_all_has_only_the_fused_detectors_and_the_union_of_their_labels(o
         contract.DETECTIONS,
         contract.NUM_DETECTIONS,
         contract.ANNOTATED_IMAGE,
+        contract.ALTERNATIVE_LABELS,
         *contract.detector_outputs("parts"),
         *contract.detector_outputs("pets"),
     ]
