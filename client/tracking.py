@@ -282,22 +282,8 @@ def _stream_broken(error: Exception) -> bool:
     )
 
 
-def mot_rows(frame: FrameResult) -> list[str]:
-    """One frame's tracked boxes as MOT Challenge rows, ``frame,id,x,y,w,h,score,label``:
-    the frame counted from 1, the box's top-left corner and size in pixels; boxes without
-    a track id are left out."""
-    rows = []
-    for d in frame.result.detections:
-        if d.track_id < 0:
-            continue
-        x, y, w, h = d.box_xywh
-        rows.append(f"{frame.index + 1},{d.track_id},{x:.1f},{y:.1f},{w:.1f},{h:.1f},"
-                    f"{d.score:.3f},{d.label}")  # fmt: skip
-    return rows
-
-
 def distinct_objects(rows: Iterable[str]) -> dict[str, int]:
-    """How many distinct track ids each label has among MOT rows (``mot_rows``), most
+    """How many distinct track ids each label has among MOT rows (``video.mot_rows``), most
     first: ``{"person": 3, "car": 2}``."""
     ids: dict[str, set[int]] = {}
     for row in rows:
@@ -309,3 +295,97 @@ def distinct_objects(rows: Iterable[str]) -> dict[str, int]:
 def describe_objects(counts: dict[str, int]) -> str:
     """``"3 distinct person, 2 distinct car"``, or ``"no object tracked"``."""
     return ", ".join(f"{n} distinct {label}" for label, n in counts.items()) or "no object tracked"
+
+
+class TrackingSession:
+    """One live sequence, one frame at a time (a webcam, a live source): ``track(frame)``
+    sends a frame and returns its ``FrameResult``; ``close()`` ends the sequence (END,
+    with the last frame sent again, its answer dropped). A session the server forgot
+    (it restarted, or no frame came for ``contract.TRACK_IDLE_S`` s) starts a new
+    sequence at the next frame: ``restarts`` counts them, and ids start again. Not
+    thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        client: DetectorClient,
+        model: str = TRACK_ALL,
+        options: DetectOptions = DEFAULT_OPTIONS,
+        *,
+        jpeg_quality: int = FRAME_JPEG_QUALITY,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.client, self.model, self.options = client, model, options
+        self.jpeg_quality, self.timeout_s = jpeg_quality, timeout_s
+        self.info = client.model_info(model)
+        self.restarts = 0
+        self.frames = 0  # frames answered, over every sequence
+        self._stream: _Stream | None = None
+        self._sequence = 0
+        self._number = 0  # the next frame's number in the sequence
+        self._last: bytes | None = None
+
+    def track(self, frame: Frame) -> FrameResult:
+        payload = encode_frame(frame, self.jpeg_quality)
+        try:
+            result = self._send(payload)
+        except TrackingFailed as e:
+            cause = e.__cause__
+            if cause is None or not (_unknown_sequence(cause) or _stream_broken(cause)):
+                raise
+            if _stream_broken(cause):
+                _await_server(self.client, self.model, str(cause))
+            self.restarts += 1
+            log.warning("the server no longer tracks this session (%s): a new sequence "
+                        "starts, with new ids", first_line(str(cause)))  # fmt: skip
+            self._reset()
+            result = self._send(payload)
+        self._last = payload
+        self.frames += 1
+        return FrameResult(self.frames - 1, result.result)
+
+    def _send(self, payload: bytes, end: bool = False) -> FrameResult:
+        if self._stream is None:
+            self._stream = _Stream(self.client, self.model)
+            self._sequence = random.getrandbits(63) or 1
+            self._number = 0
+        start = self._number == 0
+        number = self._number
+        try:
+            self._stream.send(payload, number, number, self.options, self._sequence,
+                              start=start, end=end)  # fmt: skip
+            answer, failure = self._stream.answers.get(timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise TrackingFailed(f"tracking with {self.model} failed: {first_line(str(e))}") from e
+        except queue.Empty:
+            raise TrackingFailed(f"no answer from {self.model} in {self.timeout_s:.0f} s") from None
+        if failure is not None:
+            raise TrackingFailed(
+                f"tracking with {self.model} failed: {first_line(str(failure))}"
+            ) from failure
+        self._number += 1
+        arrays = {n: answer.as_numpy(n) for n in OUTPUTS}
+        (image,) = parse_image_results(arrays, self.info.labels)
+        for k, detection in enumerate(image.detections):
+            detection.track_id = int(arrays[TRACK_IDS][0][k])
+        return FrameResult(number, image)
+
+    def _reset(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = None
+
+    def close(self) -> None:
+        """End the sequence on the server (its state is freed at once) and the stream."""
+        try:
+            if self._stream is not None and self._last is not None and self._number > 0:
+                self._send(self._last, end=True)
+        except TrackingFailed as e:  # the server forgot it already: nothing to end
+            log.info("ending the tracking session: %s", e)
+        finally:
+            self._reset()
+
+    def __enter__(self) -> TrackingSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -234,6 +234,20 @@ def detect_frames(
         pool.shutdown(wait=True)
 
 
+def mot_rows(frame: FrameResult) -> list[str]:
+    """One frame's tracked boxes as MOT Challenge rows, ``frame,id,x,y,w,h,score,label``:
+    the frame counted from 1, the box's top-left corner and size in pixels; boxes without
+    a track id are left out."""
+    rows = []
+    for d in frame.result.detections:
+        if d.track_id < 0:
+            continue
+        x, y, w, h = d.box_xywh
+        rows.append(f"{frame.index + 1},{d.track_id},{x:.1f},{y:.1f},{w:.1f},{h:.1f},"
+                    f"{d.score:.3f},{d.label}")  # fmt: skip
+    return rows
+
+
 def frame_coco_results(
     frame: FrameResult, *, file_name: str, model: str, per_detector: bool = True
 ) -> list[dict]:
@@ -287,9 +301,10 @@ class ClipRun:
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     # Tracked (``annotate_clip(..., track=True)``): MOT Challenge rows, one per tracked
-    # box, ``frame,id,x,y,w,h,score,label`` (frames from 1), and the frames at which a
-    # new sequence started (the server forgot the last one).
+    # box (``mot_rows``), the sequences used, and the frames at which a new sequence
+    # started (the server forgot the last one): ``client.tracking.TrackRun``'s fields.
     mot_rows: list[str] = field(default_factory=list)
+    sequences: list[int] = field(default_factory=list)
     restarts: list[int] = field(default_factory=list)
 
     def document(self, info: ClipInfo, model: str, output: str = "") -> dict:
@@ -318,15 +333,12 @@ def annotate_clip(
     (``client.tracking``): each detection has its ``track_id``, and the run keeps MOT
     rows. On any error the frames' pending requests end with it; what was written to
     ``out_path`` is the caller's to remove."""
-    from client.tracking import TrackRun, mot_rows
-
     name = file_name or info.path.name
     run = ClipRun(0)
     start = time.perf_counter()
     source = read_clip_frames(info, max_frames)
-    tracking = TrackRun()
     results = (
-        client.track_frames(source, model, options, run=tracking)  # type: ignore[attr-defined]
+        client.track_frames(source, model, options, run=run)  # type: ignore[attr-defined]
         if track
         else detect_frames(client, source, model, options, batch_size=batch_size)
     )
@@ -340,7 +352,6 @@ def annotate_clip(
             if on_frame is not None:
                 on_frame(frame)
     run.frames = writer.frames
-    run.restarts = tracking.restarts
     run.wall_s = time.perf_counter() - start
     return run
 

@@ -16,7 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from client import DetectorClient
-from client.tracking import TrackRun, describe_objects, distinct_objects, mot_rows
+from client.tracking import TrackRun, describe_objects, distinct_objects
+from client.video import mot_rows
 from ensemble import contract
 from ensemble.server import running_server
 from tests.inference import image_inputs
@@ -172,3 +173,22 @@ def test_a_clip_goes_on_with_a_new_sequence_when_the_server_restarts(tmp_path, p
     assert len(run.restarts) == 1 and 1 <= run.restarts[0] <= 10 and len(run.sequences) == 2
     after = [person_ids(r.result) for r in results[run.restarts[0] + 3 :]]
     assert all(after) and len(set().union(*after)) == 1  # tracked again after the restart
+
+
+def test_a_live_session_tracks_one_frame_at_a_time_and_ends_its_sequence(triton_url, photos):
+    from client.tracking import TrackingSession
+
+    frames = moving_frames(photos["astronaut"], 8)
+    with DetectorClient(triton_url) as client:
+        session = TrackingSession(client, MODEL)
+        ids = [person_ids(session.track(f).result) for f in frames]
+        tracker = session._sequence
+        session.close()
+        assert len(set().union(*ids[2:])) == 1 and all(ids[2:])
+        # its sequence ended on the server: a frame of it now needs a START
+        raw = RawStream(triton_url)
+        try:
+            raw.send(jpeg(frames[0]), tracker, 9)
+            assert "START" in raw.answer()[1]
+        finally:
+            raw.close()
