@@ -20,16 +20,28 @@ runs every frame of a clip (MP4, WebM, MOV, MKV) through the ensemble, in batche
 ``max_batch_size``, and writes ``<out>/<stem>.annotated.webm`` (VP8, at the clip's frame
 rate) and ``<out>/<stem>.detections.json`` (COCO results with a ``frame_index``). Clips
 over ``--max-frames`` frames are refused.
+
+    detect --source rtsp://camera:8554/live --model detect_onnxruntime --out-video live.webm
+
+reads a live source (a stream URL, a V4L2 camera number, or a file read at its frame
+rate) and prints one JSON line per frame the server had time for, newest frame first:
+the others are dropped and counted (``client.live``). A stream or camera that drops out
+is reopened with backoff; Ctrl-C ends the run with a summary line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import cv2
 from tqdm import tqdm
 
 from client.api import DetectorClient
@@ -42,6 +54,18 @@ from client.errors import (
     RequestTooLarge,
     ServerBusy,
     VideoNotReadable,
+)
+from client.live import (
+    DEFAULT_GIVE_UP_S,
+    End,
+    LatestFrameReader,
+    LiveSource,
+    LiveVideo,
+    frame_detector,
+    live_results,
+    parse_source,
+    result_line,
+    summary_line,
 )
 from client.payload import KNOWN_FORMATS, SNIFF_BYTES, DetectOptions, sniff_image_format
 from client.results import ImageResult, to_coco_results
@@ -69,6 +93,8 @@ EXIT_SKIPPED = 1  # some images were skipped (unreadable or refused), the rest a
 EXIT_USAGE = 2  # bad arguments or nothing to do (argparse uses 2 as well)
 EXIT_UNAVAILABLE = 3  # server unreachable, model not ready, or the server failed
 EXIT_BUSY = 4  # the server stayed busy (queue full) through every retry: try again later
+EXIT_SOURCE_LOST = 5  # --source: it could not be opened, or stayed away --source-timeout
+OPENCV_LOG_ERRORS = 2  # cv::utils::logging::LOG_LEVEL_ERROR, which cv2 does not name
 
 
 def busy_message(error: ServerBusy) -> str:
@@ -192,6 +218,27 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _source(text: str) -> LiveSource:
+    try:
+        return parse_source(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _webm_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() != CLIP_SUFFIX:
+        raise argparse.ArgumentTypeError(f"it is written as VP8 WebM: name it *{CLIP_SUFFIX}")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detect",
@@ -199,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"exit status: {EXIT_OK} all done, {EXIT_SKIPPED} some images skipped, "
             f"{EXIT_USAGE} bad usage, {EXIT_UNAVAILABLE} server or model unavailable, "
-            f"{EXIT_BUSY} server busy (its queues stayed full through every retry). "
+            f"{EXIT_BUSY} server busy (its queues stayed full through every retry), "
+            f"{EXIT_SOURCE_LOST} --source could not be opened or was lost. "
             f"environment: ${URL_ENV} (server address, or several separated by commas), "
             f"${TLS_CA_ENV} (CA file: use TLS), "
             f"${API_KEY_ENV} (the server's API key); the options win over them."
@@ -207,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "images",
-        nargs="+",
+        nargs="*",
         metavar="IMG",
         help="image files or directories, or video clips ("
         + ", ".join(sorted(VIDEO_EXTENSIONS))
@@ -276,12 +324,56 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_CLIP_FRAMES,
         help="refuse clips of more frames than this (default %(default)s)",
     )
+    live = parser.add_argument_group("live source (instead of IMG)")
+    live.add_argument(
+        "--source",
+        type=_source,
+        metavar="URL",
+        help="read frames from a stream (http(s)://, rtsp(s)://), a V4L2 camera number "
+        "(0 = /dev/video0) or a file (read at its frame rate); print one JSON line per "
+        "frame sent, dropping the frames that come while one is at the server",
+    )
+    live.add_argument(
+        "--out-video",
+        type=_webm_path,
+        metavar="PATH",
+        help="with --source: also write the annotated frames to PATH (VP8 WebM, at the "
+        "source's frame rate, each held until the next)",
+    )
+    live.add_argument(
+        "--source-timeout",
+        type=_positive_seconds,
+        metavar="S",
+        default=DEFAULT_GIVE_UP_S,
+        help="with --source: end when a stream or camera has given no frame for S seconds, "
+        "reopening it meanwhile after waits of 0.5, 1, 2, 4, then 8 s (default %(default)s)",
+    )
     return parser
 
 
+def check_source_args(args: argparse.Namespace) -> str | None:
+    """Why the options do not make one run (images and clips, or one live source), or
+    None."""
+    if args.source is None:
+        if not args.images:
+            return "give image files, directories or clips (IMG), or --source"
+        if args.out_video is not None:
+            return "--out-video goes with --source"
+        return None
+    if args.images:
+        return "give either IMG or --source, not both"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     err = sys.stderr
+    problem = check_source_args(args)
+    if problem:
+        parser.error(problem)
+    if args.source is not None:
+        return detect_live(args.source, args)
 
     paths = expand_inputs(args.images)
     if not paths:
@@ -440,6 +532,89 @@ def detect_clip(client: DetectorClient, clip: Path, args: argparse.Namespace) ->
         f"{json_path.name} to {args.out}/",
         file=sys.stderr,
     )
+
+
+def detect_live(source: LiveSource, args: argparse.Namespace) -> int:
+    """The live source through ``args.model`` until it ends, is lost, or the run is
+    stopped (SIGINT or SIGTERM: the frame at the server finishes first; a second
+    SIGINT quits at once): a JSON line per frame sent on stdout, the annotated video
+    if asked, a summary line last. ``EXIT_OK`` when stopped or at a file's end."""
+    err = sys.stderr
+    try:
+        client = connect(args)
+    except (ValueError, DetectorError) as e:
+        print(f"detect: {e}", file=err)
+        return EXIT_USAGE
+    reader = LatestFrameReader(
+        source,
+        give_up_s=args.source_timeout,
+        log=lambda line: print(f"detect: {line}", file=err, flush=True),
+    )
+    stop = threading.Event()
+    latencies: list[float] = []
+    failure: DetectorError | None = None
+    # OpenCV's warnings on each failed open would repeat the reader's own lines.
+    cv2.setLogLevel(OPENCV_LOG_ERRORS)
+    with client:
+        try:
+            reader.start()
+        except VideoNotReadable as e:
+            print(f"detect: {e}", file=err)
+            return EXIT_SOURCE_LOST
+        started = time.monotonic()
+        # The writer opens its file at the first frame: a run with none writes nothing.
+        recording = LiveVideo(args.out_video, reader.fps) if args.out_video else nullcontext()
+        with stop_on_signals(stop):
+            try:
+                with recording as video:
+                    detect = frame_detector(client, args.model, detect_options(args))
+                    for live in live_results(reader, detect, stop):
+                        latencies.append(live.latency_s)
+                        print(json.dumps(result_line(live)), flush=True)
+                        if video is not None:
+                            video.add(live.frame.index, live.result.annotated_jpeg)
+            except DetectorError as e:
+                failure = e
+            finally:
+                reader.stop()
+    end = "server failed" if failure else (reader.end or End.STOPPED).value
+    counters = reader.counters()
+    summary = summary_line(counters, end, time.monotonic() - started, latencies)
+    print(json.dumps(summary), flush=True)
+    print(
+        f"detect: {source}: {end}; {counters.read} frames read, {counters.sent} sent, "
+        f"{counters.dropped} dropped, {counters.reconnects} reconnect(s)"
+        + (f"; wrote {args.out_video}" if args.out_video else ""),
+        file=err,
+    )
+    if failure is not None:
+        return server_failure(failure, err)
+    return EXIT_SOURCE_LOST if reader.end is End.SOURCE_LOST else EXIT_OK
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM set ``stop`` instead of ending the process, and
+    a SIGINT after that raises ``KeyboardInterrupt`` at once. The handlers before are
+    put back on leaving. Only the main thread may set handlers: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in signals}
+
+    def handle(signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("detect: stopping after the frame at the server", file=sys.stderr, flush=True)
+
+    for s in signals:
+        signal.signal(s, handle)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":
