@@ -20,7 +20,8 @@ log() { printf '[setup] %s\n' "$*"; }
 #    (glibc's let every worker grow without bound under load); haproxy and prometheus
 #    are the local multi-replica run's load balancer and metrics (make cluster), and
 #    promtool checks the chart's recording rules. cmake, g++, make, rapidjson-dev,
-#    googletest, patchelf and git build Triton's native backends (step 4).
+#    googletest, patchelf and git build Triton's native backends (step 4). ffmpeg serves
+#    the live stream on loopback that the `detect --source` tests read.
 need=()
 if [ "$ONLY" = venv ]; then :; else
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
@@ -37,6 +38,7 @@ command -v make >/dev/null || need+=(make)
 [ -d /usr/src/googletest ] || need+=(googletest)
 command -v patchelf >/dev/null || need+=(patchelf)
 command -v git >/dev/null || need+=(git)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
