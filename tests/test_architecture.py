@@ -34,7 +34,13 @@ DEMO_LAUNCHER_MAY_IMPORT = frozenset({"ensemble.server", "ensemble.processes", "
 # Python backend's utilities, directly or through what they import. ensemble.configgen
 # is not among them: it writes the repository and takes its typed schema,
 # ModelConfig, from tritonclient's protobuf module.
-PURE_MODULES = ("ensemble.contract", "ensemble.imaging", "ensemble.boxes", "ensemble.registry")
+PURE_MODULES = (
+    "ensemble.contract",
+    "ensemble.imaging",
+    "ensemble.boxes",
+    "ensemble.registry",
+    "ensemble.tracking",
+)
 PURE_PACKAGES = ("ensemble.families",)
 TRITON_ONLY = ("tritonclient", "triton_python_backend_utils")
 
