@@ -21,7 +21,8 @@ log() { printf '[setup] %s\n' "$*"; }
 #    are the local multi-replica run's load balancer and metrics (make cluster), and
 #    promtool checks the chart's recording rules. cmake, g++, make, rapidjson-dev,
 #    googletest, patchelf and git build Triton's native backends (step 4). ffmpeg serves
-#    the live stream on loopback that the `detect --source` tests read.
+#    the live streams on loopback that the `detect --source` tests read, over HTTP and,
+#    relayed by rtsp-server-perl, over RTSP.
 need=()
 if [ "$ONLY" = venv ]; then :; else
 ldconfig -p | grep -q 'libpython3.11.so.1.0' || need+=(libpython3.11)
@@ -39,6 +40,7 @@ command -v make >/dev/null || need+=(make)
 command -v patchelf >/dev/null || need+=(patchelf)
 command -v git >/dev/null || need+=(git)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v rtsp-server-perl >/dev/null || need+=(rtsp-server-perl)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -6,9 +6,8 @@ never queued; Ctrl-C ends it with exit 0, the annotated video closed, and a summ
 line; a stream that dies and comes back is reopened, one that stays away ends the run;
 a file ends at its end. Without a server: test_live_source.py.
 
-ffmpeg comes from apt (make setup installs it). RTSP is not tested: Debian 12 has no
-RTSP server package (no mediamtx; live555's server is not packaged; gst-rtsp-server is
-a library only).
+RTSP too: Debian's rtsp-server-perl relays what ffmpeg publishes to it (ANNOUNCE and
+RECORD) to the players that ask (PLAY). Both come from apt (make setup installs them).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import psutil
 import pytest
 from apt_tools import tool_or_fail
@@ -62,6 +62,50 @@ def scene_label(source_time_s: float) -> str | None:
     if not 1 <= position <= FRAMES_PER_SCENE - 1:
         return None
     return SCENES[int(frame // FRAMES_PER_SCENE) % len(SCENES)][1]
+
+
+@contextmanager
+def rtsp_stream(clip: Path) -> Iterator[str]:
+    """The URL of ``clip`` served in a loop at its real rate over RTSP on loopback:
+    ffmpeg publishes it to rtsp-server-perl, which serves players on another port;
+    both killed on leaving."""
+    players, publishers = free_port(), free_port()
+    server_cmd = [
+        tool_or_fail("rtsp-server-perl"), "--clientport", str(players),
+        "--serverport", str(publishers), "--client_listen_address", "127.0.0.1",
+        "--source_listen_address", "127.0.0.1", "--rtp_start_port", str(free_port()),
+    ]  # fmt: skip
+    server = subprocess.Popen(server_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rtsp://127.0.0.1:{players}/live"
+    publisher = None
+    try:
+        poll(lambda: server.poll() is not None or listens(server.pid, publishers),
+             "rtsp-server-perl to listen")  # fmt: skip
+        assert server.poll() is None, "rtsp-server-perl did not start"
+        publish = [
+            tool_or_fail("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-re", "-stream_loop", "-1", "-i", str(clip),
+            "-vf", f"fps={STREAM_FPS}", "-c:v", "mpeg1video", "-q:v", "4",
+            "-f", "rtsp", f"rtsp://127.0.0.1:{publishers}/live",
+        ]  # fmt: skip
+        publisher = subprocess.Popen(publish, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The server takes several players: a trial one tells when the stream is up.
+        poll(lambda: publisher.poll() is not None or plays(url), "the RTSP stream to play")
+        assert publisher.poll() is None, publisher.stderr.read().decode()
+        yield url
+    finally:
+        if publisher is not None:
+            stop_process(publisher, signal.SIGKILL)
+        stop_process(server, signal.SIGKILL)
+
+
+def plays(url: str) -> bool:
+    """Whether a player gets a frame from ``url``."""
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    try:
+        return capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
 
 
 @contextmanager
@@ -254,3 +298,22 @@ def test_a_file_source_is_read_at_its_frame_rate_and_ends_at_its_end(triton_url,
     # Played at 6 frames/s: 12 frames take about 2 s, however fast they decode.
     assert summary["wall_s"] >= (len(scene_order()) - 1) / CLIP_FPS * 0.9
     assert summary["sent"] == len(run.frames) >= 2
+
+
+def test_an_rtsp_stream_is_detected_with_frames_dropped_and_ctrl_c_ends_it(
+    triton_url, clip, tmp_path
+):
+    with (
+        rtsp_stream(clip) as url,
+        live_run("--source", url, workdir=tmp_path, url=triton_url) as run,
+    ):
+        run.wait_for(lambda: len(run.frames) >= 6, "6 frames detected")
+        code = run.finish(signal.SIGINT)
+    assert code == 0, run.stderr
+    frames = run.frames
+    labels = {d["label"] for f in frames for d in f["detections"]}
+    assert labels & {label for _, label in SCENES}, labels
+    summary = summary_of(run)
+    assert summary["end"] == "stopped" and summary["sent"] == len(frames)
+    assert summary["dropped"] > 0
+    assert summary["read"] == summary["sent"] + summary["dropped"]
