@@ -12,28 +12,30 @@ full-page screenshot in ``test-artifacts/ui/webcam/``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from media import scene_frames, write_y4m
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from ui_helpers import (
     ARTIFACTS_DIR,
-    LOAD_TIMEOUT_MS,
+    GRANTED,
+    REFUSED,
     RESULT_TIMEOUT_MS,
-    VIEWPORT,
+    STREAM_TIMEOUT_MS,
+    ask_for_camera,
+    camera_page,
     choose_model,
     click_detect,
     expect_gallery_loaded,
-    launch_chromium,
+    markdown_text,
     serving_page,
     upload,
+    wait_for_frames,
 )
 
 from client import DetectorClient
@@ -45,16 +47,10 @@ pytestmark = [
 ]
 
 SHOTS = ARTIFACTS_DIR / "webcam"
-FAKE_CAMERA = ("--use-fake-device-for-media-stream",)
-# A fake camera that is granted, and plays FILE.
-GRANTED = (*FAKE_CAMERA, "--use-fake-ui-for-media-stream")
-REFUSED = (*FAKE_CAMERA, "--deny-permission-prompts")
 TENSORFLOW_CHOICE = "TensorFlow (SavedModel) · SSD MobileNet v2 (COCO)"
 TENSORFLOW = "detect_tensorflow"
 SCORE = 0.5  # the astronaut photo gives one "person" above this (tests/media.py SCENES)
 FRAMES_WANTED = 3  # annotated frames that must arrive while streaming
-# A stream is a few seconds long here; the machine is small and shared.
-STREAM_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,54 +103,13 @@ def two_scene_camera(photos_dir, tmp_path_factory) -> Path:
     return write_y4m(tmp_path_factory.mktemp("camera") / "two-scenes.y4m", frames, fps=6)
 
 
-@contextlib.contextmanager
-def camera_page(url: str, request, *camera_args: str) -> Iterator[Page]:
-    """The page in a Chromium of its own, launched with ``camera_args``, on the Webcam
-    tab; a screenshot named for the test when it failed."""
-    failed_before = request.session.testsfailed
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright, camera_args)
-        try:
-            page = browser.new_context(viewport=VIEWPORT).new_page()
-            page.goto(url)
-            expect(page.locator("#status-line")).to_contain_text("up", timeout=LOAD_TIMEOUT_MS)
-            page.get_by_role("tab", name="Webcam").click()
-            expect(page.locator("#webcam-input")).to_be_visible()
-            yield page
-            if request.session.testsfailed > failed_before:
-                shot(page, f"failed-{request.node.name}")
-        finally:
-            browser.close()
-
-
 def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
-
-
-def ask_for_camera(page: Page) -> None:
-    """Click Gradio's "Click to Access Webcam" box, as a person does first."""
-    page.locator("#webcam-input").get_by_text(re.compile("access webcam", re.I)).click()
-
-
-def markdown_text(page: Page, elem_id: str) -> str:
-    """A Markdown component's text (without its status tracker's timer)."""
-    return page.locator(f"#{elem_id} [data-testid=markdown]").inner_text().strip()
 
 
 def shown_count(page: Page) -> int:
     found = re.search(r"(\d+) shown", markdown_text(page, "webcam-stats"))
     return int(found.group(1)) if found else 0
-
-
-def wait_for_frames(page: Page, count: int) -> None:
-    page.wait_for_function(
-        """count => {
-            const m = document.getElementById('webcam-stats')?.innerText.match(/(\\d+) shown/);
-            return m && Number(m[1]) >= count;
-        }""",
-        arg=count,
-        timeout=STREAM_TIMEOUT_MS,
-    )
 
 
 # Collects, on every poll, the detections line and the annotated frame shown; done once

@@ -22,7 +22,16 @@ from urllib.parse import unquote, urlparse
 import pytest
 from media import SCENES, count_frames, scene_frames, scene_order, write_clip
 from playwright.sync_api import Page, expect
-from ui_helpers import ARTIFACTS_DIR, fresh_browser, loaded_page, read_table, serving_page
+from ui_helpers import (
+    ARTIFACTS_DIR,
+    download_links,
+    fetch,
+    fresh_browser,
+    loaded_page,
+    read_table,
+    run_clip,
+    serving_page,
+)
 
 from client import DetectorClient
 from ensemble import contract
@@ -33,7 +42,6 @@ pytestmark = [
 ]
 
 SHOTS = ARTIFACTS_DIR / "video"
-CLIP_TIMEOUT_MS = 300_000  # 12 frames through every detector on a loaded 2-core machine
 FRAMES = len(scene_order())
 
 
@@ -92,56 +100,16 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
 
 
-def run_clip(page: Page, clip: Path, progress_shot: str = "") -> str:
-    """Upload ``clip``, click the tab's button, wait for its message; returns it.
-    With ``progress_shot``, first wait for the progress bar's frame count and take a
-    screenshot of it under that name."""
-    message = page.locator("#clip-message")
-    before = message.inner_text()
-    page.locator("#input-clip input[type=file]").set_input_files(clip)
-    # The upload is done when the input lists it, with a link to the uploaded file.
-    uploaded = page.locator(f'#input-clip a[href$="/{clip.name}"]')
-    expect(uploaded).to_have_count(1, timeout=60_000)
-    page.locator("#clip-button").click()
-    if progress_shot:
-        tracker = page.locator("#annotated-clip [data-testid=status-tracker]")
-        expect(tracker).to_contain_text(re.compile(rf"\b\d+/{FRAMES}\b"), timeout=60_000)
-        shot(page, progress_shot)
-    page.wait_for_function(
-        """([before]) => {
-            const el = document.getElementById('clip-message');
-            const busy = [...document.querySelectorAll(
-                '#clip-message [data-testid=status-tracker], '
-                + '#annotated-clip [data-testid=status-tracker]')]
-                .some(t => !t.classList.contains('hide'));
-            return el && el.innerText.trim() && el.innerText !== before && !busy;
-        }""",
-        arg=[before],
-        timeout=CLIP_TIMEOUT_MS,
-    )
-    return message.inner_text()
+def shoot_progress(page: Page) -> None:
+    """Once the progress bar counts the clip's frames, a screenshot of it."""
+    tracker = page.locator("#annotated-clip [data-testid=status-tracker]")
+    expect(tracker).to_contain_text(re.compile(rf"\b\d+/{FRAMES}\b"), timeout=60_000)
+    shot(page, "02-progress")
 
 
 def toasts(page: Page) -> list[str]:
     """Gradio's pop-up messages now on the page (its "Error" toasts among them)."""
     return page.locator("[data-testid=toast-body]").all_inner_texts()
-
-
-def download_links(page: Page) -> dict[str, str]:
-    """File name -> URL of each link in the downloads list."""
-    links = page.locator("#clip-downloads a[href]")
-    expect(links.first).to_be_attached(timeout=30_000)
-    return {
-        unquote(urlparse(href).path).rsplit("/", 1)[-1]: href
-        for href in links.evaluate_all("links => links.map(a => a.href)")
-    }
-
-
-def fetch(page: Page, url: str, to: Path) -> Path:
-    response = page.request.get(url)
-    assert response.ok, (url, response.status)
-    to.write_bytes(response.body())
-    return to
 
 
 def video_state(page: Page) -> dict:
@@ -214,7 +182,7 @@ def test_a_clip_plays_back_annotated_with_every_frame_and_its_detections(
 ):
     shot(page, "01-video-tab")
     expect(page.locator("#clip-intro")).to_contain_text("at most 1800 frames and 50 MB")
-    run_clip(page, clips_dir / "scenes.mp4", progress_shot="02-progress")
+    run_clip(page, clips_dir / "scenes.mp4", while_running=shoot_progress)
     assert_good_result(page, tmp_path, contract.DETECT_ALL, triton_url)
     page.locator("#annotated-clip").scroll_into_view_if_needed()
     shot(page, "03-annotated-clip")

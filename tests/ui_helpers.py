@@ -1,6 +1,6 @@
 """Reading and driving the web demo's Gradio 6 page from Playwright, as a person would.
 
-Used by ``tests/test_ui_browser.py``. Everything goes through the page's agreed
+Used by the ``tests/test_ui_*browser.py`` modules. Everything goes through the page's agreed
 ``elem_id`` values (``#model-choice``, ``#detections-table``, ...) and what the browser
 renders; nothing reaches into the app's Python objects.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
@@ -284,3 +285,107 @@ def number(text: str) -> float:
         return float(text.replace(",", ""))
     except ValueError:
         pytest.fail(f"expected a number in a table cell, got {text!r}", pytrace=False)
+
+
+# --- the video clip tab ---------------------------------------------------------------
+
+CLIP_TIMEOUT_MS = 300_000  # 12 frames through every detector on a loaded 2-core machine
+
+
+def run_clip(page: Page, clip: Path, while_running: Callable[[Page], None] | None = None) -> str:
+    """Upload ``clip`` on the Video clip tab, click its button, wait for its message;
+    returns it. ``while_running`` is called once the button is clicked (a screenshot
+    of the progress bar, say)."""
+    message = page.locator("#clip-message")
+    before = message.inner_text()
+    page.locator("#input-clip input[type=file]").set_input_files(clip)
+    # The upload is done when the input lists it, with a link to the uploaded file.
+    uploaded = page.locator(f'#input-clip a[href$="/{clip.name}"]')
+    expect(uploaded).to_have_count(1, timeout=60_000)
+    page.locator("#clip-button").click()
+    if while_running is not None:
+        while_running(page)
+    page.wait_for_function(
+        """([before]) => {
+            const el = document.getElementById('clip-message');
+            const busy = [...document.querySelectorAll(
+                '#clip-message [data-testid=status-tracker], '
+                + '#annotated-clip [data-testid=status-tracker]')]
+                .some(t => !t.classList.contains('hide'));
+            return el && el.innerText.trim() && el.innerText !== before && !busy;
+        }""",
+        arg=[before],
+        timeout=CLIP_TIMEOUT_MS,
+    )
+    return message.inner_text()
+
+
+def download_links(page: Page) -> dict[str, str]:
+    """File name -> URL of each link in the clip tab's downloads list."""
+    links = page.locator("#clip-downloads a[href]")
+    expect(links.first).to_be_attached(timeout=30_000)
+    return {
+        unquote(urlparse(href).path).rsplit("/", 1)[-1]: href
+        for href in links.evaluate_all("links => links.map(a => a.href)")
+    }
+
+
+def fetch(page: Page, url: str, to: Path) -> Path:
+    """The file at ``url``, fetched with the page's own session, written to ``to``."""
+    response = page.request.get(url)
+    assert response.ok, (url, response.status)
+    to.write_bytes(response.body())
+    return to
+
+
+# --- the webcam tab ------------------------------------------------------------------
+
+# Chromium's fake camera: granted, it plays the Y4M FILE given with
+# --use-file-for-fake-video-capture=FILE in a loop; refused, the page is told so.
+FAKE_CAMERA = ("--use-fake-device-for-media-stream",)
+GRANTED = (*FAKE_CAMERA, "--use-fake-ui-for-media-stream")
+REFUSED = (*FAKE_CAMERA, "--deny-permission-prompts")
+# A stream is a few seconds long here; the machine is small and shared.
+STREAM_TIMEOUT_MS = 120_000
+
+
+@contextlib.contextmanager
+def camera_page(url: str, request, *camera_args: str) -> Iterator[Page]:
+    """The page in a Chromium of its own (the camera is decided at launch), launched with
+    ``camera_args``, on the Webcam tab; a screenshot named for the test when it failed."""
+    failed_before = request.session.testsfailed
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, camera_args)
+        try:
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.goto(url)
+            expect(page.locator("#status-line")).to_contain_text("up", timeout=LOAD_TIMEOUT_MS)
+            page.get_by_role("tab", name="Webcam").click()
+            expect(page.locator("#webcam-input")).to_be_visible()
+            yield page
+            if request.session.testsfailed > failed_before:
+                save_screenshot(page, f"failed-{request.node.name}")
+        finally:
+            browser.close()
+
+
+def ask_for_camera(page: Page) -> None:
+    """Click Gradio's "Click to Access Webcam" box, as a person does first."""
+    page.locator("#webcam-input").get_by_text(re.compile("access webcam", re.I)).click()
+
+
+def markdown_text(page: Page, elem_id: str) -> str:
+    """A Markdown component's text (without its status tracker's timer)."""
+    return page.locator(f"#{elem_id} [data-testid=markdown]").inner_text().strip()
+
+
+def wait_for_frames(page: Page, count: int) -> None:
+    """Until the webcam's stats line says at least ``count`` frames were shown."""
+    page.wait_for_function(
+        """count => {
+            const m = document.getElementById('webcam-stats')?.innerText.match(/(\\d+) shown/);
+            return m && Number(m[1]) >= count;
+        }""",
+        arg=count,
+        timeout=STREAM_TIMEOUT_MS,
+    )
