@@ -1,6 +1,7 @@
 """Live sources through a model: a stream, a camera or a file read as it plays, one
 result per frame the server had time for.
 
+    import threading
     from client import DetectorClient, DetectOptions
     from client.live import LatestFrameReader, frame_detector, live_results, parse_source
     with DetectorClient() as c:
