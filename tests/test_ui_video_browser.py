@@ -248,6 +248,7 @@ def test_scripts_call_detect_clip_through_gradio_client(app_url, gradio_dir, cli
         "model",
         "score_threshold",
         "iou_threshold",
+        "track",
     ]
     clip, files, message, _table, _steps, chart = client.predict(
         handle_file(str(clips_dir / "scenes.mp4")),

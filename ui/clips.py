@@ -9,19 +9,27 @@ which the browser plays. Memory per clip is bounded by the batches
 in flight, not by the clip's length (the per-frame detections are kept: a few kB per
 frame).
 
+With "Track objects" on, the clip goes through the chosen model's tracking ensemble
+(``track_<name>``, ``contract.tracking_name``) instead, one frame per request over a
+gRPC stream (``client.tracking``): the annotated clip shows each object's id and trail,
+the message counts the distinct objects per label, and the downloads add the MOT
+Challenge rows (``frame,id,x,y,w,h,score,label``), as ``detect clip --track`` writes them.
+
 Files, and how they stay bounded:
 
 - The uploaded clip (in Gradio's upload folder) is deleted when its run ends, whatever
   the outcome; the input is then cleared, so the page never offers a clip that is gone.
-- A result's files (the annotated clip and the per-frame JSON) go in a result folder of
-  their own, ``clip-<hex>`` (``ui.results.ResultFolders``, the page's one owner of
-  result folders, in Gradio's cache): one per session (a session's next result
-  replaces its last), deleted when its page is closed (``Blocks.unload``), and at most
-  ``ui.results.MAX_FOLDERS[CLIP]`` whatever happens (API clients never close a page).
+- A result's files (the annotated clip, the per-frame JSON and, tracked, the MOT rows)
+  go in a result folder of their own, ``clip-<hex>`` (``ui.results.ResultFolders``, the
+  page's one owner of result folders, in Gradio's cache): one per session (a session's
+  next result replaces its last), deleted when its page is closed (``Blocks.unload``),
+  and at most ``ui.results.MAX_FOLDERS[CLIP]`` whatever happens (API clients never
+  close a page).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import html
 import json
@@ -42,11 +50,13 @@ from client import (
     DetectorError,
     FrameResult,
     ModelInfo,
+    ModelNotReady,
     ServerBusy,
     VideoNotReadable,
 )
 from client.errors import first_line
 from client.statistics import STEP_PHASES
+from client.tracking import distinct_objects
 from client.video import (
     CLIP_SUFFIX,
     MAX_CLIP_FRAMES,
@@ -57,7 +67,7 @@ from client.video import (
 from ensemble import contract
 from ui import timings, waterfall
 from ui.catalog import ServerModels
-from ui.common import InputError, Page, slug, table_value, threshold
+from ui.common import InputError, Page, objects_text, slug, table_value, threshold
 from ui.results import CLIP, ResultFolders, file_data, file_value
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,7 @@ CLIP_TIMEOUT_S = 120.0  # per request of frames: a cold CPU server takes a few s
 # Annotated frames are for a screen: at most this many pixels on their longest side
 # (the detections keep the clip's own pixels).
 CLIP_MAX_SIDE = 1280
+MOT_SUFFIX = ".mot.txt"  # a tracked clip's MOT rows, named as ``detect clip --track`` names them
 STATS_RETRIES = 5  # waits of 20 ms for a step's counters that lag behind the last reply
 
 TIMING_HEADERS = ["step", "ms per frame"]
@@ -84,7 +95,8 @@ class ClipOutcome:
 
     message: str = ""
     clip: Path | None = None  # the annotated clip, VP8 WebM
-    files: list[Path] = field(default_factory=list)  # the clip, the per-frame JSON
+    # The clip, the per-frame JSON and, when tracked, the MOT rows.
+    files: list[Path] = field(default_factory=list)
     timings: list[list] = field(default_factory=list)  # rows [step, ms per frame]
     waterfall: str = ""  # inline SVG of the mean frame's steps; "" when unknown
     latency_chart: str = ""  # inline SVG of each frame's round trip
@@ -134,26 +146,60 @@ def clip_timing_rows(
     sizes = request_sizes(frames, batch_size)
     per_request = request_latencies(latencies_s, batch_size)
     frames_per_request = frames / len(sizes)
-    rows: list[list] = [
+    return [
         [ROUND_TRIP_REQUEST, round(1000 * sum(per_request) / len(per_request), 1)],
         [
             ROUND_TRIP_FRAME,
             round(1000 * sum(per_request) / frames, 1),  # each frame's share, averaged
         ],
         [WALL_FRAME, round(1000 * wall_s / frames, 1)],
+        *server_rows(ensemble, steps, before, after, frames_per_request),
     ]
+
+
+def tracked_timing_rows(
+    frames: int,
+    wall_s: float,
+    ensemble: str,
+    steps: Sequence[str] = (),
+    before: timings.Snapshot | None = None,
+    after: timings.Snapshot | None = None,
+) -> list[list]:
+    """Rows ``[step, ms per frame]`` of a tracked clip's timings table: the wall time per
+    frame, then the server's time per frame (``server_rows``; one frame per request).
+    The client does not time a tracked frame's round trip: no round-trip rows."""
+    if frames == 0:
+        return []
+    return [
+        [WALL_FRAME, round(1000 * wall_s / frames, 1)],
+        *server_rows(ensemble, steps, before, after, 1.0),
+    ]
+
+
+def server_rows(
+    ensemble: str,
+    steps: Sequence[str],
+    before: timings.Snapshot | None,
+    after: timings.Snapshot | None,
+    frames_per_request: float,
+) -> list[list]:
+    """Rows ``[step, ms per frame]`` of the server's time (none without both snapshots):
+    the ensemble's and each step's mean time per request between the snapshots, divided
+    by the mean frames per request, in ms rounded to 0.1 (None for no run)."""
     if before is None or after is None:
-        return rows
+        return []
 
     def per_frame(model: str, phases: Sequence[str]) -> float | None:
         value = timings.mean_ms(before, after, model, phases)
         return None if value is None else round(value / frames_per_request, 1)
 
-    rows.append([f"server total ({ensemble})", per_frame(ensemble, timings.TOTAL_PHASES)])
-    rows += [
-        [step.label, per_frame(step.model, STEP_PHASES)] for step in timings.ensemble_steps(steps)
+    return [
+        [f"server total ({ensemble})", per_frame(ensemble, timings.TOTAL_PHASES)],
+        *(
+            [step.label, per_frame(step.model, STEP_PHASES)]
+            for step in timings.ensemble_steps(steps)
+        ),
     ]
-    return rows
 
 
 def frame_durations(
@@ -176,6 +222,22 @@ def label_frames(results: Sequence[Mapping], model: str) -> Counter:
     result, not each detector's own)."""
     seen = {(r["frame_index"], r["category_name"]) for r in results if r.get("model") == model}
     return Counter(label for _, label in seen)
+
+
+def distinct_tracks(mot_rows: Sequence[str], restarts: Sequence[int] = ()) -> dict[str, int]:
+    """Distinct objects per label among a tracked clip's MOT rows (``frame,id,...,label``,
+    frames counted from 1), most first. A track id names one object within one
+    sequence, and a sequence started again (at the frames ``restarts``, counted from 0,
+    ``ClipRun.restarts``) numbers its tracks from 1 again: each sequence's ids are
+    counted apart."""
+    by_sequence: dict[int, list[str]] = {}
+    for row in mot_rows:
+        frame_index = int(row.split(",", 1)[0]) - 1
+        by_sequence.setdefault(bisect.bisect_right(restarts, frame_index), []).append(row)
+    total: Counter = Counter()
+    for rows in by_sequence.values():
+        total.update(distinct_objects(rows))
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _tick(span: float, most: int = 6) -> float:
@@ -343,7 +405,10 @@ class ClipDetector:
         iou_threshold: Any,
         session: str = "",
         progress: Progress | None = None,
+        track: bool = False,
     ) -> ClipOutcome:
+        """One clip through ``model`` (a detection ensemble) at the thresholds, or, with
+        ``track``, through its tracking ensemble; every failure is the outcome's message."""
         given = upload_path(clip)
         name = given[1] if given else "clip"
         try:
@@ -353,6 +418,8 @@ class ClipDetector:
             score = threshold(score_threshold, "score threshold")
             iou = threshold(iou_threshold, "IoU threshold")
             info = self.models.info(model)
+            if track:
+                info = self._tracking_info(info.name)
             if not path.exists() and self._is_upload(path):
                 raise InputError(
                     f"{name} is no longer here (an uploaded clip is deleted after its run): "
@@ -361,7 +428,7 @@ class ClipDetector:
             clip_info = probe_clip(path, self.max_frames)  # before any request
             # Kept as the session's result once written; deleted when the run fails.
             with self.folders.writing(CLIP, session) as folder:
-                return self._run(clip_info, name, info, score, iou, folder, progress)
+                return self._run(clip_info, name, info, score, iou, folder, progress, track)
         except InputError as e:
             return ClipOutcome(message=f"**Error:** {e}")
         except (VideoNotReadable, ClipTooLong) as e:
@@ -382,6 +449,18 @@ class ClipDetector:
             if given is not None and self.upload_root is not None:
                 remove_upload(given[0], self.upload_root)
 
+    def _tracking_info(self, model: str) -> ModelInfo:
+        """The config of ``model``'s tracking ensemble; ``InputError`` naming it when the
+        server has none."""
+        tracking = contract.tracking_name(model)
+        try:
+            return self.client.model_info(tracking)
+        except ModelNotReady as e:
+            raise InputError(
+                f"{model} cannot track here: this server has no {tracking} "
+                f"({first_line(e.reason) or 'not ready'}); turn Track objects off"
+            ) from None
+
     def _is_upload(self, path: Path) -> bool:
         if self.upload_root is None:
             return False
@@ -396,9 +475,13 @@ class ClipDetector:
         iou: float,
         folder: Path,
         progress: Progress | None,
+        tracked: bool,
     ) -> ClipOutcome:
+        """The clip through ``info``'s ensemble (a tracking one when ``tracked``), its
+        files written in ``folder``."""
         model = info.name
-        batch_size = max(1, min(info.max_batch_size, contract.MAX_BATCH_SIZE))
+        # A tracked clip goes one frame per request, in order (client.tracking).
+        batch_size = 1 if tracked else max(1, min(info.max_batch_size, contract.MAX_BATCH_SIZE))
         total = clip_info.frame_count or None
         stem = slug(Path(name).stem, "clip")
         annotated = folder / f"{stem}-{slug(model)}{CLIP_SUFFIX}"
@@ -426,6 +509,7 @@ class ClipDetector:
             batch_size=batch_size,
             file_name=name,
             on_frame=on_frame,
+            track=tracked,
         )
         after = timings.settled(self.client, before, model, info.steps, self.stats_retries)
         latencies, wall_s, results = run.latencies_s, run.wall_s, run.results
@@ -433,30 +517,48 @@ class ClipDetector:
         document = run.document(clip_info, model, output=annotated.name)
         detections = folder / f"{stem}-{slug(model)}-frames.json"
         detections.write_text(json.dumps(document, indent=1))
+        files = [annotated, detections]
+        if tracked:
+            mot = folder / f"{stem}-{slug(model)}{MOT_SUFFIX}"
+            mot.write_text("".join(row + "\n" for row in run.mot_rows))
+            files.append(mot)
 
         frames_per_request = count / len(request_sizes(count, batch_size))
-        rows = clip_timing_rows(latencies, wall_s, batch_size, model, info.steps, before, after)
+        if tracked:
+            rows = tracked_timing_rows(count, wall_s, model, info.steps, before, after)
+        else:
+            rows = clip_timing_rows(latencies, wall_s, batch_size, model, info.steps, before, after)
         picture = ""
         if before is not None and after is not None and info.graph:
             durations = frame_durations(before, after, info.steps, frames_per_request)
             bars = waterfall.layout(info.graph, durations)
             round_trip = dict((r[0], r[1]) for r in rows).get(ROUND_TRIP_FRAME)
-            title = (
-                f"Server steps of {model} for the mean frame (each request's time shared "
-                f"over its {frames_per_request:.1f} frames on average)"
+            shared = (
+                "one frame per request"
+                if tracked
+                else f"each request's time shared over its {frames_per_request:.1f} frames "
+                "on average"
             )
+            title = f"Server steps of {model} for the mean frame ({shared})"
             picture = f'<p class="clip-waterfall-title">{html.escape(title)}</p>' + waterfall.svg(
                 bars, round_trip, [d.name for d in info.detectors], title
             )
-        chart = latency_svg(
-            [1000 * t for t in latencies],
-            f"Round trip of each frame's request over the clip ({model}, ms)",
-        )
-        message = clip_message(
-            clip_info, name, model, count, wall_s, batch_size, results, after is not None
-        )
+        if tracked:
+            chart = ""  # the client does not time a tracked frame's round trip
+            objects = distinct_tracks(run.mot_rows, run.restarts)
+            message = tracked_clip_message(
+                clip_info, name, model, count, wall_s, objects, run.restarts, after is not None
+            )
+        else:
+            chart = latency_svg(
+                [1000 * t for t in latencies],
+                f"Round trip of each frame's request over the clip ({model}, ms)",
+            )
+            message = clip_message(
+                clip_info, name, model, count, wall_s, batch_size, results, after is not None
+            )
         log.info("clip %s %s: %s", model, name, message)
-        return ClipOutcome(message, annotated, [annotated, detections], rows, picture, chart)
+        return ClipOutcome(message, annotated, files, rows, picture, chart)
 
 
 def clip_error(error: VideoNotReadable | ClipTooLong, name: str) -> str:
@@ -496,6 +598,35 @@ def clip_message(
     return text
 
 
+def tracked_clip_message(
+    clip_info: Any,
+    name: str,
+    model: str,
+    frames: int,
+    wall_s: float,
+    objects: Mapping[str, int],
+    restarts: Sequence[int] = (),
+    stats: bool = True,
+) -> str:
+    """The one-paragraph summary of a tracked clip: frames, throughput, the distinct
+    objects per label (``distinct_tracks``), and where the server forgot the sequence
+    (``restarts``, frames from 0: the ids start again there)."""
+    fps = frames / wall_s if wall_s > 0 else 0.0
+    text = (
+        f"{name}: {frames} frames of {clip_info.width}×{clip_info.height} tracked through "
+        f"{model} at **{fps:.1f} frames/s** ({wall_s:.1f} s, one frame per request). "
+        f"Distinct objects: **{objects_text(objects)}**."
+    )
+    if restarts:
+        at = ", ".join(str(frame) for frame in restarts)
+        text += (
+            f" The server lost the sequence; tracking started again, with new ids, at frame {at}."
+        )
+    if not stats:
+        text += " Server step times unavailable."
+    return text
+
+
 # --- the tab ----------------------------------------------------------------------
 
 
@@ -506,17 +637,22 @@ def intro_text(max_file_size: str | None = None) -> str:
         f"Upload a clip (MP4, WebM or MOV; at most {MAX_CLIP_FRAMES} frames{size}). "
         "Every frame goes through the chosen model, in batches of its largest batch "
         "size; the annotated clip plays here, with the detections of every frame to "
-        "download. The uploaded clip is deleted when its run ends."
+        "download. With Track objects on, each object keeps an id from frame to frame, "
+        "and the page counts the distinct objects. The uploaded clip is deleted when its "
+        "run ends."
     )
 
 
 API_DESCRIPTION = (
     "Detect objects in every frame of a video clip. clip: a video file (MP4, WebM, MOV; "
     f"at most {MAX_CLIP_FRAMES} frames). model: one of the server's ensembles, "
-    "detect_all or detect_<detector name>. Thresholds in [0, 1]. Returns the annotated "
-    "clip (VP8 WebM), the downloads (that clip and the per-frame detections as JSON: "
-    "COCO results with frame_index), a message (frames/s, or the error), the timings "
-    "table (ms per frame), and the waterfall and the latency chart as inline SVG."
+    "detect_all or detect_<detector name>. Thresholds in [0, 1]. track (default false): "
+    "follow the objects through the model's tracking ensemble, track_<detector name> or "
+    "track_all. Returns the annotated clip (VP8 WebM; tracked: with ids), the downloads "
+    "(that clip, the per-frame detections as JSON: COCO results with frame_index, and, "
+    "tracked, the MOT rows frame,id,x,y,w,h,score,label), a message (frames/s and, "
+    "tracked, the distinct objects per label; or the error), the timings table (ms per "
+    "frame), and the waterfall and the latency chart (none when tracked) as inline SVG."
 )
 
 
@@ -540,10 +676,19 @@ def build_tab(page: Page) -> ClipDetector:
                 height=170,
                 elem_id="input-clip",
             )
+            track_switch = gr.Checkbox(
+                False,
+                label="Track objects (an id per object over the frames, the distinct "
+                "objects counted)",
+                elem_id="clip-track",
+            )
             button = gr.Button("Detect in every frame", variant="primary", elem_id="clip-button")
             message = gr.Markdown(elem_id="clip-message")
             downloads = gr.File(
-                label="Downloads: the annotated clip and the per-frame detections (JSON)",
+                label=(
+                    "Downloads: the annotated clip, the per-frame detections (JSON) and, "
+                    "tracked, the MOT rows"
+                ),
                 file_count="multiple",
                 interactive=False,
                 elem_id="clip-downloads",
@@ -576,6 +721,7 @@ def build_tab(page: Page) -> ClipDetector:
         model: str,
         score_threshold: float,
         iou_threshold: float,
+        track: bool,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way to ask for it)
     ) -> tuple:
@@ -583,7 +729,9 @@ def build_tab(page: Page) -> ClipDetector:
             progress((done, total), desc="frames detected", unit="frames")
 
         session = getattr(request, "session_hash", "") or ""
-        outcome = detector(clip, model, score_threshold, iou_threshold, session, report)
+        outcome = detector(
+            clip, model, score_threshold, iou_threshold, session, report, track=bool(track)
+        )
         # postprocess=False: these are the components' wire values.
         return (
             file_data(outcome.clip) if outcome.clip else None,
@@ -596,7 +744,7 @@ def build_tab(page: Page) -> ClipDetector:
 
     button.click(
         detect_clip,
-        inputs=[clip, page.model, page.score, page.iou],
+        inputs=[clip, page.model, page.score, page.iou, track_switch],
         outputs=[annotated, downloads, message, table, steps, latency],
         api_name="detect_clip",
         api_description=API_DESCRIPTION,
@@ -622,11 +770,15 @@ __all__ = [
     "build_tab",
     "clip_error",
     "clip_timing_rows",
+    "distinct_tracks",
     "frame_durations",
     "label_frames",
     "latency_svg",
     "remove_upload",
     "request_latencies",
     "request_sizes",
+    "server_rows",
+    "tracked_clip_message",
+    "tracked_timing_rows",
     "upload_path",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,3 +61,35 @@ def slug(text: str, default: str = "image") -> str:
 def table_value(headers: list[str], rows: list[list]) -> dict:
     """A Dataframe's wire value (what its postprocess makes of a list of rows)."""
     return {"headers": list(headers), "data": rows, "metadata": None}
+
+
+# Labels (COCO's among them) whose plural is not made by the rules of ``plural``.
+IRREGULAR_PLURALS = {
+    "person": "people",
+    "mouse": "mice",
+    "knife": "knives",
+    "sheep": "sheep",
+    "skis": "skis",
+    "scissors": "scissors",
+    "broccoli": "broccoli",
+}
+
+
+def plural(label: str) -> str:
+    """``label`` for more than one object: "people", "buses", "wine glasses", "cars"."""
+    if label in IRREGULAR_PLURALS:
+        return IRREGULAR_PLURALS[label]
+    if label.endswith(("s", "sh", "ch", "x", "z")):
+        return label + "es"
+    if len(label) > 1 and label.endswith("y") and label[-2] not in "aeiou":
+        return label[:-1] + "ies"
+    return label + "s"
+
+
+def objects_text(counts: Mapping[str, int]) -> str:
+    """Distinct objects per label in words, in the order given: ``{"person": 3, "car":
+    1}`` -> "3 people, 1 car"; "none" when there are none."""
+    return (
+        ", ".join(f"{n} {label if n == 1 else plural(label)}" for label, n in counts.items() if n)
+        or "none"
+    )

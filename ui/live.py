@@ -14,6 +14,16 @@ there is skipped at once and counted as dropped, so a frame is never shown later
 one server round trip plus the wait for its turn at the server; the page shows the
 frames/s and the latency reached, and the dropped count.
 
+With "Track objects" on, a session's frames go through the chosen model's tracking
+ensemble (``track_<name>``) as one sequence: a ``StreamTracker`` per session holds a
+``client.tracking.TrackingSession``, opened by the session's first frame and closed
+(the sequence ended on the server) when the stream stops, the switch is turned off, the
+model or a threshold changes (a new sequence starts, with new ids), or the page is
+closed. The same one-frame-at-the-server rule applies: the tracker sees the frames that
+were sent, in order and numbered one after the other (a dropped frame is no gap to it:
+an object just moves further between two frames sent). The frame shown has each
+object's id, and a line counts the distinct objects so far.
+
 A refused or missing camera: Gradio's webcam asks for the camera in a promise whose
 failure it does not catch, so the page would just show a grey box. A few lines of JS
 (``CAMERA_CHECK_JS``) wrap ``navigator.mediaDevices.getUserMedia`` and write what went
@@ -32,15 +42,17 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
 from gradio.data_classes import ImageData
 
-from client import DetectorClient, DetectorError, ImageResult
+from client import DetectOptions, DetectorClient, DetectorError, ImageResult
+from client.tracking import TrackingSession
+from ensemble import contract
 from ui.catalog import ServerModels
-from ui.common import Page, threshold
+from ui.common import Page, objects_text, threshold
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +135,7 @@ class Shown:
     detections: str
     # False when ``jpeg`` is the frame the last ``shown()`` gave: the page has it already.
     fresh: bool = True
+    objects: str = ""  # tracked: the distinct objects so far (``StreamTracker``); else ""
 
 
 @dataclass
@@ -238,11 +251,18 @@ class LiveSession:
 
 
 def detections_text(result: ImageResult | None, most: int = TOP_DETECTIONS) -> str:
-    """The last frame's detections as "Last frame: person 0.92, cup 0.41"."""
+    """The last frame's detections as "Last frame: person 0.92, cup 0.41"; a tracked
+    detection with its id first, as the server draws it: "#3 person 0.92"."""
     if result is None:
         return "Last frame: none yet"
     best = sorted(result.detections, key=lambda d: d.score, reverse=True)
-    text = ", ".join(f"{d.label} {d.score:.2f}" for d in best[:most]) or "nothing found"
+    text = (
+        ", ".join(
+            f"{f'#{d.track_id} ' if d.track_id >= 0 else ''}{d.label} {d.score:.2f}"
+            for d in best[:most]
+        )
+        or "nothing found"
+    )
     more = f" (+{len(best) - most} more)" if len(best) > most else ""
     return f"Last frame: {text}{more}"
 
@@ -270,12 +290,88 @@ def image_value(jpeg: bytes | None) -> dict | None:
     return ImageData(url=url, mime_type="image/jpeg", size=len(jpeg)).model_dump()
 
 
+# --- one session's tracking sequence ---------------------------------------------------
+
+
+class TrackingEnded(DetectorError):
+    """A frame reached a stream's tracker after its sequence was ended (the stream
+    stopped or tracking was turned off while the frame waited for a worker)."""
+
+
+class StreamTracker:
+    """One session's tracking sequence on the server, for one tracking ensemble
+    (``model``) and ``options``: ``track`` sends a frame, opening the sequence (the
+    ``TrackingSession`` ``open_session`` makes) at the first one; ``close`` ends it.
+
+    It keeps the distinct objects seen so far, per label (``objects``). One frame at a
+    time: ``track`` holds a lock for its round trip (``LiveSession`` sends no other
+    while one is at the server anyway), and ``close`` waits for it, so run ``close``
+    on a worker.
+    """
+
+    def __init__(
+        self, model: str, options: DetectOptions, open_session: Callable[[], TrackingSession]
+    ):
+        self.model = model
+        self.options = options
+        self._open = open_session
+        self._session: TrackingSession | None = None
+        self._closed = False
+        # Label -> (sequence, track id): a sequence the server forgot is started again
+        # (``TrackingSession.restarts``), and its ids count from 1 again.
+        self._seen: dict[str, set[tuple[int, int]]] = {}
+        # Replaced whole after each frame, so a reader never sees one half updated.
+        self.objects: dict[str, int] = {}
+        self.restarts = 0
+        self._lock = threading.Lock()
+
+    def track(self, jpeg: bytes) -> ImageResult:
+        """``jpeg`` through the sequence; its result, each detection with its
+        ``track_id`` (-1 until its track is confirmed)."""
+        with self._lock:
+            if self._closed:
+                raise TrackingEnded("tracking ended for this stream: start it again")
+            if self._session is None:
+                self._session = self._open()
+            result = self._session.track(jpeg).result
+            self.restarts = self._session.restarts
+            for d in result.detections:
+                if d.track_id >= 0:
+                    self._seen.setdefault(d.label, set()).add((self.restarts, d.track_id))
+            counts = ((label, len(ids)) for label, ids in self._seen.items())
+            self.objects = dict(sorted(counts, key=lambda kv: (-kv[1], kv[0])))
+            return result
+
+    def objects_line(self) -> str:
+        """The distinct objects so far, for the page."""
+        text = f"Distinct objects so far: {objects_text(self.objects)}"
+        if self.restarts:
+            text += (
+                f" (the server lost the sequence {self.restarts}× and tracking started "
+                "again, with new ids: an object may be counted again)"
+            )
+        return text
+
+    def close(self) -> None:
+        """End the sequence on the server (once the frame at the server is answered)."""
+        with self._lock:
+            self._closed = True
+            session, self._session = self._session, None
+            if session is None:
+                return
+            try:
+                session.close()
+            except Exception as e:  # on a worker, nobody waits for it: log it
+                log.warning("ending the tracking sequence of %s: %s", self.model, e)
+
+
 # --- all sessions -------------------------------------------------------------------
 
 
 class LiveStreams:
     """The tab's handler, shared by every session: one ``LiveSession`` per browser
-    session (by Gradio's session hash), one worker pool for all."""
+    session (by Gradio's session hash), its ``StreamTracker`` while it tracks, one
+    worker pool for all."""
 
     def __init__(
         self,
@@ -289,6 +385,7 @@ class LiveStreams:
         self.wait_s = wait_s
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="live")
         self._sessions: dict[str, LiveSession] = {}
+        self._trackers: dict[str, StreamTracker] = {}  # by session, while it tracks
         self._lock = threading.Lock()
 
     def session(self, key: str, detect: Callable[[bytes], ImageResult]) -> LiveSession:
@@ -298,12 +395,49 @@ class LiveStreams:
                 if len(self._sessions) >= MAX_SESSIONS:
                     oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
                     del self._sessions[oldest]
+                    self._end_tracking(oldest)
                 found = self._sessions[key] = LiveSession(detect, self.pool)
             found.detect = detect  # the model and thresholds of this frame
             return found
 
-    def on_frame(self, frame: Any, model: Any, score: Any, iou: Any, key: str) -> Shown:
-        """One streamed frame of session ``key``: send it (or drop it), show the latest."""
+    def open_tracking(self, model: str, options: DetectOptions) -> TrackingSession:
+        """A new tracking sequence with the tracking ensemble ``model`` (on a worker: it
+        reads the ensemble's config)."""
+        return TrackingSession(self.client, model, options, timeout_s=INFER_TIMEOUT_S)
+
+    def tracker(self, key: str, model: str, options: DetectOptions) -> StreamTracker:
+        """Session ``key``'s tracker for ``model`` and ``options``; one it had for others
+        is ended, and a new sequence starts."""
+        with self._lock:
+            found = self._trackers.get(key)
+            if found is not None and (found.model, found.options) == (model, options):
+                return found
+            self._end_tracking(key)
+            opened = StreamTracker(model, options, lambda: self.open_tracking(model, options))
+            self._trackers[key] = opened
+            return opened
+
+    def end_tracking(self, key: str) -> None:
+        """End session ``key``'s tracking sequence, if any (on a worker)."""
+        with self._lock:
+            self._end_tracking(key)
+
+    def _end_tracking(self, key: str) -> None:
+        """``end_tracking`` with the lock held."""
+        found = self._trackers.pop(key, None)
+        if found is not None:
+            self.pool.submit(found.close)
+
+    def trackers(self) -> int:
+        """How many sessions have a tracking sequence open (or about to open) now."""
+        with self._lock:
+            return len(self._trackers)
+
+    def on_frame(
+        self, frame: Any, model: Any, score: Any, iou: Any, key: str, track: bool = False
+    ) -> Shown:
+        """One streamed frame of session ``key``: send it (or drop it), show the latest.
+        With ``track``, through the tracking ensemble of ``model``, as one sequence."""
         try:
             jpeg = frame_jpeg(frame)
             self.models.served(model)  # InputError when the server does not serve it
@@ -313,7 +447,23 @@ class LiveStreams:
         except (ValueError, TypeError) as e:
             session = self._sessions.get(key)
             shown = session.shown() if session else Shown(None, "", detections_text(None))
-            return Shown(shown.jpeg, f"**Error:** {e}", shown.detections, shown.fresh)
+            tracker = self._trackers.get(key) if track else None
+            objects = tracker.objects_line() if tracker else ""
+            return replace(shown, stats=f"**Error:** {e}", objects=objects)
+
+        if track:
+            options = DetectOptions(
+                score_threshold=score_threshold,
+                iou_threshold=iou_threshold,
+                annotated_max_side=DISPLAY_MAX_SIDE,
+                timeout=INFER_TIMEOUT_S,
+            )
+            tracker = self.tracker(key, contract.tracking_name(name), options)
+            session = self.session(key, tracker.track)
+            if session.offer(jpeg):
+                session.wait(self.wait_s)
+            return replace(session.shown(), objects=tracker.objects_line())
+        self.end_tracking(key)  # the switch was turned off
 
         def detect(data: bytes) -> ImageResult:
             (result,) = self.client.detect(
@@ -339,6 +489,7 @@ class LiveStreams:
     def forget(self, key: str) -> None:
         with self._lock:
             self._sessions.pop(key, None)
+            self._end_tracking(key)
 
 
 # --- the tab --------------------------------------------------------------------------
@@ -354,13 +505,20 @@ def build_tab(page: Page) -> None:
         padding=False,
     )
     with gr.Row(equal_height=False):
-        camera = gr.Image(
-            sources=["webcam"],
-            streaming=True,
-            label="Camera (streamed to the server while recording)",
-            webcam_options=gr.WebcamOptions(constraints=CAMERA_CONSTRAINTS),
-            elem_id="webcam-input",
-        )
+        with gr.Column():
+            camera = gr.Image(
+                sources=["webcam"],
+                streaming=True,
+                label="Camera (streamed to the server while recording)",
+                webcam_options=gr.WebcamOptions(constraints=CAMERA_CONSTRAINTS),
+                elem_id="webcam-input",
+            )
+            track_switch = gr.Checkbox(
+                False,
+                label="Track objects (an id per object over the frames, the distinct "
+                "objects counted)",
+                elem_id="webcam-track",
+            )
         with gr.Column():
             annotated = gr.Image(
                 label="Annotated by the server",
@@ -369,18 +527,26 @@ def build_tab(page: Page) -> None:
             )
             stats = gr.Markdown(NO_STREAM, elem_id="webcam-stats")
             found = gr.Markdown(detections_text(None), elem_id="webcam-detections")
+            objects = gr.Markdown("", elem_id="webcam-objects")
 
-    def on_frame(frame, model_name, score_threshold, iou_threshold, request: gr.Request):
-        key = request.session_hash or "anonymous"
-        shown = streams.on_frame(frame, model_name, score_threshold, iou_threshold, key)
+    def session_key(request: gr.Request) -> str:
+        return request.session_hash or "anonymous"
+
+    def on_frame(frame, model_name, score_threshold, iou_threshold, tracking, request: gr.Request):
+        shown = streams.on_frame(
+            frame, model_name, score_threshold, iou_threshold, session_key(request), bool(tracking)
+        )
         # A frame the page already shows is not sent again (a dropped frame's answer).
         picture = image_value(shown.jpeg) if shown.fresh else gr.skip()
-        return picture, shown.stats, shown.detections
+        return picture, shown.stats, shown.detections, shown.objects
+
+    def stream_stopped(request: gr.Request) -> None:
+        streams.end_tracking(session_key(request))
 
     camera.stream(
         on_frame,
-        inputs=[camera, page.model, page.score, page.iou],
-        outputs=[annotated, stats, found],
+        inputs=[camera, page.model, page.score, page.iou, track_switch],
+        outputs=[annotated, stats, found, objects],
         stream_every=STREAM_EVERY_S,
         time_limit=STREAM_TIME_LIMIT_S,
         concurrency_limit=MAX_STREAMS,
@@ -389,6 +555,12 @@ def build_tab(page: Page) -> None:
         api_visibility="private",
         preprocess=False,
         postprocess=False,
+    ).then(
+        # The stream ended (Stop, or its time limit): so does its tracking sequence.
+        stream_stopped,
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
     )
 
     # A closed page's counters and last frame go with it (the sessions are bounded
@@ -397,6 +569,6 @@ def build_tab(page: Page) -> None:
     if blocks is not None:
 
         def forget_session(request: gr.Request) -> None:
-            streams.forget(request.session_hash or "anonymous")
+            streams.forget(session_key(request))
 
         blocks.unload(forget_session)

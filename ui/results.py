@@ -1,7 +1,7 @@
 """The folders the page writes its results' files in, for every tab, and their wire values.
 
 A result that offers files for download (a photo's annotated JPEGs and COCO JSON, a
-clip's annotated WebM and per-frame JSON) gets a folder of its own, ``<kind>-<hex>``,
+clip's annotated WebM, per-frame JSON and MOT rows) gets a folder of its own, ``<kind>-<hex>``,
 under one root inside Gradio's cache folder. Gradio serves a file already in its cache
 as it is and counts it among the app's files, so the Blocks' ``delete_cache`` sweep
 deletes it after ``UPLOAD_MAX_AGE_S`` like an upload (the folder stays, empty), and
@@ -28,11 +28,16 @@ from pathlib import Path
 from client.video import CLIP_SUFFIX
 
 PHOTO = "photo"  # a photo's annotated JPEGs and COCO JSON
-CLIP = "clip"  # a clip's annotated WebM and per-frame JSON
+CLIP = "clip"  # a clip's annotated WebM, per-frame JSON and (tracked) MOT rows
 # Results whose files are kept at most, per kind (one folder each).
 MAX_FOLDERS = {PHOTO: 200, CLIP: 20}
 
-MIME_TYPES = {".jpg": "image/jpeg", ".json": "application/json", CLIP_SUFFIX: "video/webm"}
+MIME_TYPES = {
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+    ".txt": "text/plain",  # a tracked clip's MOT rows
+    CLIP_SUFFIX: "video/webm",
+}
 
 
 class ResultFolders:
