@@ -21,6 +21,14 @@ runs every frame of a clip (MP4, WebM, MOV, MKV) through the ensemble, in batche
 rate) and ``<out>/<stem>.detections.json`` (COCO results with a ``frame_index``). Clips
 over ``--max-frames`` frames are refused.
 
+    detect clip.mp4 --track --model detect_all --out DIR
+
+follows the clip's objects through the tracking ensemble of the model (``track_all``;
+``track_<name>`` for ``detect_<name>``): the annotated clip shows each object's id and
+recent path, ``<out>/<stem>.mot.txt`` holds MOT Challenge rows
+(``frame,id,x,y,w,h,score,label``, frames from 1), and the last line says how many
+distinct objects of each label passed.
+
     detect --source rtsp://camera:8554/live --model detect_onnxruntime --out-video live.webm
 
 reads a live source (a stream URL, a V4L2 camera number, or a file read at its frame
@@ -69,6 +77,7 @@ from client.live import (
 )
 from client.payload import KNOWN_FORMATS, SNIFF_BYTES, DetectOptions, sniff_image_format
 from client.results import ImageResult, to_coco_results
+from client.tracking import TrackingSession, describe_objects, distinct_objects
 from client.video import (
     CLIP_SUFFIX,
     MAX_CLIP_FRAMES,
@@ -80,6 +89,7 @@ from ensemble.contract import (
     DETECT_ALL,
     MAX_BATCH_SIZE,
     MAX_IMAGE_SIDE,
+    tracking_name,
 )
 
 # Files picked up when a directory is given (a file named explicitly is always tried).
@@ -318,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         "max_batch_size)",
     )
     parser.add_argument(
+        "--track",
+        action="store_true",
+        help="follow objects over the frames (the model's tracking ensemble, track_<name>): "
+        "with a clip, writes <stem>.mot.txt and counts distinct objects per label; with "
+        "--source, each JSON line's detections carry their track_id",
+    )
+    parser.add_argument(
         "--max-frames",
         type=_positive,
         metavar="N",
@@ -504,6 +521,7 @@ def detect_clip(client: DetectorClient, clip: Path, args: argparse.Namespace) ->
     """One clip through ``args.model``; outputs written under temporary names and renamed
     once the whole clip is done, removed on any error."""
     info = probe_clip(clip, args.max_frames)
+    model = tracking_name(args.model) if args.track else args.model
     video_path, json_path = clip_outputs(args.out, clip)
     args.out.mkdir(parents=True, exist_ok=True)
     partial_video = video_path.with_name(f"{clip.stem}.annotated.part{CLIP_SUFFIX}")
@@ -512,26 +530,35 @@ def detect_clip(client: DetectorClient, clip: Path, args: argparse.Namespace) ->
             run = annotate_clip(
                 client,
                 info,
-                args.model,
+                model,
                 partial_video,
                 detect_options(args),
                 max_frames=args.max_frames,
                 batch_size=args.batch_size,
                 on_frame=lambda _frame: bar.update(1),
+                track=args.track,
             )
-        document = run.document(info, args.model, output=video_path.name)
+        document = run.document(info, model, output=video_path.name)
         head = json.dumps({k: v for k, v in document.items() if k != "results"})
         lines = ",\n".join(json.dumps(e) for e in run.results)  # one detection per line
         json_path.write_text(f'{head[:-1]}, "results": [\n{lines}\n]}}\n')
+        mot_path = args.out / f"{clip.stem}.mot.txt"
+        if args.track:
+            mot_path.write_text("".join(row + "\n" for row in run.mot_rows))
         partial_video.replace(video_path)
     finally:
         partial_video.unlink(missing_ok=True)
     print(
         f"{clip}: {run.frames} frames, {len(run.results)} detections, "
         f"{run.frames / run.wall_s:.1f} frames/s; wrote {video_path.name} and "
-        f"{json_path.name} to {args.out}/",
+        f"{json_path.name}{' and ' + mot_path.name if args.track else ''} to {args.out}/",
         file=sys.stderr,
     )
+    if args.track:
+        for frame in run.restarts:
+            print(f"{clip}: the server forgot the sequence; ids start again at frame {frame}",
+                  file=sys.stderr)  # fmt: skip
+        print(f"{clip}: {describe_objects(distinct_objects(run.mot_rows))}")
 
 
 def detect_live(source: LiveSource, args: argparse.Namespace) -> int:
@@ -566,8 +593,12 @@ def detect_live(source: LiveSource, args: argparse.Namespace) -> int:
         recording = LiveVideo(args.out_video, reader.fps) if args.out_video else nullcontext()
         with stop_on_signals(stop):
             try:
-                with recording as video:
-                    detect = frame_detector(client, args.model, detect_options(args))
+                with recording as video, tracked(client, args) as session:
+                    detect = (
+                        (lambda frame: session.track(frame).result)
+                        if session is not None
+                        else frame_detector(client, args.model, detect_options(args))
+                    )
                     for live in live_results(reader, detect, stop):
                         latencies.append(live.latency_s)
                         print(json.dumps(result_line(live)), flush=True)
@@ -590,6 +621,23 @@ def detect_live(source: LiveSource, args: argparse.Namespace) -> int:
     if failure is not None:
         return server_failure(failure, err)
     return EXIT_SOURCE_LOST if reader.end is End.SOURCE_LOST else EXIT_OK
+
+
+@contextmanager
+def tracked(client: DetectorClient, args: argparse.Namespace) -> Iterator[TrackingSession | None]:
+    """With ``--track``, the live source's tracking session (one sequence, ended on the
+    way out: Ctrl-C ends it cleanly); None otherwise."""
+    if not args.track:
+        yield None
+        return
+    session = TrackingSession(client, tracking_name(args.model), detect_options(args))
+    try:
+        yield session
+    finally:
+        session.close()
+        if session.restarts:
+            print(f"detect: the server forgot the sequence {session.restarts} time(s); ids "
+                  "started again each time", file=sys.stderr)  # fmt: skip
 
 
 @contextmanager
