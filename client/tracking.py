@@ -14,7 +14,9 @@ How a sequence is sent (``track_frames``):
 When the server no longer knows the sequence (it restarted, or the sequence had no
 frame for ``contract.TRACK_IDLE_S`` s), the frames in flight are answered with errors;
 the client starts a new sequence at the first frame without an answer, logs it,
-counts it in ``TrackRun.restarts``, and goes on: track ids start again there. A stream
+counts it in ``TrackRun.restarts``, and goes on: the new sequence's ids are
+numbered on from the highest id the clip had, so an id means one object over the whole
+clip (though an object seen before the restart gets a new one). A stream
 that breaks because the server went away (it is restarting) is opened again once the
 server says ready, for up to ``SERVER_BACK_S`` seconds, and the clip goes on the same
 way.
@@ -36,7 +38,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.errors import DetectorError, first_line, is_unreachable
 from client.payload import DEFAULT_OPTIONS, DetectOptions, build_inputs
-from client.results import parse_image_results
+from client.results import ImageResult, parse_image_results
 from client.video import FRAME_JPEG_QUALITY, Frame, FrameResult, encode_frame
 from ensemble.contract import (
     ANNOTATED_IMAGE,
@@ -90,10 +92,24 @@ class _Stream:
         self.model = model
         self.headers = client.request_headers(model)
         self.answers: queue.Queue = queue.Queue()
+        self.sent_at: dict[str, float] = {}  # request id -> time.perf_counter() when sent
         self.grpc.start_stream(callback=self._on_answer, headers=self.headers)
 
     def _on_answer(self, result, error) -> None:
         self.answers.put((result, error))
+
+    def parse(self, result, labels, offset: int) -> tuple[int, ImageResult]:
+        """An answer's request id and its result: each detection's ``track_id`` (plus
+        ``offset``, the ids of a clip's earlier sequences), the round trip in
+        ``latency_s``."""
+        request = result.get_response().id
+        arrays = {n: result.as_numpy(n) for n in OUTPUTS}
+        (image,) = parse_image_results(arrays, labels)
+        image.latency_s = time.perf_counter() - self.sent_at.pop(request, time.perf_counter())
+        for k, detection in enumerate(image.detections):
+            track = int(arrays[TRACK_IDS][0][k])
+            detection.track_id = track + offset if track >= 0 else -1
+        return int(request), image
 
     def send(self, payload: bytes, index: int, number: int, options: DetectOptions,
              sequence: int, *, start: bool, end: bool) -> None:  # fmt: skip
@@ -101,6 +117,7 @@ class _Stream:
         inputs = build_inputs([payload], options)
         frame_number = grpcclient.InferInput(FRAME_INDEX, [1, 1], "INT64")
         frame_number.set_data_from_numpy(np.array([[number]], np.int64))
+        self.sent_at[str(index)] = time.perf_counter()
         self.grpc.async_stream_infer(
             self.model, [*inputs, frame_number], request_id=str(index),
             outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS],
@@ -159,14 +176,16 @@ def track_frames(
         return not read(index + 1)
 
     stream = _Stream(client, model)
+    ids = {"offset": 0, "highest": 0}
     try:
         first, done = 0, False  # the first frame of the current sequence
         while not done and read(first):
             sequence = rng.getrandbits(63) or 1
             run.sequences.append(sequence)
+            ids["offset"] = ids["highest"]  # a new sequence numbers on
             results, error, done, sent = _run_sequence(
                 stream, sequence, first, read, is_last, payloads, options, info,
-                max_in_flight, timeout_s,
+                max_in_flight, timeout_s, ids,
             )  # fmt: skip
             for index in sorted(results):
                 payloads.pop(index, None)
@@ -192,11 +211,12 @@ def track_frames(
 
 def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[int], bool],
                   is_last: Callable[[int], bool], payloads: dict[int, bytes],
-                  options: DetectOptions, info, max_in_flight: int,
-                  timeout_s: float) -> tuple[dict, Exception | None, bool, int]:  # fmt: skip
+                  options: DetectOptions, info, max_in_flight: int, timeout_s: float,
+                  ids: dict[str, int]) -> tuple[dict, Exception | None, bool, int]:  # fmt: skip
     """Send frames ``first``, ``first + 1`` ... as one sequence until the last frame is
     answered or an error came. Returns the answered frames by number, the error (None),
-    whether the last frame was answered, and the first frame without an answer."""
+    whether the last frame was answered, and the first frame without an answer. ``ids``:
+    the ``offset`` added to this sequence's track ids, and the ``highest`` id so far."""
     results: dict[int, FrameResult] = {}
     error: Exception | None = None
     out: set[int] = set()
@@ -217,13 +237,9 @@ def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[in
                 else:
                     out.pop()  # which frame failed is not said: one fewer is out
                 continue
-            number = int(result.get_response().id)
+            number, image = stream.parse(result, info.labels, ids["offset"])
             out.discard(number)
-            arrays = {n: result.as_numpy(n) for n in OUTPUTS}
-            (image,) = parse_image_results(arrays, info.labels)
-            ids = arrays[TRACK_IDS][0]
-            for k, detection in enumerate(image.detections):
-                detection.track_id = int(ids[k])
+            ids["highest"] = max([ids["highest"], *(d.track_id for d in image.detections)])
             results[number] = FrameResult(number, image)
 
     try:
@@ -319,6 +335,7 @@ class TrackingSession:
         self.info = client.model_info(model)
         self.restarts = 0
         self.frames = 0  # frames answered, over every sequence
+        self._offset = self._highest = 0  # ids number on over sequences (track_frames)
         self._stream: _Stream | None = None
         self._sequence = 0
         self._number = 0  # the next frame's number in the sequence
@@ -338,6 +355,7 @@ class TrackingSession:
             log.warning("the server no longer tracks this session (%s): a new sequence "
                         "starts, with new ids", first_line(str(cause)))  # fmt: skip
             self._reset()
+            self._offset = self._highest
             result = self._send(payload)
         self._last = payload
         self.frames += 1
@@ -363,10 +381,8 @@ class TrackingSession:
                 f"tracking with {self.model} failed: {first_line(str(failure))}"
             ) from failure
         self._number += 1
-        arrays = {n: answer.as_numpy(n) for n in OUTPUTS}
-        (image,) = parse_image_results(arrays, self.info.labels)
-        for k, detection in enumerate(image.detections):
-            detection.track_id = int(arrays[TRACK_IDS][0][k])
+        _, image = self._stream.parse(answer, self.info.labels, self._offset)
+        self._highest = max([self._highest, *(d.track_id for d in image.detections)])
         return FrameResult(number, image)
 
     def _reset(self) -> None:

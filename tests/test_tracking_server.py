@@ -62,6 +62,7 @@ def test_a_tracked_clip_keeps_one_id_for_its_person_and_gives_mot_rows(triton_ur
     drawn = cv2.imdecode(np.frombuffer(results[-1].result.annotated_jpeg, np.uint8), 1)
     assert drawn is not None and drawn.shape[:2] == frames[-1].shape[:2]
     assert run.restarts == [] and len(run.sequences) == 1
+    assert all(0 < r.result.latency_s < 60 for r in results)  # each frame's round trip
 
 
 class RawStream:
@@ -173,6 +174,8 @@ def test_a_clip_goes_on_with_a_new_sequence_when_the_server_restarts(tmp_path, p
     assert len(run.restarts) == 1 and 1 <= run.restarts[0] <= 10 and len(run.sequences) == 2
     after = [person_ids(r.result) for r in results[run.restarts[0] + 3 :]]
     assert all(after) and len(set().union(*after)) == 1  # tracked again after the restart
+    before = set().union(*(person_ids(r.result) for r in results[: run.restarts[0]]))
+    assert min(set().union(*after)) > max(before)  # numbered on: one id, one object
 
 
 def test_a_live_session_tracks_one_frame_at_a_time_and_ends_its_sequence(triton_url, photos):
