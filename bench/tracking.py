@@ -312,7 +312,28 @@ def tracked_by_client(url: str, ensemble: str, frames: Sequence[bytes]) -> list[
     return track_rows(detect_rows(url, ensemble, frames, settings.low_score), settings)
 
 
-METHODS: dict[str, Method] = {"client": tracked_by_client}
+def tracked_by_ensemble(url: str, ensemble: str, frames: Sequence[bytes]) -> list[np.ndarray]:
+    """:data:`Method` ``ensemble``: the tracking ensemble of ``ensemble`` inside Triton
+    (``track_<name>``, its tracker with its default settings), through
+    ``DetectorClient.track_frames``, asked for every detection down to the tracker's
+    ``low_score`` as the ``client`` method is."""
+    from client import DetectorClient
+    from client.payload import DetectOptions
+    from ensemble.contract import tracking_name
+
+    options = DetectOptions(
+        score_threshold=TrackerSettings().low_score, annotated_max_side=ANNOTATED_SIDE
+    )
+    with DetectorClient(url) as client:
+        tracked = client.track_frames(frames, tracking_name(ensemble), options)
+        return [
+            np.array([(d.x1, d.y1, d.x2, d.y2, d.score, d.class_id, d.track_id)
+                      for d in frame.result.detections], np.float32).reshape(-1, 7)
+            for frame in tracked
+        ]  # fmt: skip
+
+
+METHODS: dict[str, Method] = {"client": tracked_by_client, "ensemble": tracked_by_ensemble}
 
 
 # --- scores --------------------------------------------------------------------------

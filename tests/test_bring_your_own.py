@@ -113,7 +113,12 @@ def test_detect_all_carries_exactly_the_detectors_marked_for_fusion(lab, photos)
     assert [d.name for d in info.detectors] == FUSED
     assert list(info.labels[:3]) == SHAPES and list(info.labels[3:]) == list(contract.COCO80_LABELS)
     outputs = infer(lab, contract.DETECT_ALL, photos["horse"])
-    expected = {contract.DETECTIONS, contract.NUM_DETECTIONS, contract.ANNOTATED_IMAGE}
+    expected = {
+        contract.DETECTIONS,
+        contract.NUM_DETECTIONS,
+        contract.ANNOTATED_IMAGE,
+        contract.ALTERNATIVE_LABELS,
+    }
     for name in FUSED:
         expected |= set(contract.detector_outputs(name))
     assert set(outputs) == expected
