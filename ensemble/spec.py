@@ -248,8 +248,7 @@ def fuse_step(registry: Registry) -> PythonStep:
             **DRAWING,
         },
         role="fuse",
-        doc="Weighted box fusion of the detectors' results, one box per object (per label with "
-        "MERGE_LABELS false), drawn; theirs passed on.",
+        doc="Weighted box fusion, one box per object (MERGE_LABELS false: per label), drawn.",
     )
 
 
