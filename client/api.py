@@ -311,13 +311,15 @@ class DetectorClient:
         *,
         batch_size: int = MAX_BATCH_SIZE,
         annotated_max_side: int | None = None,
+        merge_labels: bool | None = None,
     ) -> list[ImageResult]:
         """Detect objects in each image; one result per image, in order.
 
         ``images`` are encoded image files as bytes or paths. They go in batches of at
         most ``batch_size`` (<= MAX_BATCH_SIZE), one request per batch, fewer images when
         they would make a request over ``MAX_REQUEST_BYTES``. The thresholds, ``timeout``
-        (seconds per request and per try) and ``annotated_max_side`` (pixels) are
+        (seconds per request and per try), ``annotated_max_side`` (pixels) and
+        ``merge_labels`` (detect_all: False for one box per label) are
         ``DetectOptions``' fields, which say what each means; ``iter_detect``,
         ``detect_frames`` and ``annotate_clip`` take them as one ``DetectOptions``.
         Detections are in pixels of the original photos. Raises ``InvalidImage`` naming
@@ -330,6 +332,7 @@ class DetectorClient:
             iou_threshold=iou_threshold,
             annotated_max_side=annotated_max_side,
             timeout=timeout,
+            merge_labels=merge_labels,
         )
         return results_or_raise(self.iter_detect(images, model, options, batch_size=batch_size))
 

@@ -328,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         "max_batch_size)",
     )
     parser.add_argument(
+        "--per-label",
+        action="store_true",
+        help="detect_all: fuse per label, one box per label where the detectors disagree "
+        "(default: one box per object with its best-supported label, the others kept as "
+        "alternatives)",
+    )
+    parser.add_argument(
         "--track",
         action="store_true",
         help="follow objects over the frames (the model's tracking ensemble, track_<name>): "
@@ -479,6 +486,7 @@ def detect_options(args: argparse.Namespace) -> DetectOptions:
         score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold,
         annotated_max_side=args.annotated_max_side,
+        merge_labels=False if args.per_label else None,
     )
 
 

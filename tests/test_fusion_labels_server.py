@@ -8,6 +8,11 @@ and NanoDet a dog. At a score threshold of 0.25 the per-label fusion keeps both 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from client import DetectOptions, DetectorClient, ImageResult
@@ -15,6 +20,8 @@ from client.results import results_or_raise
 from ensemble import contract
 
 pytestmark = pytest.mark.server
+
+REPO = Path(__file__).resolve().parents[1]
 
 CAT_BOX = (0, 0, 451, 300)  # the cat, drawn by hand on the photo (x1, y1, x2, y2)
 THRESHOLD = 0.25
@@ -84,3 +91,31 @@ def test_a_single_detectors_ensemble_returns_no_alternatives_and_refuses_the_opt
     assert result.detections and all(d.alternatives == () for d in result.detections)
     with pytest.raises(ValueError, match="detect_onnxruntime does not fuse"):
         detect(client, photos["chelsea"], "detect_onnxruntime", merge_labels=False)
+
+
+def test_detect_and_the_cli_turn_merging_off_by_their_own_options(client, photos, tmp_path):
+    per_label = client.detect([photos["chelsea"]], score_threshold=THRESHOLD, merge_labels=False)
+    assert sorted(d.label for d in on_the_cat(per_label[0])) == ["cat", "dog"]
+    (merged,) = client.detect([photos["chelsea"]], score_threshold=THRESHOLD)
+    assert [d.label for d in on_the_cat(merged)] == ["cat"]
+
+    photo = tmp_path / "chelsea.png"
+    photo.write_bytes(photos["chelsea"])
+    for flag, labels in ((["--per-label"], ["cat", "dog"]), ([], ["cat"])):
+        out = tmp_path / f"out{len(flag)}"
+        done = subprocess.run(
+            [sys.executable, "-m", "client", str(photo), "--url", client.url, "--out", str(out),
+             "--score-threshold", str(THRESHOLD), *flag],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        found = json.loads((out / "results.json").read_text())
+        boxes = [r for r in found if r.get("model", "detect_all") == "detect_all"]
+        near = [r["category_name"] for r in boxes
+                if iou(xyxy(r["bbox"]), CAT_BOX) > 0.5]  # fmt: skip
+        assert sorted(near) == labels, (flag, found)
+
+
+def xyxy(bbox):
+    x, y, w, h = bbox
+    return (x, y, x + w, y + h)
