@@ -28,7 +28,7 @@ import logging
 import queue
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -183,13 +183,18 @@ def track_frames(
             sequence = rng.getrandbits(63) or 1
             run.sequences.append(sequence)
             ids["offset"] = ids["highest"]  # a new sequence numbers on
-            results, error, done, sent = _run_sequence(
+            frames_out = _run_sequence(
                 stream, sequence, first, read, is_last, payloads, options, info,
                 max_in_flight, timeout_s, ids,
             )  # fmt: skip
-            for index in sorted(results):
-                payloads.pop(index, None)
-                yield results[index]
+            while True:
+                try:
+                    result = next(frames_out)
+                except StopIteration as end:
+                    error, done, sent = end.value
+                    break
+                payloads.pop(result.index, None)
+                yield result
             if error is None:
                 continue
             gone = _stream_broken(error)
@@ -212,18 +217,20 @@ def track_frames(
 def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[int], bool],
                   is_last: Callable[[int], bool], payloads: dict[int, bytes],
                   options: DetectOptions, info, max_in_flight: int, timeout_s: float,
-                  ids: dict[str, int]) -> tuple[dict, Exception | None, bool, int]:  # fmt: skip
+                  ids: dict[str, int]) -> Generator[FrameResult, None, tuple]:  # fmt: skip
     """Send frames ``first``, ``first + 1`` ... as one sequence until the last frame is
-    answered or an error came. Returns the answered frames by number, the error (None),
-    whether the last frame was answered, and the first frame without an answer. ``ids``:
-    the ``offset`` added to this sequence's track ids, and the ``highest`` id so far."""
-    results: dict[int, FrameResult] = {}
+    answered or an error came, yielding each frame's result, in order, as soon as it and
+    every frame before it are answered (a clip's results are not held until its end).
+    Returns the error (None), whether the last frame was answered, and the first frame
+    not yielded. ``ids``: the ``offset`` added to this sequence's track ids, and the
+    ``highest`` id so far."""
+    answered: dict[int, FrameResult] = {}  # answered, not yet yielded: after a gap
     error: Exception | None = None
     out: set[int] = set()
-    index = first
+    index = following = first  # the next frame to send; the next to yield
 
-    def collect(until_empty: bool) -> None:
-        nonlocal error
+    def collect(until_empty: bool) -> Iterator[FrameResult]:
+        nonlocal error, following
         while out and (until_empty or len(out) >= max_in_flight or error is not None):
             try:
                 result, failure = stream.answers.get(timeout=timeout_s)
@@ -240,37 +247,35 @@ def _run_sequence(stream: _Stream, sequence: int, first: int, read: Callable[[in
             number, image = stream.parse(result, info.labels, ids["offset"])
             out.discard(number)
             ids["highest"] = max([ids["highest"], *(d.track_id for d in image.detections)])
-            results[number] = FrameResult(number, image)
+            answered[number] = FrameResult(number, image)
+            # An answer after a gap waits for the gap's frame (or, after an error, is
+            # sent again in a new sequence).
+            while following in answered:
+                yield answered.pop(following)
+                following += 1
 
     try:
         while error is None:
             last = is_last(index)
             start = index == first
             if last or start:
-                collect(until_empty=True)  # START and END go alone (module docstring)
+                yield from collect(until_empty=True)  # START and END go alone (docstring)
                 if error is not None:
                     break
             stream.send(payloads[index], index, index - first, options, sequence,
                         start=start, end=last)  # fmt: skip
             out.add(index)
             if last or start:
-                collect(until_empty=True)
+                yield from collect(until_empty=True)
                 if last:
                     break
             else:
-                collect(until_empty=False)
+                yield from collect(until_empty=False)
             index += 1
-        collect(until_empty=True)
+        yield from collect(until_empty=True)
     except InferenceServerException as e:
         error = e
-    unanswered = [i for i in range(first, index + 1) if i not in results]
-    resume = min(unanswered) if unanswered else index + 1
-    done = error is None
-    # Frames of the answered prefix only: an answer after a gap waits for a restart.
-    ordered = {}
-    for i in range(first, resume):
-        ordered[i] = results[i]
-    return ordered, error, done, resume
+    return error, error is None, following
 
 
 def _await_server(client: DetectorClient, model: str, reason: str) -> None:

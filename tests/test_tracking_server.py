@@ -47,8 +47,21 @@ def person_ids(result) -> set[int]:
 def test_a_tracked_clip_keeps_one_id_for_its_person_and_gives_mot_rows(triton_url, photos):
     frames = moving_frames(photos["astronaut"], 24)
     run = TrackRun()
+    read = []
+
+    def counted():
+        for frame in frames:
+            read.append(1)
+            yield frame
+
     with DetectorClient(triton_url) as client:
-        results = list(client.track_frames(frames, MODEL, run=run, max_in_flight=6))
+        results, read_at_first = [], None
+        for result in client.track_frames(counted(), MODEL, run=run, max_in_flight=6):
+            read_at_first = len(read) if read_at_first is None else read_at_first
+            results.append(result)
+    # results come as they are answered, not at the clip's end: the first after at most
+    # the frames in flight and the one read ahead (to know whether it is the last)
+    assert read_at_first <= 6 + 2
     assert [r.index for r in results] == list(range(len(frames)))
     ids = [person_ids(r.result) for r in results]
     confirmed = [i for i in ids if i]
